@@ -1,0 +1,37 @@
+"""Probability paths, time samplers and the flow-matching objective (``t = 0`` noise, ``t = 1`` data)."""
+
+from flowvla.flow.analytic import GaussianMixtureFlow
+from flowvla.flow.objective import FlowMatchingLoss, FlowMatchingObjective, masked_mse
+from flowvla.flow.paths import (
+    LinearPath,
+    PathSample,
+    VelocityFn,
+    from_reverse_time_field,
+    to_reverse_time_field,
+)
+from flowvla.flow.time_samplers import (
+    BetaTimeSampler,
+    LogitNormalTimeSampler,
+    TimeSampler,
+    UniformTimeSampler,
+    sample_beta,
+    sample_gamma,
+)
+
+__all__ = [
+    "BetaTimeSampler",
+    "FlowMatchingLoss",
+    "FlowMatchingObjective",
+    "GaussianMixtureFlow",
+    "LinearPath",
+    "LogitNormalTimeSampler",
+    "PathSample",
+    "TimeSampler",
+    "UniformTimeSampler",
+    "VelocityFn",
+    "from_reverse_time_field",
+    "masked_mse",
+    "sample_beta",
+    "sample_gamma",
+    "to_reverse_time_field",
+]
