@@ -37,7 +37,9 @@ def _public_callables():
                     if attr == "__init__" and dataclasses.is_dataclass(obj):
                         continue  # generated field assignment, no tensor logic
                     fn = member.__func__ if isinstance(member, staticmethod) else member
-                    if inspect.isfunction(fn) and (not attr.startswith("_") or attr in ("__call__", "__init__")):
+                    if inspect.isfunction(fn) and (
+                        not attr.startswith("_") or attr in ("__call__", "__init__")
+                    ):
                         yield f"{mod_name}.{name}.{attr}", fn
 
 

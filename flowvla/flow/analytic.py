@@ -35,8 +35,8 @@ class GaussianMixtureFlow:
     @typechecked
     def __init__(
         self,
-        means: Float[Tensor, "M *E"],
-        stds: Float[Tensor, " M"] | Float[Tensor, "M *E"],
+        means: Float[Tensor, " M *E"],
+        stds: Float[Tensor, " M"] | Float[Tensor, " M *E"],
         weights: Float[Tensor, " M"] | None = None,
     ) -> None:
         if not bool((stds > 0).all()):
@@ -65,7 +65,9 @@ class GaussianMixtureFlow:
     def _flatten(self, x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
         e = len(self.event_shape)
         if tuple(x.shape[x.dim() - e :]) != self.event_shape:
-            raise ValueError(f"x: trailing shape must be the event shape {self.event_shape}, got {tuple(x.shape)}")
+            raise ValueError(
+                f"x: trailing shape must be the event shape {self.event_shape}, got {tuple(x.shape)}"
+            )
         batch_shape = tuple(x.shape[: x.dim() - e])
         return x.reshape(-1, self.means.shape[1]), batch_shape
 
@@ -86,20 +88,21 @@ class GaussianMixtureFlow:
     __call__ = velocity
 
     @typechecked
-    def sample_data(
-        self, n: int, *, generator: torch.Generator | None = None
-    ) -> Float[Tensor, "..."]:
+    def sample_data(self, n: int, *, generator: torch.Generator | None = None) -> Float[Tensor, "..."]:
         """``n`` draws from the target mixture, ``[n, *E]``."""
         idx = torch.multinomial(self.log_weights.exp(), n, replacement=True, generator=generator)
-        eps = torch.randn(n, self.means.shape[1], generator=generator, dtype=self.means.dtype,
-                          device=self.means.device)
+        eps = torch.randn(
+            n, self.means.shape[1], generator=generator, dtype=self.means.dtype, device=self.means.device
+        )
         return (self.means[idx] + self.stds[idx] * eps).reshape(n, *self.event_shape)
 
     @typechecked
     def exact_flow(self, x0: Float[Tensor, "..."], t: float = 1.0) -> Float[Tensor, "..."]:
         """Closed-form flow map ``x_0 -> x_t`` (single-Gaussian targets only)."""
         if self.num_components != 1:
-            raise ValueError(f"exact_flow: only a single Gaussian has a closed-form flow, got M={self.num_components}")
+            raise ValueError(
+                f"exact_flow: only a single Gaussian has a closed-form flow, got M={self.num_components}"
+            )
         flat, batch_shape = self._flatten(x0)
         mu, s = self.means[0].to(flat.dtype), self.stds[0].to(flat.dtype)
         std_t = ((1 - t) ** 2 + t**2 * s.square()).sqrt()

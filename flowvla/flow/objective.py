@@ -121,7 +121,9 @@ class FlowMatchingObjective:
                 (*lead, b), generator=generator, device=actions.device, dtype=actions.dtype
             )
         elif tuple(t.shape) != (*lead, b):
-            raise ValueError(f"t: expected shape {(*lead, b)} for repeats={self.repeats}, got {tuple(t.shape)}")
+            raise ValueError(
+                f"t: expected shape {(*lead, b)} for repeats={self.repeats}, got {tuple(t.shape)}"
+            )
         elif bool(((t < 0) | (t > 1)).any()):
             raise ValueError("t: flow times must lie in [0, 1]")
         if noise is None:

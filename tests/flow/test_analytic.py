@@ -15,8 +15,9 @@ def test_flow_transports_noise_to_the_mixture():
     x0 = torch.randn(40_000, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     x1 = integrate(gmm, x0, solver="rk4", steps=200).x[:, 0]
     # Component masses: which basin each sample lands in.
-    masses = torch.stack([(x1 < -0.5).double().mean(), ((x1 > -0.5) & (x1 < 2.2)).double().mean(),
-                          (x1 > 2.2).double().mean()])
+    masses = torch.stack(
+        [(x1 < -0.5).double().mean(), ((x1 > -0.5) & (x1 < 2.2)).double().mean(), (x1 > 2.2).double().mean()]
+    )
     torch.testing.assert_close(masses, weights, atol=0.01, rtol=0)
     mean = float((weights * means[:, 0]).sum())
     var = float((weights * (stds**2 + means[:, 0] ** 2)).sum()) - mean**2
@@ -25,7 +26,9 @@ def test_flow_transports_noise_to_the_mixture():
 
 
 def test_single_gaussian_flow_is_closed_form():
-    gmm = GaussianMixtureFlow(torch.randn(1, 3, 2, dtype=torch.float64), torch.tensor([0.4], dtype=torch.float64))
+    gmm = GaussianMixtureFlow(
+        torch.randn(1, 3, 2, dtype=torch.float64), torch.tensor([0.4], dtype=torch.float64)
+    )
     x0 = torch.randn(16, 3, 2, dtype=torch.float64)
     for t_end in (0.5, 1.0):
         grid = torch.linspace(0, t_end, 401, dtype=torch.float64)
@@ -39,4 +42,6 @@ def test_invalid_mixture_raises():
     with pytest.raises(ValueError, match="exact_flow"):
         GaussianMixtureFlow(torch.zeros(2, 3), torch.tensor([0.1, 0.2])).exact_flow(torch.zeros(4, 3))
     with pytest.raises(ValueError, match="event shape"):
-        GaussianMixtureFlow(torch.zeros(2, 3), torch.tensor([0.1, 0.2])).velocity(torch.zeros(4, 5), torch.tensor(0.5))
+        GaussianMixtureFlow(torch.zeros(2, 3), torch.tensor([0.1, 0.2])).velocity(
+            torch.zeros(4, 5), torch.tensor(0.5)
+        )

@@ -53,8 +53,9 @@ def test_marginal_field_minimises_the_expected_loss():
     obj = FlowMatchingObjective(UniformTimeSampler(0.0, 0.98))
     base = obj(gmm.velocity, actions, generator=torch.Generator().manual_seed(1)).loss
     for shift in (0.3, -0.2):
-        worse = obj(lambda x, t, s=shift: gmm.velocity(x, t) + s, actions,
-                    generator=torch.Generator().manual_seed(1)).loss
+        worse = obj(
+            lambda x, t, s=shift: gmm.velocity(x, t) + s, actions, generator=torch.Generator().manual_seed(1)
+        ).loss
         assert float(worse - base) == pytest.approx(shift**2, rel=0.05)
 
 
@@ -92,13 +93,17 @@ def test_repeats_share_the_conditioning():
         seen["x"], seen["t"] = x.shape, t.shape
         return x * context.mean(-1)[:, None, None]  # broadcasts [B] over [R, B, H, A]
 
-    out = FlowMatchingObjective(repeats=3)(field, actions, context=context, generator=torch.Generator().manual_seed(0))
+    out = FlowMatchingObjective(repeats=3)(
+        field, actions, context=context, generator=torch.Generator().manual_seed(0)
+    )
     assert seen == {"x": (3, 4, 6, 7), "t": (3, 4)}
     assert out.prediction.shape == (3, 4, 6, 7)
 
 
 def test_repeat_draws_are_independent():
-    out = FlowMatchingObjective(repeats=4)(_zero_field, torch.zeros(2, 3, 1), generator=torch.Generator().manual_seed(0))
+    out = FlowMatchingObjective(repeats=4)(
+        _zero_field, torch.zeros(2, 3, 1), generator=torch.Generator().manual_seed(0)
+    )
     assert len(set(out.path.t[:, 0].tolist())) == 4
 
 

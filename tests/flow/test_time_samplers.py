@@ -15,7 +15,12 @@ from flowvla.flow import (
     sample_gamma,
 )
 
-SAMPLERS = [UniformTimeSampler(), BetaTimeSampler(), BetaTimeSampler(2.0, 3.0, 0.95), LogitNormalTimeSampler(0.5, 1.2)]
+SAMPLERS = [
+    UniformTimeSampler(),
+    BetaTimeSampler(),
+    BetaTimeSampler(2.0, 3.0, 0.95),
+    LogitNormalTimeSampler(0.5, 1.2),
+]
 N = 200_000
 
 
@@ -53,20 +58,26 @@ def test_different_seeds_differ():
 def test_pi0_beta_matches_its_exact_distribution():
     # t = s (1 - u), u ~ Beta(alpha, 1) has CDF u^alpha, so P(t <= x) = 1 - (1 - x / s)^alpha.
     alpha, s = 1.5, 0.999
-    t = BetaTimeSampler(alpha, 1.0, s).sample(N, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    t = BetaTimeSampler(alpha, 1.0, s).sample(
+        N, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
     assert float(t.max()) <= s
     d = _ks_statistic(t, lambda x: 1 - (1 - x / s).clamp(min=0) ** alpha)
     assert d < 1.63 / math.sqrt(N)  # KS critical value at the 1% level
 
 
 def test_uniform_matches_its_cdf():
-    t = UniformTimeSampler(0.2, 0.7).sample(N, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    t = UniformTimeSampler(0.2, 0.7).sample(
+        N, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
     assert _ks_statistic(t, lambda x: ((x - 0.2) / 0.5).clamp(0, 1)) < 1.63 / math.sqrt(N)
 
 
 def test_logit_normal_matches_its_cdf():
     m, sd = 0.5, 1.2
-    t = LogitNormalTimeSampler(m, sd).sample(N, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    t = LogitNormalTimeSampler(m, sd).sample(
+        N, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
     normal_cdf = lambda x: 0.5 * (1 + torch.erf((torch.logit(x) - m) / (sd * math.sqrt(2))))
     assert _ks_statistic(t, normal_cdf) < 1.63 / math.sqrt(N)
 
