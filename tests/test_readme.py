@@ -1,0 +1,32 @@
+"""The README's quickstart runs as written and does what it says."""
+
+import re
+from pathlib import Path
+
+import torch
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_quickstart_runs():
+    text = README.read_text()
+    section = text.split("## Quickstart", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert len(code.strip().splitlines()) <= 18
+    torch.manual_seed(0)
+    namespace: dict = {}
+    exec(compile(code, "README quickstart", "exec"), namespace)
+    chunk, demos = namespace["chunk"].detach(), namespace["demos"]
+    assert chunk.shape == (8, 16, 7)
+    assert float(namespace["loss"].detach()) < 0.8  # from ~1.3-2 at initialisation
+    # Sampling carries noise (RMS distance ~1.15 from the nearest demo) onto the demonstrations.
+    rms_to_nearest_demo = torch.cdist(chunk.flatten(1), demos.flatten(1)).min(1).values / (16 * 7) ** 0.5
+    assert float(rms_to_nearest_demo.median()) < 0.6
+
+
+def test_setup_commands_match_ci():
+    text = README.read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text.split("## Set up", 1)[1].split("##", 1)[0], re.S)
+    install, test = (b.strip() for b in blocks[:2])
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert install in ci and test in ci
