@@ -12,7 +12,7 @@ def test_quickstart_runs():
     text = README.read_text()
     section = text.split("## Quickstart", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    assert len(code.strip().splitlines()) <= 18
+    assert len(code.strip().splitlines()) <= 14
     torch.manual_seed(0)
     namespace: dict = {}
     exec(compile(code, "README quickstart", "exec"), namespace)
