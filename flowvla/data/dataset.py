@@ -1,0 +1,218 @@
+"""Training items from demonstrations: views, instruction, padded state, action chunk with its mask.
+
+An item at step ``t`` of an episode of length ``T`` (unbatched batch contract, see
+:mod:`flowvla.data.batch`)::
+
+    images       [V, 3, H, W] uint8      upright views at t (optionally augmented)
+    instruction  str
+    state        [S] float32             state at t, zero-padded / truncated to S = state_dim
+    state_mask   [S] bool                True on the dims that came from the data
+    actions      [H, A] float32          actions t .. t+H-1; past the episode's end the last action
+                                         is repeated
+    action_mask  [H] bool                True for t + h < T (real actions)
+    depth, intrinsics, extrinsics        with ``geometry=True``, when the source has them
+    episode_index, frame_index           int
+
+Sources are anything implementing :class:`EpisodeSource` (the HDF5 and LeRobot readers do). Per-episode
+actions and states are loaded once into memory (small); images are read per item, so items can be
+produced in DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from flowvla.data.augment import ImageAugment
+from flowvla.data.batch import pad_state
+from flowvla.data.hdf5 import LiberoHDF5Reader
+from flowvla.data.stats import FeatureStats, Normalizer, compute_stats
+
+__all__ = ["ChunkDataset", "EpisodeSource", "HDF5Source"]
+
+
+@runtime_checkable
+class EpisodeSource(Protocol):
+    """Episodes of (views, state, action) with an instruction each."""
+
+    def __len__(self) -> int:
+        """Number of episodes."""
+        ...
+
+    def episode_length(self, e: int) -> int: ...
+
+    def instruction(self, e: int) -> str: ...
+
+    def actions(self, e: int) -> np.ndarray:
+        """``[T, A]`` float32."""
+        ...
+
+    def states(self, e: int) -> np.ndarray:
+        """``[T, S0]`` float32."""
+        ...
+
+    def images(self, e: int, t: int) -> np.ndarray:
+        """``[V, 3, H, W]`` uint8, upright."""
+        ...
+
+    def geometry(self, e: int, t: int) -> dict[str, np.ndarray] | None:
+        """``depth [V, H, W]``, ``intrinsics [V, 3, 3]``, ``extrinsics [V, 4, 4]``, or None."""
+        ...
+
+
+class HDF5Source:
+    """Episodes of several LIBERO HDF5 files (e.g. the 10 task files of a suite) as one source.
+
+    Args:
+        paths: HDF5 files; each is one task with its own instruction.
+        **reader_kwargs: passed to each :class:`~flowvla.data.hdf5.LiberoHDF5Reader`.
+    """
+
+    def __init__(self, paths: Sequence[str | os.PathLike], **reader_kwargs: Any) -> None:
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]
+        if not paths:
+            raise ValueError("paths is empty")
+        self.readers = [LiberoHDF5Reader(p, **reader_kwargs) for p in paths]
+        self._index: list[tuple[int, int]] = [
+            (r, i) for r, rd in enumerate(self.readers) for i in range(len(rd))
+        ]
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def _at(self, e: int) -> tuple[LiberoHDF5Reader, int]:
+        r, i = self._index[e]
+        return self.readers[r], i
+
+    def episode_length(self, e: int) -> int:
+        rd, i = self._at(e)
+        return rd.episode_length(i)
+
+    def instruction(self, e: int) -> str:
+        return self._at(e)[0].instruction
+
+    def actions(self, e: int) -> np.ndarray:
+        rd, i = self._at(e)
+        return rd.actions(i)
+
+    def states(self, e: int) -> np.ndarray:
+        rd, i = self._at(e)
+        return rd.states(i)
+
+    def images(self, e: int, t: int) -> np.ndarray:
+        rd, i = self._at(e)
+        return rd.images(i, t)
+
+    def geometry(self, e: int, t: int) -> dict[str, np.ndarray] | None:
+        rd, i = self._at(e)
+        return rd.geometry(i, t)
+
+
+class ChunkDataset(torch.utils.data.Dataset):
+    """One training item per (episode, step): see the module docs.
+
+    Args:
+        source: an :class:`EpisodeSource`.
+        horizon: action-chunk length ``H``.
+        state_dim: the policy's state size ``S`` (default: the source's).
+        augment: image augmentation applied per item (default: none).
+        geometry: include depth / intrinsics / extrinsics (error if the source lacks them).
+        normalizers: ``{"actions": Normalizer, "state": Normalizer}`` applied to the item's actions /
+            state (default: raw values; the policy may normalise itself).
+        seed: base seed of the augmentation; item ``k`` of epoch-less sampling uses ``seed + k`` mixed
+            with the worker's torch seed, so workers differ and a run is reproducible.
+    """
+
+    def __init__(
+        self,
+        source: EpisodeSource,
+        horizon: int,
+        state_dim: int | None = None,
+        augment: ImageAugment | None = None,
+        geometry: bool = False,
+        normalizers: dict[str, Normalizer] | None = None,
+        seed: int = 0,
+    ) -> None:
+        if horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {horizon}")
+        if len(source) == 0:
+            raise ValueError("source has no episodes")
+        self.source, self.horizon, self.augment, self.geometry = source, horizon, augment, geometry
+        self.normalizers = dict(normalizers or {})
+        unknown = set(self.normalizers) - {"actions", "state"}
+        if unknown:
+            raise ValueError(f"normalizers: unknown keys {sorted(unknown)}; use 'actions' and/or 'state'")
+        self.seed = seed
+        self._actions = [
+            np.ascontiguousarray(source.actions(e), dtype=np.float32) for e in range(len(source))
+        ]
+        self._states = [np.ascontiguousarray(source.states(e), dtype=np.float32) for e in range(len(source))]
+        for e, (a, s) in enumerate(zip(self._actions, self._states, strict=True)):
+            n = source.episode_length(e)
+            if len(a) != n or len(s) != n:
+                raise ValueError(f"episode {e}: {len(a)} actions and {len(s)} states for length {n}")
+        self.state_dim = state_dim or self._states[0].shape[-1]
+        self._starts = np.cumsum([0] + [len(a) for a in self._actions]).tolist()
+        if geometry and source.geometry(0, 0) is None:
+            raise ValueError("geometry=True but the source has no metric depth with camera matrices")
+
+    def __len__(self) -> int:
+        return self._starts[-1]
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """``(episode, step)`` of a flat item index."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} items")
+        e = bisect.bisect_right(self._starts, index) - 1
+        return e, index - self._starts[e]
+
+    def action_chunk(self, e: int, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """``([H, A] actions, [H] mask)`` from step ``t`` of episode ``e``; padded with the last action."""
+        a = self._actions[e]
+        idx = np.arange(t, t + self.horizon)
+        mask = idx < len(a)
+        return a[np.minimum(idx, len(a) - 1)], mask
+
+    def stats(self) -> dict[str, FeatureStats]:
+        """Statistics of the raw actions and states over every frame (what to save next to a policy)."""
+        return compute_stats({"actions": self._actions, "state": self._states})
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        e, t = self.locate(int(index))
+        actions, mask = self.action_chunk(e, t)
+        state, state_mask = pad_state(self._states[e][t], self.state_dim)
+        if "actions" in self.normalizers:
+            actions = self.normalizers["actions"].normalize(actions.astype(np.float32))
+        if "state" in self.normalizers:
+            n = min(self.state_dim, self._states[e].shape[-1])
+            state[:n] = self.normalizers["state"].normalize(self._states[e][t][None])[0, :n]
+        images = torch.from_numpy(np.ascontiguousarray(self.source.images(e, t)))
+        item: dict[str, Any] = {
+            "instruction": self.source.instruction(e),
+            "state": torch.from_numpy(state),
+            "state_mask": torch.from_numpy(state_mask),
+            "actions": torch.from_numpy(np.ascontiguousarray(actions, dtype=np.float32)),
+            "action_mask": torch.from_numpy(mask),
+            "episode_index": e,
+            "frame_index": t,
+        }
+        depth = intr = None
+        if self.geometry:
+            geo = self.source.geometry(e, t)
+            if geo is None:
+                raise ValueError(f"episode {e} step {t} has no geometry")
+            depth, intr = torch.from_numpy(geo["depth"]), torch.from_numpy(geo["intrinsics"])
+            item["extrinsics"] = torch.from_numpy(geo["extrinsics"])
+        if self.augment is not None and self.augment.active:
+            g = torch.Generator().manual_seed(hash((self.seed, index, torch.initial_seed())) & 0x7FFF_FFFF)
+            images, depth, intr = self.augment(images, generator=g, depth=depth, intrinsics=intr)
+        item["images"] = images
+        if self.geometry:
+            item["depth"], item["intrinsics"] = depth, intr
+        return item

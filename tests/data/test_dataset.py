@@ -1,0 +1,222 @@
+"""Training items: chunk padding masks, state padding, stats, normalisation, collate, DataLoader."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from flowvla.data.batch import collate, pad_state
+from flowvla.data.dataset import ChunkDataset
+from flowvla.data.stats import FeatureStats, Normalizer, compute_stats, load_stats, save_stats
+
+from .helpers import episode_arrays, upright_frames
+
+
+class ArraySource:
+    """In-memory EpisodeSource: episode e has length lengths[e]."""
+
+    def __init__(self, lengths, state_dim=8, geometry=False):
+        self.lengths, self.state_dim, self.geo = list(lengths), state_dim, geometry
+
+    def __len__(self):
+        return len(self.lengths)
+
+    def episode_length(self, e):
+        return self.lengths[e]
+
+    def instruction(self, e):
+        return f"task {e % 3}"
+
+    def actions(self, e):
+        return episode_arrays(e, self.lengths[e])[0].astype(np.float32)
+
+    def states(self, e):
+        return episode_arrays(e, self.lengths[e], self.state_dim)[1].astype(np.float32)
+
+    def images(self, e, t):
+        f = upright_frames(e, self.lengths[e], 8, 8)[t]
+        return np.stack([f, f]).transpose(0, 3, 1, 2)
+
+    def geometry(self, e, t):
+        if not self.geo:
+            return None
+        return {
+            "depth": np.ones((2, 8, 8), np.float32),
+            "intrinsics": np.tile(np.eye(3, dtype=np.float32), (2, 1, 1)),
+            "extrinsics": np.tile(np.eye(4, dtype=np.float32), (2, 1, 1)),
+        }
+
+
+@given(
+    lengths=st.lists(st.integers(1, 12), min_size=1, max_size=5), horizon=st.integers(1, 16), data=st.data()
+)
+def test_chunk_and_mask_at_episode_ends(lengths, horizon, data):
+    src = ArraySource(lengths)
+    ds = ChunkDataset(src, horizon=horizon)
+    assert len(ds) == sum(lengths)
+    index = data.draw(st.integers(0, len(ds) - 1))
+    e, t = ds.locate(index)
+    item = ds[index]
+    n = lengths[e]
+    expected_mask = np.arange(t, t + horizon) < n
+    np.testing.assert_array_equal(item["action_mask"].numpy(), expected_mask)
+    full = src.actions(e)
+    np.testing.assert_array_equal(item["actions"].numpy(), full[np.minimum(np.arange(t, t + horizon), n - 1)])
+    # Real actions are exactly the episode's from step t; the mask counts them.
+    assert int(item["action_mask"].sum()) == min(horizon, n - t)
+    np.testing.assert_array_equal(item["state"].numpy(), src.states(e)[t])
+    assert item["instruction"] == f"task {e % 3}" and item["frame_index"] == t and item["episode_index"] == e
+
+
+def test_every_step_is_one_item():
+    ds = ChunkDataset(ArraySource([3, 1, 4]), horizon=2)
+    pairs = [ds.locate(i) for i in range(len(ds))]
+    assert pairs == [(0, 0), (0, 1), (0, 2), (1, 0), (2, 0), (2, 1), (2, 2), (2, 3)]
+    with pytest.raises(IndexError):
+        ds.locate(8)
+
+
+@given(s0=st.integers(1, 20), dim=st.integers(1, 20))
+def test_pad_state(s0, dim):
+    x = np.arange(1, s0 + 1, dtype=np.float32)
+    out, mask = pad_state(x, dim)
+    n = min(s0, dim)
+    assert out.shape == (dim,) and mask.shape == (dim,)
+    np.testing.assert_array_equal(out[:n], x[:n])
+    assert not out[n:].any() and mask.sum() == n and mask[:n].all()
+
+
+def test_state_dim_in_items():
+    ds = ChunkDataset(ArraySource([4], state_dim=8), horizon=2, state_dim=12)
+    item = ds[1]
+    assert item["state"].shape == (12,) and item["state_mask"].tolist() == [True] * 8 + [False] * 4
+    ds = ChunkDataset(ArraySource([4], state_dim=8), horizon=2, state_dim=5)
+    assert ds[1]["state"].shape == (5,) and bool(ds[1]["state_mask"].all())
+
+
+@given(st.lists(st.integers(1, 30), min_size=1, max_size=4), st.integers(0, 2**31 - 1))
+def test_stats_match_numpy(lengths, seed):
+    rng = np.random.default_rng(seed)
+    chunks = [rng.normal(size=(n, 3)) * [1, 10, 0] + [0, 5, 2] for n in lengths]
+    s = compute_stats({"actions": chunks})["actions"]
+    allx = np.concatenate(chunks)
+    np.testing.assert_allclose(s.mean, allx.mean(0), atol=1e-12)
+    np.testing.assert_allclose(s.std, allx.std(0), atol=1e-12)
+    np.testing.assert_allclose(s.q01, np.percentile(allx, 1, axis=0), atol=1e-12)
+    np.testing.assert_allclose(s.q99, np.percentile(allx, 99, axis=0), atol=1e-12)
+    assert s.count == sum(lengths) and s.min == allx.min(0).tolist()
+
+
+@pytest.mark.parametrize("mode", ["mean_std", "quantile"])
+def test_normalizer_inverse_and_constant_dims(mode):
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(3, 2, (500, 2)), np.full((500, 1), 7.0)], axis=1)
+    stats = FeatureStats.from_array(x)
+    norm = Normalizer(stats, mode=mode)
+    y = norm.normalize(x.astype(np.float32))
+    assert np.all(np.isfinite(y)) and np.allclose(y[:, 2], 0)  # constant dim: centred, not divided by 0
+    np.testing.assert_allclose(norm.unnormalize(y), x, rtol=1e-5, atol=1e-5)
+    if mode == "quantile":
+        qs = np.percentile(y[:, :2], [1, 99], axis=0)
+        np.testing.assert_allclose(qs, [[-1, -1], [1, 1]], atol=1e-5)
+    else:
+        np.testing.assert_allclose(y[:, :2].mean(0), 0, atol=1e-5)
+        np.testing.assert_allclose(y[:, :2].std(0), 1, atol=1e-4)
+    t = torch.from_numpy(x.astype(np.float32))
+    torch.testing.assert_close(norm.unnormalize(norm.normalize(t)), t, rtol=1e-5, atol=1e-4)
+
+
+def test_normalizer_leaves_padding_alone():
+    stats = FeatureStats.from_array(np.random.default_rng(0).normal(size=(100, 3)))
+    x = np.zeros((4, 5), np.float32)
+    x[:, :3] = 1
+    y = Normalizer(stats, "mean_std").normalize(x)
+    assert not y[:, 3:].any()
+    with pytest.raises(ValueError, match="dims"):
+        Normalizer(stats).normalize(np.zeros((2, 2), np.float32))
+
+
+def test_stats_save_load_round_trip(tmp_path):
+    ds = ChunkDataset(ArraySource([5, 7]), horizon=3)
+    stats = ds.stats()
+    path = save_stats(stats, tmp_path / "stats.json", meta={"source": "unit"})
+    loaded = load_stats(path)
+    assert set(loaded) == {"actions", "state"} and loaded["actions"] == stats["actions"]
+    assert json.loads(path.read_text())["_meta"] == {"source": "unit"}
+
+
+def test_normalised_items():
+    src = ArraySource([6, 9])
+    stats = ChunkDataset(src, horizon=4).stats()
+    norms = {"actions": Normalizer(stats["actions"]), "state": Normalizer(stats["state"], "mean_std")}
+    ds = ChunkDataset(src, horizon=4, normalizers=norms, state_dim=10)
+    item = ds[3]
+    e, t = ds.locate(3)
+    raw = ChunkDataset(src, horizon=4)[3]
+    np.testing.assert_allclose(
+        norms["actions"].unnormalize(item["actions"].numpy()), raw["actions"].numpy(), rtol=1e-5, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        item["state"][:8].numpy(), norms["state"].normalize(src.states(e)[t][None])[0], rtol=1e-6
+    )
+    assert not item["state"][8:].any()
+
+
+def test_collate_into_batch_contract():
+    ds = ChunkDataset(ArraySource([3, 4], geometry=True), horizon=5, state_dim=10, geometry=True)
+    batch = collate([ds[i] for i in range(4)])
+    assert batch["images"].shape == (4, 2, 3, 8, 8) and batch["images"].dtype == torch.uint8
+    assert batch["state"].shape == (4, 10) and batch["state"].dtype == torch.float32
+    assert batch["state_mask"].dtype == torch.bool
+    assert batch["actions"].shape == (4, 5, 7) and batch["action_mask"].shape == (4, 5)
+    assert batch["depth"].shape == (4, 2, 8, 8) and batch["intrinsics"].shape == (4, 2, 3, 3)
+    assert batch["extrinsics"].shape == (4, 2, 4, 4)
+    assert batch["instruction"] == ["task 0"] * 3 + ["task 1"]
+    assert batch["frame_index"].tolist() == [0, 1, 2, 0]
+
+
+def test_collate_errors_name_the_problem():
+    ds = ChunkDataset(ArraySource([3]), horizon=2)
+    a, b = ds[0], dict(ds[1])
+    del b["state"]
+    with pytest.raises(ValueError, match="state"):
+        collate([a, b])
+    c = dict(ds[1])
+    c["state"] = torch.zeros(3)
+    with pytest.raises(ValueError, match="'state' has different shapes"):
+        collate([a, c])
+    with pytest.raises(ValueError, match="empty"):
+        collate([])
+
+
+def test_dataloader_with_workers(tmp_path):
+    from .helpers import write_official_hdf5
+
+    pytest.importorskip("h5py")
+    from flowvla.data.dataset import HDF5Source
+
+    paths = [tmp_path / "a.hdf5", tmp_path / "b.hdf5"]
+    write_official_hdf5(paths[0], [5, 4], instruction="a")
+    write_official_hdf5(paths[1], [3], instruction="b")
+    ds = ChunkDataset(HDF5Source(paths), horizon=4)
+    assert len(ds) == 12
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2, collate_fn=collate)
+    batches = list(loader)
+    assert sum(len(b["instruction"]) for b in batches) == 12
+    assert batches[-1]["instruction"][-3:] == ["b", "b", "b"]
+    first = batches[0]["images"][0, 0].permute(1, 2, 0).numpy()
+    np.testing.assert_array_equal(first, upright_frames(0, 5)[0])
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="horizon"):
+        ChunkDataset(ArraySource([3]), horizon=0)
+    with pytest.raises(ValueError, match="geometry"):
+        ChunkDataset(ArraySource([3]), horizon=2, geometry=True)
+    with pytest.raises(ValueError, match="normalizers"):
+        ChunkDataset(ArraySource([3]), horizon=2, normalizers={"image": None})

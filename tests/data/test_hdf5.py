@@ -1,0 +1,173 @@
+"""LIBERO HDF5 layout: reading official-style files, writer round trip, atomicity, merging."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+h5py = pytest.importorskip("h5py")
+
+from flowvla.data.hdf5 import LiberoHDF5Reader, LiberoHDF5Writer, merge_hdf5, to_upright  # noqa: E402
+
+from .helpers import episode_arrays, upright_frames, write_official_hdf5  # noqa: E402
+
+
+def test_reads_official_layout_upright(tmp_path):
+    path = tmp_path / "task_demo.hdf5"
+    write_official_hdf5(path, [5, 3])
+    r = LiberoHDF5Reader(path)
+    assert len(r) == 2 and [r.episode_length(i) for i in range(2)] == [5, 3]
+    assert r.instruction == "put the bowl on the plate"
+    assert r.image_convention == "opengl"
+    img = r.images(1, 2)
+    assert img.shape == (2, 3, 12, 16) and img.dtype == np.uint8
+    # Upright: row index grows downwards in channel 1, column index rightwards in channel 2.
+    np.testing.assert_array_equal(img[0].transpose(1, 2, 0), upright_frames(1, 3, view=0)[2])
+    np.testing.assert_array_equal(img[1].transpose(1, 2, 0), upright_frames(1, 3, view=1)[2])
+    actions, states = episode_arrays(1, 3)
+    np.testing.assert_allclose(r.actions(1), actions, rtol=1e-6)
+    np.testing.assert_allclose(r.states(1), states, rtol=1e-6)
+    assert r.geometry(0, 0) is None
+
+
+def test_demo_order_is_numeric(tmp_path):
+    path = tmp_path / "f.hdf5"
+    write_official_hdf5(path, [2] * 12)
+    assert LiberoHDF5Reader(path).demos[:4] == ["demo_0", "demo_1", "demo_2", "demo_3"]
+
+
+def test_missing_obs_key_is_named(tmp_path):
+    path = tmp_path / "f.hdf5"
+    write_official_hdf5(path, [2])
+    with pytest.raises(KeyError, match="wrist"):
+        LiberoHDF5Reader(path, image_keys=("agentview_rgb", "wrist"))
+
+
+@pytest.mark.parametrize("convention", ["opengl", "opencv"])
+def test_writer_round_trip(tmp_path, convention):
+    path = tmp_path / "out.hdf5"
+    rng = np.random.default_rng(0)
+    lengths = [4, 6]
+    with LiberoHDF5Writer(
+        path,
+        env_name="Libero_Kitchen",
+        problem_info={"language_instruction": "open it", "problem_name": "p", "domain_name": "d"},
+        env_args={"type": 1},
+        image_convention=convention,
+    ) as w:
+        for e, n in enumerate(lengths):
+            actions, states = episode_arrays(e, n)
+            depth = rng.uniform(0.5, 2.0, size=(n, 12, 16)).astype(np.float32)
+            w.add_demo(
+                actions=actions,
+                states=np.arange(n * 5.0).reshape(n, 5),
+                model_file="<mujoco/>",
+                obs={
+                    "agentview_rgb": upright_frames(e, n),
+                    "eye_in_hand_rgb": upright_frames(e, n, view=1),
+                    "ee_states": states[:, :6],
+                    "gripper_states": states[:, 6:],
+                    "agentview_depth": depth,
+                    "eye_in_hand_depth": depth + 1,
+                    "agentview_intrinsics": np.tile(np.eye(3), (n, 1, 1)),
+                    "eye_in_hand_intrinsics": np.tile(np.eye(3), (n, 1, 1)),
+                    "agentview_extrinsics": np.tile(np.eye(4), (n, 1, 1)),
+                    "eye_in_hand_extrinsics": np.tile(np.eye(4), (n, 1, 1)),
+                },
+                attrs={"seed": e},
+            )
+    r = LiberoHDF5Reader(path)
+    assert r.instruction == "open it" and r.image_convention == convention
+    assert r.attrs["num_demos"] == 2 and r.attrs["total"] == sum(lengths)
+    for e, n in enumerate(lengths):
+        actions, states = episode_arrays(e, n)
+        np.testing.assert_array_equal(r.actions(e), actions.astype(np.float32))
+        np.testing.assert_array_equal(r.states(e), states.astype(np.float32))
+        np.testing.assert_array_equal(
+            r.images(e, slice(None))[:, 0].transpose(0, 2, 3, 1), upright_frames(e, n)
+        )
+        geo = r.geometry(e, n - 1)
+        assert geo is not None and geo["depth"].shape == (2, 12, 16)
+        np.testing.assert_allclose(geo["depth"][1] - geo["depth"][0], 1.0, rtol=1e-6)
+        attrs = r.demo_attrs(e)
+        assert attrs["num_samples"] == n and attrs["seed"] == e
+        np.testing.assert_array_equal(attrs["init_state"], np.arange(5.0))
+        obs = r.obs(e)
+        np.testing.assert_array_equal(obs["ee_pos"], states[:, :3])  # derived like LIBERO's files
+        with h5py.File(path) as f:
+            d = f[f"data/demo_{e}"]
+            assert d["dones"][-1] == 1 and d["dones"][:-1].sum() == 0
+            stored = d["obs/agentview_rgb"][()]
+        expected = upright_frames(e, n)[:, ::-1] if convention == "opengl" else upright_frames(e, n)
+        np.testing.assert_array_equal(stored, expected)
+
+
+def test_writer_is_atomic_on_error(tmp_path):
+    path = tmp_path / "out.hdf5"
+    with pytest.raises(ValueError, match="steps but actions"):
+        with LiberoHDF5Writer(path, env_name="x", problem_info={"language_instruction": "x"}) as w:
+            a, s = episode_arrays(0, 3)
+            w.add_demo(actions=a, obs={"ee_states": s[:2, :6]})
+    assert not path.exists()
+    assert list(tmp_path.iterdir()) == []  # no temporary file left behind
+
+
+def test_writer_rejects_bad_input(tmp_path):
+    w = LiberoHDF5Writer(tmp_path / "o.hdf5", env_name="x", problem_info={"language_instruction": "x"})
+    a, _ = episode_arrays(0, 3)
+    with pytest.raises(ValueError, match="agentview_rgb"):
+        w.add_demo(actions=a, obs={"agentview_rgb": np.zeros((3, 3, 8, 8), np.uint8)})
+    with pytest.raises(ValueError, match="NaN"):
+        w.add_demo(actions=np.full((3, 7), np.nan), obs={})
+    w.abort()
+    assert not (tmp_path / "o.hdf5").exists()
+    with pytest.raises(FileExistsError):
+        (tmp_path / "exists.hdf5").write_text("x")
+        LiberoHDF5Writer(tmp_path / "exists.hdf5", env_name="x", problem_info={"language_instruction": "x"})
+
+
+def test_merge_renumbers_and_keeps_everything(tmp_path):
+    parts = []
+    for k in range(3):
+        p = tmp_path / f"part{k}.hdf5"
+        with LiberoHDF5Writer(p, env_name="x", problem_info={"language_instruction": "x"}) as w:
+            for e in range(k + 1):
+                a, s = episode_arrays(10 * k + e, 2 + e)
+                w.add_demo(actions=a, obs={"ee_states": s[:, :6], "gripper_states": s[:, 6:]})
+        parts.append(p)
+    out = merge_hdf5(parts, tmp_path / "all.hdf5")
+    r = LiberoHDF5Reader(out, image_keys=())
+    assert len(r) == 6 and r.attrs["num_demos"] == 6 and r.attrs["total"] == 2 + 2 + 3 + 2 + 3 + 4
+    firsts = [r.actions(i)[0, 0] for i in range(6)]
+    assert firsts == [0, 10, 11, 20, 21, 22]
+
+
+def test_merge_refuses_mixed_tasks(tmp_path):
+    for k, lang in enumerate(["a", "b"]):
+        with LiberoHDF5Writer(
+            tmp_path / f"{k}.hdf5", env_name="x", problem_info={"language_instruction": lang}
+        ) as w:
+            w.add_demo(actions=np.zeros((2, 7)), obs={})
+    with pytest.raises(ValueError, match="problem_info"):
+        merge_hdf5([tmp_path / "0.hdf5", tmp_path / "1.hdf5"], tmp_path / "m.hdf5")
+    assert not (tmp_path / "m.hdf5").exists()
+
+
+def test_to_upright_conventions_are_involutions():
+    img = upright_frames(0, 1)[0]
+    for conv in ("opengl", "opencv", "opengl_rot180"):
+        np.testing.assert_array_equal(to_upright(to_upright(img, conv), conv), img)
+    # The OpenVLA/LeRobot ports store raw[::-1, ::-1]; raw is upright[::-1].
+    np.testing.assert_array_equal(to_upright(img[::-1][::-1, ::-1], "opengl_rot180"), img)
+    with pytest.raises(ValueError, match="convention"):
+        to_upright(img, "sideways")
+
+
+def test_problem_info_is_json(tmp_path):
+    path = tmp_path / "o.hdf5"
+    with LiberoHDF5Writer(path, env_name="x", problem_info={"language_instruction": "go"}) as w:
+        w.add_demo(actions=np.zeros((1, 7)), obs={})
+    with h5py.File(path) as f:
+        assert json.loads(f["data"].attrs["problem_info"])["language_instruction"] == "go"
