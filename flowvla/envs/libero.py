@@ -385,16 +385,23 @@ class LiberoEnv:
 
         self._require_renderer()
         ctx = self.sim._render_context_offscreen
-        ctx.render(
-            width=self.width,
-            height=self.height,
-            camera_id=self.sim.model.camera_name2id(camera),
-            segmentation=True,
-        )
-        rgb = np.empty((self.height, self.width, 3), dtype=np.uint8)
-        mujoco.mjr_readPixels(
-            rgb=rgb, depth=None, viewport=mujoco.MjrRect(0, 0, self.width, self.height), con=ctx.con
-        )
+        # Segmentation ignores transparency, so the alpha-0 sites robosuite hides (regions, grip
+        # markers) would cover the geoms behind them: leave sites out.
+        sitegroup = ctx.vopt.sitegroup.copy()
+        ctx.vopt.sitegroup[:] = 0
+        try:
+            ctx.render(
+                width=self.width,
+                height=self.height,
+                camera_id=self.sim.model.camera_name2id(camera),
+                segmentation=True,
+            )
+            rgb = np.empty((self.height, self.width, 3), dtype=np.uint8)
+            mujoco.mjr_readPixels(
+                rgb=rgb, depth=None, viewport=mujoco.MjrRect(0, 0, self.width, self.height), con=ctx.con
+            )
+        finally:
+            ctx.vopt.sitegroup[:] = sitegroup
         rgb = rgb.astype(np.int64)
         segid = rgb[..., 0] + rgb[..., 1] * 256 + rgb[..., 2] * 65536 - 1  # colour 0 = background
         lut = np.full(ctx.scn.ngeom + 1, -1, dtype=np.int32)
