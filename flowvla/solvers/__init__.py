@@ -10,6 +10,9 @@
 | ``dpm++2m`` | :class:`DPMSolverPlusPlus2M` | 2 | 1 |
 | ``dopri5`` | :class:`DormandPrince54Solver` | 5 (adaptive) | 6 |
 | ``bosh3`` | :class:`BogackiShampine32Solver` | 3 (adaptive) | 3 |
+
+Time grids: :func:`uniform_grid`, :func:`shifted_grid` (SD3 shift), :func:`power_grid`,
+:func:`cosine_grid`, and :func:`fit_time_grid`, which fits the step locations to a given field.
 """
 
 from flowvla.solvers.adams_bashforth import AdamsBashforth2Solver
@@ -23,6 +26,7 @@ from flowvla.solvers.adaptive import (
 )
 from flowvla.solvers.base import ODESolution, Solver, VelocityFn
 from flowvla.solvers.dpm_solver import DPMSolverPlusPlus2M
+from flowvla.solvers.grid_fit import FittedGrid, fit_time_grid
 from flowvla.solvers.grids import (
     GRIDS,
     cosine_grid,
@@ -62,6 +66,7 @@ __all__ = [
     "DormandPrince54Solver",
     "EulerSolver",
     "ExplicitRungeKutta",
+    "FittedGrid",
     "HeunSolver",
     "MidpointSolver",
     "NFEBudgetExceeded",
@@ -71,6 +76,7 @@ __all__ = [
     "VelocityFn",
     "available_solvers",
     "cosine_grid",
+    "fit_time_grid",
     "get_solver",
     "grid_times",
     "integrate",

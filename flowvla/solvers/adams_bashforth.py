@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from flowvla.solvers.base import ODESolution, Solver, VelocityFn, time_dtype_for
+from flowvla.solvers.base import ODESolution, Solver, VelocityFn
 from flowvla.typing import Tensor
 
 __all__ = ["AdamsBashforth2Solver"]
@@ -34,7 +34,7 @@ class AdamsBashforth2Solver(Solver):
         fn_kwargs: dict,
     ) -> ODESolution:
         steps = len(times) - 1
-        t = torch.tensor(times[:-1], dtype=time_dtype_for(x0.dtype), device=x0.device)
+        t = self._time_tensors(times[:-1], x0)
         traj = self._new_trajectory(x0, times, return_trajectory)
         x, v_prev = x0, None
         for i in range(steps):
@@ -48,6 +48,4 @@ class AdamsBashforth2Solver(Solver):
             v_prev = v
             if traj is not None:
                 traj[i + 1] = x
-        return ODESolution(
-            x=x, nfe=steps, times=torch.tensor(times, dtype=torch.float64), trajectory=traj, steps=steps
-        )
+        return ODESolution(x=x, nfe=steps, grid=tuple(times), trajectory=traj, steps=steps)

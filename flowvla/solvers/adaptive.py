@@ -227,7 +227,7 @@ class AdaptiveRungeKutta(Solver):
         return ODESolution(
             x=x,
             nfe=nfe,
-            times=torch.tensor(times, dtype=torch.float64),
+            grid=tuple(times),
             trajectory=traj,
             steps=accepted,
             rejected_steps=rejected,

@@ -38,7 +38,7 @@ class ODESolution:
     Attributes:
         x: state at ``grid[-1]``, same shape/dtype/device as ``x0``.
         nfe: number of velocity evaluations spent.
-        times: the grid, ``[G]`` float64 on the CPU.
+        grid: the grid times as Python floats (``times`` gives them as a tensor).
         trajectory: ``[G, *x.shape]`` states at the grid times (``trajectory[0] = x0``), or ``None``.
         steps: accepted steps.
         rejected_steps: steps an adaptive solver rejected (0 for fixed-step solvers).
@@ -47,11 +47,16 @@ class ODESolution:
 
     x: Tensor
     nfe: int
-    times: Tensor
+    grid: tuple[float, ...]
     trajectory: Tensor | None = None
     steps: int = 0
     rejected_steps: int = 0
     budget_exhausted: bool = False
+
+    @property
+    def times(self) -> Tensor:
+        """The grid, ``[G]`` float64 on the CPU."""
+        return torch.tensor(self.grid, dtype=torch.float64)
 
 
 @typechecked
@@ -127,6 +132,11 @@ class Solver(ABC):
                 "the velocity must have exactly the state's shape"
             )
         return v if v.dtype == x.dtype else v.to(x.dtype)
+
+    @staticmethod
+    def _time_tensors(values: list[float], like: Tensor) -> tuple[Tensor, ...]:
+        """The times the field will see, as 0-dim tensors: one host->device copy, one unbind."""
+        return torch.tensor(values, dtype=time_dtype_for(like.dtype), device=like.device).unbind(0)
 
     @staticmethod
     def _new_trajectory(x0: Tensor, times: list[float], enabled: bool) -> Tensor | None:

@@ -26,7 +26,7 @@ from typing import Literal
 
 import torch
 
-from flowvla.solvers.base import ODESolution, Solver, VelocityFn, time_dtype_for
+from flowvla.solvers.base import ODESolution, Solver, VelocityFn
 from flowvla.typing import Tensor
 
 __all__ = ["DPMSolverPlusPlus2M"]
@@ -50,7 +50,7 @@ class DPMSolverPlusPlus2M(Solver):
     name = "dpm++2m"
     order = 2
 
-    def __init__(self, final_step: Literal["euler", "extrapolate"] = "extrapolate") -> None:
+    def __init__(self, final_step: Literal["euler", "extrapolate"] = "euler") -> None:
         if final_step not in ("euler", "extrapolate"):
             raise ValueError(f"final_step: expected 'euler' or 'extrapolate', got {final_step!r}")
         self.final_step = final_step
@@ -67,7 +67,7 @@ class DPMSolverPlusPlus2M(Solver):
             raise ValueError(f"grid: DPM-Solver++ needs increasing times within [0, 1], got {times}")
         steps = len(times) - 1
         lam = [_log_snr(t) for t in times]
-        t_eval = torch.tensor(times[:-1], dtype=time_dtype_for(x0.dtype), device=x0.device)
+        t_eval = self._time_tensors(times[:-1], x0)
         traj = self._new_trajectory(x0, times, return_trajectory)
         x, d_prev = x0, None
         for i in range(steps):
@@ -92,9 +92,7 @@ class DPMSolverPlusPlus2M(Solver):
             d_prev = d
             if traj is not None:
                 traj[i + 1] = x
-        return ODESolution(
-            x=x, nfe=steps, times=torch.tensor(times, dtype=torch.float64), trajectory=traj, steps=steps
-        )
+        return ODESolution(x=x, nfe=steps, grid=tuple(times), trajectory=traj, steps=steps)
 
     def __repr__(self) -> str:
         return f"DPMSolverPlusPlus2M(final_step={self.final_step!r})"

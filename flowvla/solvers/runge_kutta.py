@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from flowvla.solvers.base import ODESolution, Solver, VelocityFn, time_dtype_for
+from flowvla.solvers.base import ODESolution, Solver, VelocityFn
 from flowvla.typing import Tensor
 
 __all__ = [
@@ -133,12 +133,7 @@ class ExplicitRungeKutta(Solver):
         tab = self.tableau
         steps = len(times) - 1
         hs = [times[i + 1] - times[i] for i in range(steps)]
-        # All stage times in one host->device copy.
-        stage_t = torch.tensor(
-            [[times[i] + cj * hs[i] for cj in tab.c] for i in range(steps)],
-            dtype=time_dtype_for(x0.dtype),
-            device=x0.device,
-        )
+        stage_t = self._time_tensors([times[i] + cj * hs[i] for i in range(steps) for cj in tab.c], x0)
         stage_coefs = [[tuple(h * a for a in row) for row in tab.a] for h in hs]
         step_coefs = [tuple(h * b for b in tab.b) for h in hs]
         traj = self._new_trajectory(x0, times, return_trajectory)
@@ -147,14 +142,14 @@ class ExplicitRungeKutta(Solver):
             ks: list[Tensor] = []
             for j in range(tab.stages):
                 xs = linear_combination(x, stage_coefs[i][j], ks)
-                ks.append(self._evaluate(velocity_fn, xs, stage_t[i, j], fn_kwargs))
+                ks.append(self._evaluate(velocity_fn, xs, stage_t[i * tab.stages + j], fn_kwargs))
             x = linear_combination(x, step_coefs[i], ks)
             if traj is not None:
                 traj[i + 1] = x
         return ODESolution(
             x=x,
             nfe=steps * tab.stages,
-            times=torch.tensor(times, dtype=torch.float64),
+            grid=tuple(times),
             trajectory=traj,
             steps=steps,
         )

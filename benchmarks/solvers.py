@@ -1,0 +1,409 @@
+"""Solver benchmark: accuracy vs NFE and per-solve overhead on a hard closed-form mixture flow.
+
+The field is the exact marginal velocity (``flowvla.flow.GaussianMixtureFlow``) towards an
+8-mode mixture of smooth action chunks ``[H=16, A=7]`` with some narrow modes (std 0.05): the
+flow bends early (mode choice near t = 0) and late (narrow modes sharpen near t = 1), as action
+distributions do. Errors are RMS distances of x(1) to a float64 Dormand–Prince reference
+(atol = rtol = 1e-10, cross-checked against RK4 with 4000 steps), for solvers run in float32 over
+1024 noise samples (16 batches of 64). Timings use one batch of 64 (the policy's batch size).
+
+Compared side by side in one run:
+* flowvla's fixed-step solvers on uniform, SD3-shifted (shift 3, not tuned) and cosine grids, and
+  on grids fitted to this field with ``fit_time_grid`` (fitted on 256 other noise samples, so the
+  reported error is held out);
+* ``torchdiffeq.odeint`` (euler / midpoint / rk4 on the same grids, dopri5 at several
+  tolerances) and the ``flow_matching`` package's ``ODESolver`` (which drives torchdiffeq), when
+  installed (``pip install torchdiffeq``; ``pip install --no-deps flow-matching tqdm`` -- its
+  licence is non-commercial, so it is a benchmark peer only, never a dependency).
+
+Overhead per solve = wall time - NFE x (one field evaluation), and, directly, the wall time with
+a field that costs nothing (returns a precomputed tensor). Floors: a step must at least read the
+state and velocity and write the new state (bytes below), and each elementwise kernel costs at
+least one eager dispatch (measured: one ``torch.add`` on the state).
+
+Usage: ``python benchmarks/solvers.py [--quick] [--out benchmarks/results]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from flowvla.flow import GaussianMixtureFlow
+from flowvla.solvers import (
+    DormandPrince54Solver,
+    fit_time_grid,
+    get_solver,
+    grid_times,
+    integrate,
+)
+from flowvla.typing import set_typecheck
+
+FIXED = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4, "ab2": 1, "dpm++2m": 1}
+GRIDS = {"uniform": {}, "shifted3": {"shift": 3.0}, "cosine": {}}
+GRID_KIND = {"uniform": "uniform", "shifted3": "shifted", "cosine": "cosine"}
+PEER_METHODS = {"euler": 1, "midpoint": 2, "rk4": 4}  # torchdiffeq names, NFE per step
+TOLERANCES, TOLERANCES_QUICK = [1e-1, 1e-2, 1e-3, 1e-4, 1e-5], [1e-2, 1e-3]
+H, A, BATCH = 16, 7, 64
+
+
+def hard_mixture(dtype: torch.dtype) -> GaussianMixtureFlow:
+    g = torch.Generator().manual_seed(0)
+    m = 8
+    increments = torch.randn(m, H, A, generator=g, dtype=torch.float64) * 0.15
+    means = torch.randn(m, 1, A, generator=g, dtype=torch.float64) * 0.6 + increments.cumsum(1)
+    stds = torch.tensor([0.05, 0.05, 0.08, 0.1, 0.2, 0.3, 0.05, 0.15], dtype=torch.float64)
+    weights = torch.tensor([3, 1, 2, 1, 2, 1, 1, 2.0], dtype=torch.float64)
+    return GaussianMixtureFlow(means.to(dtype), stds.to(dtype), weights.to(dtype))
+
+
+def rms(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b).square().mean().sqrt())
+
+
+def median_time(fn, min_time: float = 0.2, blocks: int = 5) -> float:
+    """Median over blocks of the mean time per call, each block lasting about min_time / blocks."""
+    fn()
+    t0 = time.perf_counter()
+    fn()
+    once = max(time.perf_counter() - t0, 1e-7)
+    n = max(1, int(min_time / blocks / once))
+    samples = []
+    for _ in range(blocks):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        samples.append((time.perf_counter() - t0) / n)
+    return statistics.median(samples)
+
+
+def _swap_args(field, t, x):
+    """torchdiffeq calls ``f(t, x)``; flowvla fields take ``(x, t)``."""
+    return field(x, t)
+
+
+class _CountingField:
+    """A torchdiffeq-style ``f(t, x)`` that counts its evaluations."""
+
+    def __init__(self, field):
+        self.field, self.calls = field, 0
+
+    def __call__(self, t, x):
+        self.calls += 1
+        return self.field(x, t)
+
+
+def nfe_values(per_step: int, nfes: list[int]) -> list[int]:
+    return [n for n in nfes if n % per_step == 0]
+
+
+def load_peers():
+    peers = {}
+    try:
+        import torchdiffeq
+
+        peers["torchdiffeq"] = torchdiffeq
+    except ImportError:
+        print("torchdiffeq not installed: pip install torchdiffeq", file=sys.stderr)
+    try:
+        from flow_matching.solver import ODESolver
+        from flow_matching.utils import ModelWrapper
+
+        peers["flow_matching"] = (ODESolver, ModelWrapper)
+    except ImportError:
+        print("flow_matching not installed: pip install --no-deps flow-matching tqdm", file=sys.stderr)
+    return peers
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="tiny run (smoke test): fewer samples and NFEs")
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--no-plot", action="store_true")
+    args = ap.parse_args(argv)
+
+    torch.manual_seed(0)
+    nfes = [2, 4, 6, 8, 10] if args.quick else list(range(2, 33))
+    n_eval = 128 if args.quick else 1024
+    fit_nfes = [4, 10] if args.quick else [4, 6, 8, 10]
+    timing_nfes = [4, 10] if args.quick else [4, 8, 16, 32]
+    min_time = 0.02 if args.quick else 0.3
+
+    field64 = hard_mixture(torch.float64)
+    field = hard_mixture(torch.float32)
+    g = torch.Generator().manual_seed(1)
+    x0_eval64 = torch.randn(n_eval, H, A, generator=g, dtype=torch.float64)
+    x0_fit64 = torch.randn(256 if not args.quick else 64, H, A, generator=g, dtype=torch.float64)
+    x0_eval, x0_fit = x0_eval64.float(), x0_fit64.float()
+
+    t0 = time.perf_counter()
+    ref_solver = DormandPrince54Solver(atol=1e-10, rtol=1e-10, max_nfe=200_000)
+    ref = ref_solver.solve(field64, x0_eval64, [0.0, 1.0]).x
+    ref_fit = ref_solver.solve(field64, x0_fit64, [0.0, 1.0]).x
+    check = integrate(field64, x0_eval64, solver="rk4", steps=400 if args.quick else 4000).x
+    ref_agreement = rms(check, ref)
+    print(f"reference: dopri5 vs rk4 RMS difference {ref_agreement:.2e} ({time.perf_counter() - t0:.1f} s)")
+
+    results: dict = {
+        "config": {
+            "field": "8-mode Gaussian mixture, event [16, 7], stds 0.05-0.3",
+            "eval_samples": n_eval,
+            "timing_batch": BATCH,
+            "state_dtype": "float32",
+            "reference": "dopri5 atol=rtol=1e-10 float64",
+            "reference_vs_rk4_rms": ref_agreement,
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "machine": platform.processor() or platform.machine(),
+            "quick": args.quick,
+        },
+        "errors": {},
+        "fitted_grids": {},
+        "peers": {},
+        "timing": {},
+    }
+
+    # ---- accuracy: flowvla solvers x named grids --------------------------------------------
+    for name, per in FIXED.items():
+        solver = get_solver(name)
+        for grid_name, kw in GRIDS.items():
+            row = {}
+            for nfe in nfe_values(per, nfes):
+                times = grid_times(GRID_KIND[grid_name], nfe // per, **kw)
+                with torch.no_grad():
+                    row[nfe] = rms(solver.solve(field, x0_eval, times).x, ref)
+            results["errors"][f"{name}/{grid_name}"] = row
+
+    # ---- accuracy: fitted grids (fit on x0_fit, report on x0_eval) -----------------------------
+    for name, per in FIXED.items():
+        row, fits = {}, {}
+        for nfe in nfe_values(per, fit_nfes):
+            t_fit = time.perf_counter()
+            fitted = fit_time_grid(field, x0_fit, solver=name, steps=nfe // per, reference=ref_fit.float())
+            fit_s = time.perf_counter() - t_fit
+            with torch.no_grad():
+                row[nfe] = rms(get_solver(name).solve(field, x0_eval, fitted.times).x, ref)
+            fits[nfe] = {
+                "times": fitted.times,
+                "fit_error": fitted.fit_error,
+                "start": fitted.start,
+                "solves": fitted.solves,
+                "fit_seconds": fit_s,
+            }
+        results["errors"][f"{name}/fitted"] = row
+        results["fitted_grids"][name] = fits
+
+    # ---- accuracy: peers ---------------------------------------------------------------------
+    peers = load_peers()
+    if "torchdiffeq" in peers:
+        odeint = peers["torchdiffeq"].odeint
+        for method, per in PEER_METHODS.items():
+            row = {}
+            for nfe in nfe_values(per, nfes):
+                grid = torch.tensor(grid_times("uniform", nfe // per), dtype=torch.float32)
+                with torch.no_grad():
+                    out = odeint(functools.partial(_swap_args, field), x0_eval, grid, method=method)
+                    row[nfe] = rms(out[-1], ref)
+            results["errors"][f"torchdiffeq-{method}/uniform"] = row
+        row = {}
+        for tol in TOLERANCES_QUICK if args.quick else TOLERANCES:
+            counted = _CountingField(field)
+            with torch.no_grad():
+                out = odeint(counted, x0_eval, torch.tensor([0.0, 1.0]), method="dopri5", atol=tol, rtol=tol)
+            row[counted.calls] = rms(out[-1], ref)
+        results["errors"]["torchdiffeq-dopri5/adaptive"] = row
+    row = {}
+    for tol in TOLERANCES_QUICK if args.quick else TOLERANCES:
+        sol = get_solver("dopri5", atol=tol, rtol=tol, max_nfe=10_000).solve(field, x0_eval, [0.0, 1.0])
+        row[sol.nfe] = rms(sol.x, ref)
+    results["errors"]["dopri5/adaptive"] = row
+
+    # ---- summary against the issue's targets -------------------------------------------------
+    errs = results["errors"]
+    euler10 = errs["euler/uniform"][10]
+    summary = {"euler@10": euler10, "nfe_to_match_euler10": {}, "best_at_10": {}}
+    for key, row in errs.items():
+        if key.startswith("torchdiffeq") or key.startswith("dopri5"):
+            continue
+        ok = [n for n, e in sorted(row.items()) if e <= euler10]
+        summary["nfe_to_match_euler10"][key] = ok[0] if ok else None
+        if 10 in row:
+            summary["best_at_10"][key] = euler10 / row[10]
+    uniform_keys = [k for k in summary["best_at_10"] if k.endswith("/uniform")]
+    summary["best_uniform_at_10"] = max(uniform_keys, key=summary["best_at_10"].get)
+    summary["best_any_grid_at_10"] = max(summary["best_at_10"], key=summary["best_at_10"].get)
+    results["summary"] = summary
+
+    # ---- timing ------------------------------------------------------------------------------
+    x_time = x0_eval[:BATCH].contiguous()
+    const_v = torch.zeros_like(x_time)
+    free_field = lambda x, t: const_v
+    t_field = median_time(lambda: field(x_time, torch.tensor(0.5)), min_time)
+    t_add = median_time(lambda: torch.add(x_time, const_v, alpha=0.1), min_time)
+    state_bytes = x_time.numel() * x_time.element_size()
+    results["timing"]["field_eval_s"] = t_field
+    results["timing"]["floor"] = {
+        "torch_add_dispatch_s": t_add,
+        "state_bytes": state_bytes,
+        "euler_step_min_bytes": 3 * state_bytes,  # read x, v; write x'
+    }
+    rows = results["timing"]["solves"] = {}
+
+    def record(label, nfe, fn_real, fn_free):
+        wall = median_time(fn_real, min_time)
+        free = median_time(fn_free, min_time)
+        rows.setdefault(label, {})[nfe] = {
+            "wall_s": wall,
+            "overhead_s": wall - nfe * t_field,
+            "free_field_s": free,
+        }
+
+    p = functools.partial
+    with torch.no_grad():
+        for name in ("euler", "midpoint", "rk4", "heun", "ab2", "dpm++2m"):
+            per = FIXED[name]
+            solver = get_solver(name)
+            for nfe in nfe_values(per, timing_nfes):
+                times = grid_times("uniform", nfe // per)
+                for checked in (True, False):
+                    set_typecheck(checked)
+                    label = f"flowvla-{name}" + ("" if checked else " (unchecked)")
+                    real = p(solver.solve, field, x_time, times)
+                    record(label, nfe, real, p(solver.solve, free_field, x_time, times))
+                set_typecheck(True)
+        if "torchdiffeq" in peers:
+            odeint = peers["torchdiffeq"].odeint
+            real_tf, free_tf = p(_swap_args, field), p(_swap_args, free_field)
+            for method, per in PEER_METHODS.items():
+                for nfe in nfe_values(per, timing_nfes):
+                    grid = torch.tensor(grid_times("uniform", nfe // per))
+                    real = p(odeint, real_tf, x_time, grid, method=method)
+                    record(
+                        f"torchdiffeq-{method}", nfe, real, p(odeint, free_tf, x_time, grid, method=method)
+                    )
+        if "flow_matching" in peers:
+            ODESolver, ModelWrapper = peers["flow_matching"]
+
+            class Wrapped(ModelWrapper):
+                def __init__(self, fn):
+                    super().__init__(None)
+                    self.fn = fn
+
+                def forward(self, x, t, **extras):
+                    return self.fn(x, t)
+
+            fm_real, fm_free = ODESolver(Wrapped(field)), ODESolver(Wrapped(free_field))
+            for method, per in PEER_METHODS.items():
+                for nfe in nfe_values(per, timing_nfes):
+                    grid = torch.tensor(grid_times("uniform", nfe // per))
+                    real = p(fm_real.sample, x_time, None, method=method, time_grid=grid)
+                    free = p(fm_free.sample, x_time, None, method=method, time_grid=grid)
+                    record(f"flow_matching-{method}", nfe, real, free)
+
+    overhead_ratio = {}
+    for method in PEER_METHODS:
+        ours = rows.get(f"flowvla-{method}", {})
+        for peer in ("torchdiffeq", "flow_matching"):
+            theirs = rows.get(f"{peer}-{method}", {})
+            for nfe in ours:
+                if nfe in theirs:
+                    overhead_ratio.setdefault(f"{method} vs {peer}", {})[nfe] = (
+                        ours[nfe]["free_field_s"] / theirs[nfe]["free_field_s"]
+                    )
+    results["timing"]["overhead_ratio_ours_over_peer"] = overhead_ratio
+
+    print_report(results, nfes)
+    args.out.mkdir(parents=True, exist_ok=True)
+    suffix = "_quick" if args.quick else ""
+    json_path = args.out / f"solvers{suffix}.json"
+    json_path.write_text(json.dumps(results, indent=2, default=float) + "\n")
+    print(f"\nwrote {json_path}")
+    if not args.no_plot:
+        plot(results, args.out / f"solvers{suffix}.png")
+    return results
+
+
+def print_report(results: dict, nfes: list[int]) -> None:
+    errs = results["errors"]
+    show = [n for n in (2, 4, 6, 8, 10, 12, 16, 24, 32) if n in nfes]
+    print("\nRMS error of x(1) vs NFE (float32 state; lower is better)")
+    print(f"{'solver/grid':32s}" + "".join(f"{n:>9d}" for n in show))
+    for key, row in errs.items():
+        if key.endswith("adaptive"):
+            continue
+        print(f"{key:32s}" + "".join(f"{row[n]:9.4f}" if n in row else f"{'':>9s}" for n in show))
+    for key in ("dopri5/adaptive", "torchdiffeq-dopri5/adaptive"):
+        if key in errs:
+            print(f"{key:32s}" + "  ".join(f"nfe {n}: {e:.4f}" for n, e in errs[key].items()))
+    s = results["summary"]
+    print(f"\nEuler@10 error: {s['euler@10']:.4f}")
+    print("NFE needed to match Euler@10 (first NFE with error <= Euler@10):")
+    for key, n in sorted(s["nfe_to_match_euler10"].items(), key=lambda kv: (kv[1] is None, kv[1] or 0)):
+        print(f"  {key:28s} {n}")
+    print("Accuracy gain at 10 NFE (Euler@10 error / error):")
+    for key, r in sorted(s["best_at_10"].items(), key=lambda kv: -kv[1]):
+        print(f"  {key:28s} {r:5.2f}x")
+    t = results["timing"]
+    print(
+        f"\nTiming (batch {BATCH}): one field evaluation {t['field_eval_s'] * 1e6:.1f} us; "
+        f"one torch.add on the state {t['floor']['torch_add_dispatch_s'] * 1e6:.1f} us "
+        f"({t['floor']['state_bytes']} B state, Euler step moves >= {t['floor']['euler_step_min_bytes']} B)"
+    )
+    print(f"{'solver':34s}{'NFE':>5s}{'wall us':>10s}{'overhead us':>13s}{'free-field us':>15s}")
+    for label, row in t["solves"].items():
+        for nfe, r in row.items():
+            print(
+                f"{label:34s}{nfe:5d}{r['wall_s'] * 1e6:10.1f}{r['overhead_s'] * 1e6:13.1f}"
+                f"{r['free_field_s'] * 1e6:15.1f}"
+            )
+    if t["overhead_ratio_ours_over_peer"]:
+        print("Overhead ratio, flowvla / peer (free-field solve time; < 1 means flowvla is leaner):")
+        for k, row in t["overhead_ratio_ours_over_peer"].items():
+            print(f"  {k:28s} " + "  ".join(f"nfe {n}: {r:.2f}" for n, r in row.items()))
+
+
+def plot(results: dict, path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot", file=sys.stderr)
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    for ax, grid in zip(axes, ("uniform", "fitted"), strict=True):
+        for key, row in results["errors"].items():
+            solver, g = key.split("/")
+            if g not in (grid, "adaptive") and not (grid == "uniform" and key.startswith("torchdiffeq")):
+                continue
+            if g == "adaptive" and grid != "uniform":
+                continue
+            xs = sorted(row)
+            style = "--" if key.startswith("torchdiffeq") else "-"
+            ax.plot(xs, [row[n] for n in xs], style, marker="o", ms=3, label=solver)
+        ax.axhline(results["summary"]["euler@10"], color="gray", lw=0.8, ls=":", label="Euler@10")
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel="NFE",
+            ylabel="RMS error of x(1)",
+            title=f"{grid} grid" if grid == "uniform" else "grids fitted to the field (held-out error)",
+        )
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
