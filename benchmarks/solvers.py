@@ -128,8 +128,22 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--quick", action="store_true", help="tiny run (smoke test): fewer samples and NFEs")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     ap.add_argument("--no-plot", action="store_true")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: stable timings)")
     args = ap.parse_args(argv)
 
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    # Subnormal floats (exp of very negative log-likelihoods) make a field's cost depend on the
+    # state's values; flushing them keeps the field cost the same for every solver.
+    torch.set_flush_denormal(True)
+    try:
+        return run(args)
+    finally:
+        torch.set_flush_denormal(False)
+        torch.set_num_threads(threads_before)
+
+
+def run(args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     nfes = [2, 4, 6, 8, 10] if args.quick else list(range(2, 33))
     n_eval = 128 if args.quick else 1024

@@ -1,6 +1,11 @@
 import os
 
+import torch
 from hypothesis import HealthCheck, settings
+
+# Tests use tiny tensors: one intra-op thread is as fast, and it cannot thrash when another
+# process holds the second core (OpenMP spin-waits made a 1 ms field evaluation take 50 ms).
+torch.set_num_threads(1)
 
 # Property tests run on a 2-core CPU: bounded examples, no per-example deadline (torch warm-up
 # makes the first example slow), derandomised in CI so a failure reproduces.
