@@ -138,7 +138,8 @@ class LeRobotSource:
             self._ts[e], self._loc[e], self._task[e] = ts[seg], loc[seg], int(tasks[seg[0]])
         self.tasks = self._read_tasks()
         self._episode_meta = self._read_episode_meta() if any(self._is_video.values()) else {}
-        self._cache: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
+        self._bytes_cache: OrderedDict[tuple[str, int], list[Any]] = OrderedDict()
+        self._frame_cache: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
 
     # ------------------------------------------------------------------------------------- metadata
     def _read_tasks(self) -> dict[int, str]:
@@ -200,33 +201,64 @@ class LeRobotSource:
         return None
 
     def images(self, e: int, t: int) -> np.ndarray:
-        views = [self._episode_frames(key, e)[t] for key in self.image_keys]
+        views = []
+        for key in self.image_keys:
+            if self._is_video[key]:
+                views.append(self._episode_frames(key, e)[t])
+            else:
+                views.append(to_upright(_decode_image(self._episode_bytes(key, e)[t]), self.image_convention))
         return np.ascontiguousarray(np.stack(views).transpose(0, 3, 1, 2))
 
     # -------------------------------------------------------------------------------------- decoding
-    def _episode_frames(self, key: str, e: int) -> np.ndarray:
-        """Upright ``[T, H, W, 3]`` uint8 frames of view ``key`` for episode ``e`` (LRU-cached)."""
-        ck = (key, e)
-        if ck in self._cache:
-            self._cache.move_to_end(ck)
-            return self._cache[ck]
-        frames = self._decode_video(key, e) if self._is_video[key] else self._decode_images(key, e)
-        frames = np.ascontiguousarray(to_upright(frames, self.image_convention))
-        self._cache[ck] = frames
-        while len(self._cache) > self.cache_episodes * len(self.image_keys):
-            self._cache.popitem(last=False)
-        return frames
+    @staticmethod
+    def _cached(cache: OrderedDict, ck: tuple[str, int], make: Any, limit: int) -> Any:
+        if ck in cache:
+            cache.move_to_end(ck)
+            return cache[ck]
+        value = make()
+        cache[ck] = value
+        while len(cache) > limit:
+            cache.popitem(last=False)
+        return value
 
-    def _decode_images(self, key: str, e: int) -> np.ndarray:
+    def _episode_bytes(self, key: str, e: int) -> list[Any]:
+        """The encoded images of view ``key`` for episode ``e``, in frame order (cached: compact)."""
         import pyarrow.parquet as pq
 
-        loc = self._loc[self.episode_id(e)]
-        out = []
-        for fi in np.unique(loc[:, 0]):
-            rows = loc[loc[:, 0] == fi, 1]
-            col = pq.read_table(self._files[int(fi)], columns=[key]).column(key)
-            out.extend(_decode_image(col[int(r)].as_py()) for r in rows)
-        return np.stack(out)
+        def load() -> list[Any]:
+            loc = self._loc[self.episode_id(e)]
+            out: list[Any] = []
+            for fi in np.unique(loc[:, 0]):
+                rows = loc[loc[:, 0] == fi, 1]
+                # Read only the row groups that hold this episode (v3 files hold many episodes).
+                pf = pq.ParquetFile(self._files[int(fi)])
+                starts = np.cumsum(
+                    [0] + [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)]
+                )
+                groups = sorted({int(np.searchsorted(starts, r, side="right")) - 1 for r in rows})
+                col = pf.read_row_groups(groups, columns=[key]).column(key)
+                offset = {
+                    g: int(starts[g]) - sum(int(starts[h + 1] - starts[h]) for h in groups if h < g)
+                    for g in groups
+                }
+                for r in rows:
+                    g = int(np.searchsorted(starts, r, side="right")) - 1
+                    out.append(col[int(r) - offset[g]].as_py())
+            return out
+
+        # Encoded frames are small (a PNG per view), so many episodes fit: random access stays cheap.
+        return self._cached(
+            self._bytes_cache, (key, e), load, 64 * self.cache_episodes * len(self.image_keys)
+        )
+
+    def _episode_frames(self, key: str, e: int) -> np.ndarray:
+        """Upright ``[T, H, W, 3]`` uint8 frames of video view ``key`` for episode ``e`` (LRU-cached)."""
+        return self._cached(
+            self._frame_cache,
+            (key, e),
+            lambda: np.ascontiguousarray(to_upright(self._decode_video(key, e), self.image_convention)),
+            self.cache_episodes * len(self.image_keys),
+        )
 
     def _video_file_and_offset(self, key: str, ep: int) -> tuple[Path, float]:
         tmpl = self.info.get("video_path")

@@ -137,7 +137,7 @@ def write_lerobot_v21(root: Path, lengths: list[int], tasks: list[str], h: int =
         out.parent.mkdir(parents=True, exist_ok=True)
         # Reverse the rows so the reader has to order frames itself.
         table = pa.table({k: list(reversed(v)) for k, v in cols.items()})
-        pq.write_table(table, out)
+        pq.write_table(table, out, row_group_size=2)  # several row groups per file
 
 
 def write_lerobot_v30_video(
