@@ -55,7 +55,8 @@ def masked_mse(
     """Mean squared error over valid entries, and its per-chunk means.
 
     Args:
-        prediction, target: ``[*R, B, H, A]`` (``*R``: optional repeat dims).
+        prediction: ``[*R, B, H, A]`` (``*R``: optional repeat dims).
+        target: same shape as ``prediction``.
         mask: ``True`` where an entry counts; ``[B, H]`` (valid horizon steps) or ``[B, H, A]``.
 
     Returns:
@@ -147,7 +148,7 @@ class FlowMatchingObjective:
         generator: torch.Generator | None = None,
         noise: Float[Tensor, "*R B H A"] | None = None,
         t: Float[Tensor, "*R B"] | None = None,
-        **fn_kwargs,
+        **fn_kwargs: object,
     ) -> FlowMatchingLoss:
         """Score ``velocity_fn(x_t, t, **fn_kwargs)`` against the target velocity ``a - z``."""
         sample = self.sample_path(actions, generator=generator, noise=noise, t=t)

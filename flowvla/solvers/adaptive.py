@@ -86,11 +86,14 @@ class AdaptiveRungeKutta(Solver):
 
     Args:
         tableau: an embedded pair (``b_low`` set) whose last stage is FSAL.
-        atol, rtol: absolute and relative local error tolerances.
+        atol: absolute local error tolerance.
+        rtol: relative local error tolerance.
         max_nfe: cap on field evaluations per solve.
         on_budget: ``"raise"`` or ``"finish"`` when the cap is reached.
         first_step: initial step size; ``None`` picks one from the field (2 extra NFE).
-        safety, min_factor, max_factor: step-size controller constants.
+        safety: factor on the optimal step size (below 1 to avoid rejections).
+        min_factor: smallest step-size change per step.
+        max_factor: largest step-size change per step.
     """
 
     name = "adaptive"

@@ -98,7 +98,7 @@ class Solver(ABC):
         grid: Tensor | Sequence[float],
         *,
         return_trajectory: bool = False,
-        **fn_kwargs,
+        **fn_kwargs: object,
     ) -> ODESolution:
         """Integrate ``velocity_fn`` from ``x0`` at ``grid[0]`` to ``grid[-1]``.
 

@@ -99,7 +99,7 @@ def fit_time_grid(
     line_search_evals: int = 10,
     min_gap: float = 1e-3,
     rel_tol: float = 1e-3,
-    **fn_kwargs,
+    **fn_kwargs: object,
 ) -> FittedGrid:
     """Fit the ``steps + 1`` times of ``solver`` to ``velocity_fn`` (see module docs).
 

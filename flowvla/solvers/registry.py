@@ -59,7 +59,7 @@ def integrate(
     grid: str | Tensor | Sequence[float] = "uniform",
     grid_kwargs: dict | None = None,
     return_trajectory: bool = False,
-    **fn_kwargs,
+    **fn_kwargs: object,
 ) -> ODESolution:
     """Sample the flow from ``x0`` at ``t = 0`` to ``t = 1`` in one call.
 
