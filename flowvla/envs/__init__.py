@@ -1,8 +1,30 @@
 """Simulator environments: LIBERO tasks with on-demand rendering, and a rollout runner.
 
 Nothing here imports LIBERO until an environment is built, so ``import flowvla.envs`` works without it.
+Modules: :mod:`~flowvla.envs.libero_setup` (offline install checks), :mod:`~flowvla.envs.libero`
+(the environment), :mod:`~flowvla.envs.rollout` (evaluation), :mod:`~flowvla.envs.cameras` (geometry),
+:mod:`~flowvla.envs.video`.
 """
 
-from flowvla.envs.libero_setup import LiberoSetupError, prepare_libero
+from __future__ import annotations
 
-__all__ = ["LiberoSetupError", "prepare_libero"]
+from typing import Any
+
+__all__ = ["LiberoEnv", "LiberoSetupError", "RolloutConfig", "evaluate", "prepare_libero"]
+
+_LAZY = {
+    "LiberoEnv": "flowvla.envs.libero",
+    "LiberoSetupError": "flowvla.envs.libero_setup",
+    "prepare_libero": "flowvla.envs.libero_setup",
+    "RolloutConfig": "flowvla.envs.rollout",
+    "evaluate": "flowvla.envs.rollout",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so `python -m flowvla.envs.libero_setup` does not find its module half-imported.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'flowvla.envs' has no attribute {name!r}")
