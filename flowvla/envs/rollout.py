@@ -327,8 +327,9 @@ def _run_job(
     rec, frames = run_episode(env, policy, cfg, init_state, record_video=want)
     keep = want and (cfg.video in ("all", "first") or (cfg.video == "failures") != rec.success)
     if keep and frames:
-        fps = 20.0 / (cfg.video_every or cfg.replan_every or 1)
-        rec.video = str(write_video(frames, _video_path(cfg, task, init_state), fps=min(fps, 20.0)))
+        # Real-time playback: the frames span the episode's steps at LIBERO's 20 Hz control rate.
+        fps = min(20.0, max(1.0, 20.0 * len(frames) / max(rec.steps, 1)))
+        rec.video = str(write_video(frames, _video_path(cfg, task, init_state), fps=fps))
     return dataclasses.asdict(rec)
 
 
