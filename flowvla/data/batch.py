@@ -3,20 +3,17 @@
 A batch is a ``dict``; training items and environment observations are the same dict without the
 ``B`` axis. Keys (constants below), shapes and meaning:
 
-==================  ==========================  ====================================================
-key                 shape, dtype                meaning
-==================  ==========================  ====================================================
-``images``          ``[B, V, 3, H, W]`` uint8   upright RGB views (float in ``[0, 1]`` also accepted)
-``instruction``     ``list[str]`` of length B   the task instruction
-``state``           ``[B, S]`` float32          proprioception, padded/truncated to the policy's S
-``state_mask``      ``[B, S]`` bool             True where ``state`` holds a real value
-``depth``           ``[B, V, H, W]`` float32    optional: metric z-depth in metres
-``intrinsics``      ``[B, V, 3, 3]`` float32    optional: ``K`` of each upright view (OpenCV)
-``extrinsics``      ``[B, V, 4, 4]`` float32    optional: camera-to-world pose, OpenCV axes
-``actions``         ``[B, H, A]`` float32       training only: the action chunk from this step on
-``action_mask``     ``[B, H]`` bool             training only: False where the chunk ran past the
-                                                episode's end (padding; exclude from the loss)
-==================  ==========================  ====================================================
+| key | shape, dtype | meaning |
+|---|---|---|
+| ``images`` | ``[B, V, 3, H, W]`` uint8 | upright RGB views (float in ``[0, 1]`` also accepted) |
+| ``instruction`` | ``list[str]`` of length B | the task instruction |
+| ``state`` | ``[B, S]`` float32 | proprioception, padded/truncated to the policy's S |
+| ``state_mask`` | ``[B, S]`` bool | True where ``state`` holds a real value |
+| ``depth`` | ``[B, V, H, W]`` float32 | optional: metric z-depth in metres |
+| ``intrinsics`` | ``[B, V, 3, 3]`` float32 | optional: ``K`` of each upright view (OpenCV) |
+| ``extrinsics`` | ``[B, V, 4, 4]`` float32 | optional: camera-to-world pose, OpenCV axes |
+| ``actions`` | ``[B, H, A]`` float32 | training only: the action chunk from this step on |
+| ``action_mask`` | ``[B, H]`` bool | training: False on padding past the episode's end |
 
 Any other key is carried along: numbers and arrays are stacked into tensors, strings into lists.
 """

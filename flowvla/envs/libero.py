@@ -8,17 +8,14 @@ observations of LIBERO's ``OffScreenRenderEnv``, made upright (``raw[::-1]``).
 
 Observation (one environment, unbatched; :func:`flowvla.data.batch.collate` stacks them):
 
-====================  =========================  ===========================================
-key                   shape / type               meaning
-====================  =========================  ===========================================
-``images``            ``[V, 3, H, W]`` uint8     upright RGB, views in ``cameras`` order
-``instruction``       ``str``                    the task's language instruction
-``state``             ``[8]`` float32            eef position (3, m, world), eef orientation as
-                                                 axis-angle (3, rad), gripper finger qpos (2)
-``depth``             ``[V, H, W]`` float32      metric z-depth (m); only with ``depth=True``
-``intrinsics``        ``[V, 3, 3]`` float32      ``K`` for the upright image (OpenCV); with depth
-``extrinsics``        ``[V, 4, 4]`` float32      camera-to-world pose, OpenCV axes; with depth
-====================  =========================  ===========================================
+| key | shape / type | meaning |
+|---|---|---|
+| ``images`` | ``[V, 3, H, W]`` uint8 | upright RGB, views in ``cameras`` order |
+| ``instruction`` | ``str`` | the task's language instruction |
+| ``state`` | ``[8]`` float32 | eef position (m), eef axis-angle (rad), gripper finger qpos (2) |
+| ``depth`` | ``[V, H, W]`` float32 | metric z-depth (m); only with ``depth=True`` |
+| ``intrinsics`` | ``[V, 3, 3]`` float32 | ``K`` for the upright image (OpenCV); with depth |
+| ``extrinsics`` | ``[V, 4, 4]`` float32 | camera-to-world pose, OpenCV axes; with depth |
 
 The 8-D state is the layout of the LIBERO LeRobot/RLDS ports (``ee_states`` + ``gripper_states`` of
 the original HDF5 files). Actions are LIBERO's 7-D deltas for the OSC_POSE controller: ``[dx, dy,
