@@ -57,3 +57,26 @@ def test_fit_arguments_are_validated(stiff_mixture):
         )
     with pytest.raises(ValueError, match="min_gap"):
         fit_time_grid(stiff_mixture, x0, solver="euler", steps=4, min_gap=0.3)
+
+
+def test_custom_score_replaces_the_reference_distance(stiff_mixture):
+    x0 = torch.randn(64, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ref = integrate(stiff_mixture, x0, solver="rk4", steps=500).x
+    default = fit_time_grid(stiff_mixture, x0, solver="euler", steps=4, reference=ref, sweeps=2)
+    custom = fit_time_grid(
+        stiff_mixture, x0, solver="euler", steps=4, score=lambda x1: _rms(x1, ref), sweeps=2
+    )
+    assert custom.times == default.times and custom.fit_error == default.fit_error
+    # A different objective moves the grid: here, pull samples towards the first mode's mean.
+    mode = stiff_mixture.means[0]
+    pulled = fit_time_grid(
+        stiff_mixture,
+        x0,
+        solver="euler",
+        steps=4,
+        score=lambda x1: float((x1 - mode).square().mean()),
+        sweeps=2,
+    )
+    assert pulled.times != default.times
+    with pytest.raises(ValueError, match="either a score or a reference"):
+        fit_time_grid(stiff_mixture, x0, solver="euler", steps=4, reference=ref, score=lambda x1: 0.0)
