@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from flowvla.data._atomic import atomic_path
+from flowvla.io import atomic_path
 
 __all__ = [
     "IMAGE_CONVENTIONS",
@@ -325,7 +325,9 @@ class LiberoHDF5Writer:
                 the rest (``ee_states``, ``gripper_states``, ``joint_states``, ``*_intrinsics``, ...)
                 are stored as given. ``ee_pos`` / ``ee_ori`` are derived from ``ee_states`` if absent.
             states: ``[T, D]`` flattened MuJoCo states; ``init_state`` defaults to ``states[0]``.
-            robot_states, rewards, dones: defaults follow LIBERO (rewards / dones 1 on the last step).
+            robot_states: ``[T, 9]`` gripper qpos, eef pos, eef quat; not written when omitted.
+            rewards: ``[T]``; default 1 on the last step, 0 elsewhere (as LIBERO).
+            dones: ``[T]``; default 1 on the last step, 0 elsewhere (as LIBERO).
             model_file: the MuJoCo XML the demo was recorded in.
             attrs: extra attributes for the demo group (e.g. the seed it was generated with).
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from flowvla.data._atomic import write_json_atomic
+from flowvla.io import write_json_atomic
 from flowvla.typing import Float, typechecked
 
 __all__ = ["FeatureStats", "Normalizer", "compute_stats", "load_stats", "save_stats"]

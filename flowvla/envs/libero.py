@@ -171,7 +171,8 @@ class LiberoEnv:
             state replays) on which :meth:`observe` raises.
         controller: robosuite controller (LIBERO uses ``OSC_POSE``).
         hard_reset: rebuild the MuJoCo model on every :meth:`reset`, as LIBERO's own evaluation does.
-        gl_backend, assets: passed to :func:`~flowvla.envs.libero_setup.prepare_libero`.
+        gl_backend: passed to :func:`~flowvla.envs.libero_setup.prepare_libero`.
+        assets: passed to :func:`~flowvla.envs.libero_setup.prepare_libero`.
 
     Use as a context manager or call :meth:`close`.
     """

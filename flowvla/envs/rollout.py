@@ -31,10 +31,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from flowvla.data._atomic import write_json_atomic
 from flowvla.data.batch import STATE, STATE_MASK, collate, pad_state
 from flowvla.envs.libero import ACTION_DIM, DEFAULT_CAMERAS, LIBERO_SUITES, LiberoEnv
 from flowvla.envs.video import tile_views, write_video
+from flowvla.io import write_json_atomic
 
 __all__ = [
     "ConstantPolicy",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flowvla.data._atomic import atomic_path
+from flowvla.io import atomic_path
 
 __all__ = ["mp4_available", "tile_views", "write_video"]
 
