@@ -45,7 +45,7 @@ class TimeSampler(ABC):
             raise ValueError(f"shape: sizes must be non-negative, got {shape}")
         if generator is not None and device is None:
             device = generator.device
-        # Draw in float64 at least float32 precision, then cast: a bfloat16 uniform has 8 bits.
+        # Draw in at least float32, then cast: a bfloat16 uniform would have only 8 bits.
         draw_dtype = torch.promote_types(dtype, torch.float32)
         return self._draw(shape, generator, device, draw_dtype).to(dtype)
 
