@@ -64,19 +64,6 @@ BOGACKI_SHAMPINE_32 = ButcherTableau(
 )
 
 
-def _weighted_sum(coefs: tuple[float, ...], ks: list[Tensor]) -> Tensor:
-    """``sum_j coefs[j] * ks[j]`` in one new tensor."""
-    out = None
-    for coef, k in zip(coefs, ks, strict=True):
-        if coef == 0.0:
-            continue
-        if out is None:
-            out = torch.mul(k, coef)
-        else:
-            out.add_(k, alpha=coef)
-    return torch.zeros_like(ks[0]) if out is None else out
-
-
 class NFEBudgetExceeded(RuntimeError):
     """An adaptive solve needed more than ``max_nfe`` field evaluations."""
 
@@ -203,7 +190,7 @@ class AdaptiveRungeKutta(Solver):
             nfe += cost
             # FSAL: the last stage is the solution and its velocity.
             x_next = xs
-            err = _weighted_sum(tuple(hs * e for e in self._err_coefs), ks)
+            err = linear_combination(None, tuple(hs * e for e in self._err_coefs), ks)
             ratio = 0.0 if force else self._error_ratio(x, x_next, err)
             if ratio <= 1.0:
                 t_next = end if lands else t + hs

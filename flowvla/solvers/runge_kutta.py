@@ -93,21 +93,26 @@ RK4 = ButcherTableau(
 )
 
 
-def linear_combination(x: Tensor, coefs: tuple[float, ...], ks: list[Tensor]) -> Tensor:
-    """``x + sum_j coefs[j] * ks[j]`` in one new tensor (``x`` itself if every coefficient is 0).
+def linear_combination(x: Tensor | None, coefs: tuple[float, ...], ks: list[Tensor]) -> Tensor:
+    """``x + sum_j coefs[j] * ks[j]`` (just the sum when ``x`` is ``None``) in one new tensor.
 
-    The first non-zero term allocates the result with a fused ``add``; later terms accumulate in
-    place. In-place accumulation is autograd-safe because ``add`` saves no inputs for backward.
+    The first non-zero term allocates the result with a fused ``add`` (``mul`` without ``x``);
+    later terms accumulate in place, which is autograd-safe because ``add`` saves no inputs for
+    backward. With every coefficient 0 the result is ``x`` itself (zeros without ``x``).
     """
     out = None
     for coef, k in zip(coefs, ks, strict=False):
         if coef == 0.0:
             continue
-        if out is None:
+        if out is not None:
+            out.add_(k, alpha=coef)
+        elif x is not None:
             out = torch.add(x, k, alpha=coef)
         else:
-            out.add_(k, alpha=coef)
-    return x if out is None else out
+            out = torch.mul(k, coef)
+    if out is None:
+        return x if x is not None else torch.zeros_like(ks[0])
+    return out
 
 
 class ExplicitRungeKutta(Solver):
