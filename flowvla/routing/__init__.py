@@ -1,0 +1,30 @@
+"""Layer routers: which VLM hidden layers each DiT block reads (fixed, scalar mix, gated, top-k)."""
+
+from flowvla.routing.base import (
+    HiddenStates,
+    LayerRouter,
+    RoutedContexts,
+    masked_mean,
+    mix_layers,
+    select_layers,
+)
+from flowvla.routing.fixed import FixedLayerRouter, spread_over_blocks
+from flowvla.routing.gated import LayerGate, SampleGatedRouter, scatter_to_layers
+from flowvla.routing.scalar_mix import ScalarMixRouter
+from flowvla.routing.topk import TopKRouter
+
+__all__ = [
+    "FixedLayerRouter",
+    "HiddenStates",
+    "LayerGate",
+    "LayerRouter",
+    "RoutedContexts",
+    "SampleGatedRouter",
+    "ScalarMixRouter",
+    "TopKRouter",
+    "masked_mean",
+    "mix_layers",
+    "scatter_to_layers",
+    "select_layers",
+    "spread_over_blocks",
+]
