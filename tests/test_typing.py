@@ -14,7 +14,7 @@ import flowvla
 from flowvla import typing as ft
 from flowvla.flow import masked_mse
 
-PUBLIC_MODULES = ["flowvla.flow", "flowvla.solvers"]
+PUBLIC_MODULES = ["flowvla.flow", "flowvla.solvers", "flowvla.dit", "flowvla.routing"]
 
 
 def _mentions_tensor(fn) -> bool:

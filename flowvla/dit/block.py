@@ -25,7 +25,10 @@ from flowvla.typing import Bool, Float, Tensor, typechecked
 __all__ = ["DiTBlock", "modulate"]
 
 
-def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+@typechecked
+def modulate(
+    x: Float[Tensor, "*B N D"], shift: Float[Tensor, "*B D"], scale: Float[Tensor, "*B D"]
+) -> Float[Tensor, "*B N D"]:
     """``x * (1 + scale) + shift`` with per-sample ``shift, scale`` ``[..., D]`` broadcast over tokens."""
     return torch.addcmul(shift.unsqueeze(-2), x, 1 + scale.unsqueeze(-2))
 

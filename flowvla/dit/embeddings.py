@@ -83,7 +83,10 @@ class RotaryEmbedding(nn.Module):
         inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
-    def forward(self, num_tokens: int, *, dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
+    @typechecked
+    def forward(
+        self, num_tokens: int, *, dtype: torch.dtype | None = None
+    ) -> tuple[Float[Tensor, "N E"], Float[Tensor, "N E"]]:
         """``(cos, sin)`` tables, each ``[num_tokens, head_dim]``, in ``dtype`` (default float32)."""
         pos = torch.arange(num_tokens, device=self.inv_freq.device, dtype=torch.float32)
         angles = torch.outer(pos, self.inv_freq)
