@@ -1,0 +1,17 @@
+"""2D-3D token fusion: ``fusion(tokens_2d, tokens_3d, mask) -> tokens`` (see :mod:`flowvla.fusion.base`)."""
+
+from flowvla.fusion.base import Fusion
+from flowvla.fusion.global_broadcast import GlobalBroadcastFusion
+from flowvla.fusion.region_attention import RegionCrossAttentionFusion, window_index
+from flowvla.fusion.registry import FUSIONS, create_fusion
+from flowvla.fusion.token_aligned import TokenAlignedFusion
+
+__all__ = [
+    "FUSIONS",
+    "Fusion",
+    "GlobalBroadcastFusion",
+    "RegionCrossAttentionFusion",
+    "TokenAlignedFusion",
+    "create_fusion",
+    "window_index",
+]
