@@ -34,14 +34,15 @@ from einops import rearrange
 from torch import nn
 
 from flowvla.fusion.base import Fusion
-from flowvla.typing import Tensor
+from flowvla.typing import Int, Tensor, typechecked
 
 __all__ = ["RegionCrossAttentionFusion", "window_index"]
 
 
+@typechecked
 def window_index(
     num_views: int, grid_size: tuple[int, int], window: int, cross_view: bool = False
-) -> tuple[Tensor, Tensor]:
+) -> tuple[Int[Tensor, "T W"], Int[Tensor, " W"]]:
     """Flat token indices of every token's neighbourhood.
 
     Args:

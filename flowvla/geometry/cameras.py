@@ -37,6 +37,7 @@ __all__ = [
 MUJOCO_TO_OPENCV: Tensor = torch.diag(torch.tensor([1.0, -1.0, -1.0], dtype=torch.float64))
 
 
+@typechecked
 def intrinsics_from_fovy(
     fovy_deg: float,
     height: int,
@@ -44,7 +45,7 @@ def intrinsics_from_fovy(
     *,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
-) -> Tensor:
+) -> Float[Tensor, "3 3"]:
     """Intrinsics ``K`` ``[3, 3]`` of a camera with vertical field of view ``fovy_deg`` (degrees).
 
     MuJoCo renders square pixels: ``fx = fy = (H / 2) / tan(fovy / 2)``; the principal point is the

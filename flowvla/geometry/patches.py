@@ -111,7 +111,7 @@ def pool_to_grid(
     h, w = dense.shape[2:4]
     finite = torch.isfinite(dense).all(-1)
     valid = finite if valid is None else valid & finite
-    x = torch.where(valid[..., None], dense, torch.zeros((), dtype=dense.dtype, device=dense.device))
+    x = torch.where(valid[..., None], dense, 0.0)
     m = valid.to(dense.dtype)
     a = _overlap_weights(out_size[0], h, covered[0], dense.dtype, dense.device)
     b = _overlap_weights(out_size[1], w, covered[1], dense.dtype, dense.device)

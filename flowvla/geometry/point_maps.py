@@ -79,7 +79,7 @@ def point_map_from_depth(
     valid = torch.isfinite(depth) & (depth > 0)
     if far is not None:
         valid &= depth < far
-    d = torch.where(valid, depth, torch.zeros((), dtype=depth.dtype, device=depth.device))
+    d = torch.where(valid, depth, 0.0)
     rays = pixel_rays(intrinsics.to(depth.dtype), h, w)
     if depth_kind == "ray":
         rays = rays / torch.linalg.vector_norm(rays, dim=-1, keepdim=True)
