@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 
 from flowvla.flow import GaussianMixtureFlow
+from flowvla.profiling import keep_large_allocations_in_heap, median_time
 from flowvla.solvers import (
     DormandPrince54Solver,
     fit_time_grid,
@@ -65,22 +66,6 @@ def hard_mixture(dtype: torch.dtype) -> GaussianMixtureFlow:
     stds = torch.tensor([0.05, 0.05, 0.08, 0.1, 0.2, 0.3, 0.05, 0.15], dtype=torch.float64)
     weights = torch.tensor([3, 1, 2, 1, 2, 1, 1, 2.0], dtype=torch.float64)
     return GaussianMixtureFlow(means.to(dtype), stds.to(dtype), weights.to(dtype))
-
-
-def median_time(fn, min_time: float = 0.2, blocks: int = 5) -> float:
-    """Median over blocks of the mean time per call, each block lasting about min_time / blocks."""
-    fn()
-    t0 = time.perf_counter()
-    fn()
-    once = max(time.perf_counter() - t0, 1e-7)
-    n = max(1, int(min_time / blocks / once))
-    samples = []
-    for _ in range(blocks):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        samples.append((time.perf_counter() - t0) / n)
-    return statistics.median(samples)
 
 
 def _swap_args(field, t, x):
@@ -121,22 +106,6 @@ def load_peers():
     return peers
 
 
-def _keep_large_allocations_in_heap() -> None:
-    """glibc serves allocations above 128 KiB with mmap and returns them on free, so every
-    intermediate of a 1024-sample field evaluation page-faults afresh (half the wall time went to
-    the kernel). Raising the thresholds keeps them in the heap; every solver, ours and the
-    peers', runs in the same process under the same setting."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        libc.mallopt(m_mmap_threshold, 1 << 30)
-        libc.mallopt(m_trim_threshold, 1 << 30)
-    except (OSError, AttributeError):  # not glibc: nothing to tune
-        pass
-
-
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny run (smoke test): fewer samples and NFEs")
@@ -145,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: stable timings)")
     args = ap.parse_args(argv)
 
-    _keep_large_allocations_in_heap()
+    keep_large_allocations_in_heap()
     threads_before = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     # Subnormal floats (exp of very negative log-likelihoods) make a field's cost depend on the
