@@ -1,0 +1,44 @@
+"""Scripted experts that solve LIBERO tasks from privileged simulator state.
+
+Modules: :mod:`~flowvla.envs.experts.predicates` (what the BDDL goal asks for),
+:mod:`~flowvla.envs.experts.geometry` (grasp and pose maths), :mod:`~flowvla.envs.experts.scene`
+(simulator readings), :mod:`~flowvla.envs.experts.pick_place` (the pick-and-place expert),
+:mod:`~flowvla.envs.experts.episode` (run and record one episode). Nothing here imports LIBERO;
+the env passed in does.
+"""
+
+from __future__ import annotations
+
+from flowvla.envs.experts.episode import Expert, ExpertEpisode, run_expert_episode
+from flowvla.envs.experts.pick_place import ExpertConfig, Grasp, PickPlaceExpert
+from flowvla.envs.experts.predicates import (
+    GoalPredicate,
+    PlaceGoal,
+    UnsupportedGoalError,
+    goal_predicates,
+    place_goal,
+)
+
+__all__ = [
+    "Expert",
+    "ExpertConfig",
+    "ExpertEpisode",
+    "GoalPredicate",
+    "Grasp",
+    "PickPlaceExpert",
+    "PlaceGoal",
+    "UnsupportedGoalError",
+    "goal_predicates",
+    "make_expert",
+    "place_goal",
+    "run_expert_episode",
+]
+
+
+def make_expert(env: object, config: ExpertConfig | None = None) -> PickPlaceExpert:
+    """The expert for ``env``'s task, chosen from its BDDL goal.
+
+    Raises:
+        UnsupportedGoalError: no expert handles this goal (the message names the predicate).
+    """
+    return PickPlaceExpert(env, config=config)

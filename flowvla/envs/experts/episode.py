@@ -1,0 +1,113 @@
+"""Run a scripted expert for one episode with physics only and record what it did.
+
+The recording follows LIBERO's evaluation protocol, so a kept episode replays exactly like a policy
+rollout would start: ``env.reset(init_state=s0, settle_steps=10)``, then one action per step until
+the task succeeds or the suite's step limit is reached. ``states[t]`` is the simulator state in which
+``actions[t]`` was chosen (LIBERO's HDF5 ``states``), so rendering ``states[t]`` gives the observation
+the action belongs to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Protocol
+
+import numpy as np
+
+from flowvla.envs.libero import DUMMY_ACTION
+
+__all__ = ["Expert", "ExpertEpisode", "run_expert_episode"]
+
+
+class Expert(Protocol):
+    """What :func:`run_expert_episode` needs: ``reset()`` after each env reset, ``act() -> [7]``,
+    ``finished`` once the expert has nothing left to do."""
+
+    finished: bool
+
+    def reset(self) -> None: ...
+
+    def act(self) -> np.ndarray: ...
+
+
+@dataclasses.dataclass
+class ExpertEpisode:
+    """One recorded expert episode.
+
+    Attributes:
+        init_state: ``[D]`` the state the episode was reset to (before settling); compare it with the
+            task's official init states to check for overlap.
+        actions: ``[T, 7]`` actions taken.
+        states: ``[T, D]`` simulator state before each action.
+        success: the env scored the goal as reached at the last step.
+        steps: ``T``.
+        retries: fresh grasp attempts the expert needed.
+        phases: the expert's phase sequence (for diagnosis).
+        seconds: wall time of the episode (reset and settling included).
+    """
+
+    init_state: np.ndarray
+    actions: np.ndarray
+    states: np.ndarray
+    success: bool
+    steps: int
+    retries: int
+    phases: list[str]
+    seconds: float
+
+
+def run_expert_episode(
+    env: Any,
+    expert: Any,
+    init_state: np.ndarray | int | None = None,
+    *,
+    seed: int | None = None,
+    max_steps: int | None = None,
+    settle_steps: int = 10,
+    linger_steps: int = 0,
+) -> ExpertEpisode:
+    """Reset ``env``, let ``expert`` act until success (or the step limit), and record it.
+
+    Args:
+        env: a :class:`~flowvla.envs.libero.LiberoEnv` (physics-only is enough).
+        expert: an :class:`Expert` bound to ``env`` (e.g. a
+            :class:`~flowvla.envs.experts.pick_place.PickPlaceExpert`).
+        init_state: the state to start from (``[D]``, or an official init-state index); ``None``
+            draws a fresh one from LIBERO's BDDL region sampler with ``seed``.
+        seed: seeds the sampler for a fresh ``init_state``.
+        max_steps: step limit (default: the suite's evaluation limit).
+        settle_steps: dummy steps after the reset, not recorded (LIBERO evaluations use 10).
+        linger_steps: extra steps recorded after success while the expert keeps acting (0: stop at
+            the first successful step, as LIBERO's own demonstrations do).
+    """
+    t0 = time.perf_counter()
+    limit = max_steps or env.max_steps
+    if init_state is None:
+        # Draw the fresh layout first, then start from it exactly as an evaluation would.
+        init_state = env.reset(seed=seed)
+    s0 = env.reset(init_state=init_state, seed=seed, settle_steps=settle_steps)
+    expert.reset()
+    actions, states = [], []
+    success, extra = False, 0
+    for _ in range(limit):
+        a = expert.act() if not expert.finished else np.asarray(DUMMY_ACTION)
+        states.append(env.get_sim_state())
+        actions.append(np.asarray(a, dtype=np.float64))
+        success = env.step(a).success
+        if success:
+            extra += 1
+            if extra > linger_steps and expert.finished:
+                break
+        elif getattr(expert, "phase", "") == "failed":
+            break
+    return ExpertEpisode(
+        init_state=np.asarray(s0),
+        actions=np.stack(actions),
+        states=np.stack(states),
+        success=bool(success),
+        steps=len(actions),
+        retries=int(getattr(expert, "retries", 0)),
+        phases=list(getattr(expert, "history", [])),
+        seconds=time.perf_counter() - t0,
+    )

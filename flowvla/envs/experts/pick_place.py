@@ -1,0 +1,360 @@
+"""A scripted pick-and-place expert for LIBERO's OSC_POSE controller, driven by privileged state.
+
+The expert reads the task's BDDL goal (:func:`~flowvla.envs.experts.predicates.place_goal`) and the
+simulator's object poses, plans a top-down grasp and then tracks a sequence of waypoints in closed
+loop, one 7-D delta action per call of :meth:`PickPlaceExpert.act`::
+
+    approach -> descend -> close -> lift -> transport -> lower -> release -> retreat
+                   ^__________________ recover (grasp missed or slipped) ___|
+
+Grasps (see :meth:`PickPlaceExpert.plan_grasp`):
+
+- **pinch**: when the object fits between the open fingers along some heading, the closing axis is
+  laid along its narrowest horizontal extent (a box is taken across its short side). Among the
+  headings that fit, the one whose hand footprint lands on the fewest neighbouring objects, then
+  the one needing the least wrist turn, is chosen.
+- **rim**: an object wider than the opening in every direction (a bowl) is taken by its wall: the
+  grasp point sits on the rim and the fingers close radially, one inside, one outside.
+
+Each waypoint is tracked by a proportional law on the pose error, clipped to the action range (one
+action unit is 5 cm and 0.5 rad per step). The object is carried above everything on its way, placed
+with its own position (not the hand's) over the goal, lowered until it is close to the support or
+the hand stalls on contact, and released. A grasp that closes on nothing or lets the object slip is
+retried from a fresh plan.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+
+from flowvla.envs.experts.geometry import (
+    closest_equivalent_yaw,
+    footprint_widths,
+    rect_overlap_area,
+    rotation_error,
+    top_down_rotation,
+)
+from flowvla.envs.experts.predicates import PlaceGoal, place_goal
+from flowvla.envs.experts.scene import Scene
+
+__all__ = ["ExpertConfig", "Grasp", "PickPlaceExpert"]
+
+_POS_SCALE = 0.05  # m per action unit (OSC_POSE output_max)
+_ROT_SCALE = 0.5  # rad per action unit
+
+
+@dataclasses.dataclass(frozen=True)
+class ExpertConfig:
+    """Tuning of :class:`PickPlaceExpert` (lengths in metres, speeds in action units).
+
+    Attributes:
+        max_opening: widest object footprint taken in a pinch grasp (the fingers open to ~8 cm).
+        fingertip_drop: how far the fingertips reach below the grip site.
+        grasp_depth: how far below an object's top the grip site goes for tall objects.
+        rim_inset: distance from the outer wall to the grip site in a rim grasp.
+        rim_depth: how far below the rim top the grip site goes in a rim grasp.
+        hover: height of the approach waypoint above the grasp.
+        clearance: gap kept between the carried object and anything it passes over.
+        place_gap: height above its support at which the object is let go.
+        fast: speed limit in free space; slow: near objects.
+        pos_tol, rot_tol: waypoint tolerances (m, rad).
+        max_retries: fresh grasp attempts after a miss or slip.
+        phase_timeout: steps after which a phase gives up (and retries or moves on).
+    """
+
+    max_opening: float = 0.072
+    fingertip_drop: float = 0.013
+    grasp_depth: float = 0.035
+    rim_inset: float = 0.012
+    rim_depth: float = 0.02
+    hover: float = 0.08
+    clearance: float = 0.04
+    place_gap: float = 0.012
+    fast: float = 0.8
+    slow: float = 0.35
+    pos_tol: float = 0.008
+    rot_tol: float = 0.08
+    max_retries: int = 3
+    phase_timeout: int = 80
+
+
+@dataclasses.dataclass(frozen=True)
+class Grasp:
+    """A planned top-down grasp: grip-site ``position [3]`` (world), closing-axis ``yaw`` (rad), kind."""
+
+    position: np.ndarray
+    yaw: float
+    kind: str  # "pinch" | "rim"
+
+
+# Hand footprint in the grip-site frame (x = closing axis), measured on robosuite's Panda hand: the
+# fingers are ~2 cm thick and open to ~8 cm; the palm above them spans ~20 cm along the closing axis.
+_FINGER_HALF = np.array([0.055, 0.012])
+_PALM_HALF = np.array([0.11, 0.035])
+_PALM_ABOVE = 0.055  # palm bottom above the grip site
+
+
+class PickPlaceExpert:
+    """Solve one ``(In obj region)`` / ``(On obj target)`` LIBERO task from privileged state.
+
+    Args:
+        env: a :class:`~flowvla.envs.libero.LiberoEnv` (physics-only is enough).
+        goal: what to do (default: read from the env's BDDL goal; raises
+            :class:`~flowvla.envs.experts.predicates.UnsupportedGoalError` for other goals).
+        config: tuning, see :class:`ExpertConfig`.
+
+    Call :meth:`reset` after every ``env.reset`` (a hard reset rebuilds the MuJoCo model), then
+    :meth:`act` once per step; :attr:`finished` turns true once the object was released and the
+    hand has backed off (the caller decides success with ``env.success()``).
+    """
+
+    def __init__(self, env: Any, goal: PlaceGoal | None = None, config: ExpertConfig | None = None) -> None:
+        self.env = env
+        self.goal = goal if goal is not None else place_goal(env)
+        self.cfg = config or ExpertConfig()
+        self.scene: Scene | None = None
+        self.phase = "idle"
+
+    # --------------------------------------------------------------------------------- planning
+    def reset(self) -> None:
+        """Re-read the scene and plan a grasp from the current state."""
+        self.scene = Scene(self.env)
+        self.retries = 0
+        self.steps = 0
+        self.finished = False
+        self.history: list[str] = []
+        self._start_phase("approach")
+        self.grasp = self.plan_grasp()
+
+    def _start_phase(self, phase: str) -> None:
+        self.phase = phase
+        self.phase_steps = 0
+        self.history.append(phase)
+        self._z_trace: list[float] = []
+
+    def _obstacles(self) -> list[str]:
+        skip = {self.goal.obj}
+        return [n for n in self.scene.names if n not in skip]
+
+    def plan_grasp(self) -> Grasp:
+        """Choose a grasp of the goal object from its current shape and its neighbours'."""
+        sc, cfg = self.scene, self.cfg
+        shape = sc.shape(self.goal.obj)
+        pts, low, high = shape.points, shape.low, shape.high
+        height = high[2] - low[2]
+        yaws = np.linspace(-math.pi / 2, math.pi / 2, 36, endpoint=False)
+        widths = footprint_widths(pts, yaws)
+        current = _yaw_of(sc.eef_rot())
+        # Obstacles as (top z, xy points); the goal's own target counts too (a plate under a bowl).
+        obstacles = [(sc.shape(n).high[2], sc.shape(n).points[:, :2]) for n in self._obstacles()]
+        candidates: list[tuple[float, Grasp]] = []
+        if widths.min() <= cfg.max_opening:
+            center = 0.5 * (low + high)
+            z = max(high[2] - cfg.grasp_depth, low[2] + 0.5 * height)
+            z = max(z, low[2] + cfg.fingertip_drop + 0.002)
+            for yaw, w in zip(yaws, widths, strict=True):
+                if w > min(widths.min() + 0.01, cfg.max_opening):
+                    continue
+                pos = np.array([center[0], center[1], z])
+                candidates.append((self._grasp_cost(pos, yaw, current, obstacles), Grasp(pos, yaw, "pinch")))
+        else:
+            # Rim grasp: fingers close radially across the wall at the rim.
+            center = 0.5 * (low + high)
+            radius = 0.5 * float(np.median(widths))
+            z = high[2] - cfg.rim_depth
+            for yaw in np.linspace(-math.pi, math.pi, 24, endpoint=False):
+                u = np.array([math.cos(yaw), math.sin(yaw)])
+                xy = center[:2] + (radius - cfg.rim_inset) * u
+                pos = np.array([xy[0], xy[1], z])
+                cost = self._grasp_cost(pos, yaw, current, obstacles)
+                # Prefer the rim nearest the robot base (negative x): a shorter, less twisted reach.
+                cost += 0.02 * (1.0 + math.cos(yaw))
+                candidates.append((cost, Grasp(pos, float(yaw), "rim")))
+        cost, best = min(candidates, key=lambda c: c[0])
+        yaw = closest_equivalent_yaw(best.yaw, current)
+        return Grasp(best.position, yaw, best.kind)
+
+    def _grasp_cost(
+        self, pos: np.ndarray, yaw: float, current: float, obstacles: list[tuple[float, np.ndarray]]
+    ) -> float:
+        overlap = 0.0
+        finger_bottom = pos[2] - self.cfg.fingertip_drop
+        palm_bottom = pos[2] + _PALM_ABOVE
+        for top, xy in obstacles:
+            # Only neighbours that reach up to the fingers / palm can be hit by them.
+            if top > finger_bottom:
+                overlap += rect_overlap_area(pos[:2], yaw, _FINGER_HALF, xy)
+            if top > palm_bottom:
+                overlap += rect_overlap_area(pos[:2], yaw, _PALM_HALF, xy)
+        turn = abs(closest_equivalent_yaw(yaw, current) - current)
+        return overlap * 1e3 + 0.01 * turn
+
+    def _target(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """Destination ``xy [2]`` for the object's body origin, support height, and whether it is a
+        region the object must end up inside."""
+        g, sc = self.goal, self.scene
+        if g.target_kind == "object":
+            shape = sc.shape(g.target)
+            return sc.body_pos(g.target)[:2], np.array(shape.high[2]), 0.0
+        site = sc.site_pos(g.target)
+        half = sc.site_half_size(g.target)
+        if g.relation == "in":
+            return site[:2], np.array(site[2] - half[2]), 1.0
+        return site[:2], np.array(site[2] + half[2]), 0.0
+
+    def _carry_height(self, obj_below: float, dest_xy: np.ndarray) -> float:
+        """Grip-site height that carries the object ``obj_below`` m under the hand over everything in
+        the corridor from the object to ``dest_xy``."""
+        sc = self.scene
+        start = sc.body_pos(self.goal.obj)[:2]
+        tops = [sc.shape(self.goal.obj).low[2]]
+        seg = dest_xy - start
+        length = float(np.linalg.norm(seg)) + 1e-9
+        yaw = math.atan2(seg[1], seg[0])
+        mid = 0.5 * (start + dest_xy)
+        for n in sc.names:
+            if n == self.goal.obj:
+                continue
+            s = sc.shape(n)
+            if rect_overlap_area(mid, yaw, np.array([length / 2 + 0.06, 0.08]), s.points[:, :2]) > 0:
+                tops.append(s.high[2])
+        return max(tops) + self.cfg.clearance + obj_below
+
+    # ---------------------------------------------------------------------------------- control
+    def _move(self, target: np.ndarray, yaw: float, speed: float, gripper: float) -> np.ndarray:
+        sc = self.scene
+        dp = (target - sc.eef_pos()) / _POS_SCALE
+        norm = float(np.linalg.norm(dp))
+        if norm > speed:
+            dp *= speed / norm
+        dr = rotation_error(sc.eef_rot(), top_down_rotation(yaw)) / _ROT_SCALE
+        dr = np.clip(dr, -1.0, 1.0)
+        return np.concatenate([dp, dr, [gripper]])
+
+    def _at(self, target: np.ndarray, yaw: float, tol: float | None = None) -> bool:
+        sc = self.scene
+        err = float(np.linalg.norm(target - sc.eef_pos()))
+        rot = float(np.linalg.norm(rotation_error(sc.eef_rot(), top_down_rotation(yaw))))
+        return err < (tol or self.cfg.pos_tol) and rot < self.cfg.rot_tol
+
+    def _stalled(self, window: int = 4, eps: float = 0.0015) -> bool:
+        """The hand has stopped descending (it rests on something)."""
+        z = self._z_trace
+        return len(z) > window and z[-window - 1] - z[-1] < eps
+
+    def _holding(self) -> bool:
+        # Closed on nothing, the fingers meet (gap ~ 0); on an object they stop at its width.
+        return self.scene.finger_gap() > 0.006
+
+    def _recover(self) -> None:
+        self.retries += 1
+        self._start_phase("recover" if self.retries <= self.cfg.max_retries else "failed")
+
+    def act(self) -> np.ndarray:
+        """The next ``[7]`` action (OSC_POSE deltas in ``[-1, 1]``, gripper ``-1`` open / ``+1`` close)."""
+        if self.scene is None:
+            raise RuntimeError("call reset() after env.reset() before act()")
+        self.steps += 1
+        self.phase_steps += 1
+        self._z_trace.append(float(self.scene.eef_pos()[2]))
+        a = self._act()
+        return np.clip(a, -1.0, 1.0)
+
+    def _act(self) -> np.ndarray:
+        cfg, sc, g = self.cfg, self.scene, self.grasp
+        timed_out = self.phase_steps > cfg.phase_timeout
+        open_, close = -1.0, 1.0
+        hover = g.position + np.array([0.0, 0.0, cfg.hover])
+        if self.phase == "approach":
+            hover[2] = max(hover[2], sc.shape(self.goal.obj).high[2] + 0.05)
+            if self._at(hover, g.yaw, tol=0.015) or timed_out:
+                self._start_phase("descend")
+            return self._move(hover, g.yaw, cfg.fast, open_)
+        if self.phase == "descend":
+            near = float(np.linalg.norm(g.position - sc.eef_pos())) < 0.03
+            if self._at(g.position, g.yaw) or (near and self._stalled()) or timed_out:
+                self._start_phase("close")
+            return self._move(g.position, g.yaw, cfg.slow, open_)
+        if self.phase == "close":
+            settled = self.phase_steps > 6 and float(np.abs(sc.finger_qvel()).max()) < 0.01
+            if settled or self.phase_steps > 25:
+                if not self._holding():
+                    self._recover()
+                else:
+                    self._grasp_z = float(sc.eef_pos()[2])
+                    self._obj_z0 = float(sc.body_pos(self.goal.obj)[2])
+                    self._obj_below = self._grasp_z - float(sc.shape(self.goal.obj).low[2])
+                    dest_xy, _, _ = self._target()
+                    self._carry_z = self._carry_height(self._obj_below, dest_xy)
+                    self._start_phase("lift")
+            return self._move(g.position, g.yaw, cfg.slow, close)
+        if self.phase in ("lift", "transport", "lower"):
+            return self._carry(close)
+        if self.phase == "release":
+            if sc.finger_gap() > 0.06 or self.phase_steps > 15:
+                self._retreat_z = float(sc.eef_pos()[2]) + 0.08
+                self._start_phase("retreat")
+            return np.concatenate([np.zeros(6), [open_]])
+        if self.phase == "retreat":
+            target = sc.eef_pos().copy()
+            target[2] = self._retreat_z
+            if abs(sc.eef_pos()[2] - self._retreat_z) < 0.02 or self.phase_steps > 20:
+                if self.env.success():
+                    self.finished = True
+                elif self.phase_steps > 8:
+                    # Released but the goal does not hold (it bounced, or slid off): try again.
+                    self._recover()
+            return self._move(target, _yaw_of(sc.eef_rot()), cfg.fast, open_)
+        if self.phase == "recover":
+            # Open, back off upwards, then plan afresh from wherever the object is now.
+            target = sc.eef_pos().copy()
+            target[2] = max(target[2], sc.shape(self.goal.obj).high[2] + cfg.hover)
+            if (sc.finger_gap() > 0.06 and abs(sc.eef_pos()[2] - target[2]) < 0.02) or self.phase_steps > 25:
+                self.grasp = self.plan_grasp()
+                self._start_phase("approach")
+            return self._move(target, _yaw_of(sc.eef_rot()), cfg.fast, open_)
+        # "failed": hold still with the gripper open; the caller's step limit ends the episode.
+        self.finished = True
+        return np.concatenate([np.zeros(6), [open_]])
+
+    def _carry(self, close: float) -> np.ndarray:
+        cfg, sc, g = self.cfg, self.scene, self.grasp
+        eef = sc.eef_pos()
+        obj = sc.body_pos(self.goal.obj)
+        lifted = eef[2] - self._grasp_z
+        # Slip check: once the hand is clearly up, the object must have come with it.
+        if not self._holding() or (lifted > 0.04 and obj[2] - self._obj_z0 < 0.5 * lifted):
+            self._recover()
+            return self._move(eef, g.yaw, cfg.slow, -1.0)
+        dest_xy, support_z, inside = self._target()
+        offset = eef[:2] - obj[:2]  # where the object hangs relative to the hand, measured live
+        timed_out = self.phase_steps > cfg.phase_timeout
+        if self.phase == "lift":
+            target = np.array([eef[0], eef[1], self._carry_z])
+            if eef[2] > self._carry_z - 0.03 or timed_out:
+                self._start_phase("transport")
+            return self._move(target, g.yaw, cfg.fast, close)
+        xy = dest_xy + offset
+        if self.phase == "transport":
+            target = np.array([xy[0], xy[1], self._carry_z])
+            if float(np.linalg.norm(obj[:2] - dest_xy)) < 0.008 or timed_out:
+                self._start_phase("lower")
+            speed = cfg.fast if float(np.linalg.norm(target - eef)) > 0.05 else cfg.slow
+            return self._move(target, g.yaw, speed, close)
+        # lower: bring the object's bottom to place_gap above its support (or until contact).
+        bottom = eef[2] - self._obj_below
+        release_z = float(support_z) + (cfg.place_gap if not inside else 0.02)
+        target = np.array([xy[0], xy[1], release_z + self._obj_below])
+        speed = cfg.slow if bottom - release_z < 0.06 else cfg.fast
+        if bottom <= release_z + 0.004 or (self.phase_steps > 5 and self._stalled()) or timed_out:
+            self._start_phase("release")
+        return self._move(target, g.yaw, speed, close)
+
+
+def _yaw_of(rot: np.ndarray) -> float:
+    """Heading of the closing (x) axis of an end-effector rotation in the world xy plane."""
+    return math.atan2(rot[1, 0], rot[0, 0])

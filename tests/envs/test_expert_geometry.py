@@ -1,0 +1,144 @@
+"""Grasp maths and BDDL goal reading of the scripted experts (no simulator needed)."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from flowvla.envs.experts.geometry import (
+    closest_equivalent_yaw,
+    footprint_widths,
+    rect_overlap_area,
+    rotation_error,
+    top_down_rotation,
+    wrap_half_turn,
+)
+from flowvla.envs.experts.predicates import GoalPredicate, UnsupportedGoalError, place_goal
+
+angles = st.floats(-3 * math.pi, 3 * math.pi, allow_nan=False)
+
+
+def _exp(w: np.ndarray) -> np.ndarray:
+    """Rodrigues: rotation matrix of the axis-angle ``w``."""
+    th = float(np.linalg.norm(w))
+    if th < 1e-12:
+        return np.eye(3)
+    k = w / th
+    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + math.sin(th) * kx + (1 - math.cos(th)) * kx @ kx
+
+
+@given(yaw=angles)
+def test_top_down_rotation_is_a_downward_grasp_frame(yaw):
+    r = top_down_rotation(yaw)
+    np.testing.assert_allclose(r.T @ r, np.eye(3), atol=1e-12)
+    assert np.linalg.det(r) == pytest.approx(1.0)
+    np.testing.assert_allclose(r[:, 2], [0, 0, -1], atol=1e-12)  # palm points down
+    np.testing.assert_allclose(r[:, 0], [math.cos(yaw), math.sin(yaw), 0], atol=1e-12)
+
+
+@given(
+    w=st.lists(st.floats(-1.0, 1.0), min_size=3, max_size=3).map(np.array),
+    scale=st.floats(0.0, 3.0),
+    yaw=angles,
+)
+def test_rotation_error_inverts_the_world_frame_delta(w, scale, yaw):
+    n = float(np.linalg.norm(w))
+    if n > 1e-6:
+        w = w / n * scale  # angles in [0, 3] rad, below the half-turn ambiguity
+    current = top_down_rotation(yaw)
+    target = _exp(w) @ current  # OSC applies axis-angle deltas in the world frame, on the left
+    np.testing.assert_allclose(rotation_error(current, target), w, atol=1e-6)
+
+
+def test_rotation_error_at_a_half_turn_has_angle_pi():
+    current = np.eye(3)
+    target = _exp(np.array([0.0, 0.0, math.pi]))
+    err = rotation_error(current, target)
+    assert np.linalg.norm(err) == pytest.approx(math.pi)
+    np.testing.assert_allclose(_exp(err) @ current, target, atol=1e-9)
+
+
+@given(yaw=angles, ref=angles)
+def test_equivalent_yaw_is_the_nearest_half_turn_copy(yaw, ref):
+    out = closest_equivalent_yaw(yaw, ref)
+    assert abs(out - ref) <= math.pi / 2 + 1e-9
+    k = (out - yaw) / math.pi
+    assert abs(k - round(k)) < 1e-9  # the gripper cannot tell yaw from yaw + k * pi
+    assert -math.pi / 2 <= wrap_half_turn(yaw) < math.pi / 2
+
+
+@given(length=st.floats(0.02, 0.3), width=st.floats(0.01, 0.1), heading=angles)
+def test_footprint_width_of_a_box_is_smallest_across_it(length, width, heading):
+    c, s = math.cos(heading), math.sin(heading)
+    corners = np.array(
+        [[sx * length / 2, sy * width / 2, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (0, 1)]
+    )
+    rot = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+    pts = corners @ rot.T + np.array([0.3, -0.2, 0.0])
+    w = footprint_widths(pts, np.array([heading, heading + math.pi / 2, heading + math.pi]))
+    np.testing.assert_allclose(w, [length, width, length], atol=1e-9)
+
+
+def test_rect_overlap_area():
+    square = np.array([[0.0, 0.0], [1.0, 1.0]])
+    assert rect_overlap_area(np.array([0.5, 0.5]), 0.0, np.array([0.25, 0.25]), square) == pytest.approx(0.25)
+    assert rect_overlap_area(np.array([3.0, 3.0]), 0.7, np.array([0.5, 0.5]), square) == 0.0
+    # A rectangle's own corners overlap it fully, at any heading.
+    corners = np.array([[math.cos(0.3), math.sin(0.3)], [-math.cos(0.3), -math.sin(0.3)]]) * 0.2
+    assert rect_overlap_area(np.zeros(2), 0.3, np.array([0.2, 0.05]), corners) == pytest.approx(0.0)
+
+
+# -------------------------------------------------------------------------------------------- goals
+def _fake_env(goal, sites=("basket_1_contain_region",), drawer=()):
+    site_objs = {s: SimpleNamespace(joints=[f"{s}_joint"] if s in drawer else []) for s in sites}
+    return SimpleNamespace(
+        parsed_problem={"goal_state": goal},
+        objects_dict={"alphabet_soup_1": 0, "basket_1": 0, "akita_black_bowl_1": 0, "plate_1": 0},
+        fixtures_dict={"wooden_cabinet_1": 0, "flat_stove_1": 0},
+        object_sites_dict=site_objs,
+    )
+
+
+def test_place_goal_reads_in_and_on():
+    g = place_goal(_fake_env([["in", "alphabet_soup_1", "basket_1_contain_region"]]))
+    assert (g.obj, g.relation, g.target, g.target_kind, g.parent) == (
+        "alphabet_soup_1", "in", "basket_1_contain_region", "site", "basket_1",
+    )  # fmt: skip
+    g = place_goal(_fake_env([["on", "akita_black_bowl_1", "plate_1"]]))
+    assert (g.obj, g.relation, g.target, g.target_kind) == ("akita_black_bowl_1", "on", "plate_1", "object")
+    g = place_goal(
+        _fake_env([["on", "akita_black_bowl_1", "flat_stove_1_cook_region"]], ["flat_stove_1_cook_region"])
+    )
+    assert g.target_kind == "site" and g.parent == "flat_stove_1"
+
+
+@pytest.mark.parametrize(
+    ("goal", "match"),
+    [
+        ([["open", "wooden_cabinet_1_middle_region"]], r"\(Open wooden_cabinet_1_middle_region\)"),
+        ([["turnon", "flat_stove_1"]], r"\(Turnon flat_stove_1\)"),
+        ([["on", "a", "plate_1"], ["on", "akita_black_bowl_1", "plate_1"]], "2 predicates"),
+        ([["on", "ghost_1", "plate_1"]], "'ghost_1' is not a movable object"),
+        ([["in", "akita_black_bowl_1", "nowhere"]], "'nowhere' is neither"),
+        ([["in", "akita_black_bowl_1", "wooden_cabinet_1_top_region"]], "drawer"),
+    ],
+)
+def test_unsupported_goals_are_named(goal, match):
+    env = _fake_env(
+        goal,
+        sites=("basket_1_contain_region", "wooden_cabinet_1_top_region"),
+        drawer=("wooden_cabinet_1_top_region",),
+    )
+    with pytest.raises(UnsupportedGoalError, match=match):
+        place_goal(env)
+    assert issubclass(UnsupportedGoalError, ValueError)
+
+
+def test_goal_predicate_prints_like_bddl():
+    assert str(GoalPredicate("in", ("a_1", "b_1_contain_region"))) == "(In a_1 b_1_contain_region)"
