@@ -290,8 +290,8 @@ def run(args: argparse.Namespace) -> dict:
     field = functools.partial(raw_velocity, field)
     const_v = torch.zeros_like(x_time)
     free_field = lambda x, t: const_v
-    t_field = median_time(lambda: field(x_time, torch.tensor(0.5)), min_time)
-    t_add = median_time(lambda: torch.add(x_time, const_v, alpha=0.1), min_time)
+    t_field = median_time(lambda: field(x_time, torch.tensor(0.5)), min_time=min_time)
+    t_add = median_time(lambda: torch.add(x_time, const_v, alpha=0.1), min_time=min_time)
     state_bytes = x_time.numel() * x_time.element_size()
     results["timing"]["field_eval_s"] = t_field
     results["timing"]["floor"] = {
@@ -302,8 +302,8 @@ def run(args: argparse.Namespace) -> dict:
     rows = results["timing"]["solves"] = {}
 
     def record(label, nfe, fn_real, fn_free):
-        wall = median_time(fn_real, min_time)
-        free = median_time(fn_free, min_time)
+        wall = median_time(fn_real, min_time=min_time)
+        free = median_time(fn_free, min_time=min_time)
         rows.setdefault(label, {})[nfe] = {
             "wall_s": wall,
             "overhead_s": wall - nfe * t_field,
