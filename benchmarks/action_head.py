@@ -15,9 +15,10 @@ Measured side by side in one run, per (depth, batch):
 * a training step (flow loss, backward, AdamW) in samples/s, and peak memory.
 
 FLOPs are counted (``flowvla.profiling.count_flops``: matmuls and attention). The floor of a
-10-NFE sample is (one projection + 10 cached evaluations) / the peak GFLOP/s of a 2048^3 matmul (8192^3
-on a GPU) in the same dtype, measured in the same run with the same threads; ``ratio = wall / floor``. Shape checks
-are switched off while timing (``set_typecheck(False)``), as a deployed policy would.
+10-NFE sample is (one projection + 10 cached evaluations) / the peak GFLOP/s of a 2048^3 matmul
+(8192^3 on a GPU) in the same dtype, measured in the same run with the same threads;
+``ratio = wall / floor``. Shape checks are switched off while timing (``set_typecheck(False)``),
+as a deployed policy would.
 
 Usage: ``python benchmarks/action_head.py [--quick] [--threads N] [--device cpu|cuda]
 [--dtype float32|bfloat16] [--out benchmarks/results]``
