@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
-import statistics
 import time
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from torch import nn
 
 from flowvla.fusion import FUSIONS, create_fusion
 from flowvla.geometry import FourierPointEncoder, PatchGrid, intrinsics_from_fovy, point_map_from_depth
+from flowvla.profiling import count_flops, keep_large_allocations_in_heap, median_time
 from flowvla.typing import set_typecheck
 
 # ---- the synthetic task ----------------------------------------------------------------------------
@@ -116,22 +117,6 @@ def train_nearest_patch(
 
 
 # ---- cost at VLA scale -----------------------------------------------------------------------------
-def median_time(fn, min_time: float = 0.5, blocks: int = 5) -> float:
-    """Median over blocks of the mean time per call, each block lasting about min_time / blocks."""
-    fn()
-    t0 = time.perf_counter()
-    fn()
-    once = max(time.perf_counter() - t0, 1e-7)
-    n = max(1, int(min_time / blocks / once))
-    samples = []
-    for _ in range(blocks):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        samples.append((time.perf_counter() - t0) / n)
-    return statistics.median(samples)
-
-
 def peak_allocated_bytes(fn) -> int:
     """Peak bytes allocated during ``fn()`` beyond what was live before (profiler allocation events)."""
     from torch.profiler import ProfilerActivity, profile
@@ -168,29 +153,16 @@ def cost_rows(views: int, grid: tuple[int, int], dim: int, geo_dim: int, min_tim
         def train_step(fusion=fusion, xg=xg, yg=yg):
             fusion(xg, yg, mask).square().mean().backward()
 
+        fwd_s = median_time(forward, min_time=min_time)
         rows[label] = {
             "params": sum(p.numel() for p in fusion.parameters()),
-            "forward_ms": median_time(forward, min_time) * 1e3,
-            "fwd_bwd_ms": median_time(train_step, min_time) * 1e3,
+            "forward_gflop": count_flops(forward) / 1e9,
+            "forward_ms": fwd_s * 1e3,
+            "fwd_bwd_ms": median_time(train_step, min_time=min_time) * 1e3,
             "forward_peak_mib": peak_allocated_bytes(forward) / 2**20,
             "fwd_bwd_peak_mib": peak_allocated_bytes(train_step) / 2**20,
         }
     return rows
-
-
-def _keep_large_allocations_in_heap() -> None:
-    """glibc serves allocations above 128 KiB with mmap and returns them on free, so each 2 MiB token
-    tensor page-faults afresh on every call; raising the thresholds keeps them in the heap (the same
-    setting for every fusion)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        libc.mallopt(m_mmap_threshold, 1 << 30)
-        libc.mallopt(m_trim_threshold, 1 << 30)
-    except (OSError, AttributeError):  # not glibc: nothing to tune
-        pass
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -201,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--steps", type=int, default=None, help="training steps of the synthetic task")
     args = ap.parse_args(argv)
 
-    _keep_large_allocations_in_heap()
+    keep_large_allocations_in_heap()
     threads_before = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     set_typecheck(False)  # time the modules, not the runtime shape checks
@@ -227,6 +199,8 @@ def main(argv: list[str] | None = None) -> dict:
             "quick": args.quick,
             "torch": torch.__version__,
             "machine": platform.processor() or platform.machine(),
+            # Other processes share the CPU on dev machines: the 1-minute load average says how much.
+            "load_average_1min": os.getloadavg()[0],
         },
         "cost": cost,
         "task": task,
@@ -244,12 +218,12 @@ def print_report(results: dict) -> None:
         f"\nFusion cost: {c['views']} views x {c['patches_per_view']} patches x width {c['dim']}, batch 1, "
         f"{c['dtype']}, {c['threads']} thread(s)"
     )
-    print(
-        f"{'fusion':14s}{'params':>11s}{'fwd ms':>9s}{'fwd+bwd ms':>12s}{'fwd MiB':>9s}{'fwd+bwd MiB':>13s}"
-    )
+    print(f"(1-min load average {c['load_average_1min']:.1f}: timings inflate when it exceeds the threads)")
+    head = f"{'fusion':14s}{'params':>11s}{'fwd GFLOP':>11s}{'fwd ms':>9s}{'fwd+bwd ms':>12s}"
+    print(head + f"{'fwd MiB':>9s}{'fwd+bwd MiB':>13s}")
     for name, r in results["cost"].items():
         print(
-            f"{name:14s}{r['params']:11,d}{r['forward_ms']:9.2f}{r['fwd_bwd_ms']:12.2f}"
+            f"{name:14s}{r['params']:11,d}{r['forward_gflop']:11.2f}{r['forward_ms']:9.2f}{r['fwd_bwd_ms']:12.2f}"
             f"{r['forward_peak_mib']:9.1f}{r['fwd_bwd_peak_mib']:13.1f}"
         )
     print(f"\nNearest-patch task ({c['task_steps']} steps, 1024 held-out scenes; chance 1/32 = 0.031)")
