@@ -6,6 +6,7 @@ from flowvla.routing.base import (
     RoutedContexts,
     masked_mean,
     mix_layers,
+    normalize_layers,
     select_layers,
 )
 from flowvla.routing.fixed import FixedLayerRouter, spread_over_blocks
@@ -24,6 +25,7 @@ __all__ = [
     "TopKRouter",
     "masked_mean",
     "mix_layers",
+    "normalize_layers",
     "scatter_to_layers",
     "select_layers",
     "spread_over_blocks",

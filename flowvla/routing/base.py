@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -24,7 +24,15 @@ from torch import nn
 
 from flowvla.typing import Bool, Float, Tensor, typechecked
 
-__all__ = ["HiddenStates", "LayerRouter", "RoutedContexts", "masked_mean", "mix_layers", "select_layers"]
+__all__ = [
+    "HiddenStates",
+    "LayerRouter",
+    "RoutedContexts",
+    "masked_mean",
+    "mix_layers",
+    "normalize_layers",
+    "select_layers",
+]
 
 HiddenStates = Float[Tensor, "L B T D"] | Sequence[Float[Tensor, "B T D"]]
 
@@ -101,25 +109,34 @@ def masked_mean(x: Float[Tensor, "B T D"], mask: Bool[Tensor, "B T"] | None = No
 def mix_layers(
     layers: Sequence[Float[Tensor, "B T D"]],
     weights: Float[Tensor, " L"] | Float[Tensor, "B L"],
-    *,
-    normalize: bool = False,
 ) -> Float[Tensor, "B T D"]:
     """``sum_l weights[:, l] * layers[l]`` touching only layers with a non-zero weight.
 
-    ``weights`` is ``[L]`` (shared by the batch) or ``[B, L]``; a one-hot shared weight returns the
-    layer itself (no copy). ``normalize`` layer-normalises each layer (no affine) before mixing.
+    ``weights`` is ``[L]`` (shared by the batch) or ``[B, L]``; a fixed (no grad) one-hot shared
+    weight returns the layer itself (no copy).
     """
     used = (weights != 0).reshape(-1, weights.shape[-1]).any(dim=0).nonzero().flatten().tolist()
-    if weights.dim() == 1 and len(used) == 1 and not normalize and float(weights[used[0]]) == 1.0:
+    one_hot = weights.dim() == 1 and len(used) == 1 and not weights.requires_grad
+    if one_hot and float(weights[used[0]]) == 1.0:
         return layers[used[0]]
     weights = weights.to(layers[used[0]].dtype)
     out = None
     for index in used:
-        h = layers[index]
-        if normalize:
-            h = F.layer_norm(h, h.shape[-1:])
         w = weights[index] if weights.dim() == 1 else weights[:, index, None, None]
-        out = h * w if out is None else torch.addcmul(out, h, w)
+        out = layers[index] * w if out is None else torch.addcmul(out, layers[index], w)
+    return out
+
+
+@typechecked
+def normalize_layers(layers: Sequence[Float[Tensor, "B T D"]], indices: Iterable[int]) -> list[Tensor]:
+    """``layers`` with the listed ones layer-normalised (no affine), each once; the rest untouched.
+
+    Deep LM layers have much larger norms than shallow ones; normalising before mixing makes
+    routing weights compare layers rather than their scales.
+    """
+    out = list(layers)
+    for i in set(indices):
+        out[i] = F.layer_norm(out[i], out[i].shape[-1:])
     return out
 
 

@@ -11,7 +11,14 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from flowvla.routing.base import LayerRouter, RoutedContexts, masked_mean, mix_layers, select_layers
+from flowvla.routing.base import (
+    LayerRouter,
+    RoutedContexts,
+    masked_mean,
+    mix_layers,
+    normalize_layers,
+    select_layers,
+)
 from flowvla.typing import Bool, Float, Tensor, typechecked
 
 __all__ = ["LayerGate", "SampleGatedRouter", "scatter_to_layers"]
@@ -125,9 +132,10 @@ class SampleGatedRouter(LayerRouter):
         self, layers: Sequence[Float[Tensor, "B T D"]], weights: Float[Tensor, "B K L"]
     ) -> tuple[Tensor, ...]:
         """One context per block from per-sample weights ``[B, K, L]``."""
-        return tuple(
-            mix_layers(layers, weights[:, k], normalize=self.normalize) for k in range(self.num_blocks)
-        )
+        if self.normalize:
+            used = (weights != 0).reshape(-1, weights.shape[-1]).any(dim=0).nonzero().flatten().tolist()
+            layers = normalize_layers(layers, used)
+        return tuple(mix_layers(layers, weights[:, k]) for k in range(self.num_blocks))
 
     def _route(self, layers: Sequence[Tensor], mask: Tensor | None) -> RoutedContexts:
         """Dense per-sample mixing with softmax gate weights."""

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from flowvla.routing.base import LayerRouter, RoutedContexts, mix_layers, select_layers
+from flowvla.routing.base import LayerRouter, RoutedContexts, mix_layers, normalize_layers, select_layers
 from flowvla.typing import Float, Tensor, typechecked
 
 __all__ = ["ScalarMixRouter"]
@@ -55,10 +55,9 @@ class ScalarMixRouter(LayerRouter):
     def _route(self, layers: Sequence[Tensor], mask: Tensor | None) -> RoutedContexts:
         """Mix the candidate layers with each block's weights."""
         weights = self.layer_weights()
-        contexts = tuple(
-            mix_layers(layers, weights[k], normalize=self.normalize) * self.scale[k]
-            for k in range(self.num_blocks)
-        )
+        if self.normalize:
+            layers = normalize_layers(layers, self.layers)
+        contexts = tuple(mix_layers(layers, weights[k]) * self.scale[k] for k in range(self.num_blocks))
         batch = contexts[0].shape[0]
         return RoutedContexts(
             contexts=contexts,
