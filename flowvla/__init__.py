@@ -1,11 +1,13 @@
 """flowvla: composable, typed PyTorch modules for flow-matching vision-language-action policies.
 
-The flow-matching core is re-exported here; components with optional dependencies
-(``flowvla.envs``, ``flowvla.data``) are imported by their module path.
+The flow-matching core, the action head, the layer routers, the 2D-3D fusions and geometry
+encoders are re-exported here; components with optional dependencies (``flowvla.envs``,
+``flowvla.data``, ``flowvla.processing``) are imported by their module path.
 """
 
 __version__ = "0.1.0.dev0"
 
+from flowvla.dit import ContextCache, FlowActionHead
 from flowvla.flow import (
     BetaTimeSampler,
     FlowMatchingLoss,
@@ -16,6 +18,28 @@ from flowvla.flow import (
     UniformTimeSampler,
     from_reverse_time_field,
     to_reverse_time_field,
+)
+from flowvla.fusion import (
+    Fusion,
+    GlobalBroadcastFusion,
+    RegionCrossAttentionFusion,
+    TokenAlignedFusion,
+    create_fusion,
+)
+from flowvla.geometry import (
+    DenseFeatureEncoder,
+    FourierPointEncoder,
+    MLPPositionEncoder,
+    PatchGrid,
+    point_map_from_depth,
+)
+from flowvla.routing import (
+    FixedLayerRouter,
+    LayerRouter,
+    RoutedContexts,
+    SampleGatedRouter,
+    ScalarMixRouter,
+    TopKRouter,
 )
 from flowvla.solvers import (
     FittedGrid,
@@ -31,22 +55,40 @@ from flowvla.typing import set_typecheck
 
 __all__ = [
     "BetaTimeSampler",
+    "ContextCache",
+    "DenseFeatureEncoder",
     "FittedGrid",
+    "FixedLayerRouter",
+    "FlowActionHead",
     "FlowMatchingLoss",
     "FlowMatchingObjective",
+    "FourierPointEncoder",
+    "Fusion",
     "GaussianMixtureFlow",
+    "GlobalBroadcastFusion",
+    "LayerRouter",
     "LinearPath",
     "LogitNormalTimeSampler",
+    "MLPPositionEncoder",
     "ODESolution",
+    "PatchGrid",
+    "RegionCrossAttentionFusion",
+    "RoutedContexts",
+    "SampleGatedRouter",
+    "ScalarMixRouter",
     "Solver",
+    "TokenAlignedFusion",
+    "TopKRouter",
     "UniformTimeSampler",
     "__version__",
     "available_solvers",
+    "create_fusion",
     "fit_time_grid",
     "from_reverse_time_field",
     "get_solver",
     "integrate",
     "make_grid",
+    "point_map_from_depth",
     "set_typecheck",
     "to_reverse_time_field",
 ]

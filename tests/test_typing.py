@@ -14,7 +14,16 @@ import flowvla
 from flowvla import typing as ft
 from flowvla.flow import masked_mse
 
-PUBLIC_MODULES = ["flowvla.flow", "flowvla.solvers", "flowvla.dit", "flowvla.routing"]
+PUBLIC_MODULES = [
+    "flowvla.flow",
+    "flowvla.solvers",
+    "flowvla.dit",
+    "flowvla.routing",
+    "flowvla.geometry",
+    "flowvla.fusion",
+    "flowvla.processing",
+    "flowvla.envs.cameras",
+]
 
 
 def _mentions_tensor(fn) -> bool:
