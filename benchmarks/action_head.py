@@ -183,7 +183,8 @@ def print_report(results: dict) -> None:
     print(
         f"\naction head: H={cfg['horizon']} A={cfg['action_dim']} width={cfg['dim']} context "
         f"{cfg['tokens']}x{cfg['context_dim']}; {results['threads']} threads on {results['device']} "
-        f"({results['dtype']}); matmul peak {results['matmul_peak_gflops']:.1f} GFLOP/s\n"
+        f"({results['dtype']}); matmul peak {results['matmul_peak_gflops']:.1f} GFLOP/s; 1-min load "
+        f"{results['load_average_1min_start']:.1f} at start, {results['load_average_1min_end']:.1f} at end\n"
     )
     head = (
         f"{'depth':>5} {'B':>3} | {'ctx GF':>7} {'eval GF':>7} | {'encode':>8} {'eval$':>8} {'eval':>8} | "
@@ -240,6 +241,8 @@ def main(argv: list[str] | None = None) -> dict:
             "torch": torch.__version__,
             "python": sys.version.split()[0],
             "matmul_peak_gflops": peak,
+            # Timings on a shared CPU inflate when the load exceeds the threads: recorded to judge a run.
+            "load_average_1min_start": os.getloadavg()[0],
             "cases": [],
         }
         set_typecheck(True)
@@ -258,6 +261,7 @@ def main(argv: list[str] | None = None) -> dict:
             for batch in args.batches:
                 print(f"depth {depth} batch {batch} ...", file=sys.stderr, flush=True)
                 results["cases"].append(bench_case(cfg, depth, batch, peak, args, dtype))
+        results["load_average_1min_end"] = os.getloadavg()[0]
     finally:
         set_typecheck(True)
         torch.set_num_threads(threads_before)

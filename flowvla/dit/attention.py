@@ -35,18 +35,30 @@ class KeyValue:
     v: Tensor
 
 
-def _check_heads(dim: int, num_heads: int) -> int:
-    if dim % num_heads:
-        raise ValueError(f"num_heads: {num_heads} does not divide dim={dim}")
-    return dim // num_heads
+class _MultiHeadOutput(nn.Module):
+    """What self- and cross-attention share: head layout, q/k norms, SDPA and the output projection."""
+
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool, attn_drop: float, proj_drop: float) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"num_heads: {num_heads} does not divide dim={dim}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        # Normalising queries and keys per head bounds the attention logits (stable bf16 training).
+        self.q_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        self.k_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.attn_drop if self.training else 0.0
+        )
+        return self.proj_drop(self.proj(rearrange(out, "b h n e -> b n (h e)")))
 
 
-def _head_norm(head_dim: int, qk_norm: bool) -> nn.Module:
-    # Normalising queries and keys per head bounds the attention logits (stable bf16 training).
-    return nn.RMSNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
-
-
-class SelfAttention(nn.Module):
+class SelfAttention(_MultiHeadOutput):
     """Multi-head self-attention among the head's own tokens.
 
     Args:
@@ -68,15 +80,8 @@ class SelfAttention(nn.Module):
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
     ) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.head_dim = _check_heads(dim, num_heads)
+        super().__init__(dim, num_heads, qk_norm, attn_drop, proj_drop)
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.q_norm = _head_norm(self.head_dim, qk_norm)
-        self.k_norm = _head_norm(self.head_dim, qk_norm)
-        self.attn_drop = attn_drop
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
 
     @typechecked
     def forward(
@@ -87,11 +92,10 @@ class SelfAttention(nn.Module):
         q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
-        return self.proj_drop(self.proj(rearrange(out, "b h n e -> b n (h e)")))
+        return self._attend(q, k, v)
 
 
-class CrossAttention(nn.Module):
+class CrossAttention(_MultiHeadOutput):
     """Multi-head cross-attention from the head's tokens to context tokens, with a cacheable context.
 
     Args:
@@ -115,17 +119,10 @@ class CrossAttention(nn.Module):
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
     ) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.head_dim = _check_heads(dim, num_heads)
+        super().__init__(dim, num_heads, qk_norm, attn_drop, proj_drop)
         self.context_dim = context_dim
         self.q = nn.Linear(dim, dim, bias=qkv_bias)
         self.kv = nn.Linear(context_dim, 2 * dim, bias=qkv_bias)
-        self.q_norm = _head_norm(self.head_dim, qk_norm)
-        self.k_norm = _head_norm(self.head_dim, qk_norm)
-        self.attn_drop = attn_drop
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
 
     @typechecked
     def project_context(self, context: Float[Tensor, "B T C"]) -> KeyValue:
@@ -150,8 +147,4 @@ class CrossAttention(nn.Module):
         samples) are folded into ``N`` and share one ``kv`` without copying it.
         """
         q = self.q_norm(rearrange(self.q(x), "b n (h e) -> b h n e", h=self.num_heads))
-        attn_mask = None if mask is None else mask[:, None, None, :]
-        out = F.scaled_dot_product_attention(
-            q, kv.k, kv.v, attn_mask=attn_mask, dropout_p=self.attn_drop if self.training else 0.0
-        )
-        return self.proj_drop(self.proj(rearrange(out, "b h n e -> b n (h e)")))
+        return self._attend(q, kv.k, kv.v, None if mask is None else mask[:, None, None, :])

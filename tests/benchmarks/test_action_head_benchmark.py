@@ -1,20 +1,15 @@
 """The action-head benchmark runs end to end (quick mode) and its numbers are self-consistent."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "action_head.py"
+from tests.benchmark_loader import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_action_head", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("action_head")
 
 
 def test_quick_run_writes_consistent_results(bench, tmp_path):
