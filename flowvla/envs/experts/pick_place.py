@@ -162,8 +162,9 @@ class PickPlaceExpert:
                 pos = np.array([center[0], center[1], z])
                 candidates.append((self._grasp_cost(pos, yaw, current, obstacles), Grasp(pos, yaw, "pinch")))
         else:
-            # Rim grasp: fingers close radially across the wall at the rim.
-            center = 0.5 * (low + high)
+            # Rim grasp: fingers close radially across the wall at the rim. The body origin of a
+            # round vessel lies on its axis, while the box corners' extent drifts with its pose.
+            center = sc.body_pos(self.goal.obj)
             radius = 0.5 * float(np.median(widths))
             z = high[2] - cfg.rim_depth
             for yaw in np.linspace(-math.pi, math.pi, 24, endpoint=False):
@@ -247,8 +248,9 @@ class PickPlaceExpert:
         return len(z) > window and z[-window - 1] - z[-1] < eps
 
     def _holding(self) -> bool:
-        # Closed on nothing, the fingers meet (gap ~ 0); on an object they stop at its width.
-        return self.scene.finger_gap() > 0.006
+        # Closed on nothing, the fingers meet (gap ~ 0); on an object they stop at its width, which
+        # for a vessel's wall is only a few millimetres.
+        return self.scene.finger_gap() > (0.003 if self.grasp.kind == "rim" else 0.006)
 
     def _recover(self) -> None:
         self.retries += 1
@@ -326,8 +328,13 @@ class PickPlaceExpert:
         eef = sc.eef_pos()
         obj = sc.body_pos(self.goal.obj)
         lifted = eef[2] - self._grasp_z
-        # Slip check: once the hand is clearly up, the object must have come with it.
-        if not self._holding() or (lifted > 0.04 and obj[2] - self._obj_z0 < 0.5 * lifted):
+        # Slip check: once the hand is clearly up, the object must have come with it. While lowering
+        # onto the goal a squeezed grip may creep; letting go there is what comes next anyway.
+        slipped = not self._holding() or (lifted > 0.04 and obj[2] - self._obj_z0 < 0.5 * lifted)
+        if slipped and self.phase == "lower":
+            self._start_phase("release")
+            return self._move(eef, g.yaw, cfg.slow, -1.0)
+        if slipped:
             self._recover()
             return self._move(eef, g.yaw, cfg.slow, -1.0)
         dest_xy, support_z, inside = self._target()
