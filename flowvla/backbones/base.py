@@ -1,0 +1,118 @@
+"""The backbone contract: images + instructions -> every hidden layer, masks, and a fusion hook.
+
+A backbone owns its tokenizer and image preprocessing. It reads upright RGB views
+``[B, V, 3, H, W]`` (uint8, or float in ``[0, 1]``) and one instruction per sample, and returns the
+hidden states of every layer (embedding output first) with the attention mask and the mask of
+image-token positions. A ``visual_hook`` receives the visual tokens where the architecture makes
+them, before they enter the language model (before the projector), as ``[B, V * N, Dv]`` ordered
+view, patch row, patch column on :attr:`VisionLanguageBackbone.patch_grid`, and returns tokens of
+the same shape: that is where 2D-3D fusion goes.
+
+Legend: ``B`` batch, ``V`` views, ``N`` patches per view, ``T`` sequence tokens, ``D`` LM width,
+``Dv`` visual width, ``L`` hidden-state layers.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from flowvla.geometry import PatchGrid
+from flowvla.typing import Float, Shaped, Tensor, typechecked
+
+__all__ = ["BackboneOutput", "VisionLanguageBackbone", "VisualHook", "images_to_float"]
+
+#: ``hook(visual_tokens [B, V * N, Dv]) -> [B, V * N, Dv]``.
+VisualHook = Callable[[Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class BackboneOutput:
+    """What a backbone returns.
+
+    Attributes:
+        hidden_states: ``L`` tensors ``[B, T, D]``, the embedding output first, the last layer last.
+        attention_mask: ``[B, T]`` bool, True on real (non-padding) tokens.
+        image_token_mask: ``[B, T]`` bool, True on positions holding visual tokens.
+        input_ids: ``[B, T]`` token ids (image positions hold the image token id).
+        padding_side: ``"left"`` or ``"right"``: where padding sits in the sequence.
+    """
+
+    hidden_states: tuple[Tensor, ...]
+    attention_mask: Tensor
+    image_token_mask: Tensor
+    input_ids: Tensor
+    padding_side: str
+
+
+@typechecked
+def images_to_float(images: Shaped[Tensor, "B V 3 H W"]) -> Float[Tensor, "B V 3 H W"]:
+    """uint8 images to float32 in ``[0, 1]``; float images are checked to lie in ``[0, 1]``."""
+    if images.dtype == torch.uint8:
+        return images.float() / 255.0
+    if not images.is_floating_point():
+        raise ValueError(f"images: expected uint8 or float in [0, 1], got dtype {images.dtype}")
+    lo, hi = float(images.min()), float(images.max())
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        raise ValueError(f"images: float images must lie in [0, 1], got values in [{lo:.3g}, {hi:.3g}]")
+    return images
+
+
+class VisionLanguageBackbone(nn.Module, ABC):
+    """Base class of VLM backbones (see module docs).
+
+    Subclasses set these attributes in ``__init__``:
+
+    Attributes:
+        hidden_size: ``D``, width of the returned hidden states.
+        num_hidden_states: ``L``, how many hidden-state layers ``forward`` returns.
+        visual_dim: ``Dv``, width of the tokens the ``visual_hook`` sees.
+        patch_grid: the per-view grid of those tokens (``N = patch_grid.num_patches``).
+        image_size: the ``(H, W)`` the backbone expects (inputs of another size are an error).
+    """
+
+    hidden_size: int
+    num_hidden_states: int
+    visual_dim: int
+    patch_grid: PatchGrid
+    image_size: tuple[int, int]
+
+    @abstractmethod
+    def forward(
+        self,
+        images: Shaped[Tensor, "B V 3 H W"],
+        instructions: Sequence[str],
+        *,
+        visual_hook: VisualHook | None = None,
+    ) -> BackboneOutput:
+        """Run the VLM on images and instructions; see :class:`BackboneOutput`."""
+
+    @typechecked
+    def check_images(self, images: Shaped[Tensor, "..."]) -> None:
+        """Raise a clear error if ``images`` is not ``[B, V, 3, H, W]`` at :attr:`image_size`."""
+        if images.dim() != 5 or images.shape[2] != 3:
+            raise ValueError(f"images: expected [B, V, 3, H, W], got shape {tuple(images.shape)}")
+        if tuple(images.shape[-2:]) != tuple(self.image_size):
+            raise ValueError(
+                f"images: size {tuple(images.shape[-2:])} but the backbone expects {tuple(self.image_size)} "
+                "(resize in the data pipeline, or build the backbone for this size)"
+            )
+
+    def freeze(self, part: str = "all") -> None:
+        """Stop gradients into a part: ``"all"``, ``"vision"`` or ``"language"`` (subclasses name
+        their parts in :meth:`parameter_groups`)."""
+        groups = self.parameter_groups()
+        if part != "all" and part not in groups:
+            raise ValueError(f"part: choose 'all' or one of {sorted(groups)}, got {part!r}")
+        modules = list(groups.values()) if part == "all" else [groups[part]]
+        for module in modules:
+            for p in module.parameters():
+                p.requires_grad_(False)
+
+    def parameter_groups(self) -> dict[str, nn.Module]:
+        """Named sub-modules for partial freezing (``{"vision": ..., "language": ...}``)."""
+        return {"all": self}
