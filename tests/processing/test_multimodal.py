@@ -6,7 +6,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from flowvla.processing import (
@@ -16,6 +16,7 @@ from flowvla.processing import (
     scatter_image_features,
 )
 from flowvla.typing import TypeCheckError
+from tests.helpers_tokenizers import tiny_bpe, tiny_wordpiece
 
 IMG = "<image>"
 CORPUS = [
@@ -32,30 +33,13 @@ CORPUS = [
 @pytest.fixture(scope="module")
 def bpe():
     """Byte-level BPE (GPT-2 style, no prefix space) with the image token as an added special token."""
-    tok = Tokenizer(models.BPE(unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=["[UNK]", "[PAD]", IMG],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator(CORPUS, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]")
+    return tiny_bpe(CORPUS, ["[UNK]", "[PAD]", IMG], vocab_size=400)
 
 
 @pytest.fixture(scope="module")
 def wordpiece():
-    """A trained WordPiece on whitespace-split words whose vocabulary holds ``<image>`` as a plain word
-    (not an added token): two copies without a space in between form one unknown word."""
-    trainer = trainers.WordPieceTrainer(vocab_size=300, special_tokens=["[UNK]", "[PAD]", IMG])
-    trained = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    trained.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    trained.train_from_iterator(CORPUS, trainer)
-    tok = Tokenizer(models.WordPiece(vocab=trained.get_vocab(), unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.decoder = decoders.WordPiece()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]")
+    """A trained WordPiece whose vocabulary holds ``<image>`` as a plain word (not an added token)."""
+    return tiny_wordpiece(CORPUS, ["[UNK]", "[PAD]", IMG], vocab_size=300)
 
 
 def text_ids(tokenizer, text: str) -> list[int]:
