@@ -14,9 +14,11 @@ Legend: ``B`` batch, ``V`` views, ``N`` patches per view, ``T`` sequence tokens,
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -112,6 +114,15 @@ class VisionLanguageBackbone(nn.Module, ABC):
         for module in modules:
             for p in module.parameters():
                 p.requires_grad_(False)
+
+    def spec(self) -> dict[str, Any]:
+        """A JSON-serialisable architecture description with a ``"kind"`` key, from which the
+        backbone registered under that kind rebuilds it (weights are saved separately)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot describe its architecture for saving")
+
+    def save_tokenizer(self, directory: str | os.PathLike) -> None:
+        """Write the files the backbone needs besides weights (tokenizer, processor) to ``directory``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot save its tokenizer")
 
     def parameter_groups(self) -> dict[str, nn.Module]:
         """Named sub-modules for partial freezing (``{"vision": ..., "language": ...}``)."""

@@ -1,0 +1,34 @@
+"""The reference VLA policy: config, batch checks, assembly, training losses, ``predict_action``, saving."""
+
+from flowvla.policy.build import (
+    BACKBONES,
+    build_geometry_branch,
+    build_router,
+    build_time_sampler,
+    register_backbone,
+)
+from flowvla.policy.checks import BatchError, check_batch
+from flowvla.policy.config import FusionConfig, HeadConfig, LossConfig, PolicyConfig, RouterConfig
+from flowvla.policy.debug import layer_rms, record_block_stats, token_signatures
+from flowvla.policy.policy import PolicyLosses, VLAPolicy, chunk_differences_penalty
+
+__all__ = [
+    "BACKBONES",
+    "BatchError",
+    "FusionConfig",
+    "HeadConfig",
+    "LossConfig",
+    "PolicyConfig",
+    "PolicyLosses",
+    "RouterConfig",
+    "VLAPolicy",
+    "build_geometry_branch",
+    "build_router",
+    "build_time_sampler",
+    "check_batch",
+    "chunk_differences_penalty",
+    "layer_rms",
+    "record_block_stats",
+    "register_backbone",
+    "token_signatures",
+]

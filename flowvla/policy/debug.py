@@ -1,0 +1,70 @@
+"""What ``predict_action`` reports besides actions: token signatures, layer RMS, DiT block statistics.
+
+A token signature changes whenever the tokenised prompt or the placement of image tokens changes
+(a tokenizer upgrade, a new joiner, a template edit), which is how silent tokenisation regressions
+show up in logs. Per-layer RMS and per-block statistics show dead or exploding layers at a glance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Iterator, Sequence
+
+from torch import nn
+
+from flowvla.typing import Bool, Float, Int, Tensor, typechecked
+
+__all__ = ["layer_rms", "record_block_stats", "token_signatures"]
+
+
+@typechecked
+def token_signatures(
+    input_ids: Int[Tensor, "B T"], attention_mask: Bool[Tensor, "B T"], image_token_mask: Bool[Tensor, "B T"]
+) -> list[str]:
+    """Per sample, a 16-hex-digit hash of its real token ids and its image-token positions."""
+    out = []
+    for ids, valid, image in zip(input_ids.cpu(), attention_mask.cpu(), image_token_mask.cpu(), strict=True):
+        h = hashlib.sha1()
+        h.update(str(ids[valid].tolist()).encode())
+        h.update(str(image.nonzero().flatten().tolist()).encode())
+        out.append(h.hexdigest()[:16])
+    return out
+
+
+@typechecked
+def layer_rms(hidden_states: Sequence[Float[Tensor, "B T D"]], mask: Bool[Tensor, "B T"]) -> list[float]:
+    """Root mean square of each layer's hidden states over valid tokens (one float per layer)."""
+    m = mask.unsqueeze(-1).to(hidden_states[0].dtype)
+    count = m.sum() * hidden_states[0].shape[-1]
+    return [float(((h.float() * m) ** 2).sum().div(count.clamp_min(1)).sqrt()) for h in hidden_states]
+
+
+@contextlib.contextmanager
+def record_block_stats(blocks: nn.ModuleList) -> Iterator[list[dict[str, float]]]:
+    """Record, per block, the RMS of its output and of its update (output - input), averaged over calls.
+
+    Yields a list that is filled when the context exits: one ``{"rms_out", "rms_update", "calls"}``
+    per block.
+    """
+    sums = [[0.0, 0.0, 0] for _ in blocks]
+
+    def hook(index: int):
+        def fn(module: nn.Module, args: tuple, output: Tensor) -> None:
+            x = args[0]
+            sums[index][0] += float(output.float().pow(2).mean().sqrt())
+            sums[index][1] += float((output - x).float().pow(2).mean().sqrt())
+            sums[index][2] += 1
+
+        return fn
+
+    handles = [block.register_forward_hook(hook(i)) for i, block in enumerate(blocks)]
+    stats: list[dict[str, float]] = []
+    try:
+        yield stats
+    finally:
+        for handle in handles:
+            handle.remove()
+        for rms_out, rms_update, calls in sums:
+            n = max(calls, 1)
+            stats.append({"rms_out": rms_out / n, "rms_update": rms_update / n, "calls": calls})

@@ -1,0 +1,417 @@
+"""``VLAPolicy``: backbone -> (2D-3D fusion) -> layer router -> flow head, trained and sampled as one.
+
+The only place where the components meet. Data flow for a batch (see :mod:`flowvla.data.batch`):
+
+1. :func:`~flowvla.policy.checks.check_batch` validates every input before any compute.
+2. The backbone reads images + instructions; if a geometry branch is configured, depth is
+   back-projected to point maps, encoded to patch-aligned 3D tokens and fused into the visual
+   tokens through the backbone's visual hook (before the projector).
+3. The router turns the hidden states of every layer into one context per cross-attention block.
+4. The head projects the contexts once (:class:`~flowvla.dit.ContextCache`) and either scores the
+   flow-matching loss (``forward``) or integrates noise into an action chunk (``predict_action``).
+
+Actions and state are normalised with the dataset statistics stored in the policy; predicted
+actions are returned in the dataset's units.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from flowvla.backbones import BackboneOutput, VisionLanguageBackbone
+from flowvla.data.batch import ACTION_MASK, ACTIONS, DEPTH, EXTRINSICS, IMAGES, INSTRUCTION, INTRINSICS, STATE
+from flowvla.data.stats import FeatureStats, Normalizer, load_stats, save_stats
+from flowvla.dit import FlowActionHead
+from flowvla.flow import FlowMatchingObjective
+from flowvla.geometry import intrinsics_from_fovy, point_map_from_depth
+from flowvla.io import write_json_atomic
+from flowvla.policy.build import BACKBONES, build_geometry_branch, build_router, build_time_sampler
+from flowvla.policy.checks import check_batch
+from flowvla.policy.config import PolicyConfig
+from flowvla.policy.debug import layer_rms, record_block_stats, token_signatures
+from flowvla.routing import RoutedContexts
+from flowvla.typing import Float, Tensor, typechecked
+
+__all__ = ["PolicyLosses", "VLAPolicy", "chunk_differences_penalty"]
+
+CONFIG_FILE, WEIGHTS_FILE, STATS_FILE = "config.json", "model.safetensors", "stats.json"
+SYNONYM_KEY, OPPOSITE_KEY = "instruction_synonym", "instruction_opposite"
+
+
+@dataclass(frozen=True)
+class PolicyLosses:
+    """Training losses of one batch (scalars; unused terms are 0).
+
+    Attributes:
+        loss: the total that is optimised.
+        action: flow-matching loss on normalised actions.
+        router_aux: the router's auxiliary (load-balancing) loss, unweighted.
+        smoothness: squared 2nd differences of the predicted clean chunk, unweighted.
+        jerk: squared 3rd differences, unweighted.
+        synonym: distance between predicted chunks for an instruction and its paraphrase.
+        contrast: hinge on the distance to the chunk predicted for the opposite instruction.
+    """
+
+    loss: Tensor
+    action: Tensor
+    router_aux: Tensor
+    smoothness: Tensor
+    jerk: Tensor
+    synonym: Tensor
+    contrast: Tensor
+
+    def as_floats(self) -> dict[str, float]:
+        """Every term as a Python float (for logging)."""
+        return {k: float(v.detach()) for k, v in self.__dict__.items()}
+
+
+@typechecked
+def chunk_differences_penalty(
+    chunk: Float[Tensor, "*R B H A"], order: int, mask: Tensor | None = None
+) -> Float[Tensor, ""]:
+    """Mean squared ``order``-th finite difference along the horizon (2: smoothness, 3: jerk), over
+    differences whose steps are all valid (``mask`` ``[B, H]``)."""
+    d = torch.diff(chunk, n=order, dim=-2)
+    if d.shape[-2] == 0:
+        return chunk.new_zeros(())
+    if mask is None:
+        return d.square().mean()
+    valid = mask.unfold(-1, order + 1, 1).all(-1).to(d.dtype)  # [B, H - order]
+    w = valid.unsqueeze(-1).expand_as(d)
+    return (d.square() * w).sum() / w.sum().clamp_min(1)
+
+
+@dataclass
+class _Encoded:
+    backbone: BackboneOutput
+    routed: RoutedContexts
+    mask: Tensor
+
+
+class VLAPolicy(nn.Module):
+    """The reference flow-matching VLA policy (see module docs).
+
+    Args:
+        config: the architecture and defaults; ``config.backbone`` must describe ``backbone``.
+        backbone: the VLM.
+        stats: dataset statistics ``{"actions": ..., "state": ...}`` for normalisation (identity if
+            absent).
+    """
+
+    def __init__(
+        self,
+        config: PolicyConfig,
+        backbone: VisionLanguageBackbone,
+        stats: Mapping[str, FeatureStats] | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = backbone
+        if config.freeze:
+            backbone.freeze(config.freeze)
+        h = config.head
+        self.head = FlowActionHead(
+            config.action_dim,
+            config.horizon,
+            backbone.hidden_size,
+            dim=h.dim,
+            depth=h.depth,
+            num_heads=h.num_heads,
+            block_pattern=h.block_pattern,
+            state_dim=config.state_dim or None,
+            state_conditioning=h.state_conditioning,
+            num_future_tokens=h.num_future_tokens,
+            positions=h.positions,
+            mlp=h.mlp,
+            mlp_ratio=h.mlp_ratio,
+            qk_norm=h.qk_norm,
+            dropout=h.dropout,
+        )
+        self.router = build_router(
+            config.router, backbone.num_hidden_states, self.head.num_context_slots, backbone.hidden_size
+        )
+        self.geometry_encoder: nn.Module | None = None
+        self.fusion: nn.Module | None = None
+        if config.fusion.kind != "none":
+            self.geometry_encoder, self.fusion = build_geometry_branch(
+                config.fusion, backbone, config.num_views
+            )
+        self.objective = FlowMatchingObjective(
+            build_time_sampler(config.loss.time_sampler), config.loss.repeats
+        )
+        self.stats: dict[str, FeatureStats] = dict(stats or {})
+        self._normalizers = {
+            key: Normalizer(self.stats[key], mode)
+            for key, mode in (("actions", config.action_normalization), ("state", config.state_normalization))
+            if key in self.stats and mode != "none"
+        }
+
+    # ---- inputs ---------------------------------------------------------------------------------
+
+    def check_batch(self, batch: Mapping[str, Any], *, training: bool = False) -> int:
+        """Validate ``batch`` (see :func:`~flowvla.policy.checks.check_batch`); returns ``B``."""
+        c = self.config
+        return check_batch(
+            batch,
+            num_views=c.num_views,
+            image_size=tuple(self.backbone.image_size),
+            state_dim=c.state_dim,
+            truncate_state=c.truncate_state,
+            horizon=c.horizon,
+            action_dim=c.action_dim,
+            needs_depth=self.fusion is not None,
+            training=training,
+        )
+
+    def _device(self) -> torch.device:
+        return next(self.head.parameters()).device
+
+    def _state(self, batch: Mapping[str, Any]) -> Tensor | None:
+        if not self.config.state_dim:
+            return None
+        state = batch[STATE].to(self._device(), torch.float32)[:, : self.config.state_dim]
+        if "state" in self._normalizers:
+            state = self._normalizers["state"].normalize(state)
+        pad = self.config.state_dim - state.shape[1]
+        return torch.nn.functional.pad(state, (0, pad)) if pad else state
+
+    def _geometry_hook(self, batch: Mapping[str, Any]):
+        device = self._device()
+        depth = batch[DEPTH].to(device, torch.float32)
+        b, v, height, width = depth.shape
+        intrinsics = batch.get(INTRINSICS)
+        if intrinsics is None:  # the seed's fallback: a nominal pinhole camera
+            intrinsics = intrinsics_from_fovy(self.config.fusion.fallback_fovy, height, width, device=device)
+            intrinsics = intrinsics.expand(b, v, 3, 3)
+        extrinsics = batch.get(EXTRINSICS)
+        points = point_map_from_depth(
+            depth,
+            intrinsics.to(device, torch.float32),
+            None if extrinsics is None else extrinsics.to(device, torch.float32),
+            depth_kind=self.config.fusion.depth_kind,
+            far=self.config.fusion.far,
+        )
+        geometry = self.geometry_encoder(points.points, points.valid)
+        return lambda visual: self.fusion(visual, geometry.tokens.to(visual.dtype), geometry.mask)
+
+    def _prefix_dropout(self, mask: Tensor, image_mask: Tensor) -> Tensor:
+        p_img, p_txt = self.config.image_token_dropout, self.config.language_token_dropout
+        if not self.training or (p_img == 0 and p_txt == 0):
+            return mask
+        p = torch.where(image_mask, p_img, p_txt)
+        keep = torch.rand(mask.shape, device=mask.device) >= p
+        dropped = mask & keep
+        # A sample must keep at least one token for the head to attend to.
+        return torch.where(dropped.any(-1, keepdim=True), dropped, mask)
+
+    def _encode(self, batch: Mapping[str, Any], instructions: Sequence[str] | None = None) -> _Encoded:
+        hook = self._geometry_hook(batch) if self.fusion is not None else None
+        images = batch[IMAGES].to(self._device())
+        out = self.backbone(images, list(instructions or batch[INSTRUCTION]), visual_hook=hook)
+        mask = self._prefix_dropout(out.attention_mask, out.image_token_mask)
+        return _Encoded(out, self.router(out.hidden_states, mask), mask)
+
+    # ---- training -------------------------------------------------------------------------------
+
+    def forward(self, batch: Mapping[str, Any]) -> PolicyLosses:
+        """Training losses for a batch with ``actions`` (and optionally ``action_mask``, and
+        ``instruction_synonym`` / ``instruction_opposite`` for the consistency terms)."""
+        self.check_batch(batch, training=True)
+        device = self._device()
+        actions = batch[ACTIONS].to(device, torch.float32)
+        if "actions" in self._normalizers:
+            actions = self._normalizers["actions"].normalize(actions)
+        action_mask = batch.get(ACTION_MASK)
+        action_mask = None if action_mask is None else action_mask.to(device)
+        state = self._state(batch)
+        enc = self._encode(batch)
+        cache = self.head.encode_context(enc.routed.contexts, enc.mask)
+        fm = self.objective(self.head, actions, action_mask=action_mask, cache=cache, state=state)
+        x_t, t = fm.path.x_t, fm.path.t
+        one_minus_t = (1 - t)[..., None, None]
+        clean = x_t + one_minus_t * fm.prediction  # the data prediction a_hat
+        lc = self.config.loss
+        zero = fm.loss.new_zeros(())
+        smooth = chunk_differences_penalty(clean, 2, action_mask) if lc.smoothness_weight else zero
+        jerk = chunk_differences_penalty(clean, 3, action_mask) if lc.jerk_weight else zero
+
+        def clean_for(key: str) -> Tensor:
+            other = self._encode(batch, batch[key])
+            other_cache = self.head.encode_context(other.routed.contexts, other.mask)
+            return x_t + one_minus_t * self.head(x_t, t, state=state, cache=other_cache)
+
+        synonym = contrast = zero
+        if lc.synonym_weight and SYNONYM_KEY in batch:
+            synonym = (clean - clean_for(SYNONYM_KEY)).square().mean()
+        if lc.contrast_weight and OPPOSITE_KEY in batch:
+            dist = (clean - clean_for(OPPOSITE_KEY)).square().mean(dim=(-1, -2)).add(1e-8).sqrt()
+            contrast = torch.relu(lc.contrast_margin - dist).square().mean()
+        aux = enc.routed.aux_loss
+        total = (
+            fm.loss
+            + self.config.router.aux_weight * aux
+            + lc.smoothness_weight * smooth
+            + lc.jerk_weight * jerk
+            + lc.synonym_weight * synonym
+            + lc.contrast_weight * contrast
+        )
+        return PolicyLosses(total, fm.loss, aux, smooth, jerk, synonym, contrast)
+
+    # ---- inference ------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def predict_action(
+        self,
+        batch: Mapping[str, Any],
+        *,
+        solver: str | None = None,
+        steps: int | None = None,
+        seed: int | None = None,
+        diagnostics: bool = True,
+    ) -> tuple[Tensor, dict[str, Any]]:
+        """Sample an action chunk per sample.
+
+        Args:
+            batch: images, instructions, state (+ depth / cameras for the geometry branch).
+            solver: a solver name (default ``config.solver``).
+            steps: solver steps (default ``config.steps``).
+            seed: seeds the initial noise: the same batch and seed give the same actions.
+            diagnostics: compute the per-layer and per-block statistics of ``debug_info``.
+
+        Returns:
+            ``(actions [B, H, A]`` in the dataset's units, ``debug_info)``: ``token_signature``
+            (per sample), ``padding`` (side, padded tokens per sample), ``layer_rms`` (per hidden
+            layer), ``router_weights`` ``[B, K, L]`` as lists, ``dit_blocks`` (per block RMS of output
+            and update), ``nfe``, ``solver``, ``steps``, ``seed`` and ``timings_s``.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            b = self.check_batch(batch)
+            device = self._device()
+            timings: dict[str, float] = {}
+            t0 = time.perf_counter()
+            state = self._state(batch)
+            enc = self._encode(batch)
+            timings["backbone_and_routing"] = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            cache = self.head.encode_context(enc.routed.contexts, enc.mask)
+            generator = None
+            if seed is not None:
+                generator = torch.Generator(device=device).manual_seed(seed)
+            solver, steps = solver or self.config.solver, steps or self.config.steps
+            blocks = record_block_stats(self.head.blocks) if diagnostics else _NullRecorder()
+            with blocks as block_stats:
+                solution = self.head.sample(
+                    cache=cache,
+                    state=state,
+                    solver=solver,
+                    steps=steps,
+                    generator=generator,
+                    return_solution=True,
+                )
+            timings["head"] = time.perf_counter() - t1
+            actions = solution.x
+            if "actions" in self._normalizers:
+                actions = self._normalizers["actions"].unnormalize(actions)
+            timings["total"] = time.perf_counter() - t0
+            timings["head_per_nfe"] = timings["head"] / max(solution.nfe, 1)
+            out = enc.backbone
+            pads = (~out.attention_mask).sum(-1).tolist()
+            info: dict[str, Any] = {
+                "token_signature": token_signatures(out.input_ids, out.attention_mask, out.image_token_mask),
+                "padding": {"side": out.padding_side, "padded_tokens": pads, "any": any(pads)},
+                "image_tokens": out.image_token_mask.sum(-1).tolist(),
+                "router_weights": enc.routed.weights.float().cpu().tolist(),
+                "nfe": solution.nfe,
+                "solver": solver if isinstance(solver, str) else type(solver).__name__,
+                "steps": steps,
+                "seed": seed,
+                "batch_size": b,
+                "timings_s": timings,
+            }
+            if diagnostics:
+                info["layer_rms"] = layer_rms(out.hidden_states, out.attention_mask)
+                info["dit_blocks"] = block_stats
+            return actions, info
+        finally:
+            self.train(was_training)
+
+    # ---- persistence ----------------------------------------------------------------------------
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write ``config.json``, ``model.safetensors``, ``stats.json`` and the tokenizer to ``directory``.
+
+        Written to a temporary sibling first and swapped in by renames, so an interrupted save never
+        leaves a half-written policy where a complete one was.
+        """
+        from safetensors.torch import save_model
+
+        directory = Path(directory)
+        tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        write_json_atomic(tmp / CONFIG_FILE, self.config.to_dict())
+        save_model(self, str(tmp / WEIGHTS_FILE))
+        if self.stats:
+            save_stats(self.stats, tmp / STATS_FILE)
+        self.backbone.save_tokenizer(tmp)
+        old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+        if directory.exists():
+            directory.rename(old)
+        tmp.rename(directory)
+        shutil.rmtree(old, ignore_errors=True)
+        return directory
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | os.PathLike, *, device: str | torch.device = "cpu"
+    ) -> VLAPolicy:
+        """Rebuild a policy saved by :meth:`save_pretrained` (no network; weights loaded strictly)."""
+        from safetensors.torch import load_model
+
+        directory = Path(directory)
+        if not (directory / CONFIG_FILE).is_file():
+            raise FileNotFoundError(f"directory: no {CONFIG_FILE} in {directory}")
+        config = PolicyConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text()))
+        kind = config.backbone.get("kind")
+        if kind not in BACKBONES:
+            raise ValueError(f"config.backbone.kind: {kind!r} is not registered; known: {sorted(BACKBONES)}")
+        backbone = BACKBONES[kind](config.backbone, directory)
+        stats = load_stats(directory / STATS_FILE) if (directory / STATS_FILE).is_file() else None
+        policy = cls(config, backbone, stats)
+        load_model(policy, str(directory / WEIGHTS_FILE), strict=True, device=str(device))
+        return policy.to(device)
+
+    def push_to_hub(self, repo_id: str, *, private: bool = True, token: str | None = None) -> str:
+        """Upload the saved policy to the Hugging Face hub (needs ``huggingface_hub`` and network)."""
+        import tempfile
+
+        try:
+            from huggingface_hub import HfApi
+        except ImportError as e:
+            raise ImportError("push_to_hub needs huggingface_hub: pip install huggingface_hub") from e
+        api = HfApi(token=token)
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = self.save_pretrained(Path(tmp) / "policy")
+            api.upload_folder(repo_id=repo_id, folder_path=str(folder))
+        return repo_id
+
+
+class _NullRecorder:
+    def __enter__(self) -> list:
+        return []
+
+    def __exit__(self, *exc: object) -> None:
+        return None
