@@ -1,0 +1,197 @@
+"""Sensitivity diagnostics: does the policy's output move when, and only when, it should?
+
+For a policy and a batch, the L2 distance between predicted chunks (same seed, so the initial noise
+is shared) for:
+
+- ``baseline_l2``: the same input twice -- must be exactly 0 (anything else is non-determinism);
+- ``image_l2``: the same instruction with other images -- must be > 0 (the policy looks);
+- ``synonym_l2``: a paraphrased instruction -- should be small;
+- ``opposite_l2``: an instruction asking for the opposite -- should be large (``> synonym_l2``).
+
+Paraphrases and opposites come from the batch (``instruction_synonym`` / ``instruction_opposite``),
+from the caller, or from :func:`paraphrase` / :func:`opposite`, small word-substitution tables for
+LIBERO-style instructions. Command line::
+
+    python -m flowvla.diagnostics --policy runs/policy --batch batch.pt --out sensitivity.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["OPPOSITES", "SYNONYMS", "main", "opposite", "paraphrase", "sensitivity_report"]
+
+#: Phrase -> paraphrase (whole words; the first matching entries are applied once each).
+SYNONYMS: dict[str, str] = {
+    "pick up": "grab",
+    "place": "put",
+    "put": "place",
+    "push": "press",
+    "turn on": "switch on",
+    "turn off": "switch off",
+    "close": "shut",
+    "open": "pull open",
+    "on top of": "onto",
+    "bottom": "lowest",
+    "top": "upper",
+}
+#: Phrase -> its opposite (both directions are listed).
+OPPOSITES: dict[str, str] = {
+    "open": "close",
+    "close": "open",
+    "turn on": "turn off",
+    "turn off": "turn on",
+    "left": "right",
+    "right": "left",
+    "top": "bottom",
+    "bottom": "top",
+    "front": "back",
+    "back": "front",
+    "push": "pull",
+    "pull": "push",
+    "pick up": "put down",
+    "on top of": "under",
+    "into": "out of",
+}
+
+
+def _substitute(text: str, table: Mapping[str, str]) -> str:
+    # One pass over the text with all phrases, longest first, so "turn on" wins over "on" and a
+    # swapped word is never swapped back.
+    phrases = sorted(table, key=len, reverse=True)
+    pattern = re.compile(r"\b(" + "|".join(re.escape(p) for p in phrases) + r")\b", re.IGNORECASE)
+    return pattern.sub(lambda m: table[m.group(0).lower()], text)
+
+
+def paraphrase(instruction: str) -> str:
+    """A same-meaning rewording from :data:`SYNONYMS`; raises ``ValueError`` if no phrase applies."""
+    out = _substitute(instruction, SYNONYMS)
+    if out == instruction:
+        raise ValueError(
+            f"instruction: no paraphrase rule applies to {instruction!r}; pass synonyms explicitly"
+        )
+    return out
+
+
+def opposite(instruction: str) -> str:
+    """An instruction asking for the opposite, from :data:`OPPOSITES`; ``ValueError`` if none applies."""
+    out = _substitute(instruction, OPPOSITES)
+    if out == instruction:
+        raise ValueError(
+            f"instruction: no opposite rule applies to {instruction!r}; pass opposites explicitly"
+        )
+    return out
+
+
+def _other_images(batch: Mapping[str, Any]) -> dict[str, Any]:
+    """Each sample gets the next sample's images (and depth/cameras); a batch of one gets its views
+    mirrored left-right."""
+    out = dict(batch)
+    b = batch["images"].shape[0]
+    if b > 1:
+        for key in ("images", "depth", "intrinsics", "extrinsics"):
+            if isinstance(batch.get(key), torch.Tensor):
+                out[key] = batch[key].roll(1, dims=0)
+    else:
+        out["images"] = batch["images"].flip(-1)
+        if isinstance(batch.get("depth"), torch.Tensor):
+            out["depth"] = batch["depth"].flip(-1)
+    return out
+
+
+def _l2(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a.float() - b.float()).flatten(1).norm(dim=1)
+
+
+def sensitivity_report(
+    policy: Any,
+    batch: Mapping[str, Any],
+    *,
+    synonyms: Sequence[str] | None = None,
+    opposites: Sequence[str] | None = None,
+    other_batch: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    solver: str | None = None,
+    steps: int | None = None,
+) -> dict[str, Any]:
+    """The four distances (means over the batch, plus per-sample values) as a JSON-ready dict.
+
+    Args:
+        policy: anything with ``predict_action(batch, solver=, steps=, seed=) -> (actions, info)``.
+        batch: the inputs (``images``, ``instruction``, ``state``, ...).
+        synonyms: one paraphrase per sample (default: the batch's ``instruction_synonym``, else
+            :func:`paraphrase`).
+        opposites: one opposite per sample (default: ``instruction_opposite``, else :func:`opposite`).
+        other_batch: the batch with other images (default: images rolled across the batch).
+        seed: noise seed shared by every prediction.
+        solver: solver name (default: the policy's).
+        steps: solver steps (default: the policy's).
+    """
+    instructions = list(batch["instruction"])
+    synonyms = list(synonyms or batch.get("instruction_synonym") or [paraphrase(s) for s in instructions])
+    opposites = list(opposites or batch.get("instruction_opposite") or [opposite(s) for s in instructions])
+    for name, values in (("synonyms", synonyms), ("opposites", opposites)):
+        if len(values) != len(instructions):
+            raise ValueError(f"{name}: {len(values)} instructions for a batch of {len(instructions)}")
+
+    def predict(b: Mapping[str, Any]) -> torch.Tensor:
+        return policy.predict_action(b, solver=solver, steps=steps, seed=seed)[0]
+
+    reference = predict(batch)
+    distances = {
+        "baseline_l2": _l2(reference, predict(batch)),
+        "image_l2": _l2(reference, predict(other_batch if other_batch is not None else _other_images(batch))),
+        "synonym_l2": _l2(reference, predict({**batch, "instruction": synonyms})),
+        "opposite_l2": _l2(reference, predict({**batch, "instruction": opposites})),
+    }
+    scale = reference.float().flatten(1).norm(dim=1).mean().clamp_min(1e-12)
+    report: dict[str, Any] = {k: float(v.mean()) for k, v in distances.items()}
+    report["relative"] = {k: float(v.mean() / scale) for k, v in distances.items()}
+    report["per_sample"] = {k: v.tolist() for k, v in distances.items()}
+    report["instructions"] = {"original": instructions, "synonym": synonyms, "opposite": opposites}
+    report["checks"] = {
+        "deterministic": report["baseline_l2"] == 0.0,
+        "looks_at_images": report["image_l2"] > 0.0,
+        "opposite_beyond_synonym": report["opposite_l2"] > report["synonym_l2"],
+    }
+    report.update(seed=seed, solver=solver, steps=steps)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: load a saved policy and a ``torch.save``-d batch dict, print and write the report."""
+    ap = argparse.ArgumentParser(description="Sensitivity diagnostics of a saved flowvla policy.")
+    ap.add_argument("--policy", type=Path, required=True, help="directory written by save_pretrained")
+    ap.add_argument("--batch", type=Path, required=True, help="a batch dict saved with torch.save")
+    ap.add_argument("--out", type=Path, help="write the JSON report here")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--solver")
+    ap.add_argument("--steps", type=int)
+    args = ap.parse_args(argv)
+    from flowvla.io import write_json_atomic
+    from flowvla.policy import VLAPolicy
+
+    policy = VLAPolicy.from_pretrained(args.policy)
+    batch = torch.load(args.batch, weights_only=False)
+    report = sensitivity_report(policy, batch, seed=args.seed, solver=args.solver, steps=args.steps)
+    print(
+        json.dumps(
+            {k: report[k] for k in ("baseline_l2", "image_l2", "synonym_l2", "opposite_l2", "checks")},
+            indent=2,
+        )
+    )
+    if args.out:
+        write_json_atomic(args.out, report)
+    return 0 if report["checks"]["deterministic"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
