@@ -76,6 +76,12 @@ def _mean_std(image_processor: Any, image_mean: Any, image_std: Any) -> tuple[li
     return mean, std
 
 
+def _get(module: nn.Module, path: str) -> Any:
+    for name in path.split("."):
+        module = getattr(module, name, None)
+    return module
+
+
 def _truncate_language_model(language: nn.Module, configs: Sequence[Any], k: int) -> None:
     """Keep the first ``k`` decoder layers (and the per-layer config entries that go with them)."""
     n = len(language.layers)
@@ -103,6 +109,8 @@ class HFVisionLanguageBackbone(VisionLanguageBackbone):
         prompt_template: ``str.format`` template with ``{bos}``, ``{images}``, ``{instruction}``
             (default: the family's layout).
         padding_side: ``"left"`` or ``"right"`` (default: the tokenizer's).
+        image_size: ``(H, W)`` (or one int) for native-resolution towers (Qwen2-VL); other families
+            take it from the config, and a different value is an error.
         num_lm_layers: keep only the first ``k`` decoder layers of the language model (in place).
         freeze: a part name or names from :meth:`parameter_groups` (or ``"all"``) to freeze.
         final_norm: pass the last hidden state through the LM's final norm.
@@ -118,6 +126,7 @@ class HFVisionLanguageBackbone(VisionLanguageBackbone):
         image_std: Sequence[float] | float | None = None,
         prompt_template: str | None = None,
         padding_side: str | None = None,
+        image_size: int | tuple[int, int] | None = None,
         num_lm_layers: int | None = None,
         freeze: str | Sequence[str] | None = None,
         final_norm: bool = False,
@@ -133,20 +142,30 @@ class HFVisionLanguageBackbone(VisionLanguageBackbone):
         self.register_buffer("pixel_std", torch.tensor(std).view(1, 1, 3, 1, 1), persistent=False)
 
         config = model.config
-        for attr in (self.adapter.vision, self.adapter.projector, self.adapter.language):
-            if not isinstance(getattr(self._inner, attr, None), nn.Module):
-                raise ValueError(f"model: expected a {self.adapter.name} model with `.model.{attr}`")
+        for path in (*self.adapter.vision, self.adapter.projector, self.adapter.language):
+            if not isinstance(_get(self._inner, path), nn.Module):
+                raise ValueError(f"model: expected a {self.adapter.name} model with `.model.{path}`")
         if num_lm_layers is not None:
             configs = [self._language.config, config.get_text_config()]
             _truncate_language_model(self._language, configs, num_lm_layers)
 
-        vc = config.vision_config
-        self.image_size = (int(vc.image_size), int(vc.image_size))
-        self.patch_grid = PatchGrid(self.image_size, int(vc.patch_size))
+        native = self.adapter.image_size(config)
+        size = (image_size, image_size) if isinstance(image_size, int) else image_size
+        size = None if size is None else tuple(int(x) for x in size)
+        if native is None and size is None:
+            raise ValueError(f"image_size: a {self.adapter.name} tower takes any size; choose one, e.g. 448")
+        if native is not None and size is not None and size != tuple(native):
+            raise ValueError(f"image_size: this {self.adapter.name} tower is built for {native}, got {size}")
+        self.image_size = tuple(int(x) for x in (native or size))
+        self.patch_grid = PatchGrid(self.image_size, int(config.vision_config.patch_size))
         self.hidden_size = int(config.get_text_config().hidden_size)
         self.num_hidden_states = len(self._language.layers) + 1
-        self.visual_dim = int(self.adapter.visual_dim(self._inner))
-        self.tokens_per_image = int(self.adapter.tokens_per_image(config))
+        self.visual_dim = int(self.adapter.visual_dim(config))
+        self.tokens_per_image = int(self.adapter.tokens_per_image(config, self.patch_grid))
+        if self.tokens_per_image < 1 or self.patch_grid.covered_fraction != (1.0, 1.0):
+            raise ValueError(
+                f"image_size: {self.image_size} does not tile into whole patches / merged tokens"
+            )
         self.final_norm = final_norm
 
         # The image token is whatever id the model scatters features into; the tokenizer must agree.
@@ -215,7 +234,7 @@ class HFVisionLanguageBackbone(VisionLanguageBackbone):
 
         own = {
             "image_processor", "image_mean", "image_std", "prompt_template", "padding_side",
-            "num_lm_layers", "freeze", "final_norm",
+            "image_size", "num_lm_layers", "freeze", "final_norm",
         }  # fmt: skip
         settings_path = os.path.join(os.fspath(name_or_path), SETTINGS_FILE)
         settings = {}
@@ -250,6 +269,7 @@ class HFVisionLanguageBackbone(VisionLanguageBackbone):
         settings = {
             "prompt_template": self.prompt_template,
             "padding_side": self.padding_side,
+            "image_size": list(self.image_size),
             "final_norm": self.final_norm,
             "image_mean": self.pixel_mean.flatten().tolist(),
             "image_std": self.pixel_std.flatten().tolist(),
@@ -266,7 +286,7 @@ class HFVisionLanguageBackbone(VisionLanguageBackbone):
 
     @property
     def _language(self) -> nn.Module:
-        return getattr(self._inner, self.adapter.language)
+        return _get(self._inner, self.adapter.language)
 
     def parameter_groups(self) -> dict[str, nn.Module]:
         """``{"vision": tower, "projector": projector, "language": LM (+ LM head)}`` for partial freezing."""
@@ -274,9 +294,10 @@ class HFVisionLanguageBackbone(VisionLanguageBackbone):
         head = getattr(self.model, "lm_head", None)
         if isinstance(head, nn.Module):
             language.append(head)  # unused by forward; frozen with the LM so "all" means all
+        vision = [_get(self._inner, path) for path in self.adapter.vision]
         return {
-            "vision": getattr(self._inner, self.adapter.vision),
-            "projector": getattr(self._inner, self.adapter.projector),
+            "vision": vision[0] if len(vision) == 1 else nn.ModuleList(vision),
+            "projector": _get(self._inner, self.adapter.projector),
             "language": nn.ModuleList(language),
         }
 
@@ -318,29 +339,18 @@ class HFVisionLanguageBackbone(VisionLanguageBackbone):
     # -- forward -----------------------------------------------------------------------------------
 
     def _visual_hook(self, hook: VisualHook, batch: int, views: int):
-        """A projector pre-hook running ``hook`` on ``[B, V * N, Dv]`` patch tokens (CLS kept aside)."""
-        n, prefix = self.patch_grid.num_patches, self.adapter.prefix_tokens(self.model.config)
+        """A projector pre-hook running ``hook`` on the ``[B, V * N, Dv]`` patch tokens."""
+        adapter, config, grid = self.adapter, self.model.config, self.patch_grid
 
         def pre_hook(module: nn.Module, args: tuple) -> tuple:
             if not args:
-                raise RuntimeError(f"{self.adapter.name}: the projector was called without positional tokens")
-            tokens = args[0]
-            if tuple(tokens.shape[:2]) != (batch * views, prefix + n):
-                raise RuntimeError(
-                    f"{self.adapter.name}: projector input {tuple(tokens.shape)}, expected "
-                    f"[{batch * views}, {prefix + n}, Dv] (B * V images of {prefix} prefix + {n} patch "
-                    "tokens); "
-                    "an image that is all zeros after normalisation is dropped by some models"
-                )
-            patches = tokens[:, prefix:].reshape(batch, views * n, tokens.shape[-1])
+                raise RuntimeError(f"{adapter.name}: the projector was called without positional tokens")
+            patches = adapter.to_grid(args[0], batch, views, grid, config)
             fused = hook(patches)
             if not isinstance(fused, Tensor) or fused.shape != patches.shape:
                 got = tuple(fused.shape) if isinstance(fused, Tensor) else type(fused).__name__
                 raise ValueError(f"visual_hook: must return {tuple(patches.shape)}, got {got}")
-            fused = fused.to(tokens.dtype).reshape(batch * views, n, tokens.shape[-1])
-            if prefix:
-                fused = torch.cat([tokens[:, :prefix], fused], dim=1)
-            return (fused, *args[1:])
+            return (adapter.from_grid(args[0], fused, grid, config), *args[1:])
 
         return pre_hook
 
@@ -366,20 +376,15 @@ class HFVisionLanguageBackbone(VisionLanguageBackbone):
             raise ValueError(f"instructions: expected {batch} strings (one per sample), got {got}")
         device = self.pixel_mean.device
         pixels = (images_to_float(images).to(device) - self.pixel_mean) / self.pixel_std
-        vision = getattr(self._inner, self.adapter.vision)
+        vision = _get(self._inner, self.adapter.vision[0])
         pixels = pixels.to(next(vision.parameters()).dtype)
-        if not self.adapter.pixels_per_sample:
-            pixels = pixels.flatten(0, 1)  # images in order sample, view: the order of the image tokens
 
         enc = self.tokenize(instructions, views)
         input_ids = enc["input_ids"].to(device)
         attention_mask = enc["attention_mask"].to(device).bool()
-        extra: dict[str, Tensor] = {}
-        if self.adapter.position_offset is not None:
-            positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-            extra["position_ids"] = positions + self.adapter.position_offset
-        if self.adapter.bidirectional_prefix:
-            extra["token_type_ids"] = torch.zeros_like(input_ids)  # all prefix: full attention
+        image_token_mask = input_ids == self.image_token_id
+        extra = self.adapter.text_inputs(input_ids, attention_mask, image_token_mask, self.model.config)
+        extra.update(self.adapter.pack_pixels(pixels, self.model.config))
 
         states: list[Tensor] = []
         layers = self._language.layers
@@ -393,15 +398,11 @@ class HFVisionLanguageBackbone(VisionLanguageBackbone):
         handles = [layers[0].register_forward_pre_hook(record_input, with_kwargs=True)]
         handles += [layer.register_forward_hook(record_output) for layer in layers]
         if visual_hook is not None:
-            projector = getattr(self._inner, self.adapter.projector)
+            projector = _get(self._inner, self.adapter.projector)
             handles.append(projector.register_forward_pre_hook(self._visual_hook(visual_hook, batch, views)))
         try:
             out = self._inner(
-                input_ids=input_ids,
-                pixel_values=pixels,
-                attention_mask=attention_mask.long(),
-                use_cache=False,
-                **extra,
+                input_ids=input_ids, attention_mask=attention_mask.long(), use_cache=False, **extra
             )
         finally:
             for handle in handles:
@@ -414,7 +415,7 @@ class HFVisionLanguageBackbone(VisionLanguageBackbone):
         return BackboneOutput(
             hidden_states=tuple(torch.where(keep, h, 0.0) for h in states),
             attention_mask=attention_mask,
-            image_token_mask=input_ids == self.image_token_id,
+            image_token_mask=image_token_mask,
             input_ids=input_ids,
             padding_side=self.padding_side,
         )
