@@ -22,20 +22,25 @@ from transformers import (
     Idefics3Config,
     LlavaConfig,
     PaliGemmaConfig,
+    Qwen2VLConfig,
+    Qwen2VLImageProcessor,
     SiglipImageProcessor,
     SmolVLMConfig,
 )
 
 from flowvla.backbones.hf import HFVisionLanguageBackbone
-from flowvla.backbones.hf_adapters import adapter_for
+from flowvla.backbones.hf_adapters import adapter_for, qwen2_vl_patchify, qwen2_vl_row_major
+from flowvla.geometry import PatchGrid
 from flowvla.typing import TypeCheckError
 from tests.helpers_tokenizers import tiny_bpe
 
-ARCHS = ("paligemma", "llava", "idefics3", "smolvlm")
+ARCHS = ("paligemma", "llava", "idefics3", "smolvlm", "qwen2_vl")
 SIZE, PATCH = 32, 8  # a 4 x 4 patch grid per view
+IMAGE_SIZE = {"qwen2_vl": (32, 48)}  # native-resolution tower: any multiple of 16, here not square
 SPECIAL = [
     "[UNK]", "[PAD]", "<bos>", "<eos>", "<image>",
     "<fake_token_around_image>", "<global-img>", "<end_of_utterance>",
+    "<|image_pad|>", "<|vision_start|>", "<|vision_end|>", "<|im_start|>", "<|im_end|>",
 ]  # fmt: skip
 WORDS = ["pick", "up", "the", "red", "mug", "and", "put", "it", "on", "plate", "open", "top", "drawer"]
 CORPUS = [
@@ -77,6 +82,20 @@ def make_config(arch: str, tokenizer, *, layers: int = 2):
             image_token_id=image_token_id,
             vision_feature_layer=-1,
         )
+    if arch == "qwen2_vl":
+        return Qwen2VLConfig(
+            vision_config=dict(
+                depth=1, embed_dim=32, hidden_size=48, num_heads=2, mlp_ratio=2, patch_size=PATCH,
+                spatial_merge_size=2, temporal_patch_size=2,
+            ),
+            text_config=dict(
+                rope_parameters={"rope_type": "default", "mrope_section": [4, 4, 4], "rope_theta": 1e4},
+                bos_token_id=None, eos_token_id=tokenizer.eos_token_id, **text,
+            ),
+            image_token_id=tokenizer.convert_tokens_to_ids("<|image_pad|>"),
+            vision_start_token_id=tokenizer.convert_tokens_to_ids("<|vision_start|>"),
+            vision_end_token_id=tokenizer.convert_tokens_to_ids("<|vision_end|>"),
+        )  # fmt: skip
     cls = {"idefics3": Idefics3Config, "smolvlm": SmolVLMConfig}[arch]
     return cls(
         vision_config=vision,
@@ -92,6 +111,8 @@ def make_backbone(
     torch.manual_seed(seed)
     kwargs.setdefault("image_mean", 0.5)
     kwargs.setdefault("image_std", 0.5)
+    if arch in IMAGE_SIZE:
+        kwargs.setdefault("image_size", IMAGE_SIZE[arch])
     backbone = HFVisionLanguageBackbone.from_config(
         make_config(arch, tokenizer, layers=layers), tokenizer, **kwargs
     )
@@ -103,9 +124,9 @@ def backbones(tokenizer):
     return {arch: make_backbone(arch, tokenizer) for arch in ARCHS}
 
 
-def images(batch: int, views: int, seed: int = 0) -> torch.Tensor:
+def images(batch: int, views: int, seed: int = 0, size: tuple[int, int] = (SIZE, SIZE)) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 256, (batch, views, 3, SIZE, SIZE), generator=g, dtype=torch.uint8)
+    return torch.randint(0, 256, (batch, views, 3, *size), generator=g, dtype=torch.uint8)
 
 
 def run(backbone, imgs, texts, hook=None):
@@ -120,10 +141,19 @@ def run(backbone, imgs, texts, hook=None):
 @pytest.mark.parametrize("views", [1, 2])
 def test_shapes_masks_and_hook_tokens(backbones, arch, views):
     bb = backbones[arch]
-    assert bb.hidden_size == 48 and bb.num_hidden_states == 3 and bb.image_size == (SIZE, SIZE)
-    assert bb.patch_grid.num_patches == (SIZE // PATCH) ** 2 and bb.visual_dim == 32
+    assert (
+        bb.hidden_size == 48
+        and bb.num_hidden_states == 3
+        and bb.image_size == IMAGE_SIZE.get(arch, (SIZE, SIZE))
+    )
+    assert (
+        bb.patch_grid.grid_size == (bb.image_size[0] // PATCH, bb.image_size[1] // PATCH)
+        and bb.visual_dim == 32
+    )
     seen = []
-    out = run(bb, images(2, views), [SHORT, LONG], hook=lambda x: seen.append(x.shape) or x)
+    out = run(
+        bb, images(2, views, size=bb.image_size), [SHORT, LONG], hook=lambda x: seen.append(x.shape) or x
+    )
     b, t = out.input_ids.shape
     assert len(out.hidden_states) == bb.num_hidden_states
     assert all(h.shape == (b, t, bb.hidden_size) and torch.isfinite(h).all() for h in out.hidden_states)
@@ -143,6 +173,32 @@ def test_tokens_per_image_by_family(backbones):
     assert backbones["paligemma"].tokens_per_image == n
     assert backbones["llava"].tokens_per_image == n  # "default" strategy: CLS dropped before projecting
     assert backbones["idefics3"].tokens_per_image == n // 4  # pixel shuffle, scale factor 2
+    assert backbones["qwen2_vl"].tokens_per_image == (32 // PATCH) * (48 // PATCH) // 4  # 2 x 2 merge
+
+
+def test_qwen2_vl_pixels_match_its_image_processor():
+    mean, std = [0.5, 0.4, 0.3], [0.2, 0.3, 0.4]
+    proc = Qwen2VLImageProcessor(
+        patch_size=PATCH, merge_size=2, temporal_patch_size=2, do_resize=False, image_mean=mean, image_std=std
+    )
+    imgs = images(2, 1, size=(32, 48))[:, 0]
+    ref = proc(images=list(imgs.permute(0, 2, 3, 1).numpy()), return_tensors="pt")
+    x = (imgs.float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    torch.testing.assert_close(qwen2_vl_patchify(x, PATCH, 2, 2), ref["pixel_values"])
+    assert ref["image_grid_thw"].tolist() == [[1, 4, 6]] * 2
+
+
+def test_qwen2_vl_hook_tokens_are_row_major():
+    """Qwen2-VL packs patches by 2 x 2 merge window; the hook must still see them row by row."""
+    grid = PatchGrid((32, 48), PATCH)
+    rows, cols = torch.meshgrid(torch.arange(32), torch.arange(48), indexing="ij")
+    # Channel 0 holds each pixel's patch row, channel 1 its patch column.
+    x = torch.stack([rows // PATCH, cols // PATCH, rows * 0]).float()[None]
+    packed = qwen2_vl_patchify(x, PATCH, 2, 2).view(grid.num_patches, 3, -1)
+    ordered = packed[qwen2_vl_row_major(grid, 2)]
+    gh, gw = grid.grid_size
+    assert torch.equal(ordered[:, 0, 0], torch.arange(gh).repeat_interleave(gw).float())
+    assert torch.equal(ordered[:, 1, 0], torch.arange(gw).repeat(gh).float())
 
 
 def test_idefics3_wraps_each_view(backbones, tokenizer):
@@ -167,7 +223,8 @@ def test_every_sample_gets_its_image_tokens(backbones, texts, views, arch):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_hook_tokens_are_ordered_sample_view_and_per_view(backbones, arch):
     """Hook token block ``v`` of sample ``b`` is exactly what view ``(b, v)`` gives on its own."""
-    bb, imgs, n = backbones[arch], images(2, 2, seed=3), backbones[arch].patch_grid.num_patches
+    bb = backbones[arch]
+    imgs, n = images(2, 2, seed=3, size=bb.image_size), bb.patch_grid.num_patches
     grabbed = []
     run(bb, imgs, [SHORT, SHORT], hook=lambda x: grabbed.append(x) or x)
     for b in range(2):
@@ -185,7 +242,7 @@ def test_states_match_transformers_output_hidden_states(backbones, arch):
     captured = {}
     handle = bb._inner.register_forward_pre_hook(lambda m, a, kw: captured.update(kw), with_kwargs=True)
     try:
-        out = run(bb, images(2, 2), [SHORT, LONG])
+        out = run(bb, images(2, 2, size=bb.image_size), [SHORT, LONG])
     finally:
         handle.remove()
     with torch.no_grad():
@@ -199,7 +256,8 @@ def test_states_match_transformers_output_hidden_states(backbones, arch):
     normed = copy.copy(bb)
     normed.final_norm = True
     assert torch.equal(
-        run(normed, images(2, 2), [SHORT, LONG]).hidden_states[-1][mask], ref.last_hidden_state[mask]
+        run(normed, images(2, 2, size=bb.image_size), [SHORT, LONG]).hidden_states[-1][mask],
+        ref.last_hidden_state[mask],
     )
 
 
@@ -208,7 +266,8 @@ def test_states_match_transformers_output_hidden_states(backbones, arch):
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_identity_hook_is_bitwise_and_a_shift_acts_from_the_image_tokens_on(backbones, arch):
-    bb, imgs, texts = backbones[arch], images(2, 2), [SHORT, LONG]
+    bb = backbones[arch]
+    imgs, texts = images(2, 2, size=bb.image_size), [SHORT, LONG]
     plain = run(bb, imgs, texts)
     same = run(bb, imgs, texts, hook=lambda x: x)
     assert all(torch.equal(a, b) for a, b in zip(plain.hidden_states, same.hidden_states, strict=True))
@@ -250,11 +309,16 @@ def test_a_hook_of_the_wrong_shape_is_named(backbones):
 def test_truncated_lm_returns_the_first_k_plus_one_states(tokenizer, arch):
     full = make_backbone(arch, tokenizer, layers=3)
     short = HFVisionLanguageBackbone(
-        copy.deepcopy(full.model), tokenizer, image_mean=0.5, image_std=0.5, num_lm_layers=2
+        copy.deepcopy(full.model),
+        tokenizer,
+        image_mean=0.5,
+        image_std=0.5,
+        image_size=full.image_size,
+        num_lm_layers=2,
     ).eval()
     assert short.num_hidden_states == 3 and len(short._language.layers) == 2
     assert short.model.config.get_text_config().num_hidden_layers == 2
-    imgs, texts = images(2, 2), [SHORT, LONG]
+    imgs, texts = images(2, 2, size=full.image_size), [SHORT, LONG]
     a, b = run(full, imgs, texts), run(short, imgs, texts)
     assert len(b.hidden_states) == 3
     assert all(torch.equal(x, y) for x, y in zip(a.hidden_states[:3], b.hidden_states, strict=True))
@@ -290,7 +354,7 @@ def test_unknown_part_is_named(backbones):
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_padding_does_not_change_a_samples_states(tokenizer, arch, side):
     bb = make_backbone(arch, tokenizer, padding_side=side)
-    imgs = images(2, 2, seed=1)
+    imgs = images(2, 2, seed=1, size=bb.image_size)
     batch = run(bb, imgs, [SHORT, LONG])
     alone = run(bb, imgs[:1], [SHORT])
     assert batch.padding_side == side
@@ -356,7 +420,7 @@ def test_bad_construction_is_named(tokenizer):
 # -- save / load -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("arch", ["paligemma", "llava", "smolvlm"])
+@pytest.mark.parametrize("arch", ["paligemma", "llava", "smolvlm", "qwen2_vl"])
 def test_save_and_load_from_local_files(tokenizer, tmp_path, arch):
     kwargs = {
         "num_lm_layers": 1,
@@ -372,7 +436,7 @@ def test_save_and_load_from_local_files(tokenizer, tmp_path, arch):
     assert loaded.num_hidden_states == 2 and loaded.padding_side == "left"
     assert loaded.prompt_template == bb.prompt_template
     assert torch.equal(loaded.pixel_mean, bb.pixel_mean) and torch.equal(loaded.pixel_std, bb.pixel_std)
-    imgs, texts = images(2, 2), [SHORT, LONG]
+    imgs, texts = images(2, 2, size=bb.image_size), [SHORT, LONG]
     a, b = run(bb, imgs, texts), run(loaded, imgs, texts)
     assert torch.equal(a.input_ids, b.input_ids)
     assert all(torch.equal(x, y) for x, y in zip(a.hidden_states, b.hidden_states, strict=True))
