@@ -90,8 +90,15 @@ def main() -> None:
 
     torch.set_num_threads(1)
     from flowvla.envs.libero import LIBERO_SUITES
+    from flowvla.io import write_json_atomic
 
-    rows = []
+    rows: list[dict] = []
+    out = {
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "args": vars(a),
+        "tasks": rows,
+    }
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     for suite in a.suites.split(","):
         tasks = [int(t) for t in a.tasks.split(",")] if a.tasks else range(LIBERO_SUITES[suite].num_tasks)
         for t in tasks:
@@ -107,15 +114,7 @@ def main() -> None:
                 )
             else:
                 print(f"{suite:15s} {t:2d}  unsupported: {r['reason']}", flush=True)
-    out = {
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-        "args": vars(a),
-        "tasks": rows,
-    }
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    from flowvla.io import write_json_atomic
-
-    write_json_atomic(a.out, out)
+            write_json_atomic(a.out, out)  # after every task, so a long run leaves partial results
     print(f"wrote {a.out}")
 
 

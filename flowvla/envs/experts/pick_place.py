@@ -74,7 +74,7 @@ class ExpertConfig:
     hover: float = 0.08
     clearance: float = 0.04
     place_gap: float = 0.012
-    fast: float = 0.8
+    fast: float = 1.4
     slow: float = 0.35
     pos_tol: float = 0.008
     rot_tol: float = 0.08
@@ -232,6 +232,9 @@ class PickPlaceExpert:
         norm = float(np.linalg.norm(dp))
         if norm > speed:
             dp *= speed / norm
+        # The controller's goal is the current pose plus the delta and it lags it by several steps,
+        # so a delta beyond the distance left still gives a smooth arrival; each axis saturates at 1.
+        dp = np.clip(dp, -1.0, 1.0)
         dr = rotation_error(sc.eef_rot(), top_down_rotation(yaw)) / _ROT_SCALE
         dr = np.clip(dr, -1.0, 1.0)
         return np.concatenate([dp, dr, [gripper]])
@@ -344,7 +347,8 @@ class PickPlaceExpert:
             target = np.array([eef[0], eef[1], self._carry_z])
             if eef[2] > self._carry_z - 0.03 or timed_out:
                 self._start_phase("transport")
-            return self._move(target, g.yaw, cfg.fast, close)
+            # Break the object free gently: a jerk right after closing pulls a thin rim out of the grip.
+            return self._move(target, g.yaw, cfg.slow if lifted < 0.03 else cfg.fast, close)
         xy = dest_xy + offset
         if self.phase == "transport":
             target = np.array([xy[0], xy[1], self._carry_z])
