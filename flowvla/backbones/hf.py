@@ -97,8 +97,8 @@ def _truncate_language_model(language: nn.Module, configs: Sequence[Any], k: int
 class HFVisionLanguageBackbone(VisionLanguageBackbone):
     """A ``transformers`` image-text-to-text model as a :class:`VisionLanguageBackbone` (see module docs).
 
-    Supported families (``config.model_type``): ``paligemma``, ``llava``, ``idefics3`` / ``smolvlm``;
-    see :data:`flowvla.backbones.hf_adapters.ADAPTERS`.
+    Supported families (``config.model_type``): ``paligemma``, ``llava``, ``idefics3`` / ``smolvlm``,
+    ``qwen2_vl``; see :data:`flowvla.backbones.hf_adapters.ADAPTERS`.
 
     Args:
         model: the VLM, e.g. from ``AutoModelForImageTextToText`` (its ``.model`` is run, not the LM head).
@@ -145,10 +145,6 @@ class HFVisionLanguageBackbone(VisionLanguageBackbone):
         for path in (*self.adapter.vision, self.adapter.projector, self.adapter.language):
             if not isinstance(_get(self._inner, path), nn.Module):
                 raise ValueError(f"model: expected a {self.adapter.name} model with `.model.{path}`")
-        if num_lm_layers is not None:
-            configs = [self._language.config, config.get_text_config()]
-            _truncate_language_model(self._language, configs, num_lm_layers)
-
         native = self.adapter.image_size(config)
         size = (image_size, image_size) if isinstance(image_size, int) else image_size
         size = None if size is None else tuple(int(x) for x in size)
@@ -159,7 +155,6 @@ class HFVisionLanguageBackbone(VisionLanguageBackbone):
         self.image_size = tuple(int(x) for x in (native or size))
         self.patch_grid = PatchGrid(self.image_size, int(config.vision_config.patch_size))
         self.hidden_size = int(config.get_text_config().hidden_size)
-        self.num_hidden_states = len(self._language.layers) + 1
         self.visual_dim = int(self.adapter.visual_dim(config))
         self.tokens_per_image = int(self.adapter.tokens_per_image(config, self.patch_grid))
         if self.tokens_per_image < 1 or self.patch_grid.covered_fraction != (1.0, 1.0):
@@ -194,6 +189,11 @@ class HFVisionLanguageBackbone(VisionLanguageBackbone):
                 raise ValueError(f"prompt_template: must contain {field}, got {self.prompt_template!r}")
         self.processor = MultimodalProcessor(tokenizer, self.tokens_per_image, image_token=self.image_token)
 
+        # Last, once every argument is checked: truncation changes the model in place.
+        if num_lm_layers is not None:
+            configs = [self._language.config, config.get_text_config()]
+            _truncate_language_model(self._language, configs, num_lm_layers)
+        self.num_hidden_states = len(self._language.layers) + 1
         for part in [freeze] if isinstance(freeze, str) else list(freeze or ()):
             self.freeze(part)
 

@@ -366,6 +366,37 @@ def test_padding_does_not_change_a_samples_states(tokenizer, arch, side):
         assert not hb[0][pad].any()  # padding positions are zeroed
 
 
+def test_activation_checkpointing_gives_the_same_gradients(tokenizer):
+    """The hidden-state and visual hooks fire once per forward, also when layers are recomputed."""
+    bb = make_backbone("qwen2_vl", tokenizer).train()
+    imgs, texts = images(2, 2, size=bb.image_size), [SHORT, LONG]
+
+    def grads():
+        bb.zero_grad(set_to_none=True)
+        out = bb(imgs, texts, visual_hook=lambda x: x * 1.5)
+        out.hidden_states[-1].pow(2).mean().backward()
+        return [p.grad.clone() for p in bb.parameters() if p.grad is not None]
+
+    plain = grads()
+    if hasattr(bb.model, "activation_checkpointing_enable"):  # the transformers 5 name
+        bb.model.activation_checkpointing_enable()
+    else:
+        bb.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    assert bb._language.gradient_checkpointing
+    checkpointed = grads()
+    assert len(plain) == len(checkpointed) > 0
+    for a, b in zip(plain, checkpointed, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_bfloat16_model(tokenizer):
+    bb = make_backbone("paligemma", tokenizer).to(torch.bfloat16)
+    seen = []
+    out = run(bb, images(1, 2), [SHORT], hook=lambda x: seen.append(x.dtype) or x)
+    assert seen == [torch.bfloat16] and out.hidden_states[-1].dtype == torch.bfloat16
+    assert all(torch.isfinite(h.float()).all() for h in out.hidden_states)
+
+
 def test_eval_is_deterministic(backbones):
     bb = backbones["paligemma"]
     a, b = run(bb, images(2, 2), [SHORT, LONG]), run(bb, images(2, 2), [SHORT, LONG])
