@@ -23,6 +23,9 @@ PUBLIC_MODULES = [
     "flowvla.fusion",
     "flowvla.processing",
     "flowvla.envs.cameras",
+    "flowvla.backbones",
+    "flowvla.backbones.composed",
+    "flowvla.policy",
 ]
 
 

@@ -84,6 +84,7 @@ class VisionLanguageBackbone(nn.Module, ABC):
     image_size: tuple[int, int]
 
     @abstractmethod
+    @typechecked
     def forward(
         self,
         images: Shaped[Tensor, "B V 3 H W"],

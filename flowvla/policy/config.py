@@ -7,6 +7,7 @@ policy rebuilds the same architecture without any code or arguments.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,6 +125,11 @@ class PolicyConfig:
     fusion: FusionConfig = field(default_factory=FusionConfig)
     loss: LossConfig = field(default_factory=LossConfig)
 
+    def __post_init__(self) -> None:
+        # Canonical JSON form (tuples -> lists, ...), so a config equals itself after save and load.
+        self.backbone = json.loads(json.dumps(self.backbone))
+        self.fusion.center = tuple(self.fusion.center)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict."""
         return dataclasses.asdict(self)
@@ -144,6 +150,4 @@ class PolicyConfig:
                 if bad:
                     raise ValueError(f"config.{name}: unknown keys {sorted(bad)}")
                 kwargs[name] = sub(**kwargs[name])
-        if isinstance(kwargs.get("fusion"), FusionConfig):  # JSON has lists, the config tuples
-            kwargs["fusion"].center = tuple(kwargs["fusion"].center)
         return cls(**kwargs)

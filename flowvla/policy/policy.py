@@ -270,6 +270,7 @@ class VLAPolicy(nn.Module):
     # ---- inference ------------------------------------------------------------------------------
 
     @torch.no_grad()
+    @typechecked
     def predict_action(
         self,
         batch: Mapping[str, Any],
@@ -278,7 +279,7 @@ class VLAPolicy(nn.Module):
         steps: int | None = None,
         seed: int | None = None,
         diagnostics: bool = True,
-    ) -> tuple[Tensor, dict[str, Any]]:
+    ) -> tuple[Float[Tensor, "B H A"], dict[str, Any]]:
         """Sample an action chunk per sample.
 
         Args:
