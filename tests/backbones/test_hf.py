@@ -7,12 +7,10 @@ the hub (``HF_HUB_OFFLINE=1``).
 from __future__ import annotations
 
 import copy
-import os
 
 import pytest
 
 pytest.importorskip("transformers")
-os.environ["HF_HUB_OFFLINE"] = "1"
 
 import torch
 from hypothesis import given, settings
@@ -50,6 +48,17 @@ CORPUS = [
     "USER: ASSISTANT: User: Assistant:",
 ] * 10
 SHORT, LONG = "open the drawer", "pick up the red mug and put it on the top plate, then open the drawer"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def offline():
+    """No test here may reach the hub: offline mode on (env and the flag huggingface_hub read at import)."""
+    import huggingface_hub.constants
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+        yield
 
 
 @pytest.fixture(scope="module")
