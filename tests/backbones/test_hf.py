@@ -306,6 +306,29 @@ def test_hook_gradients_flow_through_a_frozen_backbone(tokenizer, arch):
     assert all(p.grad is None for p in bb.parameters())
 
 
+def test_llava_full_strategy_keeps_cls_out_of_the_hook(tokenizer):
+    """With the "full" strategy and two feature layers, CLS reaches the projector but not the hook."""
+    torch.manual_seed(0)
+    config = make_config("llava", tokenizer)
+    config.vision_feature_select_strategy, config.vision_feature_layer = "full", [-2, -1]
+    bb = HFVisionLanguageBackbone.from_config(config, tokenizer, image_mean=0.5, image_std=0.5).eval()
+    n = bb.patch_grid.num_patches
+    assert bb.tokens_per_image == n + 1 and bb.visual_dim == 2 * 32
+    seen = []
+    imgs = images(2, 2)
+    plain = run(bb, imgs, [SHORT, LONG])
+    same = run(bb, imgs, [SHORT, LONG], hook=lambda x: seen.append(x.shape) or x)
+    assert seen == [(2, 2 * n, 64)]
+    assert plain.image_token_mask.sum(-1).tolist() == [2 * (n + 1)] * 2
+    assert all(torch.equal(a, b) for a, b in zip(plain.hidden_states, same.hidden_states, strict=True))
+    # The CLS slot of each view (the first of its n + 1 image tokens) is untouched by the hook.
+    shifted = run(bb, imgs, [SHORT, LONG], hook=lambda x: x + 1.0)
+    slots = plain.image_token_mask[0].nonzero().flatten()
+    cls_slots, patch_slots = slots[:: n + 1], slots[torch.arange(len(slots)) % (n + 1) != 0]
+    h0, s0 = plain.hidden_states[0][0], shifted.hidden_states[0][0]
+    assert torch.equal(h0[cls_slots], s0[cls_slots]) and (h0[patch_slots] != s0[patch_slots]).any(-1).all()
+
+
 def test_a_hook_of_the_wrong_shape_is_named(backbones):
     with pytest.raises(ValueError, match="visual_hook"):
         run(backbones["llava"], images(1, 1), [SHORT], hook=lambda x: x[:, 1:])
