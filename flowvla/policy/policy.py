@@ -40,6 +40,7 @@ from flowvla.policy.checks import check_batch
 from flowvla.policy.config import PolicyConfig
 from flowvla.policy.debug import layer_rms, record_block_stats, token_signatures
 from flowvla.routing import RoutedContexts
+from flowvla.solvers import integrate
 from flowvla.typing import Float, Tensor, typechecked
 
 __all__ = ["PolicyLosses", "VLAPolicy", "chunk_differences_penalty"]
@@ -185,7 +186,8 @@ class VLAPolicy(nn.Module):
         pad = self.config.state_dim - state.shape[1]
         return torch.nn.functional.pad(state, (0, pad)) if pad else state
 
-    def _geometry_hook(self, batch: Mapping[str, Any]):
+    def _geometry_hook(self, batch: Mapping[str, Any], timings: dict[str, float] | None = None):
+        start = time.perf_counter()
         device = self._device()
         depth = batch[DEPTH].to(device, torch.float32)
         b, v, height, width = depth.shape
@@ -202,7 +204,16 @@ class VLAPolicy(nn.Module):
             far=self.config.fusion.far,
         )
         geometry = self.geometry_encoder(points.points, points.valid)
-        return lambda visual: self.fusion(visual, geometry.tokens.to(visual.dtype), geometry.mask)
+        spent = time.perf_counter() - start
+
+        def hook(visual: Tensor) -> Tensor:
+            t0 = time.perf_counter()
+            fused = self.fusion(visual, geometry.tokens.to(visual.dtype), geometry.mask)
+            if timings is not None:
+                timings["geometry_and_fusion"] = spent + time.perf_counter() - t0
+            return fused
+
+        return hook
 
     def _prefix_dropout(self, mask: Tensor, image_mask: Tensor) -> Tensor:
         p_img, p_txt = self.config.image_token_dropout, self.config.language_token_dropout
@@ -214,12 +225,23 @@ class VLAPolicy(nn.Module):
         # A sample must keep at least one token for the head to attend to.
         return torch.where(dropped.any(-1, keepdim=True), dropped, mask)
 
-    def _encode(self, batch: Mapping[str, Any], instructions: Sequence[str] | None = None) -> _Encoded:
-        hook = self._geometry_hook(batch) if self.fusion is not None else None
+    def _encode(
+        self,
+        batch: Mapping[str, Any],
+        instructions: Sequence[str] | None = None,
+        timings: dict[str, float] | None = None,
+    ) -> _Encoded:
+        hook = self._geometry_hook(batch, timings) if self.fusion is not None else None
         images = batch[IMAGES].to(self._device())
+        t0 = time.perf_counter()
         out = self.backbone(images, list(instructions or batch[INSTRUCTION]), visual_hook=hook)
+        t1 = time.perf_counter()
         mask = self._prefix_dropout(out.attention_mask, out.image_token_mask)
-        return _Encoded(out, self.router(out.hidden_states, mask), mask)
+        routed = self.router(out.hidden_states, mask)
+        if timings is not None:
+            timings["backbone"] = t1 - t0 - timings.get("geometry_and_fusion", 0.0)
+            timings["routing"] = time.perf_counter() - t1
+        return _Encoded(out, routed, mask)
 
     # ---- training -------------------------------------------------------------------------------
 
@@ -279,6 +301,7 @@ class VLAPolicy(nn.Module):
         steps: int | None = None,
         seed: int | None = None,
         diagnostics: bool = True,
+        use_context_cache: bool = True,
     ) -> tuple[Float[Tensor, "B H A"], dict[str, Any]]:
         """Sample an action chunk per sample.
 
@@ -288,12 +311,15 @@ class VLAPolicy(nn.Module):
             steps: solver steps (default ``config.steps``).
             seed: seeds the initial noise: the same batch and seed give the same actions.
             diagnostics: compute the per-layer and per-block statistics of ``debug_info``.
+            use_context_cache: project the context once (default); ``False`` re-projects it at every
+                solver step, as heads without a cache do (for measuring the cache's effect).
 
         Returns:
             ``(actions [B, H, A]`` in the dataset's units, ``debug_info)``: ``token_signature``
             (per sample), ``padding`` (side, padded tokens per sample), ``layer_rms`` (per hidden
             layer), ``router_weights`` ``[B, K, L]`` as lists, ``dit_blocks`` (per block RMS of output
-            and update), ``nfe``, ``solver``, ``steps``, ``seed`` and ``timings_s``.
+            and update), ``nfe``, ``solver``, ``steps``, ``seed`` and ``timings_s`` (``backbone``,
+            ``geometry_and_fusion``, ``routing``, ``head`` with ``head_per_nfe``, ``total``).
         """
         was_training = self.training
         self.eval()
@@ -303,24 +329,31 @@ class VLAPolicy(nn.Module):
             timings: dict[str, float] = {}
             t0 = time.perf_counter()
             state = self._state(batch)
-            enc = self._encode(batch)
-            timings["backbone_and_routing"] = time.perf_counter() - t0
+            enc = self._encode(batch, timings=timings)
             t1 = time.perf_counter()
-            cache = self.head.encode_context(enc.routed.contexts, enc.mask)
             generator = None
             if seed is not None:
                 generator = torch.Generator(device=device).manual_seed(seed)
             solver, steps = solver or self.config.solver, steps or self.config.steps
             blocks = record_block_stats(self.head.blocks) if diagnostics else _NullRecorder()
             with blocks as block_stats:
-                solution = self.head.sample(
-                    cache=cache,
-                    state=state,
-                    solver=solver,
-                    steps=steps,
-                    generator=generator,
-                    return_solution=True,
-                )
+                if use_context_cache:
+                    cache = self.head.encode_context(enc.routed.contexts, enc.mask)
+                    solution = self.head.sample(
+                        cache=cache,
+                        state=state,
+                        solver=solver,
+                        steps=steps,
+                        generator=generator,
+                        return_solution=True,
+                    )
+                else:
+                    contexts, mask = enc.routed.contexts, enc.mask
+                    shape = (b, self.config.horizon, self.config.action_dim)
+                    noise = torch.randn(shape, generator=generator, device=device)
+                    solution = integrate(
+                        lambda x, t: self.head(x, t, contexts, mask, state), noise, solver=solver, steps=steps
+                    )
             timings["head"] = time.perf_counter() - t1
             actions = solution.x
             if "actions" in self._normalizers:
