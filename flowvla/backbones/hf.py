@@ -82,6 +82,13 @@ def _get(module: nn.Module, path: str) -> Any:
     return module
 
 
+def _truncate_config(config: Any, k: int) -> None:
+    """A text config for the first ``k`` decoder layers (per-layer entries cut to match)."""
+    if getattr(config, "layer_types", None) is not None:
+        config.layer_types = list(config.layer_types)[:k]
+    config.num_hidden_layers = k
+
+
 def _truncate_language_model(language: nn.Module, configs: Sequence[Any], k: int) -> None:
     """Keep the first ``k`` decoder layers (and the per-layer config entries that go with them)."""
     n = len(language.layers)
@@ -89,9 +96,7 @@ def _truncate_language_model(language: nn.Module, configs: Sequence[Any], k: int
         raise ValueError(f"num_lm_layers: must lie in [1, {n}] for this language model, got {k}")
     language.layers = nn.ModuleList(list(language.layers)[:k])
     for config in configs:
-        if getattr(config, "layer_types", None) is not None:
-            config.layer_types = list(config.layer_types)[:k]
-        config.num_hidden_layers = k
+        _truncate_config(config, k)
 
 
 class HFVisionLanguageBackbone(VisionLanguageBackbone):
@@ -222,7 +227,9 @@ class HFVisionLanguageBackbone(VisionLanguageBackbone):
     ) -> HFVisionLanguageBackbone:
         """Load a VLM and its processor from the hub or a local directory.
 
-        Settings saved by :meth:`save_pretrained` are read back; explicit ``kwargs`` win.
+        Settings saved by :meth:`save_pretrained` are read back; explicit ``kwargs`` win. With
+        ``num_lm_layers=k`` only the first ``k`` decoder layers are built and loaded (the checkpoint's
+        other layers are skipped), so a truncated large model never occupies its full memory.
 
         Args:
             name_or_path: hub id or local directory.
@@ -230,7 +237,13 @@ class HFVisionLanguageBackbone(VisionLanguageBackbone):
             **kwargs: :class:`HFVisionLanguageBackbone` arguments; the rest (``dtype``, ``revision``,
                 ``local_files_only`` ...) go to ``AutoModelForImageTextToText.from_pretrained``.
         """
-        from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+        from transformers import (
+            AutoConfig,
+            AutoImageProcessor,
+            AutoModelForImageTextToText,
+            AutoProcessor,
+            AutoTokenizer,
+        )
 
         own = {
             "image_processor", "image_mean", "image_std", "prompt_template", "padding_side",
@@ -241,8 +254,18 @@ class HFVisionLanguageBackbone(VisionLanguageBackbone):
         if os.path.isfile(settings_path):
             with open(settings_path) as f:
                 settings = json.load(f)
-        settings.update({k: kwargs.pop(k) for k in list(kwargs) if k in own})
+        explicit = {k: kwargs.pop(k) for k in list(kwargs) if k in own}
+        if "image_processor" in explicit and "image_mean" not in explicit:
+            settings.pop("image_mean", None)  # a given image processor beats saved statistics
+            settings.pop("image_std", None)
+        settings.update(explicit)
         hub = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
+        k = settings.get("num_lm_layers")
+        if k is not None and "config" not in kwargs:
+            config = AutoConfig.from_pretrained(name_or_path, **hub)
+            if 1 <= k < config.get_text_config().num_hidden_layers:  # else the constructor names the error
+                _truncate_config(config.get_text_config(), k)
+            kwargs["config"] = config
         model = AutoModelForImageTextToText.from_pretrained(name_or_path, **kwargs)
         if processor is None:
             try:

@@ -503,3 +503,22 @@ def test_save_and_load_from_local_files(tokenizer, tmp_path, arch):
     a, b = run(bb, imgs, texts), run(loaded, imgs, texts)
     assert torch.equal(a.input_ids, b.input_ids)
     assert all(torch.equal(x, y) for x, y in zip(a.hidden_states, b.hidden_states, strict=True))
+
+
+def test_loading_with_num_lm_layers_builds_only_those_layers(tokenizer, tmp_path):
+    full = make_backbone("smolvlm", tokenizer, layers=3)
+    full.save_pretrained(tmp_path)
+    loaded = HFVisionLanguageBackbone.from_pretrained(tmp_path, num_lm_layers=2, local_files_only=True).eval()
+    assert len(loaded._language.layers) == 2 and loaded.model.config.get_text_config().num_hidden_layers == 2
+    imgs, texts = images(2, 1), [SHORT, LONG]
+    a, b = run(full, imgs, texts), run(loaded, imgs, texts)
+    assert all(torch.equal(x, y) for x, y in zip(a.hidden_states[:3], b.hidden_states, strict=True))
+    with pytest.raises(ValueError, match="num_lm_layers"):
+        HFVisionLanguageBackbone.from_pretrained(tmp_path, num_lm_layers=4, local_files_only=True)
+
+
+def test_a_given_image_processor_beats_saved_statistics(tokenizer, tmp_path):
+    make_backbone("llava", tokenizer).save_pretrained(tmp_path)  # saved mean / std 0.5
+    clip = CLIPImageProcessor()
+    loaded = HFVisionLanguageBackbone.from_pretrained(tmp_path, image_processor=clip, local_files_only=True)
+    torch.testing.assert_close(loaded.pixel_mean.flatten(), torch.tensor(clip.image_mean))
