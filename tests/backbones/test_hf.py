@@ -245,6 +245,28 @@ def test_hook_tokens_are_ordered_sample_view_and_per_view(backbones, arch):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
+def test_hook_token_row_col_lands_in_its_lm_token(backbones, arch):
+    """Nudging hook token (view, row, col) changes exactly the LM image token of that patch (or of the
+    s x s block merged into one token), end to end through the projector: the hook's order is real."""
+    bb = backbones[arch]
+    (gh, gw), n = bb.patch_grid.grid_size, bb.patch_grid.num_patches
+    s = round((n / bb.tokens_per_image) ** 0.5)  # patches per merged token side: 1, or the merge size
+    imgs = images(1, 2, size=bb.image_size)
+    plain = run(bb, imgs, [SHORT])
+    slots = plain.image_token_mask[0].nonzero().flatten()
+    for view, row, col in [(0, 0, gw - 1), (1, gh - 1, 1), (1, gh // 2, gw // 2)]:
+
+        def nudge(x, k=view * n + row * gw + col):
+            x = x.clone()
+            x[:, k] += 1.0
+            return x
+
+        moved = (run(bb, imgs, [SHORT], hook=nudge).hidden_states[0][0] != plain.hidden_states[0][0]).any(-1)
+        expected = view * bb.tokens_per_image + (row // s) * (gw // s) + col // s
+        assert moved.nonzero().flatten().tolist() == [slots[expected].item()]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
 def test_states_match_transformers_output_hidden_states(backbones, arch):
     """All but the last are transformers' ``output_hidden_states``; the last is it before the final norm."""
     bb = backbones[arch]
