@@ -15,8 +15,10 @@ from flowvla.envs.experts.predicates import (
     GoalPredicate,
     PlaceGoal,
     UnsupportedGoalError,
+    goal_holds,
     goal_predicates,
     place_goal,
+    place_goals,
 )
 
 __all__ = [
@@ -28,9 +30,11 @@ __all__ = [
     "PickPlaceExpert",
     "PlaceGoal",
     "UnsupportedGoalError",
+    "goal_holds",
     "goal_predicates",
     "make_expert",
     "place_goal",
+    "place_goals",
     "run_expert_episode",
 ]
 

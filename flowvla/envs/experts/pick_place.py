@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -38,7 +39,7 @@ from flowvla.envs.experts.geometry import (
     rotation_error,
     top_down_rotation,
 )
-from flowvla.envs.experts.predicates import PlaceGoal, place_goal
+from flowvla.envs.experts.predicates import PlaceGoal, goal_holds, place_goals
 from flowvla.envs.experts.scene import Scene
 
 __all__ = ["ExpertConfig", "Grasp", "PickPlaceExpert"]
@@ -99,11 +100,12 @@ _PALM_ABOVE = 0.055  # palm bottom above the grip site
 
 
 class PickPlaceExpert:
-    """Solve one ``(In obj region)`` / ``(On obj target)`` LIBERO task from privileged state.
+    """Solve a LIBERO task whose goal is a conjunction of ``(In obj region)`` / ``(On obj target)``
+    predicates from privileged state, one object after the other in the goal's order.
 
     Args:
         env: a :class:`~flowvla.envs.libero.LiberoEnv` (physics-only is enough).
-        goal: what to do (default: read from the env's BDDL goal; raises
+        goals: what to do (default: read from the env's BDDL goal; raises
             :class:`~flowvla.envs.experts.predicates.UnsupportedGoalError` for other goals).
         config: tuning, see :class:`ExpertConfig`.
 
@@ -112,9 +114,17 @@ class PickPlaceExpert:
     hand has backed off (the caller decides success with ``env.success()``).
     """
 
-    def __init__(self, env: Any, goal: PlaceGoal | None = None, config: ExpertConfig | None = None) -> None:
+    def __init__(
+        self,
+        env: Any,
+        goals: PlaceGoal | Sequence[PlaceGoal] | None = None,
+        config: ExpertConfig | None = None,
+    ) -> None:
         self.env = env
-        self.goal = goal if goal is not None else place_goal(env)
+        if goals is None:
+            goals = place_goals(env)
+        self.goals = [goals] if isinstance(goals, PlaceGoal) else list(goals)
+        self.goal = self.goals[0]
         self.cfg = config or ExpertConfig()
         self.scene: Scene | None = None
         self.phase = "idle"
@@ -123,6 +133,8 @@ class PickPlaceExpert:
     def reset(self) -> None:
         """Re-read the scene and plan a grasp from the current state."""
         self.scene = Scene(self.env)
+        self.goal_index = 0
+        self.goal = self.goals[0]
         self.retries = 0
         self.steps = 0
         self.finished = False
@@ -308,8 +320,15 @@ class PickPlaceExpert:
             target = sc.eef_pos().copy()
             target[2] = self._retreat_z
             if abs(sc.eef_pos()[2] - self._retreat_z) < 0.02 or self.phase_steps > 20:
-                if self.env.success():
-                    self.finished = True
+                if goal_holds(self.env, self.goal):
+                    if self.goal_index + 1 < len(self.goals):
+                        # This conjunct holds: start on the next object from a fresh plan.
+                        self.goal_index += 1
+                        self.goal = self.goals[self.goal_index]
+                        self.grasp = self.plan_grasp()
+                        self._start_phase("approach")
+                    else:
+                        self.finished = True
                 elif self.phase_steps > 8:
                     # Released but the goal does not hold (it bounced, or slid off): try again.
                     self._recover()

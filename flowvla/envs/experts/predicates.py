@@ -14,7 +14,15 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any, Literal
 
-__all__ = ["GoalPredicate", "PlaceGoal", "UnsupportedGoalError", "goal_predicates", "place_goal"]
+__all__ = [
+    "GoalPredicate",
+    "PlaceGoal",
+    "UnsupportedGoalError",
+    "goal_holds",
+    "goal_predicates",
+    "place_goal",
+    "place_goals",
+]
 
 #: Predicates a pick-and-place expert can satisfy: ``(In obj region)``, ``(On obj target)``.
 PLACE_PREDICATES = ("in", "on")
@@ -86,16 +94,35 @@ def place_goal(env: Any, predicates: Sequence[GoalPredicate] | None = None) -> P
         predicates: the goal to read (default: the env's own, :func:`goal_predicates`).
 
     Raises:
-        UnsupportedGoalError: the goal has several predicates, an unsupported one (named), names
-            something that is not in the scene, or needs an articulated fixture opened first (a
-            region inside a drawer).
+        UnsupportedGoalError: the goal has several predicates, or see :func:`place_goals`.
     """
-    raw = _raw(env)
-    preds = list(predicates) if predicates is not None else goal_predicates(raw)
+    preds = list(predicates) if predicates is not None else goal_predicates(env)
     if len(preds) != 1:
         joined = " ".join(str(p) for p in preds)
         raise UnsupportedGoalError(f"goal (And {joined}) has {len(preds)} predicates; supported: exactly one")
-    pred = preds[0]
+    return place_goals(env, preds)[0]
+
+
+def place_goals(env: Any, predicates: Sequence[GoalPredicate] | None = None) -> list[PlaceGoal]:
+    """Every predicate of a conjunctive goal as a :class:`PlaceGoal`, in the BDDL file's order (e.g.
+    libero_10's "put both the alphabet soup and the tomato sauce in the basket": two ``In``).
+
+    Args:
+        env: a ``LiberoEnv`` (or LIBERO's BDDL env) whose objects, fixtures and sites resolve names.
+        predicates: the goal to read (default: the env's own, :func:`goal_predicates`).
+
+    Raises:
+        UnsupportedGoalError: a predicate is not ``In`` / ``On`` (named), names something that is not
+            in the scene, or needs an articulated fixture opened first (a region inside a drawer).
+    """
+    raw = _raw(env)
+    preds = list(predicates) if predicates is not None else goal_predicates(raw)
+    if not preds:
+        raise UnsupportedGoalError("the goal is empty")
+    return [_resolve(raw, p) for p in preds]
+
+
+def _resolve(raw: Any, pred: GoalPredicate) -> PlaceGoal:
     if pred.name not in PLACE_PREDICATES or len(pred.args) != 2:
         raise UnsupportedGoalError(
             f"goal predicate {pred} is not supported; the pick-and-place expert handles "
@@ -129,3 +156,9 @@ def _is_articulated_region(raw: Any, site: str) -> bool:
     # Drawer regions carry the joints that move them (LIBERO's SiteObject.joints); table-top sites
     # such as a stove's cook region or a cabinet's top side have none.
     return bool(getattr(raw.object_sites_dict[site], "joints", None))
+
+
+def goal_holds(env: Any, goal: PlaceGoal) -> bool:
+    """Whether LIBERO's own predicate for ``goal`` holds now (one conjunct of the task's success)."""
+    raw = _raw(env)
+    return bool(raw._eval_predicate([goal.predicate.name, *goal.predicate.args]))
