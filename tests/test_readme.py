@@ -30,3 +30,20 @@ def test_setup_commands_match_ci():
     install, test = (b.strip() for b in blocks[:2])
     ci = (README.parent / ".ci" / "run").read_text()
     assert install in ci and test in ci
+
+
+def test_policy_example_runs_and_round_trips(tmp_path, monkeypatch):
+    text = README.read_text()
+    code = re.search(r"```python\n(.*?)```", text.split("## A policy, end to end", 1)[1], re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    namespace: dict = {}
+    exec(compile(code, "README policy example", "exec"), namespace)
+    actions, info = namespace["actions"], namespace["debug_info"]
+    assert actions.shape == (2, 8, 7) and info["nfe"] == 10
+    from flowvla.policy import VLAPolicy
+
+    again, _ = VLAPolicy.from_pretrained(tmp_path / "my_policy").predict_action(
+        namespace["batch"], solver="midpoint", steps=5, seed=0
+    )
+    assert torch.equal(actions, again)
