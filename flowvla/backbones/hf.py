@@ -103,7 +103,7 @@ class HFVisionLanguageBackbone(VisionLanguageBackbone):
     """A ``transformers`` image-text-to-text model as a :class:`VisionLanguageBackbone` (see module docs).
 
     Supported families (``config.model_type``): ``paligemma``, ``llava``, ``idefics3`` / ``smolvlm``,
-    ``qwen2_vl``; see :data:`flowvla.backbones.hf_adapters.ADAPTERS`.
+    ``qwen2_vl``, ``qwen2_5_vl``; see :data:`flowvla.backbones.hf_adapters.ADAPTERS`.
 
     Args:
         model: the VLM, e.g. from ``AutoModelForImageTextToText`` (its ``.model`` is run, not the LM head).
@@ -114,8 +114,8 @@ class HFVisionLanguageBackbone(VisionLanguageBackbone):
         prompt_template: ``str.format`` template with ``{bos}``, ``{images}``, ``{instruction}``
             (default: the family's layout).
         padding_side: ``"left"`` or ``"right"`` (default: the tokenizer's).
-        image_size: ``(H, W)`` (or one int) for native-resolution towers (Qwen2-VL); other families
-            take it from the config, and a different value is an error.
+        image_size: ``(H, W)`` (or one int) for native-resolution towers (Qwen2-VL, Qwen2.5-VL);
+            other families take it from the config, and a different value is an error.
         num_lm_layers: keep only the first ``k`` decoder layers of the language model (in place).
         freeze: a part name or names from :meth:`parameter_groups` (or ``"all"``) to freeze.
         final_norm: pass the last hidden state through the LM's final norm.

@@ -25,7 +25,14 @@ import torch
 from flowvla.geometry import PatchGrid
 from flowvla.typing import Float, Int, Tensor, typechecked
 
-__all__ = ["ADAPTERS", "HFAdapter", "adapter_for", "qwen2_vl_patchify", "qwen2_vl_row_major"]
+__all__ = [
+    "ADAPTERS",
+    "HFAdapter",
+    "adapter_for",
+    "qwen2_5_vl_window_order",
+    "qwen2_vl_patchify",
+    "qwen2_vl_row_major",
+]
 
 
 @dataclass(frozen=True)
@@ -156,6 +163,28 @@ def qwen2_vl_row_major(grid: PatchGrid, merge_size: int) -> Int[Tensor, " N"]:
     return (window * m * m + (rows % m) * m + cols % m).flatten()
 
 
+@typechecked
+def qwen2_5_vl_window_order(grid: PatchGrid, merge_size: int, window_units: int) -> Int[Tensor, " U"]:
+    """``order[i]``: the merge unit (numbered row-major) that Qwen2.5-VL's tower puts at position ``i``.
+
+    Its window attention regroups one image's merge units window by window (windows of
+    ``window_units`` x ``window_units`` units, row-major, clipped at the image edge; row-major inside
+    each window); the merger sees them in that order.
+
+    Args:
+        grid: the image's patch grid.
+        merge_size: spatial merge size ``m``.
+        window_units: window side in merge units (``window_size // (patch_size * m)``).
+    """
+    (gh, gw), w = grid.grid_size, window_units
+    uh, uw = gh // merge_size, gw // merge_size
+    wh, ww = -(-uh // w), -(-uw // w)
+    padded = torch.full((wh * w, ww * w), -1, dtype=torch.long)
+    padded[:uh, :uw] = torch.arange(uh * uw).view(uh, uw)
+    order = padded.view(wh, w, ww, w).permute(0, 2, 1, 3).flatten()
+    return order[order >= 0]
+
+
 def _qwen2_vl_pixels(pixels: Tensor, config: Any) -> dict[str, Tensor]:
     vc = config.vision_config
     b, v, _, h, w = pixels.shape
@@ -185,6 +214,28 @@ def _qwen2_vl_from_grid(tokens: Tensor, fused: Tensor, grid: PatchGrid, config: 
     out = torch.empty_like(tokens).reshape(-1, n, tokens.shape[-1])
     out[:, order] = fused.reshape(-1, n, tokens.shape[-1]).to(tokens.dtype)
     return out.reshape(tokens.shape)
+
+
+def _qwen2_5_vl_windows(grid: PatchGrid, config: Any, device: torch.device) -> Tensor:
+    vc = config.vision_config
+    m = vc.spatial_merge_size
+    return qwen2_5_vl_window_order(grid, m, vc.window_size // (vc.patch_size * m)).to(device)
+
+
+def _qwen2_5_vl_to_grid(tokens: Tensor, batch: int, views: int, grid: PatchGrid, config: Any) -> Tensor:
+    back = torch.argsort(_qwen2_5_vl_windows(grid, config, tokens.device))
+    n, m2 = grid.num_patches, config.vision_config.spatial_merge_size**2
+    if tuple(tokens.shape[:-1]) != (batch * views * n,):
+        raise RuntimeError(f"merger input {tuple(tokens.shape)}, expected [{batch * views * n}, Dv]")
+    units = tokens.reshape(batch * views, -1, m2, tokens.shape[-1])[:, back]  # undo the window grouping
+    return _qwen2_vl_to_grid(units.reshape(tokens.shape), batch, views, grid, config)
+
+
+def _qwen2_5_vl_from_grid(tokens: Tensor, fused: Tensor, grid: PatchGrid, config: Any) -> Tensor:
+    order = _qwen2_5_vl_windows(grid, config, tokens.device)
+    m2 = config.vision_config.spatial_merge_size**2
+    units = _qwen2_vl_from_grid(tokens, fused, grid, config)
+    return units.reshape(-1, len(order), m2, tokens.shape[-1])[:, order].reshape(tokens.shape)
 
 
 def _llava_prefix(config: Any) -> int:
@@ -279,6 +330,24 @@ ADAPTERS: tuple[HFAdapter, ...] = (
         text_inputs=_qwen2_vl_text,
         to_grid=_qwen2_vl_to_grid,
         from_grid=_qwen2_vl_from_grid,
+    ),
+    HFAdapter(
+        name="qwen2_5_vl",
+        model_types=("qwen2_5_vl",),
+        vision=("visual.patch_embed", "visual.blocks"),
+        projector="visual.merger",  # its input is grouped by attention window: undone for the hook
+        language="language_model",
+        prompt="{bos}<|im_start|>user\n{images}{instruction}<|im_end|>\n<|im_start|>assistant\n",
+        view_prefix="<|vision_start|>",
+        view_suffix="<|vision_end|>",
+        required_tokens=("<|vision_start|>", "<|vision_end|>", "<|im_start|>", "<|im_end|>"),
+        image_size=lambda config: None,
+        tokens_per_image=lambda config, grid: grid.num_patches // config.vision_config.spatial_merge_size**2,
+        visual_dim=lambda config: config.vision_config.hidden_size,
+        pack_pixels=_qwen2_vl_pixels,
+        text_inputs=_qwen2_vl_text,
+        to_grid=_qwen2_5_vl_to_grid,
+        from_grid=_qwen2_5_vl_from_grid,
     ),
 )
 

@@ -20,6 +20,7 @@ from transformers import (
     Idefics3Config,
     LlavaConfig,
     PaliGemmaConfig,
+    Qwen2_5_VLConfig,
     Qwen2VLConfig,
     Qwen2VLImageProcessor,
     SiglipImageProcessor,
@@ -27,14 +28,20 @@ from transformers import (
 )
 
 from flowvla.backbones.hf import HFVisionLanguageBackbone
-from flowvla.backbones.hf_adapters import adapter_for, qwen2_vl_patchify, qwen2_vl_row_major
+from flowvla.backbones.hf_adapters import (
+    adapter_for,
+    qwen2_5_vl_window_order,
+    qwen2_vl_patchify,
+    qwen2_vl_row_major,
+)
 from flowvla.geometry import PatchGrid
 from flowvla.typing import TypeCheckError
 from tests.helpers_tokenizers import tiny_bpe
 
-ARCHS = ("paligemma", "llava", "idefics3", "smolvlm", "qwen2_vl")
+ARCHS = ("paligemma", "llava", "idefics3", "smolvlm", "qwen2_vl", "qwen2_5_vl")
 SIZE, PATCH = 32, 8  # a 4 x 4 patch grid per view
-IMAGE_SIZE = {"qwen2_vl": (32, 48)}  # native-resolution tower: any multiple of 16, here not square
+# Native-resolution towers: any multiple of 16, here not square (Qwen2.5-VL: two attention windows).
+IMAGE_SIZE = {"qwen2_vl": (32, 48), "qwen2_5_vl": (32, 48)}
 SPECIAL = [
     "[UNK]", "[PAD]", "<bos>", "<eos>", "<image>",
     "<fake_token_around_image>", "<global-img>", "<end_of_utterance>",
@@ -91,12 +98,21 @@ def make_config(arch: str, tokenizer, *, layers: int = 2):
             image_token_id=image_token_id,
             vision_feature_layer=-1,
         )
-    if arch == "qwen2_vl":
-        return Qwen2VLConfig(
-            vision_config=dict(
-                depth=1, embed_dim=32, hidden_size=48, num_heads=2, mlp_ratio=2, patch_size=PATCH,
-                spatial_merge_size=2, temporal_patch_size=2,
-            ),
+    if arch in ("qwen2_vl", "qwen2_5_vl"):
+        vision = dict(num_heads=2, patch_size=PATCH, spatial_merge_size=2, temporal_patch_size=2)
+        if arch == "qwen2_vl":
+            vision.update(depth=1, embed_dim=32, hidden_size=48, mlp_ratio=2)
+        else:  # window attention over 2 x 2 merge units (32 px), then one full-attention block
+            vision.update(
+                depth=2,
+                hidden_size=32,
+                intermediate_size=64,
+                out_hidden_size=48,
+                window_size=32,
+                fullatt_block_indexes=[1],
+            )
+        return {"qwen2_vl": Qwen2VLConfig, "qwen2_5_vl": Qwen2_5_VLConfig}[arch](
+            vision_config=vision,
             text_config=dict(
                 rope_parameters={"rope_type": "default", "mrope_section": [4, 4, 4], "rope_theta": 1e4},
                 bos_token_id=None, eos_token_id=tokenizer.eos_token_id, **text,
@@ -195,6 +211,21 @@ def test_qwen2_vl_pixels_match_its_image_processor():
     x = (imgs.float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
     torch.testing.assert_close(qwen2_vl_patchify(x, PATCH, 2, 2), ref["pixel_values"])
     assert ref["image_grid_thw"].tolist() == [[1, 4, 6]] * 2
+
+
+def test_qwen2_5_vl_window_order_matches_transformers():
+    vision_utils = pytest.importorskip("transformers.vision_utils")  # where transformers 5.2x keeps it
+    for size, window_units in [((32, 48), 2), ((64, 96), 2), ((112, 56), 3), ((32, 32), 1)]:
+        grid = PatchGrid(size, PATCH)
+        gh, gw = grid.grid_size
+        ref, _ = vision_utils.get_vision_window_index(
+            torch.tensor([[1, gh, gw]]),
+            spatial_merge_size=2,
+            window_size=window_units * 2 * PATCH,
+            patch_size=PATCH,
+        )
+        assert torch.equal(qwen2_5_vl_window_order(grid, 2, window_units), ref)
+    assert qwen2_5_vl_window_order(PatchGrid((32, 48), PATCH), 2, 2).tolist() == [0, 1, 3, 4, 2, 5]
 
 
 def test_qwen2_vl_hook_tokens_are_row_major():
@@ -505,7 +536,7 @@ def test_bad_construction_is_named(tokenizer):
 # -- save / load -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("arch", ["paligemma", "llava", "smolvlm", "qwen2_vl"])
+@pytest.mark.parametrize("arch", ["paligemma", "llava", "smolvlm", "qwen2_vl", "qwen2_5_vl"])
 def test_save_and_load_from_local_files(tokenizer, tmp_path, arch):
     kwargs = {
         "num_lm_layers": 1,
