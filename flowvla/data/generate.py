@@ -72,6 +72,8 @@ class GenerateConfig:
         demos_per_task: kept demonstrations wanted per task.
         max_attempts: give up on a task after this many attempts (default: ``3 * demos_per_task``).
         max_episodes: stop this run after this many attempts in total (the rest resumes later).
+        give_up_after: stop a task whose first this-many attempts all failed (the expert does not
+            solve it; no point burning ``max_attempts`` episodes).
         image_size: rendered height = width.
         cameras: views rendered, in order.
         depth: also store metric depth with per-frame intrinsics / extrinsics.
@@ -93,6 +95,7 @@ class GenerateConfig:
     demos_per_task: int = 50
     max_attempts: int | None = None
     max_episodes: int | None = None
+    give_up_after: int = 20
     image_size: int = 128
     cameras: Sequence[str] = DEFAULT_CAMERAS
     depth: bool = False
@@ -169,7 +172,10 @@ def _view_key(camera: str) -> str:
     return camera.removeprefix("robot0_")
 
 
-def render_episode(env: LiberoEnv, states: np.ndarray, images: bool = True) -> dict[str, np.ndarray]:
+@typechecked
+def render_episode(
+    env: LiberoEnv, states: Float[np.ndarray, "T D"], images: bool = True
+) -> dict[str, np.ndarray]:
     """Observations of a recorded episode, rendered by restoring each state in turn.
 
     Args:
@@ -206,6 +212,7 @@ def render_episode(env: LiberoEnv, states: np.ndarray, images: bool = True) -> d
     return {k: np.stack(v) for k, v in cols.items()}
 
 
+@typechecked
 def write_demo(
     path: str | os.PathLike,
     env: LiberoEnv,
@@ -511,6 +518,7 @@ def generate(cfg: GenerateConfig) -> dict[str, Any]:
                     and len(pending) < cfg.workers
                     and budget > 0
                     and next_attempt < cfg.max_attempts
+                    and not (kept == 0 and len(done) >= cfg.give_up_after)
                 ):
                     if next_attempt in done:
                         next_attempt += 1
@@ -566,6 +574,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--demos-per-task", type=int, default=50)
     p.add_argument("--max-attempts", type=int, default=None, help="per task (default: 3 x demos)")
     p.add_argument("--max-episodes", type=int, default=None, help="stop this run after N attempts")
+    p.add_argument("--give-up-after", type=int, default=20, help="drop a task whose first N attempts failed")
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--cameras", default=",".join(DEFAULT_CAMERAS), help="comma-separated camera names")
     p.add_argument("--depth", action="store_true", help="also store metric depth and camera matrices")
@@ -587,6 +596,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             demos_per_task=a.demos_per_task,
             max_attempts=a.max_attempts,
             max_episodes=a.max_episodes,
+            give_up_after=a.give_up_after,
             image_size=a.image_size,
             cameras=[c.strip() for c in a.cameras.split(",") if c.strip()],
             depth=a.depth,

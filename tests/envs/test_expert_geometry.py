@@ -142,3 +142,18 @@ def test_unsupported_goals_are_named(goal, match):
 
 def test_goal_predicate_prints_like_bddl():
     assert str(GoalPredicate("in", ("a_1", "b_1_contain_region"))) == "(In a_1 b_1_contain_region)"
+
+
+def test_conjunctions_become_one_place_goal_per_object_in_order():
+    from flowvla.envs.experts.predicates import place_goals
+
+    env = _fake_env(
+        [["in", "alphabet_soup_1", "basket_1_contain_region"], ["on", "akita_black_bowl_1", "plate_1"]]
+    )
+    goals = place_goals(env)
+    assert [(g.obj, g.relation, g.target) for g in goals] == [
+        ("alphabet_soup_1", "in", "basket_1_contain_region"),
+        ("akita_black_bowl_1", "on", "plate_1"),
+    ]
+    with pytest.raises(UnsupportedGoalError, match=r"\(Turnon flat_stove_1\)"):
+        place_goals(_fake_env([["on", "akita_black_bowl_1", "plate_1"], ["turnon", "flat_stove_1"]]))
