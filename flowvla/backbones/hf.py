@@ -270,7 +270,9 @@ class HFVisionLanguageBackbone(VisionLanguageBackbone):
         if processor is None:
             try:
                 processor = AutoProcessor.from_pretrained(name_or_path, **hub)
-            except (OSError, ValueError, TypeError, KeyError):
+            except (OSError, ValueError, TypeError, KeyError, ImportError):
+                # No processor files, or a processor needing extras (torchvision for video): the
+                # tokenizer is all the prompts need; pixels use the saved or loaded statistics.
                 processor = AutoTokenizer.from_pretrained(name_or_path, **hub)
         _, image_processor = _split_processor(processor, settings.get("image_processor"))
         if image_processor is None and settings.get("image_mean") is None:
