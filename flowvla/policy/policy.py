@@ -46,6 +46,7 @@ from flowvla.typing import Float, Tensor, typechecked
 __all__ = ["PolicyLosses", "VLAPolicy", "chunk_differences_penalty"]
 
 CONFIG_FILE, WEIGHTS_FILE, STATS_FILE = "config.json", "model.safetensors", "stats.json"
+TRAINER_STATE_FILE = "trainer_state.pt"
 SYNONYM_KEY, OPPOSITE_KEY = "instruction_synonym", "instruction_opposite"
 
 
@@ -383,11 +384,15 @@ class VLAPolicy(nn.Module):
 
     # ---- persistence ----------------------------------------------------------------------------
 
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+    def save_pretrained(
+        self, directory: str | os.PathLike, *, trainer_state: Mapping[str, Any] | None = None
+    ) -> Path:
         """Write ``config.json``, ``model.safetensors``, ``stats.json`` and the tokenizer to ``directory``.
 
         Written to a temporary sibling first and swapped in by renames, so an interrupted save never
-        leaves a half-written policy where a complete one was.
+        leaves a half-written policy where a complete one was. ``trainer_state`` (optimizer, step,
+        RNG states) is saved in the same directory (``trainer_state.pt``), so weights and training
+        state always come from the same step.
         """
         from safetensors.torch import save_model
 
@@ -400,6 +405,8 @@ class VLAPolicy(nn.Module):
         if self.stats:
             save_stats(self.stats, tmp / STATS_FILE)
         self.backbone.save_tokenizer(tmp)
+        if trainer_state is not None:
+            torch.save(dict(trainer_state), tmp / TRAINER_STATE_FILE)
         old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
         if directory.exists():
             directory.rename(old)
