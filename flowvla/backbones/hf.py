@@ -14,10 +14,12 @@ VLM (``model.model``, no LM head) with:
   Padding positions are zeroed (they hold no information, and garbage there must not leak into
   downstream masked attention as NaN * 0);
 - **a visual hook** as a forward pre-hook on the family's projector (installed for the call only):
-  the vision tower's patch tokens ``[B * V, N, Dv]`` are regrouped to ``[B, V * N, Dv]`` (view, patch
-  row, patch column), passed through the hook, and put back before the projection;
-- **positions counted from the attention mask** where the family numbers them itself, so left
-  padding does not shift a sample's positions (results are padding-invariant up to float rounding).
+  the projector's input (e.g. ``[B * V, N, Dv]``, or Qwen's windows of merge units) is regrouped to
+  ``[B, V * N, Dv]`` (view, patch row, patch column; a CLS token kept aside), passed through the
+  hook, and put back in the projector's order before the projection;
+- **positions over the real tokens only** (counted from the attention mask, or the model's own
+  M-RoPE for Qwen), so left padding does not shift a sample's positions: results are
+  padding-invariant up to float rounding.
 
 Legend: ``B`` batch, ``V`` views, ``N`` patches per view, ``T`` tokens, ``D`` LM width, ``Dv``
 visual width.
