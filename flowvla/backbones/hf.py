@@ -45,6 +45,8 @@ __all__ = ["HFVisionLanguageBackbone"]
 
 #: Wrapper settings saved next to the model by :meth:`HFVisionLanguageBackbone.save_pretrained`.
 SETTINGS_FILE = "flowvla_backbone.json"
+#: Where :meth:`HFVisionLanguageBackbone.save_tokenizer` writes (the policy's checkpoint layout).
+TOKENIZER_DIR = "tokenizer"
 _PADDING_SIDES = ("left", "right")
 # from_pretrained keyword arguments that also apply to loading the tokenizer / image processor.
 _HUB_KWARGS = ("revision", "cache_dir", "local_files_only", "token", "trust_remote_code", "subfolder")
@@ -282,6 +284,52 @@ class HFVisionLanguageBackbone(VisionLanguageBackbone):
         settings["image_processor"] = image_processor
         return cls(model, processor, **settings)
 
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "prompt_template": self.prompt_template,
+            "padding_side": self.padding_side,
+            "image_size": list(self.image_size),
+            "final_norm": self.final_norm,
+            "image_mean": self.pixel_mean.flatten().tolist(),
+            "image_std": self.pixel_std.flatten().tolist(),
+        }
+
+    def spec(self) -> dict[str, Any]:
+        """A JSON-serialisable description of the architecture and settings (weights saved separately).
+
+        ``kind`` is ``"hf"``; the (possibly truncated) model config is stored whole, so
+        :meth:`from_spec` rebuilds the same modules without the hub.
+        """
+        return {"kind": "hf", "model_config": self.model.config.to_dict(), **self._settings()}
+
+    def save_tokenizer(self, directory: str | os.PathLike) -> None:
+        """Write the tokenizer files under ``directory/tokenizer`` (read back by :meth:`from_spec`).
+
+        Args:
+            directory: the checkpoint directory.
+        """
+        self.tokenizer.save_pretrained(os.path.join(os.fspath(directory), TOKENIZER_DIR))
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], directory: str | os.PathLike) -> HFVisionLanguageBackbone:
+        """Rebuild the architecture described by :meth:`spec` (random weights; load a state dict after)
+        with the tokenizer saved in ``directory`` by :meth:`save_tokenizer`.
+
+        Args:
+            spec: the output of :meth:`spec`.
+            directory: the checkpoint directory holding ``tokenizer/``.
+        """
+        from transformers import AutoConfig, AutoModelForImageTextToText, AutoTokenizer
+
+        spec = dict(spec)
+        if spec.pop("kind", "hf") != "hf":
+            raise ValueError("spec: not an HFVisionLanguageBackbone spec (kind must be 'hf')")
+        model_config = dict(spec.pop("model_config"))
+        config = AutoConfig.for_model(model_config.pop("model_type"), **model_config)
+        tokenizer = AutoTokenizer.from_pretrained(os.path.join(os.fspath(directory), TOKENIZER_DIR))
+        model = AutoModelForImageTextToText.from_config(config)
+        return cls(model, tokenizer, **spec)
+
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Save the (possibly truncated) model, tokenizer, image processor and wrapper settings.
 
@@ -293,16 +341,8 @@ class HFVisionLanguageBackbone(VisionLanguageBackbone):
         self.tokenizer.save_pretrained(directory)
         if self.image_processor is not None:
             self.image_processor.save_pretrained(directory)
-        settings = {
-            "prompt_template": self.prompt_template,
-            "padding_side": self.padding_side,
-            "image_size": list(self.image_size),
-            "final_norm": self.final_norm,
-            "image_mean": self.pixel_mean.flatten().tolist(),
-            "image_std": self.pixel_std.flatten().tolist(),
-        }
         with open(os.path.join(directory, SETTINGS_FILE), "w") as f:
-            json.dump(settings, f, indent=2)
+            json.dump(self._settings(), f, indent=2)
 
     # -- parts -------------------------------------------------------------------------------------
 
