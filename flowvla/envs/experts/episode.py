@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from flowvla.envs.libero import DUMMY_ACTION
+from flowvla.typing import Float, typechecked
 
 __all__ = ["Expert", "ExpertEpisode", "run_expert_episode"]
 
@@ -57,10 +58,11 @@ class ExpertEpisode:
     seconds: float
 
 
+@typechecked
 def run_expert_episode(
     env: Any,
     expert: Any,
-    init_state: np.ndarray | int | None = None,
+    init_state: Float[np.ndarray, " D"] | int | None = None,
     *,
     seed: int | None = None,
     max_steps: int | None = None,

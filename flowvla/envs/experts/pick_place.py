@@ -61,8 +61,10 @@ class ExpertConfig:
         hover: height of the approach waypoint above the grasp.
         clearance: gap kept between the carried object and anything it passes over.
         place_gap: height above its support at which the object is let go.
-        fast: speed limit in free space; slow: near objects.
-        pos_tol, rot_tol: waypoint tolerances (m, rad).
+        fast: speed limit in free space.
+        slow: speed limit near objects.
+        pos_tol: waypoint position tolerance (m).
+        rot_tol: waypoint orientation tolerance (rad).
         max_retries: fresh grasp attempts after a miss or slip.
         phase_timeout: steps after which a phase gives up (and retries or moves on).
     """
