@@ -25,6 +25,7 @@ PUBLIC_MODULES = [
     "flowvla.envs.cameras",
     "flowvla.backbones",
     "flowvla.backbones.composed",
+    "flowvla.backbones.hf",
     "flowvla.policy",
 ]
 

@@ -1,5 +1,21 @@
-"""VLM backbones: images + instructions -> every hidden layer, with a hook for 2D-3D fusion."""
+"""VLM backbones: images + instructions -> every hidden layer, with a hook for 2D-3D fusion.
+
+``ComposedBackbone`` (vision encoder + projector + causal LM) and ``HFVisionLanguageBackbone``
+(a wrapped ``transformers`` VLM) import ``transformers`` only when built.
+"""
 
 from flowvla.backbones.base import BackboneOutput, VisionLanguageBackbone, VisualHook, images_to_float
+from flowvla.backbones.composed import ComposedBackbone
+from flowvla.backbones.hf import HFVisionLanguageBackbone
+from flowvla.backbones.hf_adapters import ADAPTERS, HFAdapter
 
-__all__ = ["BackboneOutput", "VisionLanguageBackbone", "VisualHook", "images_to_float"]
+__all__ = [
+    "ADAPTERS",
+    "BackboneOutput",
+    "ComposedBackbone",
+    "HFAdapter",
+    "HFVisionLanguageBackbone",
+    "VisionLanguageBackbone",
+    "VisualHook",
+    "images_to_float",
+]

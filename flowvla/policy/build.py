@@ -40,7 +40,14 @@ def _composed_loader(spec: dict[str, Any], directory: str | os.PathLike) -> Visi
     return ComposedBackbone.from_spec(spec, directory)
 
 
+def _hf_loader(spec: dict[str, Any], directory: str | os.PathLike) -> VisionLanguageBackbone:
+    from flowvla.backbones.hf import HFVisionLanguageBackbone
+
+    return HFVisionLanguageBackbone.from_spec(spec, directory)
+
+
 register_backbone("composed", _composed_loader)
+register_backbone("hf", _hf_loader)
 
 
 def build_router(cfg: RouterConfig, num_layers: int, num_blocks: int, width: int) -> LayerRouter:
