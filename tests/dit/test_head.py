@@ -45,9 +45,16 @@ def _inputs(head, b, t, lead=(), seed=0, valid=None):
     return x, tt, ctx, mask, state
 
 
-@given(opts=head_options, b=st.integers(1, 3), t=st.integers(1, 6), lead=st.sampled_from([(), (2,), (2, 3)]))
-def test_velocity_has_the_input_shape_and_is_deterministic(opts, b, t, lead):
-    head = _build(opts)
+@given(
+    opts=head_options,
+    b=st.integers(1, 3),
+    t=st.integers(1, 6),
+    lead=st.sampled_from([(), (2,), (2, 3)]),
+    horizon=st.integers(1, 9),
+    action_dim=st.integers(1, 8),
+)
+def test_velocity_has_the_input_shape_and_is_deterministic(opts, b, t, lead, horizon, action_dim):
+    head = _build(opts, action_dim=action_dim, horizon=horizon)
     x, tt, ctx, mask, state = _inputs(head, b, t, lead)
     v1 = head(x, tt, ctx, mask, state)
     v2 = head(x, tt, ctx, mask, state)
