@@ -71,24 +71,21 @@ def _substitute(text: str, table: Mapping[str, str]) -> str:
     return pattern.sub(lambda m: table[m.group(0).lower()], text)
 
 
+def _rewrite(instruction: str, table: Mapping[str, str], what: str) -> str:
+    out = _substitute(instruction, table)
+    if out == instruction:
+        raise ValueError(f"instruction: no {what} rule applies to {instruction!r}; pass them explicitly")
+    return out
+
+
 def paraphrase(instruction: str) -> str:
     """A same-meaning rewording from :data:`SYNONYMS`; raises ``ValueError`` if no phrase applies."""
-    out = _substitute(instruction, SYNONYMS)
-    if out == instruction:
-        raise ValueError(
-            f"instruction: no paraphrase rule applies to {instruction!r}; pass synonyms explicitly"
-        )
-    return out
+    return _rewrite(instruction, SYNONYMS, "paraphrase")
 
 
 def opposite(instruction: str) -> str:
     """An instruction asking for the opposite, from :data:`OPPOSITES`; ``ValueError`` if none applies."""
-    out = _substitute(instruction, OPPOSITES)
-    if out == instruction:
-        raise ValueError(
-            f"instruction: no opposite rule applies to {instruction!r}; pass opposites explicitly"
-        )
-    return out
+    return _rewrite(instruction, OPPOSITES, "opposite")
 
 
 def _other_images(batch: Mapping[str, Any]) -> dict[str, Any]:
