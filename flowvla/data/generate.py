@@ -334,6 +334,8 @@ def _run_attempt(cfg: GenerateConfig, suite: str, task: int, attempt: int) -> di
     )
     t1 = time.perf_counter()
     rec.update(success=ep.success, steps=ep.steps, retries=ep.retries, phases=ep.phases, time_plan=t1 - t0)
+    if not ep.stable:
+        rec["reason"] = f"unstable layout: an object moved {100 * ep.settle_drift:.0f} cm while settling"
     if ep.success:
         path = _task_dir(cfg, suite, env.task.name) / f"attempt_{attempt:06d}.hdf5"
         write_demo(
@@ -403,7 +405,8 @@ def _task_summary(
         "expert_successes": k,
         "expert_success_rate": k / n if n else float("nan"),
         "expert_success_ci95": [lo, hi],
-        "overlapping_layouts_skipped": len(rows) - n,
+        "layouts_skipped": len(rows) - n,
+        "layouts_skipped_why": sorted({r["reason"].split(":")[0] for r in rows if "reason" in r}),
         "mean_steps_kept": float(np.mean([r["steps"] for r in kept])) if kept else float("nan"),
         "seconds_total": seconds,
         "seconds_per_kept_demo": seconds / len(kept) if kept else float("nan"),
@@ -433,13 +436,13 @@ def _finish_task(
 
 def _check_task(suite: str, index: int) -> tuple[Any, str | None, str]:
     """(task, why it is unsupported or None, goal text), from a physics-only build of the task."""
-    from flowvla.envs.experts import UnsupportedGoalError, goal_predicates, place_goal
+    from flowvla.envs.experts import UnsupportedGoalError, goal_predicates, place_goals
 
     env = LiberoEnv(suite, index, render=False)
     try:
         goal = " ".join(str(p) for p in goal_predicates(env))
         try:
-            place_goal(env)
+            place_goals(env)
             return env.task, None, goal
         except UnsupportedGoalError as e:
             return env.task, str(e), goal

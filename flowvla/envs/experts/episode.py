@@ -46,6 +46,9 @@ class ExpertEpisode:
         retries: fresh grasp attempts the expert needed.
         phases: the expert's phase sequence (for diagnosis).
         seconds: wall time of the episode (reset and settling included).
+        settle_drift: the largest horizontal distance (m) a movable object travelled while settling.
+        stable: the layout held still while settling; an unstable one (an object sampled half off
+            the table falls) is not an expert failure and is not run.
     """
 
     init_state: np.ndarray
@@ -56,6 +59,8 @@ class ExpertEpisode:
     retries: int
     phases: list[str]
     seconds: float
+    settle_drift: float = 0.0
+    stable: bool = True
 
 
 @typechecked
@@ -68,6 +73,7 @@ def run_expert_episode(
     max_steps: int | None = None,
     settle_steps: int = 10,
     linger_steps: int = 0,
+    max_settle_drift: float = 0.1,
 ) -> ExpertEpisode:
     """Reset ``env``, let ``expert`` act until success (or the step limit), and record it.
 
@@ -82,13 +88,39 @@ def run_expert_episode(
         settle_steps: dummy steps after the reset, not recorded (LIBERO evaluations use 10).
         linger_steps: extra steps recorded after success while the expert keeps acting (0: stop at
             the first successful step, as LIBERO's own demonstrations do).
+        max_settle_drift: a layout in which an object slides farther than this (m, horizontally) or
+            falls more than 15 cm while settling is returned unrun, with ``stable=False``.
     """
     t0 = time.perf_counter()
     limit = max_steps or env.max_steps
     if init_state is None:
         # Draw the fresh layout first, then start from it exactly as an evaluation would.
         init_state = env.reset(seed=seed)
-    s0 = env.reset(init_state=init_state, seed=seed, settle_steps=settle_steps)
+    s0 = env.reset(init_state=init_state, seed=seed)
+    raw = env.raw.env
+    ids = [raw.obj_body_id[n] for n in raw.objects_dict]
+    before = np.array(env.sim.data.body_xpos[ids])
+    for _ in range(settle_steps):
+        env.step(DUMMY_ACTION)
+    env.steps = 0  # settling is not part of the episode, as in LiberoEnv.reset(settle_steps=...)
+    moved = np.array(env.sim.data.body_xpos[ids]) - before
+    # Objects are spawned above their support and drop up to ~7 cm, sliding a few cm: only a long
+    # slide or a fall deeper than any such drop (off the table) marks a layout that does not hold.
+    drift = float(np.linalg.norm(moved[:, :2], axis=1).max())
+    if drift > max_settle_drift or float(-moved[:, 2].min()) > 0.15:
+        d = len(s0)
+        return ExpertEpisode(
+            init_state=np.asarray(s0),
+            actions=np.zeros((0, 7)),
+            states=np.zeros((0, d)),
+            success=False,
+            steps=0,
+            retries=0,
+            phases=[],
+            seconds=time.perf_counter() - t0,
+            settle_drift=drift,
+            stable=False,
+        )
     expert.reset()
     actions, states = [], []
     success, extra = False, 0
@@ -112,4 +144,5 @@ def run_expert_episode(
         retries=int(getattr(expert, "retries", 0)),
         phases=list(getattr(expert, "history", [])),
         seconds=time.perf_counter() - t0,
+        settle_drift=drift,
     )

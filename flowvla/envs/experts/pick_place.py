@@ -144,6 +144,10 @@ class PickPlaceExpert:
         self._start_phase("approach")
         self.grasp = self.plan_grasp()
 
+    def _replan(self) -> None:
+        self.grasp = self.plan_grasp()
+        self._start_phase("approach")
+
     def _start_phase(self, phase: str) -> None:
         self.phase = phase
         self.phase_steps = 0
@@ -191,6 +195,7 @@ class PickPlaceExpert:
                 candidates.append((cost, Grasp(pos, float(yaw), "rim")))
         cost, best = min(candidates, key=lambda c: c[0])
         yaw = closest_equivalent_yaw(best.yaw, current)
+        self._planned_at = sc.body_pos(self.goal.obj)
         return Grasp(best.position, yaw, best.kind)
 
     def _grasp_cost(
@@ -288,6 +293,13 @@ class PickPlaceExpert:
         timed_out = self.phase_steps > cfg.phase_timeout
         open_, close = -1.0, 1.0
         hover = g.position + np.array([0.0, 0.0, cfg.hover])
+        if self.phase == "approach" and (
+            float(np.linalg.norm(sc.body_pos(self.goal.obj) - self._planned_at)) > 0.02
+        ):
+            # The object moved before it was grasped (nudged, or still settling): plan again.
+            self._replan()
+            g = self.grasp
+            hover = g.position + np.array([0.0, 0.0, cfg.hover])
         if self.phase == "approach":
             hover[2] = max(hover[2], sc.shape(self.goal.obj).high[2] + 0.05)
             if self._at(hover, g.yaw, tol=0.015) or timed_out:
