@@ -63,3 +63,12 @@ def test_goals_are_read_from_bddl_and_unsupported_ones_named():
         assert [str(p) for p in goal_predicates(env)] == ["(Open wooden_cabinet_1_middle_region)"]
         with pytest.raises(UnsupportedGoalError, match=r"\(Open wooden_cabinet_1_middle_region\)"):
             PickPlaceExpert(env)
+
+
+def test_a_layout_whose_object_falls_off_the_table_is_skipped_not_failed():
+    from flowvla.data.generate import attempt_seed
+
+    # LIBERO's region sampler put the bowl of this attempt over the table edge; it falls ~0.6 m.
+    with LiberoEnv("libero_spatial", 0, render=False) as env:
+        ep = run_expert_episode(env, make_expert(env), seed=attempt_seed(0, "libero_spatial", 0, 10))
+        assert not ep.stable and ep.settle_drift > 0.1 and ep.steps == 0 and not ep.success
