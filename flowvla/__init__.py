@@ -1,12 +1,15 @@
 """flowvla: composable, typed PyTorch modules for flow-matching vision-language-action policies.
 
 The flow-matching core, the action head, the layer routers, the 2D-3D fusions and geometry
-encoders are re-exported here; components with optional dependencies (``flowvla.envs``,
-``flowvla.data``, ``flowvla.processing``) are imported by their module path.
+encoders, the backbones, the policy and its diagnostics are re-exported here; components with
+optional dependencies (``flowvla.envs``, ``flowvla.data``, ``flowvla.processing``) are imported by
+their module path (backbones import ``transformers`` only when built).
 """
 
 __version__ = "0.1.0.dev0"
 
+from flowvla.backbones import ComposedBackbone, HFVisionLanguageBackbone, VisionLanguageBackbone
+from flowvla.diagnostics import sensitivity_report
 from flowvla.dit import ContextCache, FlowActionHead
 from flowvla.flow import (
     BetaTimeSampler,
@@ -33,6 +36,7 @@ from flowvla.geometry import (
     PatchGrid,
     point_map_from_depth,
 )
+from flowvla.policy import PolicyConfig, VLAPolicy
 from flowvla.routing import (
     FixedLayerRouter,
     LayerRouter,
@@ -55,6 +59,7 @@ from flowvla.typing import set_typecheck
 
 __all__ = [
     "BetaTimeSampler",
+    "ComposedBackbone",
     "ContextCache",
     "DenseFeatureEncoder",
     "FittedGrid",
@@ -66,12 +71,14 @@ __all__ = [
     "Fusion",
     "GaussianMixtureFlow",
     "GlobalBroadcastFusion",
+    "HFVisionLanguageBackbone",
     "LayerRouter",
     "LinearPath",
     "LogitNormalTimeSampler",
     "MLPPositionEncoder",
     "ODESolution",
     "PatchGrid",
+    "PolicyConfig",
     "RegionCrossAttentionFusion",
     "RoutedContexts",
     "SampleGatedRouter",
@@ -80,6 +87,8 @@ __all__ = [
     "TokenAlignedFusion",
     "TopKRouter",
     "UniformTimeSampler",
+    "VLAPolicy",
+    "VisionLanguageBackbone",
     "__version__",
     "available_solvers",
     "create_fusion",
@@ -89,6 +98,7 @@ __all__ = [
     "integrate",
     "make_grid",
     "point_map_from_depth",
+    "sensitivity_report",
     "set_typecheck",
     "to_reverse_time_field",
 ]
