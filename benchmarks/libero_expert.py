@@ -64,6 +64,8 @@ def bench_task(suite: str, task: int, states: int, render: int, size: int, seed:
                 render_s.append(time.perf_counter() - t1)
     env.close()
     k, n = int(sum(ok)), len(ok)
+    if n == 0:
+        return {**row, "supported": True, "states": 0, "unstable_layouts_skipped": unstable}
     lo, hi = wilson_interval(k, n)
     kept_steps = [st for st, o in zip(steps, ok, strict=True) if o]
     plan_per_kept = sum(plan_s) / k if k else float("nan")
@@ -113,7 +115,12 @@ def main() -> None:
         for t in tasks:
             r = bench_task(suite, t, a.states, a.render, a.image_size, a.seed)
             rows.append(r)
-            if r["supported"]:
+            if r["supported"] and r["states"] == 0:
+                print(
+                    f"{suite:15s} {t:2d}  no stable layout in {r['unstable_layouts_skipped']} tries",
+                    flush=True,
+                )
+            elif r["supported"]:
                 spk = f"{r['s_per_kept_demo']:.1f}" if r["s_per_kept_demo"] else "-"
                 print(
                     f"{suite:15s} {t:2d}  {r['successes']:2d}/{r['states']:<2d}  "

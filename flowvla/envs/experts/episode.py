@@ -88,8 +88,8 @@ def run_expert_episode(
         settle_steps: dummy steps after the reset, not recorded (LIBERO evaluations use 10).
         linger_steps: extra steps recorded after success while the expert keeps acting (0: stop at
             the first successful step, as LIBERO's own demonstrations do).
-        max_settle_drift: a layout in which an object slides farther than this (m, horizontally) or
-            falls more than 15 cm while settling is returned unrun, with ``stable=False``.
+        max_settle_drift: a layout in which an object slides farther than this (m, horizontally)
+            while settling is returned unrun, with ``stable=False``.
     """
     t0 = time.perf_counter()
     limit = max_steps or env.max_steps
@@ -104,10 +104,11 @@ def run_expert_episode(
         env.step(DUMMY_ACTION)
     env.steps = 0  # settling is not part of the episode, as in LiberoEnv.reset(settle_steps=...)
     moved = np.array(env.sim.data.body_xpos[ids]) - before
-    # Objects are spawned above their support and drop up to ~7 cm, sliding a few cm: only a long
-    # slide or a fall deeper than any such drop (off the table) marks a layout that does not hold.
+    # Objects are spawned above their support and drop onto it (16 cm for a bowl stacked on a box),
+    # sliding a few cm: only a long sideways slide (off the table edge) marks a layout that does not
+    # hold.
     drift = float(np.linalg.norm(moved[:, :2], axis=1).max())
-    if drift > max_settle_drift or float(-moved[:, 2].min()) > 0.15:
+    if drift > max_settle_drift:
         d = len(s0)
         return ExpertEpisode(
             init_state=np.asarray(s0),
