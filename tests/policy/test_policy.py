@@ -1,6 +1,7 @@
 """The policy's contract: every module swap trains and predicts, determinism, save/load, bad inputs."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -221,3 +222,27 @@ def test_context_cache_does_not_change_the_actions():
     b, _ = policy.predict_action(batch, seed=0, solver="midpoint", steps=3, use_context_cache=False)
     torch.testing.assert_close(a, b)
     assert info["timings_s"]["geometry_and_fusion"] > 0
+
+
+def test_push_to_hub_uploads_a_complete_saved_policy(monkeypatch):
+    """No network here: a stand-in for huggingface_hub.HfApi records what would be uploaded."""
+    hub = pytest.importorskip("huggingface_hub")
+    seen = {}
+
+    class RecordingApi:
+        def __init__(self, token=None):
+            seen["token"] = token
+
+        def create_repo(self, repo_id, private, exist_ok):
+            seen["repo"] = (repo_id, private, exist_ok)
+
+        def upload_folder(self, repo_id, folder_path):
+            seen["files"] = sorted(p.name for p in Path(folder_path).iterdir())
+            seen["loads"] = VLAPolicy.from_pretrained(folder_path).config
+
+    monkeypatch.setattr(hub, "HfApi", RecordingApi)
+    policy = tiny_policy()
+    assert policy.push_to_hub("me/policy", token="t") == "me/policy"
+    assert seen["repo"] == ("me/policy", True, True) and seen["token"] == "t"
+    assert {"config.json", "model.safetensors", "stats.json", "tokenizer"} <= set(seen["files"])
+    assert seen["loads"] == policy.config
