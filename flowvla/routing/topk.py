@@ -77,7 +77,10 @@ class TopKRouter(SampleGatedRouter):
         if self.training and self.noisy:
             logits = clean + torch.randn_like(clean) * F.softplus(noise_logits)
         top_values, top_index = logits.topk(self.k, dim=-1)
-        sparse = torch.zeros_like(logits).scatter(-1, top_index, torch.softmax(top_values, dim=-1))
+        # A chosen layer keeps a positive weight even when its softmax underflows (logit gaps > ~100):
+        # exactly k layers are routed, as promised.
+        chosen_weights = torch.softmax(top_values, dim=-1).clamp_min(torch.finfo(top_values.dtype).tiny)
+        sparse = torch.zeros_like(logits).scatter(-1, top_index, chosen_weights)
         weights = scatter_to_layers(sparse, self.layers, self.num_layers)
 
         m = len(self.layers)
