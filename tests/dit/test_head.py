@@ -85,7 +85,7 @@ def test_padded_context_tokens_do_not_change_the_velocity(opts, b, t, data):
         alone = head(
             x[i : i + 1], tt[i : i + 1], ctx[i : i + 1, :n], None, None if state is None else state[i : i + 1]
         )
-        torch.testing.assert_close(alone, v[i : i + 1], rtol=1e-4, atol=1e-4)  # same maths, other summation order
+        torch.testing.assert_close(alone, v[i : i + 1], rtol=1e-4, atol=1e-4)  # other summation order
 
 
 @given(opts=head_options, b=st.integers(1, 3), t=st.integers(1, 5))
@@ -268,7 +268,8 @@ def test_overfits_a_few_chunks_and_samples_them_back():
 def test_head_compiles_in_one_graph_and_matches_eager():
     """``torch.compile`` traces a cached evaluation without graph breaks (shape checks are skipped
     while compiling), so ``head.compile(mode="reduce-overhead")`` can remove launch overhead on GPUs."""
-    head = randomize_(tiny_head(depth=2, block_pattern="interleaved", state_dim=4, num_future_tokens=2)).eval()
+    head = tiny_head(depth=2, block_pattern="interleaved", state_dim=4, num_future_tokens=2)
+    head = randomize_(head).eval()
     x, tt, ctx, mask, state = _inputs(head, 2, 5, valid=[5, 3])
     with torch.no_grad():
         cache = head.encode_context(ctx, mask)
