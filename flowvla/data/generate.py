@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from flowvla.envs.libero import DEFAULT_CAMERAS, LIBERO_SUITES, LiberoEnv
-from flowvla.envs.rollout import _load_records, _Progress, wilson_interval
+from flowvla.envs.rollout import Progress, load_records, wilson_interval
 from flowvla.io import write_json_atomic
 from flowvla.typing import Float, typechecked
 
@@ -480,11 +480,11 @@ def generate(cfg: GenerateConfig) -> dict[str, Any]:
     logs: dict[tuple[str, int], dict[int, dict[str, Any]]] = {}
     for suite, task, _ in plan:
         path = _task_dir(cfg, suite, task.name) / "attempts.jsonl"
-        rows = _load_records(path)
+        rows = load_records(path)
         done = {a: r for a, r in _latest(rows).items() if _usable(cfg, suite, task.name, r)}
         logs[(suite, task.index)] = done
     remaining = sum(max(0, cfg.demos_per_task - sum(r["kept"] for r in d.values())) for d in logs.values())
-    progress = _Progress(remaining, cfg.progress, "demos")
+    progress = Progress(remaining, cfg.progress, "demos")
     budget = cfg.max_episodes if cfg.max_episodes is not None else float("inf")
 
     pool = None

@@ -2,7 +2,8 @@
 
 Nothing here imports LIBERO until an environment is built, so ``import flowvla.envs`` works without it.
 Modules: :mod:`~flowvla.envs.libero_setup` (offline install checks), :mod:`~flowvla.envs.libero`
-(the environment), :mod:`~flowvla.envs.rollout` (evaluation), :mod:`~flowvla.envs.cameras` (geometry),
+(the environment), :mod:`~flowvla.envs.rollout` (evaluation), :mod:`~flowvla.envs.experts` (a scripted
+pick-and-place expert reading the simulator's state), :mod:`~flowvla.envs.cameras` (geometry),
 :mod:`~flowvla.envs.video`.
 """
 
@@ -10,7 +11,16 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["LiberoEnv", "LiberoSetupError", "RolloutConfig", "evaluate", "prepare_libero"]
+__all__ = [
+    "LiberoEnv",
+    "LiberoSetupError",
+    "PickPlaceExpert",
+    "RolloutConfig",
+    "evaluate",
+    "make_expert",
+    "prepare_libero",
+    "run_expert_episode",
+]
 
 _LAZY = {
     "LiberoEnv": "flowvla.envs.libero",
@@ -18,6 +28,9 @@ _LAZY = {
     "prepare_libero": "flowvla.envs.libero_setup",
     "RolloutConfig": "flowvla.envs.rollout",
     "evaluate": "flowvla.envs.rollout",
+    "PickPlaceExpert": "flowvla.envs.experts",
+    "make_expert": "flowvla.envs.experts",
+    "run_expert_episode": "flowvla.envs.experts",
 }
 
 

@@ -40,9 +40,11 @@ __all__ = [
     "ConstantPolicy",
     "EpisodeRecord",
     "Policy",
+    "Progress",
     "RandomPolicy",
     "RolloutConfig",
     "evaluate",
+    "load_records",
     "run_episode",
     "summarize",
     "wilson_interval",
@@ -377,7 +379,7 @@ def summarize(records: Iterable[EpisodeRecord | dict[str, Any]]) -> dict[str, An
     return out
 
 
-def _load_records(path: Path) -> list[dict[str, Any]]:
+def load_records(path: Path) -> list[dict[str, Any]]:
     rows = []
     if path.exists():
         with open(path) as f:
@@ -391,7 +393,7 @@ def _load_records(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-class _Progress:
+class Progress:
     def __init__(self, total: int, enabled: bool, desc: str) -> None:
         self.bar = None
         self.total, self.n, self.ok, self.enabled = total, 0, 0, enabled
@@ -432,7 +434,7 @@ def evaluate(
         )
     out_dir = Path(cfg.out_dir) if cfg.out_dir else None
     rec_path = out_dir / "episodes.jsonl" if out_dir else None
-    done_rows = _load_records(rec_path) if rec_path else []
+    done_rows = load_records(rec_path) if rec_path else []
     done = {(r["suite"], r["task_index"], r["init_state"]) for r in done_rows}
     if rec_path is not None and done_rows:
         # Rewrite without any truncated tail so appends start on a clean line.
@@ -449,7 +451,7 @@ def evaluate(
         for r in done_rows
         if r["suite"] == cfg.suite and r["task_index"] in cfg.tasks and r["init_state"] in cfg.init_states
     ]
-    progress = _Progress(len(jobs), cfg.progress, f"{cfg.suite}")
+    progress = Progress(len(jobs), cfg.progress, f"{cfg.suite}")
 
     def finish(row: dict[str, Any]) -> None:
         rows.append(row)
