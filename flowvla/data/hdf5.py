@@ -44,6 +44,7 @@ __all__ = [
     "IMAGE_CONVENTIONS",
     "LiberoHDF5Reader",
     "LiberoHDF5Writer",
+    "instruction_from_bddl_file_name",
     "merge_hdf5",
     "to_upright",
 ]
@@ -85,6 +86,26 @@ def _decode_attr(v: Any) -> Any:
     return v
 
 
+def instruction_from_bddl_file_name(name: str) -> str:
+    """The instruction LIBERO's benchmark (and so every evaluation) shows for a task file.
+
+    LIBERO's benchmark derives a task's instruction from its BDDL file name, while the files'
+    ``problem_info`` holds the BDDL's own ``:language`` text; the two differ in 25 of the 40 standard
+    tasks ("pick the akita black bowl ..." vs "pick up the black bowl ..."). Training on one and
+    evaluating on the other is a silent distribution shift. The name drops its folder, ``.bddl`` and an
+    upper-case scene prefix (``KITCHEN_SCENE3_``) and joins the words with spaces.
+    """
+    stem = Path(name).name
+    if stem.endswith(".bddl"):
+        stem = stem[: -len(".bddl")]
+    words = stem.split("_")
+    while words and (words[0].isupper() or words[0][:5] == "SCENE"):
+        words = words[1:]
+    if not words:
+        raise ValueError(f"bddl_file_name: {name!r} holds no instruction words")
+    return " ".join(words)
+
+
 class LiberoHDF5Reader:
     """Random access to one LIBERO HDF5 file (one task's demonstrations).
 
@@ -95,7 +116,8 @@ class LiberoHDF5Reader:
             8-D layout of :mod:`flowvla.envs.libero` (eef pos, axis-angle, gripper qpos).
         image_convention: override the file's ``macros_image_convention`` attribute (files without
             it are taken as ``"opengl"``, like every official file).
-        instruction: override the instruction read from ``problem_info``.
+        instruction: override the instruction read from ``problem_info``, or ``"from_bddl_file_name"``
+            for the benchmark's wording (see :func:`instruction_from_bddl_file_name`).
 
     The file is opened lazily and reopened after a fork, so a reader can be handed to DataLoader
     workers.
@@ -127,6 +149,8 @@ class LiberoHDF5Reader:
         self.image_convention = conv
         self.problem_info: dict[str, Any] = json.loads(self.attrs.get("problem_info", "{}") or "{}")
         self.env_args: dict[str, Any] = json.loads(self.attrs.get("env_args", "{}") or "{}")
+        if instruction == "from_bddl_file_name":
+            instruction = instruction_from_bddl_file_name(str(self.attrs.get("bddl_file_name", "")))
         lang = instruction if instruction is not None else self.problem_info.get("language_instruction", "")
         if isinstance(lang, (list, tuple)):
             lang = " ".join(lang)

@@ -30,7 +30,7 @@ def trained(example, tmp_path_factory):
     write_official_hdf5(data / "a.hdf5", [12, 9], "put the bowl on the plate", h=16, w=16)
     write_official_hdf5(data / "b.hdf5", [10], "open the top drawer", h=16, w=16)
     args = ["train", "--data", str(data), "--out", str(root / "run"), "--backbone", "tiny", "--horizon", "4"]
-    args += ["--batch-size", "2", "--save-every", "2", "--threads", "1", "--steps"]
+    args += ["--batch-size", "2", "--save-every", "2", "--threads", "1", "--instruction", "file", "--steps"]
     example.main([*args, "3"])
     return root, args
 
