@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 from collections.abc import Iterator, Sequence
 
+import torch
 from torch import nn
 
 from flowvla.typing import Bool, Float, Int, Tensor, typechecked
@@ -35,9 +36,10 @@ def token_signatures(
 @typechecked
 def layer_rms(hidden_states: Sequence[Float[Tensor, "B T D"]], mask: Bool[Tensor, "B T"]) -> list[float]:
     """Root mean square of each layer's hidden states over valid tokens (one float per layer)."""
-    m = mask.unsqueeze(-1).to(hidden_states[0].dtype)
-    count = m.sum() * hidden_states[0].shape[-1]
-    return [float(((h.float() * m) ** 2).sum().div(count.clamp_min(1)).sqrt()) for h in hidden_states]
+    m = mask.unsqueeze(-1).float()
+    count = (m.sum() * hidden_states[0].shape[-1]).clamp_min(1)
+    # One host transfer for all layers (a GPU sync per layer would stall inference).
+    return torch.stack([((h.float() * m) ** 2).sum().div(count).sqrt() for h in hidden_states]).tolist()
 
 
 @contextlib.contextmanager
@@ -47,13 +49,14 @@ def record_block_stats(blocks: nn.ModuleList) -> Iterator[list[dict[str, float]]
     Yields a list that is filled when the context exits: one ``{"rms_out", "rms_update", "calls"}``
     per block.
     """
-    sums = [[0.0, 0.0, 0] for _ in blocks]
+    # Accumulated on the device and read once at exit: no host sync inside the solver loop.
+    sums: list[list] = [[0.0, 0.0, 0] for _ in blocks]
 
     def hook(index: int):
         def fn(module: nn.Module, args: tuple, output: Tensor) -> None:
             x = args[0]
-            sums[index][0] += float(output.float().pow(2).mean().sqrt())
-            sums[index][1] += float((output - x).float().pow(2).mean().sqrt())
+            sums[index][0] = sums[index][0] + output.detach().float().pow(2).mean().sqrt()
+            sums[index][1] = sums[index][1] + (output - x).detach().float().pow(2).mean().sqrt()
             sums[index][2] += 1
 
         return fn
@@ -67,4 +70,4 @@ def record_block_stats(blocks: nn.ModuleList) -> Iterator[list[dict[str, float]]
             handle.remove()
         for rms_out, rms_update, calls in sums:
             n = max(calls, 1)
-            stats.append({"rms_out": rms_out / n, "rms_update": rms_update / n, "calls": calls})
+            stats.append({"rms_out": float(rms_out) / n, "rms_update": float(rms_update) / n, "calls": calls})
