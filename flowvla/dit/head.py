@@ -359,6 +359,7 @@ class FlowActionHead(nn.Module):
         generator: torch.Generator | None = None,
         noise: Float[Tensor, "*R B H A"] | None = None,
         return_solution: bool = False,
+        use_cache: bool = True,
     ) -> Tensor | ODESolution:
         """Integrate the flow from Gaussian noise (``t = 0``) to action chunks (``t = 1``), without grad.
 
@@ -377,25 +378,26 @@ class FlowActionHead(nn.Module):
             generator: seeds the initial noise.
             noise: explicit initial noise (overrides ``generator``, ``num_samples``, ``horizon``).
             return_solution: return the full :class:`~flowvla.solvers.ODESolution` (NFE, ...).
+            use_cache: project the context once (default); ``False`` re-projects ``contexts`` at every
+                evaluation, as heads without a cache do (same result; for measuring the cache).
 
         Returns:
             Actions ``[B, H, A]`` (``[num_samples, B, H, A]``), or the solution.
         """
         with torch.no_grad():
             cache = self._resolve_cache(contexts, context_mask, cache)
+            if use_cache:
+                field, fn_kwargs = self, {"cache": cache, "state": state}
+            elif contexts is None:
+                raise ValueError("use_cache: False needs contexts (a cache cannot be re-projected)")
+            else:
+                field, fn_kwargs = (lambda x, t: self(x, t, contexts, context_mask, state)), {}
             if noise is None:
                 lead = (num_samples,) if num_samples is not None else ()
                 shape = (*lead, cache.batch_size, horizon or self.horizon, self.action_dim)
                 device = self.action_in.weight.device
                 noise = torch.randn(shape, generator=generator, device=device, dtype=torch.float32)
             solution = integrate(
-                self,
-                noise,
-                solver=solver,
-                steps=steps,
-                grid=grid,
-                grid_kwargs=grid_kwargs,
-                cache=cache,
-                state=state,
+                field, noise, solver=solver, steps=steps, grid=grid, grid_kwargs=grid_kwargs, **fn_kwargs
             )
         return solution if return_solution else solution.x

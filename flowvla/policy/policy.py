@@ -40,7 +40,6 @@ from flowvla.policy.checks import check_batch
 from flowvla.policy.config import PolicyConfig
 from flowvla.policy.debug import layer_rms, record_block_stats, token_signatures
 from flowvla.routing import RoutedContexts
-from flowvla.solvers import integrate
 from flowvla.typing import Float, Tensor, typechecked
 
 __all__ = ["PolicyLosses", "VLAPolicy", "chunk_differences_penalty"]
@@ -338,23 +337,16 @@ class VLAPolicy(nn.Module):
             solver, steps = solver or self.config.solver, steps or self.config.steps
             blocks = record_block_stats(self.head.blocks) if diagnostics else _NullRecorder()
             with blocks as block_stats:
-                if use_context_cache:
-                    cache = self.head.encode_context(enc.routed.contexts, enc.mask)
-                    solution = self.head.sample(
-                        cache=cache,
-                        state=state,
-                        solver=solver,
-                        steps=steps,
-                        generator=generator,
-                        return_solution=True,
-                    )
-                else:
-                    contexts, mask = enc.routed.contexts, enc.mask
-                    shape = (b, self.config.horizon, self.config.action_dim)
-                    noise = torch.randn(shape, generator=generator, device=device)
-                    solution = integrate(
-                        lambda x, t: self.head(x, t, contexts, mask, state), noise, solver=solver, steps=steps
-                    )
+                solution = self.head.sample(
+                    enc.routed.contexts,
+                    enc.mask,
+                    state,
+                    solver=solver,
+                    steps=steps,
+                    generator=generator,
+                    return_solution=True,
+                    use_cache=use_context_cache,
+                )
             timings["head"] = time.perf_counter() - t1
             actions = solution.x
             if "actions" in self._normalizers:

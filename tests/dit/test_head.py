@@ -276,3 +276,14 @@ def test_head_compiles_in_one_graph_and_matches_eager():
         eager = head(x, tt, state=state, cache=cache)
         compiled = torch.compile(head, fullgraph=True, dynamic=False)(x, tt, state=state, cache=cache)
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
+
+
+def test_sampling_without_the_cache_gives_the_same_chunks():
+    head = randomize_(tiny_head(depth=3, block_pattern="interleaved")).eval()
+    _, _, ctx, mask, _ = _inputs(head, 2, 5, valid=[5, 2])
+    draw = lambda use: head.sample(
+        ctx, mask, solver="midpoint", steps=3, generator=torch.Generator().manual_seed(0), use_cache=use
+    )
+    torch.testing.assert_close(draw(False), draw(True))
+    with pytest.raises(ValueError, match="use_cache"):
+        head.sample(cache=head.encode_context(ctx, mask), use_cache=False)
