@@ -43,16 +43,41 @@ from flowvla.io import atomic_path
 __all__ = [
     "IMAGE_CONVENTIONS",
     "LiberoHDF5Reader",
+    "check_image_convention",
     "LiberoHDF5Writer",
     "instruction_from_bddl_file_name",
     "merge_hdf5",
     "to_upright",
 ]
 
-#: How images are stored relative to the upright picture. ``opengl``: rows reversed (robosuite's raw
-#: renders, original LIBERO HDF5 files). ``opencv``: upright. ``opengl_rot180``: the raw render rotated
-#: by 180 degrees, i.e. upright mirrored left-right (the OpenVLA RLDS and LeRobot/openpi LIBERO ports).
-IMAGE_CONVENTIONS = ("opengl", "opencv", "opengl_rot180")
+#: How images are stored relative to the upright picture:
+#:
+#: - ``"opencv"``: upright, read as stored.
+#: - ``"opengl"``: rows reversed (robosuite's raw renders; the original LIBERO HDF5 files).
+#: - ``"upright_mirrored"``: upright but mirrored left-right. This is what rotating robosuite's raw
+#:   (bottom-up) render by 180 degrees gives, as the OpenVLA RLDS and the LeRobot/openpi LIBERO ports do.
+#: - ``"rotated_180"``: an upright picture rotated by 180 degrees (upside down and mirrored).
+IMAGE_CONVENTIONS = ("opencv", "opengl", "upright_mirrored", "rotated_180")
+#: Old names still accepted, with a warning: ``opengl_rot180`` read as "an OpenGL render rotated by
+#: 180 degrees", which is an upright mirrored image, not an upright image rotated by 180 degrees.
+_RENAMED_CONVENTIONS = {"opengl_rot180": "upright_mirrored"}
+
+
+def check_image_convention(convention: str, name: str = "image_convention") -> str:
+    """The canonical name of ``convention``; a clear error names the accepted ones."""
+    if convention in _RENAMED_CONVENTIONS:
+        import warnings
+
+        new = _RENAMED_CONVENTIONS[convention]
+        warnings.warn(
+            f"{name}={convention!r} is renamed {new!r} (an upright image mirrored left-right)",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        return new
+    if convention not in IMAGE_CONVENTIONS:
+        raise ValueError(f"{name}={convention!r} is not one of {IMAGE_CONVENTIONS}")
+    return convention
 
 
 def _demo_index(name: str) -> int:
@@ -64,13 +89,14 @@ def _demo_index(name: str) -> int:
 
 def to_upright(images: np.ndarray, convention: str) -> np.ndarray:
     """Images ``[..., H, W, C]`` stored in ``convention`` -> upright (a view, no copy)."""
+    convention = check_image_convention(convention, "convention")
     if convention == "opencv":
         return images
     if convention == "opengl":
         return images[..., ::-1, :, :]
-    if convention == "opengl_rot180":
+    if convention == "upright_mirrored":
         return images[..., :, ::-1, :]
-    raise ValueError(f"image convention {convention!r} is not one of {IMAGE_CONVENTIONS}")
+    return images[..., ::-1, ::-1, :]
 
 
 def _from_upright(images: np.ndarray, convention: str) -> np.ndarray:
@@ -144,9 +170,7 @@ class LiberoHDF5Reader:
         self.attrs: dict[str, Any] = {k: _decode_attr(v) for k, v in data.attrs.items()}
         self.demos: list[str] = sorted(data.keys(), key=_demo_index)
         conv = image_convention or self.attrs.get("macros_image_convention", "opengl")
-        if conv not in IMAGE_CONVENTIONS:
-            raise ValueError(f"image_convention={conv!r} is not one of {IMAGE_CONVENTIONS}")
-        self.image_convention = conv
+        self.image_convention = check_image_convention(conv)
         self.problem_info: dict[str, Any] = json.loads(self.attrs.get("problem_info", "{}") or "{}")
         self.env_args: dict[str, Any] = json.loads(self.attrs.get("env_args", "{}") or "{}")
         if instruction == "from_bddl_file_name":

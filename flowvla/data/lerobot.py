@@ -6,9 +6,11 @@ the views, either stored in the parquet rows (feature dtype ``image``: PNG/JPEG 
 (dtype ``video``; decoded with ``imageio-ffmpeg``, which includes AV1 and H.264 decoders). Needs
 ``pyarrow`` and ``Pillow``; videos also ``imageio`` + ``imageio-ffmpeg``.
 
-Image orientation: LIBERO ports on the hub derive from OpenVLA's RLDS conversion, whose images are
-the raw render rotated by 180 degrees (``"opengl_rot180"``, the default here). flowvla works with
-upright images, so they are un-rotated on read; pass ``image_convention`` for other datasets.
+Image orientation: images are read as stored (``image_convention="opencv"``, upright), which is right
+for what ``lerobot`` writes and for real-robot data. The LIBERO ports on the hub derive from OpenVLA's
+RLDS conversion, which rotates robosuite's bottom-up render by 180 degrees: an upright but mirrored
+picture. Read those with ``image_convention="upright_mirrored"``, or the policy sees every scene
+mirrored left-right.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from flowvla.data.hdf5 import IMAGE_CONVENTIONS, to_upright
+from flowvla.data.hdf5 import check_image_convention, to_upright
 
 __all__ = ["LeRobotSource"]
 
@@ -46,7 +48,8 @@ class LeRobotSource:
             ``info.json`` order).
         state_key: state feature (default: ``observation.state`` or ``state``).
         action_key: action feature (default: ``action`` or ``actions``).
-        image_convention: how the views are stored (see ``flowvla.data.hdf5.IMAGE_CONVENTIONS``).
+        image_convention: how the views are stored (see ``flowvla.data.hdf5.IMAGE_CONVENTIONS``):
+            ``"opencv"`` (default) reads them as stored; ``"upright_mirrored"`` for the LIBERO ports.
         cache_episodes: decoded episodes kept per view (images are decoded a whole episode at a time).
     """
 
@@ -56,7 +59,7 @@ class LeRobotSource:
         image_keys: list[str] | None = None,
         state_key: str | None = None,
         action_key: str | None = None,
-        image_convention: str = "opengl_rot180",
+        image_convention: str = "opencv",
         cache_episodes: int = 4,
     ) -> None:
         import pyarrow.parquet as pq
@@ -67,8 +70,7 @@ class LeRobotSource:
             raise FileNotFoundError(
                 f"root={str(self.root)!r}: no meta/info.json; not a LeRobot dataset folder"
             )
-        if image_convention not in IMAGE_CONVENTIONS:
-            raise ValueError(f"image_convention={image_convention!r} is not one of {IMAGE_CONVENTIONS}")
+        image_convention = check_image_convention(image_convention)
         self.info: dict[str, Any] = json.loads(info_path.read_text())
         self.version = str(self.info.get("codebase_version", "v2.0"))
         self.fps = float(self.info["fps"])

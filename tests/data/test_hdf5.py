@@ -157,10 +157,12 @@ def test_merge_refuses_mixed_tasks(tmp_path):
 
 def test_to_upright_conventions_are_involutions():
     img = upright_frames(0, 1)[0]
-    for conv in ("opengl", "opencv", "opengl_rot180"):
+    for conv in ("opengl", "opencv", "upright_mirrored", "rotated_180"):
         np.testing.assert_array_equal(to_upright(to_upright(img, conv), conv), img)
     # The OpenVLA/LeRobot ports store raw[::-1, ::-1]; raw is upright[::-1].
-    np.testing.assert_array_equal(to_upright(img[::-1][::-1, ::-1], "opengl_rot180"), img)
+    np.testing.assert_array_equal(to_upright(img[::-1][::-1, ::-1], "upright_mirrored"), img)
+    # An upright picture turned upside down.
+    np.testing.assert_array_equal(to_upright(img[::-1, ::-1], "rotated_180"), img)
     with pytest.raises(ValueError, match="convention"):
         to_upright(img, "sideways")
 
