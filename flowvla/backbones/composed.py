@@ -10,8 +10,9 @@ training from scratch), :meth:`ComposedBackbone.from_pretrained` (a vision check
 checkpoint, from the hub or local files) and :meth:`ComposedBackbone.from_spec` (rebuild a saved
 backbone's architecture, then load its weights).
 
-Vision encoders: any ``transformers`` vision model returning ``last_hidden_state`` (SigLIP, CLIP,
-DINOv2 ...), or a ``timm`` ViT (``forward_features``, ``num_prefix_tokens``, ``patch_embed``).
+Vision encoders: flowvla's :class:`~flowvla.backbones.conv.ConvEncoder` (a GroupNorm ResNet whose
+feature map is the patch grid), any ``transformers`` vision model returning ``last_hidden_state``
+(SigLIP, CLIP, DINOv2 ...), or a ``timm`` ViT (``forward_features``, ``num_prefix_tokens``, ``patch_embed``).
 Prefix tokens (CLS, registers) are dropped so the hook sees exactly the patch grid.
 """
 
@@ -26,6 +27,7 @@ import torch
 from torch import nn
 
 from flowvla.backbones.base import BackboneOutput, VisionLanguageBackbone, VisualHook, images_to_float
+from flowvla.backbones.conv import ConvEncoder
 from flowvla.geometry import PatchGrid
 from flowvla.processing import MultimodalProcessor, scatter_image_features
 from flowvla.typing import Float, Shaped, Tensor, typechecked
@@ -36,7 +38,9 @@ _TOKENIZER_DIR = "tokenizer"
 
 
 def _vision_geometry(vision: nn.Module) -> tuple[str, PatchGrid, int, int]:
-    """``(source, grid, width, prefix tokens)`` of a transformers or timm vision encoder."""
+    """``(source, grid, width, prefix tokens)`` of a flowvla, transformers or timm vision encoder."""
+    if isinstance(vision, ConvEncoder):
+        return "conv", vision.patch_grid, vision.num_features, 0
     if hasattr(vision, "forward_features") and hasattr(vision, "patch_embed"):  # timm ViT
         embed = vision.patch_embed
         grid = PatchGrid(tuple(embed.img_size), tuple(embed.patch_size))
@@ -125,6 +129,8 @@ class ComposedBackbone(VisionLanguageBackbone):
         x = x.to(next(self.vision.parameters()).dtype)
         if self.vision_source == "timm":
             tokens = self.vision.forward_features(x)
+        elif self.vision_source == "conv":
+            tokens = self.vision(x)
         else:
             tokens = self.vision(pixel_values=x).last_hidden_state
         return tokens[:, self.num_prefix_tokens :].reshape(b, v * self.patch_grid.num_patches, -1)
@@ -186,14 +192,16 @@ class ComposedBackbone(VisionLanguageBackbone):
         num_heads: int = 2,
         vocab_size: int = 320,
         lm_type: str = "llama",
+        vision: str = "vit",
+        conv_channels: Sequence[int] = (32, 64, 128, 256),
         seed: int = 0,
     ) -> ComposedBackbone:
-        """A random-init SigLIP-style ViT + ``lm_type`` decoder + a BPE tokenizer trained on ``texts``.
+        """A random-init vision encoder + ``lm_type`` decoder + a BPE tokenizer trained on ``texts``.
 
         Args:
             texts: instructions the tokenizer is trained on (any text still tokenises).
             image_size: square input size.
-            patch_size: ViT patch size.
+            patch_size: ViT patch size (``vision="vit"``).
             vision_dim: ViT width.
             vision_layers: ViT depth.
             lm_dim: LM width.
@@ -201,6 +209,9 @@ class ComposedBackbone(VisionLanguageBackbone):
             num_heads: attention heads of both.
             vocab_size: tokenizer / embedding size.
             lm_type: a ``transformers`` decoder type (``"llama"``, ``"qwen2"``, ``"gemma"`` ...).
+            vision: ``"vit"`` (a SigLIP-style ViT) or ``"conv"`` (a
+                :class:`~flowvla.backbones.conv.ConvEncoder`, patch size ``2 ** len(conv_channels)``).
+            conv_channels: the ConvEncoder's stage widths (``vision="conv"``).
             seed: initialisation seed.
         """
         from transformers import AutoConfig, AutoModel, SiglipVisionConfig, SiglipVisionModel
@@ -209,16 +220,22 @@ class ComposedBackbone(VisionLanguageBackbone):
 
         tokenizer = train_bpe_tokenizer(texts, vocab_size)
         torch.manual_seed(seed)
-        vision = SiglipVisionModel(
-            SiglipVisionConfig(
-                hidden_size=vision_dim,
-                intermediate_size=4 * vision_dim,
-                num_hidden_layers=vision_layers,
-                num_attention_heads=num_heads,
-                image_size=image_size,
-                patch_size=patch_size,
+        encoder: nn.Module
+        if vision == "conv":
+            encoder = ConvEncoder(image_size, conv_channels)
+        elif vision == "vit":
+            encoder = SiglipVisionModel(
+                SiglipVisionConfig(
+                    hidden_size=vision_dim,
+                    intermediate_size=4 * vision_dim,
+                    num_hidden_layers=vision_layers,
+                    num_attention_heads=num_heads,
+                    image_size=image_size,
+                    patch_size=patch_size,
+                )
             )
-        )
+        else:
+            raise ValueError(f"vision: choose 'vit' or 'conv', got {vision!r}")
         lm_config = AutoConfig.for_model(
             lm_type,
             vocab_size=len(tokenizer),
@@ -231,7 +248,7 @@ class ComposedBackbone(VisionLanguageBackbone):
             max_position_embeddings=1024,
             pad_token_id=tokenizer.pad_token_id,
         )
-        return cls(vision, AutoModel.from_config(lm_config), tokenizer)
+        return cls(encoder, AutoModel.from_config(lm_config), tokenizer)
 
     @classmethod
     def from_pretrained(
@@ -279,13 +296,18 @@ class ComposedBackbone(VisionLanguageBackbone):
 
     def spec(self) -> dict[str, Any]:
         """A JSON-serialisable description of the architecture (weights are saved separately)."""
-        if self.vision_source != "hf":
+        if self.vision_source == "timm":
             raise NotImplementedError(
                 "spec: saving a timm vision encoder's architecture is not supported yet"
             )
+        vision = (
+            {"model_type": "flowvla_conv", **self.vision.config}
+            if self.vision_source == "conv"
+            else self.vision.config.to_dict()
+        )
         return {
             "kind": "composed",
-            "vision_config": self.vision.config.to_dict(),
+            "vision_config": vision,
             "language_config": self.language_model.config.to_dict(),
             "image_mean": self.image_mean.flatten().tolist(),
             "image_std": self.image_std.flatten().tolist(),
@@ -306,9 +328,14 @@ class ComposedBackbone(VisionLanguageBackbone):
             d = dict(d)
             return AutoConfig.for_model(d.pop("model_type"), **d)
 
+        def vision(d: dict[str, Any]) -> nn.Module:
+            if d.get("model_type") == "flowvla_conv":
+                return ConvEncoder.from_config({k: v for k, v in d.items() if k != "model_type"})
+            return AutoModel.from_config(config(d))
+
         tokenizer = AutoTokenizer.from_pretrained(Path(directory) / _TOKENIZER_DIR)
         return cls(
-            AutoModel.from_config(config(spec["vision_config"])),
+            vision(spec["vision_config"]),
             AutoModel.from_config(config(spec["language_config"])),
             tokenizer,
             image_mean=spec["image_mean"],
