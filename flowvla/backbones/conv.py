@@ -15,6 +15,7 @@ Legend: ``B`` images, ``C`` channels, ``N`` grid cells, ``D`` output width.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -107,7 +108,7 @@ class ConvEncoder(nn.Module):
             nn.Conv2d(3, channels[0], 3, 2, 1, bias=False), _norm(channels[0], groups), nn.ReLU(inplace=True)
         )
         self.stages = nn.Sequential(
-            *(_ResidualStage(a, b, blocks, groups) for a, b in zip(channels[:-1], channels[1:], strict=True))
+            *(_ResidualStage(a, b, blocks, groups) for a, b in itertools.pairwise(channels))
         )
         self.pos_embed = nn.Parameter(torch.randn(self.patch_grid.num_patches, self.num_features) * 0.02)
 

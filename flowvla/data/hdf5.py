@@ -43,8 +43,8 @@ from flowvla.io import atomic_path
 __all__ = [
     "IMAGE_CONVENTIONS",
     "LiberoHDF5Reader",
-    "check_image_convention",
     "LiberoHDF5Writer",
+    "check_image_convention",
     "instruction_from_bddl_file_name",
     "merge_hdf5",
     "to_upright",
