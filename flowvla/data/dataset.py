@@ -70,17 +70,28 @@ class HDF5Source:
 
     Args:
         paths: HDF5 files; each is one task with its own instruction.
+        episodes_per_file: use only the first this-many demonstrations of each file (default: all),
+            e.g. to study success against the number of demonstrations per task.
         **reader_kwargs: passed to each :class:`~flowvla.data.hdf5.LiberoHDF5Reader`.
     """
 
-    def __init__(self, paths: Sequence[str | os.PathLike], **reader_kwargs: Any) -> None:
+    def __init__(
+        self,
+        paths: Sequence[str | os.PathLike],
+        episodes_per_file: int | None = None,
+        **reader_kwargs: Any,
+    ) -> None:
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
         if not paths:
             raise ValueError("paths is empty")
+        if episodes_per_file is not None and episodes_per_file < 1:
+            raise ValueError(f"episodes_per_file: must be >= 1, got {episodes_per_file}")
         self.readers = [LiberoHDF5Reader(p, **reader_kwargs) for p in paths]
         self._index: list[tuple[int, int]] = [
-            (r, i) for r, rd in enumerate(self.readers) for i in range(len(rd))
+            (r, i)
+            for r, rd in enumerate(self.readers)
+            for i in range(min(len(rd), episodes_per_file or len(rd)))
         ]
 
     def __len__(self) -> int:

@@ -45,6 +45,7 @@ __all__ = [
     "LiberoHDF5Reader",
     "LiberoHDF5Writer",
     "check_image_convention",
+    "find_demo_files",
     "instruction_from_bddl_file_name",
     "merge_hdf5",
     "to_upright",
@@ -130,6 +131,36 @@ def instruction_from_bddl_file_name(name: str) -> str:
     if not words:
         raise ValueError(f"bddl_file_name: {name!r} holds no instruction words")
     return " ".join(words)
+
+
+def find_demo_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """The LIBERO HDF5 files under ``paths`` (files or folders), each demonstration exactly once.
+
+    A folder written by the demonstration generator holds every task's merged dataset
+    ``<task>_demo.hdf5`` beside a folder ``<task>/`` of the per-attempt files it was merged from; the
+    attempt files are skipped wherever their merged file exists, so pointing at the generator's output
+    folder never counts a demonstration twice. Attempt files without a merged file (a generation still
+    under way) are used.
+
+    Raises:
+        FileNotFoundError: a path does not exist, or no ``.hdf5`` file was found.
+    """
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise FileNotFoundError(f"paths: {str(p)!r} does not exist")
+        if p.is_file():
+            files.append(p)
+            continue
+        for f in sorted(p.rglob("*.hdf5")):
+            merged = f.parent.with_name(f"{f.parent.name}_demo.hdf5")
+            if re.fullmatch(r"attempt_\d+\.hdf5", f.name) and merged.is_file():
+                continue
+            files.append(f)
+    unique = list(dict.fromkeys(f.resolve() for f in files))
+    if not unique:
+        raise FileNotFoundError(f"paths: no .hdf5 files under {[str(p) for p in paths]}")
+    return unique
 
 
 class LiberoHDF5Reader:

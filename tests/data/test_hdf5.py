@@ -173,3 +173,31 @@ def test_problem_info_is_json(tmp_path):
         w.add_demo(actions=np.zeros((1, 7)), obs={})
     with h5py.File(path) as f:
         assert json.loads(f["data"].attrs["problem_info"])["language_instruction"] == "go"
+
+
+def test_find_demo_files_reads_each_demonstration_once(tmp_path):
+    """A generator folder holds merged files beside their attempt files: only the merged ones count."""
+    from flowvla.data.hdf5 import find_demo_files
+
+    from .helpers import write_official_hdf5
+
+    suite = tmp_path / "gen" / "libero_object"
+    for task in ("pick_a", "pick_b"):
+        (suite / task).mkdir(parents=True)
+        for k in range(2):
+            write_official_hdf5(suite / task / f"attempt_{k:06d}.hdf5", [3])
+    write_official_hdf5(suite / "pick_a_demo.hdf5", [3, 3])  # pick_b is still being generated
+    found = find_demo_files([tmp_path / "gen"])
+    names = sorted(f"{f.parent.name}/{f.name}" for f in found)
+    assert names == [
+        "libero_object/pick_a_demo.hdf5",
+        "pick_b/attempt_000000.hdf5",
+        "pick_b/attempt_000001.hdf5",
+    ]
+    # The same file named twice (folder and file) is still read once.
+    assert len(find_demo_files([tmp_path / "gen", suite / "pick_a_demo.hdf5"])) == 3
+    with pytest.raises(FileNotFoundError, match="paths"):
+        find_demo_files([tmp_path / "nothing"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"no \.hdf5"):
+        find_demo_files([tmp_path / "empty"])
