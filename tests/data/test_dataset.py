@@ -227,6 +227,9 @@ def test_episodes_per_file_keeps_the_first_demos_of_each_file(tmp_path):
     assert [src.episode_length(e) for e in range(len(src))] == [5, 4, 3]
     with pytest.raises(ValueError, match="episodes_per_file"):
         HDF5Source(paths, episodes_per_file=0)
+    preloaded = HDF5Source(paths, episodes_per_file=2, preload=True)
+    for e, t in [(0, 0), (1, 3), (2, 2)]:
+        np.testing.assert_array_equal(preloaded.images(e, t), src.images(e, t))
 
 
 def test_bad_arguments():
