@@ -194,6 +194,7 @@ class ComposedBackbone(VisionLanguageBackbone):
         lm_type: str = "llama",
         vision: str = "vit",
         conv_channels: Sequence[int] = (32, 64, 128, 256),
+        conv_blocks: int = 1,
         seed: int = 0,
     ) -> ComposedBackbone:
         """A random-init vision encoder + ``lm_type`` decoder + a BPE tokenizer trained on ``texts``.
@@ -212,6 +213,7 @@ class ComposedBackbone(VisionLanguageBackbone):
             vision: ``"vit"`` (a SigLIP-style ViT) or ``"conv"`` (a
                 :class:`~flowvla.backbones.conv.ConvEncoder`, patch size ``2 ** len(conv_channels)``).
             conv_channels: the ConvEncoder's stage widths (``vision="conv"``).
+            conv_blocks: residual blocks per ConvEncoder stage (0: one plain convolution).
             seed: initialisation seed.
         """
         from transformers import AutoConfig, AutoModel, SiglipVisionConfig, SiglipVisionModel
@@ -222,7 +224,7 @@ class ComposedBackbone(VisionLanguageBackbone):
         torch.manual_seed(seed)
         encoder: nn.Module
         if vision == "conv":
-            encoder = ConvEncoder(image_size, conv_channels)
+            encoder = ConvEncoder(image_size, conv_channels, blocks=conv_blocks)
         elif vision == "vit":
             encoder = SiglipVisionModel(
                 SiglipVisionConfig(

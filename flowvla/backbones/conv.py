@@ -33,11 +33,18 @@ def _norm(channels: int, groups: int) -> nn.GroupNorm:
 
 
 class _ResidualStage(nn.Module):
-    """``blocks`` basic residual blocks; the first one strides by 2 and changes the width."""
+    """``blocks`` basic residual blocks; the first one strides by 2 and changes the width. With
+    ``blocks=0``, one plain stride-2 convolution (GroupNorm, ReLU): half the cost, no shortcut."""
 
     def __init__(self, c_in: int, c_out: int, blocks: int, groups: int) -> None:
         super().__init__()
-        layers = []
+        layers: list[nn.Module] = []
+        if blocks == 0:
+            layers = [
+                nn.Conv2d(c_in, c_out, 3, 2, 1, bias=False),
+                _norm(c_out, groups),
+                nn.ReLU(inplace=True),
+            ]
         for i in range(blocks):
             layers.append(_BasicBlock(c_in if i == 0 else c_out, c_out, 2 if i == 0 else 1, groups))
         self.blocks = nn.Sequential(*layers)
@@ -69,7 +76,8 @@ class ConvEncoder(nn.Module):
     Args:
         image_size: input ``H`` (= ``W``) or ``(H, W)``; each must be divisible by the output stride.
         channels: width of the stem, then of each stride-2 stage (output stride ``2 ** len``).
-        blocks: residual blocks per stage.
+        blocks: residual blocks per stage; 0 makes each stage one plain stride-2 convolution (the
+            small CNN of the field's pixel-control recipes, about half the cost per image).
         groups: GroupNorm groups (fewer when a width is smaller).
 
     Attributes:
@@ -88,8 +96,8 @@ class ConvEncoder(nn.Module):
         size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         if len(channels) < 1 or min(channels) < 1:
             raise ValueError(f"channels: expected positive widths, got {tuple(channels)}")
-        if blocks < 1:
-            raise ValueError(f"blocks: must be >= 1, got {blocks}")
+        if blocks < 0:
+            raise ValueError(f"blocks: must be >= 0, got {blocks}")
         stride = 2 ** len(channels)
         if size[0] % stride or size[1] % stride:
             raise ValueError(

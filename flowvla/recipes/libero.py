@@ -61,6 +61,7 @@ class RecipeConfig:
             steps; actions keep every step).
         cameras: views, in order.
         conv_channels: the ConvEncoder's widths (output stride ``2 ** len``).
+        conv_blocks: residual blocks per ConvEncoder stage (0: one plain convolution per stage).
         lm_dim: width of the language model.
         lm_layers: its depth.
         num_heads: attention heads of the language model.
@@ -96,6 +97,7 @@ class RecipeConfig:
     image_stride: int = 1
     cameras: list[str] = dataclasses.field(default_factory=lambda: ["agentview", "robot0_eye_in_hand"])
     conv_channels: list[int] = dataclasses.field(default_factory=lambda: [32, 64, 128, 256])
+    conv_blocks: int = 1
     lm_dim: int = 128
     lm_layers: int = 1
     num_heads: int = 4
@@ -237,6 +239,7 @@ def build_policy(cfg: RecipeConfig, dataset: Any) -> Any:
         image_size=cfg.image_size,
         vision="conv",
         conv_channels=cfg.conv_channels,
+        conv_blocks=cfg.conv_blocks,
         lm_dim=cfg.lm_dim,
         lm_layers=cfg.lm_layers,
         num_heads=cfg.num_heads,

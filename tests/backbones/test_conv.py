@@ -14,11 +14,12 @@ from flowvla.typing import TypeCheckError
     stages=st.integers(1, 4),
     cells=st.tuples(st.integers(1, 3), st.integers(1, 3)),
     width=st.sampled_from([4, 8, 12]),
+    blocks=st.integers(0, 2),
 )
-def test_token_count_and_width_follow_the_grid(stages, cells, width):
+def test_token_count_and_width_follow_the_grid(stages, cells, width, blocks):
     stride = 2**stages
     size = (cells[0] * stride, cells[1] * stride)
-    enc = ConvEncoder(size, [width] * stages, groups=4)
+    enc = ConvEncoder(size, [width] * stages, blocks=blocks, groups=4)
     out = enc(torch.rand(2, 3, *size))
     assert enc.patch_grid.patch_size == (stride, stride) and enc.patch_grid.grid_size == cells
     assert out.shape == (2, cells[0] * cells[1], width) == (2, enc.patch_grid.num_patches, enc.num_features)
@@ -39,6 +40,8 @@ def test_position_embedding_tells_identical_cells_apart():
 def test_images_whose_size_does_not_fit_the_stride_are_refused():
     with pytest.raises(ValueError, match="image_size"):
         ConvEncoder(100, (8, 8, 8))  # stride 8 does not divide 100
+    with pytest.raises(ValueError, match="blocks"):
+        ConvEncoder(32, (8, 8), blocks=-1)
     enc = ConvEncoder(32, (8, 8))
     with pytest.raises((ValueError, TypeCheckError), match="images"):
         enc(torch.rand(1, 3, 24, 32))
