@@ -297,3 +297,15 @@ def test_a_bare_timm_model_still_runs_but_cannot_be_saved(composed_classes):
     bb(torch.zeros(1, 1, 3, 28, 28, dtype=torch.uint8), TEXTS[:1])
     with pytest.raises(NotImplementedError, match="TimmEncoder"):
         bb.spec()
+
+
+def test_from_pretrained_takes_a_built_tower_and_its_normalisation(composed_classes, tmp_path):
+    bb = composed_classes.tiny(TEXTS, vision=_resnet(), lm_dim=32)
+    bb.language_model.save_pretrained(tmp_path / "lm")
+    bb.tokenizer.save_pretrained(tmp_path / "lm")
+    dino = _dino()
+    loaded = composed_classes.from_pretrained(dino, tmp_path / "lm", local_files_only=True)
+    assert loaded.vision is dino and loaded.patch_grid.grid_size == (2, 2)
+    assert loaded.image_std.flatten().tolist() == pytest.approx([0.229, 0.224, 0.225])  # DINOv2's, not 0.5
+    out = loaded(torch.zeros(1, 1, 3, 28, 28, dtype=torch.uint8), TEXTS[:1])
+    assert out.image_token_mask.sum() == 4
