@@ -9,7 +9,9 @@ random initialisation (no download), float32, timed as the policy uses it (image
 * timm through [`TimmEncoder`][flowvla.backbones.timm_encoders.TimmEncoder] (needs ``.[timm]``;
   skipped without it): ResNet-18 with GroupNorm (last stage, stride 32; and stage 3, stride 16),
   DINOv2 ViT-S/14 with registers, SigLIP ViT-B/16, and the OpenVLA / Prismatic fused featurizer
-  (DINOv2 ViT-L/14 + SigLIP So400m/14, second-to-last layers; ``--no-large`` leaves it out).
+  (DINOv2 ViT-L/14 + SigLIP So400m/14, second-to-last layers): its FLOPs are counted on the meta
+  device (no memory, no compute); ``--time-large`` times it too (tens of minutes on 2 busy cores),
+  ``--no-large`` leaves it out.
 
 Per encoder and image size (84, 128, 224 px): parameters, tokens ``N`` x width ``D``, FLOPs of one
 image's forward and forward + backward (``count_flops``: matmuls, convolutions, attention), and the
@@ -20,7 +22,8 @@ in the same run. A CNN's input must be a multiple of its stride: at 84 px those 
 next multiple (96 px) and the table says so. Times are per image of a batch (``--batch``; encoders
 above 20 GFLOP per image forward run one image at a time). Shape checks are off while timing.
 
-Usage: ``python benchmarks/vision_encoders.py [--quick] [--threads 1 2] [--no-large] [--out DIR]``
+Usage: ``python benchmarks/vision_encoders.py [--quick] [--threads 1 2] [--time-large | --no-large]
+[--out DIR]``
 """
 
 from __future__ import annotations
@@ -104,7 +107,12 @@ def encoder_table(quick: bool, large: bool) -> dict[str, dict]:
         },
     }
     if large:
-        table["dinosiglip-L+so400m"] = {"build": _dinosiglip(**tiny_vit), "multiple": None, "timm": True}
+        table["dinosiglip-L+so400m"] = {
+            "build": _dinosiglip(**tiny_vit),
+            "multiple": None,
+            "timm": True,
+            "large": True,
+        }
     return table
 
 
@@ -129,10 +137,15 @@ def timed(fn: Callable[[], object], *, min_time: float, max_calls: int) -> tuple
     return statistics.median(walls), statistics.median(cpus)
 
 
-def measure(encoder: nn.Module, size: int, batch: int, threads: list[int], min_time: float) -> dict:
-    """FLOPs per image and ms per image (forward without grad; forward + backward) per thread count."""
+def measure(
+    encoder: nn.Module, size: int, batch: int, threads: list[int], min_time: float, device: str = "cpu"
+) -> dict:
+    """FLOPs per image and ms per image (forward without grad; forward + backward) per thread count.
+
+    On ``device="meta"`` only the FLOPs, parameters and token shape are measured (no timings).
+    """
     g = torch.Generator().manual_seed(0)
-    one = torch.rand(1, 3, size, size, generator=g)
+    one = torch.rand(1, 3, size, size, generator=g).to(device)
     encoder.train()  # training mode: what a trained encoder costs (timm drop-path etc. are 0 anyway)
 
     def forward(x=one):
@@ -145,6 +158,8 @@ def measure(encoder: nn.Module, size: int, batch: int, threads: list[int], min_t
     fwd_flops = count_flops(forward)
     bwd_flops = count_flops(train_step)
     tokens = forward()
+    if device == "meta":
+        threads = []
     if fwd_flops / 1e9 > BIG_GFLOP:
         batch = 1
     images = torch.rand(batch, 3, size, size, generator=g)
@@ -183,6 +198,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch", type=int, default=4, help="images per timed call")
     ap.add_argument("--only", nargs="+", default=None, help="encoder names to run (default all)")
     ap.add_argument("--no-large", action="store_true", help="leave out the ~0.7 B-parameter fused featurizer")
+    ap.add_argument("--time-large", action="store_true", help="time the fused featurizer, not only its FLOPs")
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = ap.parse_args(argv)
@@ -201,6 +217,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"timm not installed: skipping {', '.join(skipped)} (pip install -e '.[timm]')", file=sys.stderr
         )
 
+    suffix = "_quick" if args.quick else ""
     keep_large_allocations_in_heap()
     threads_before = torch.get_num_threads()
     load_start = os.getloadavg()[0]
@@ -220,13 +237,26 @@ def main(argv: list[str] | None = None) -> dict:
             for size in sizes:
                 run_size = used_size(size, entry["multiple"])
                 torch.manual_seed(0)
-                encoder = entry["build"](run_size)
+                # A large encoder untimed: built on the meta device, where FLOPs count without compute.
+                device = "meta" if entry.get("large") and not (args.time_large or args.quick) else "cpu"
+                with torch.device(device):
+                    encoder = entry["build"](run_size)
                 rows[str(size)] = measure(
-                    encoder, run_size, args.batch, args.threads, min_time=0.05 if args.quick else 0.5
+                    encoder,
+                    run_size,
+                    args.batch,
+                    args.threads,
+                    min_time=0.05 if args.quick else 0.5,
+                    device=device,
                 )
                 del encoder
             results["encoders"][name] = rows
             print(f"  {name}: done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+            # The large encoders take minutes on a busy machine: keep what is measured so far.
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / f"vision_encoders{suffix}.partial.json").write_text(
+                json.dumps(results, indent=2) + "\n"
+            )
     finally:
         set_typecheck(True)
         torch.set_num_threads(threads_before)
@@ -245,10 +275,9 @@ def main(argv: list[str] | None = None) -> dict:
         "seconds": time.perf_counter() - t0,
     }
     print_report(results)
-    args.out.mkdir(parents=True, exist_ok=True)
-    suffix = "_quick" if args.quick else ""
     path = args.out / f"vision_encoders{suffix}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / f"vision_encoders{suffix}.partial.json").unlink(missing_ok=True)
     print(f"\nwrote {path}")
     if not args.no_plot:
         plot(results, args.out / f"vision_encoders{suffix}.png")
@@ -286,7 +315,10 @@ def print_report(results: dict) -> None:
                 f"{r['forward_gflop']:8.2f}{r['fwd_bwd_gflop']:8.2f}"
             )
             for t in threads:
-                m = r["threads"][t]
+                m = r["threads"].get(t)
+                if m is None:  # FLOPs only
+                    line += f"{'-':>10s}{'-':>10s}{'-':>11s}"
+                    continue
                 line += f"{m['forward_ms']:10.1f}{m['fwd_bwd_ms']:10.1f}{m['fwd_bwd_cpu_ms']:11.1f}"
             print(line)
     print(
@@ -311,6 +343,8 @@ def plot(results: dict, path: Path) -> None:
         style = {"color": f"C{i}", "marker": "o", "ms": 4, "label": name}
         axes[0].plot(sizes, [r["fwd_bwd_gflop"] for r in rows.values()], **style)
         for ax, t in zip(axes[1:], threads, strict=True):
+            if not all(t in r["threads"] for r in rows.values()):
+                continue  # FLOPs only
             ax.plot(sizes, [r["threads"][t]["fwd_bwd_ms"] for r in rows.values()], **style)
             ax.plot(sizes, [r["threads"][t]["forward_ms"] for r in rows.values()], ls=":", color=f"C{i}")
     axes[0].set(yscale="log", xlabel="image size (px)", ylabel="GFLOP per image", title="forward + backward")

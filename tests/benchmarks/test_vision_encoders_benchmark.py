@@ -17,6 +17,7 @@ def test_quick_run_reports_every_encoder_it_can_build(bench, tmp_path):
     results = bench.main(["--quick", "--threads", "1", "--no-plot", "--no-large", "--out", str(tmp_path)])
     saved = json.loads((tmp_path / "vision_encoders_quick.json").read_text())
     assert saved["encoders"].keys() == results["encoders"].keys()
+    assert not (tmp_path / "vision_encoders_quick.partial.json").exists()  # only while running
     expected = {"conv(32,64,128,256)", "conv(16,32,64,128)"}
     if importlib.util.find_spec("timm") is not None:
         expected |= {"resnet18-gn", "resnet18-gn/stage3", "dinov2-s14-reg4", "siglip-b16"}
@@ -39,3 +40,16 @@ def test_conv_flops_grow_with_the_pixels_and_cnn_sizes_round_up_to_the_stride(be
     assert (
         bench.used_size(84, 16) == 96 and bench.used_size(84, None) == 84 and bench.used_size(128, 32) == 128
     )
+
+
+def test_flops_counted_on_the_meta_device_match_the_cpu_count(bench):
+    import torch
+
+    from flowvla.backbones.conv import ConvEncoder
+
+    with torch.device("meta"):
+        on_meta = ConvEncoder(32, (8, 16))
+    meta = bench.measure(on_meta, 32, 2, [1], min_time=0.01, device="meta")
+    cpu = bench.measure(ConvEncoder(32, (8, 16)), 32, 2, [1], min_time=0.01)
+    assert meta["forward_gflop"] == cpu["forward_gflop"] > 0 and meta["fwd_bwd_gflop"] == cpu["fwd_bwd_gflop"]
+    assert meta["threads"] == {} and cpu["threads"]["1"]["fwd_bwd_ms"] > 0
