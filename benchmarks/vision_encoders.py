@@ -345,15 +345,15 @@ def plot(results: dict, path: Path) -> None:
         for ax, t in zip(axes[1:], threads, strict=True):
             if not all(t in r["threads"] for r in rows.values()):
                 continue  # FLOPs only
-            ax.plot(sizes, [r["threads"][t]["fwd_bwd_ms"] for r in rows.values()], **style)
-            ax.plot(sizes, [r["threads"][t]["forward_ms"] for r in rows.values()], ls=":", color=f"C{i}")
+            ax.plot(sizes, [r["threads"][t]["fwd_bwd_cpu_ms"] for r in rows.values()], **style)
+            ax.plot(sizes, [r["threads"][t]["fwd_bwd_ms"] for r in rows.values()], ls=":", color=f"C{i}")
     axes[0].set(yscale="log", xlabel="image size (px)", ylabel="GFLOP per image", title="forward + backward")
     for ax, t in zip(axes[1:], threads, strict=True):
         ax.set(
             yscale="log",
             xlabel="image size (px)",
             ylabel="ms per image",
-            title=f"{t} thread(s): fwd+bwd (solid), fwd (dotted)",
+            title=f"fwd+bwd, {t} thread(s): CPU time (solid), wall (dotted)",
         )
     for ax in axes:
         ax.set_xticks(results["config"]["sizes"])
