@@ -11,12 +11,13 @@ checkpoint, from the hub or local files) and :meth:`ComposedBackbone.from_spec` 
 backbone's architecture, then load its weights).
 
 Vision encoders: flowvla's :class:`~flowvla.backbones.conv.ConvEncoder` (a GroupNorm ResNet whose
-feature map is the patch grid), a timm model by name (:class:`~flowvla.backbones.timm_encoders.TimmEncoder`:
-any layer of a ViT or CNN; :class:`~flowvla.backbones.timm_encoders.FusedTimmEncoder`: towers
-concatenated per patch, e.g. DINOv2 + SigLIP), any ``transformers`` vision model returning
-``last_hidden_state`` (SigLIP, CLIP, DINOv2 ...), or a bare timm ViT (``forward_features``,
-``num_prefix_tokens``, ``patch_embed``; it cannot be saved by :meth:`ComposedBackbone.spec`: wrap it as a
-``TimmEncoder``). Prefix tokens (CLS, registers) are dropped so the hook sees exactly the patch grid.
+feature map is the patch grid), a timm model by name
+([`TimmEncoder`][flowvla.backbones.timm_encoders.TimmEncoder]: any layer of a ViT or CNN;
+[`FusedTimmEncoder`][flowvla.backbones.timm_encoders.FusedTimmEncoder]: towers concatenated per
+patch, e.g. DINOv2 + SigLIP), any ``transformers`` vision model returning ``last_hidden_state``
+(SigLIP, CLIP, DINOv2 ...), or a bare timm ViT (``forward_features``, ``num_prefix_tokens``,
+``patch_embed``; its architecture has no spec: wrap it as a ``TimmEncoder`` to save it). Prefix
+tokens (CLS, registers) are dropped so the hook sees exactly the patch grid.
 """
 
 from __future__ import annotations
@@ -222,8 +223,9 @@ class ComposedBackbone(VisionLanguageBackbone):
             lm_type: a ``transformers`` decoder type (``"llama"``, ``"qwen2"``, ``"gemma"`` ...).
             vision: ``"vit"`` (a SigLIP-style ViT), ``"conv"`` (a
                 :class:`~flowvla.backbones.conv.ConvEncoder`, patch size ``2 ** len(conv_channels)``), or a
-                built encoder such as a :class:`~flowvla.backbones.timm_encoders.TimmEncoder` (then the
-                ``image_size``, ``patch_size``, ``vision_*`` and ``conv_channels`` arguments are unused).
+                built encoder such as a
+                [`TimmEncoder`][flowvla.backbones.timm_encoders.TimmEncoder] (then the ``image_size``,
+                ``patch_size``, ``vision_*`` and ``conv_channels`` arguments are unused).
             conv_channels: the ConvEncoder's stage widths (``vision="conv"``).
             seed: initialisation seed.
         """
