@@ -26,6 +26,7 @@ PUBLIC_MODULES = [
     "flowvla.backbones",
     "flowvla.backbones.composed",
     "flowvla.backbones.hf",
+    "flowvla.backbones.timm_encoders",
     "flowvla.policy",
 ]
 

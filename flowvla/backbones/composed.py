@@ -11,9 +11,13 @@ checkpoint, from the hub or local files) and :meth:`ComposedBackbone.from_spec` 
 backbone's architecture, then load its weights).
 
 Vision encoders: flowvla's :class:`~flowvla.backbones.conv.ConvEncoder` (a GroupNorm ResNet whose
-feature map is the patch grid), any ``transformers`` vision model returning ``last_hidden_state``
-(SigLIP, CLIP, DINOv2 ...), or a ``timm`` ViT (``forward_features``, ``num_prefix_tokens``, ``patch_embed``).
-Prefix tokens (CLS, registers) are dropped so the hook sees exactly the patch grid.
+feature map is the patch grid), a timm model by name
+([`TimmEncoder`][flowvla.backbones.timm_encoders.TimmEncoder]: any layer of a ViT or CNN;
+[`FusedTimmEncoder`][flowvla.backbones.timm_encoders.FusedTimmEncoder]: towers concatenated per
+patch, e.g. DINOv2 + SigLIP), any ``transformers`` vision model returning ``last_hidden_state``
+(SigLIP, CLIP, DINOv2 ...), or a bare timm ViT (``forward_features``, ``num_prefix_tokens``,
+``patch_embed``; its architecture has no spec: wrap it as a ``TimmEncoder`` to save it). Prefix
+tokens (CLS, registers) are dropped so the hook sees exactly the patch grid.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from torch import nn
 
 from flowvla.backbones.base import BackboneOutput, VisionLanguageBackbone, VisualHook, images_to_float
 from flowvla.backbones.conv import ConvEncoder
+from flowvla.backbones.timm_encoders import FusedTimmEncoder, TimmEncoder
 from flowvla.geometry import PatchGrid
 from flowvla.processing import MultimodalProcessor, scatter_image_features
 from flowvla.typing import Float, Shaped, Tensor, typechecked
@@ -41,10 +46,12 @@ def _vision_geometry(vision: nn.Module) -> tuple[str, PatchGrid, int, int]:
     """``(source, grid, width, prefix tokens)`` of a flowvla, transformers or timm vision encoder."""
     if isinstance(vision, ConvEncoder):
         return "conv", vision.patch_grid, vision.num_features, 0
-    if hasattr(vision, "forward_features") and hasattr(vision, "patch_embed"):  # timm ViT
+    if isinstance(vision, (TimmEncoder, FusedTimmEncoder)):  # prefix tokens already left out
+        return "timm", vision.patch_grid, vision.num_features, 0
+    if hasattr(vision, "forward_features") and hasattr(vision, "patch_embed"):  # a bare timm ViT
         embed = vision.patch_embed
         grid = PatchGrid(tuple(embed.img_size), tuple(embed.patch_size))
-        return "timm", grid, int(vision.num_features), int(getattr(vision, "num_prefix_tokens", 0))
+        return "timm_model", grid, int(vision.num_features), int(getattr(vision, "num_prefix_tokens", 0))
     config = getattr(vision, "config", None)
     if config is None or not hasattr(config, "patch_size"):
         raise TypeError(
@@ -63,12 +70,13 @@ class ComposedBackbone(VisionLanguageBackbone):
     """Vision encoder + MLP projector + causal LM (see module docs).
 
     Args:
-        vision: the vision encoder (transformers vision model or timm ViT).
+        vision: the vision encoder (see the module docs).
         language_model: a ``transformers`` decoder base model (``AutoModel``; a causal-LM wrapper's
             ``.model`` is taken if given).
         tokenizer: a ``transformers`` tokenizer containing ``image_token``.
-        image_mean: per-channel normalisation mean of the vision encoder.
-        image_std: per-channel normalisation std.
+        image_mean: per-channel normalisation mean of the vision encoder; default the encoder's own
+            ``image_mean`` attribute (timm encoders), else 0.5.
+        image_std: per-channel normalisation std; default the encoder's ``image_std``, else 0.5.
         num_lm_layers: keep only the LM's first ``k`` decoder layers (``k + 1`` hidden states).
         image_token: the image placeholder token.
         projector: maps ``[.., Dv]`` to ``[.., D]``; default ``Linear -> GELU -> Linear``.
@@ -80,8 +88,8 @@ class ComposedBackbone(VisionLanguageBackbone):
         language_model: nn.Module,
         tokenizer: Any,
         *,
-        image_mean: Sequence[float] = (0.5, 0.5, 0.5),
-        image_std: Sequence[float] = (0.5, 0.5, 0.5),
+        image_mean: Sequence[float] | None = None,
+        image_std: Sequence[float] | None = None,
         num_lm_layers: int | None = None,
         image_token: str = "<image>",
         projector: nn.Module | None = None,
@@ -113,6 +121,10 @@ class ComposedBackbone(VisionLanguageBackbone):
             nn.Linear(self.hidden_size, self.hidden_size),
         )
         self.tokenizer = tokenizer
+        if image_mean is None:
+            image_mean = getattr(vision, "image_mean", (0.5, 0.5, 0.5))
+        if image_std is None:
+            image_std = getattr(vision, "image_std", (0.5, 0.5, 0.5))
         self.processor = MultimodalProcessor(tokenizer, self.patch_grid.num_patches, image_token=image_token)
         self.register_buffer("image_mean", torch.tensor(image_mean, dtype=torch.float32).view(3, 1, 1))
         self.register_buffer("image_std", torch.tensor(image_std, dtype=torch.float32).view(3, 1, 1))
@@ -127,9 +139,9 @@ class ComposedBackbone(VisionLanguageBackbone):
         b, v = images.shape[:2]
         x = (images_to_float(images).flatten(0, 1).to(self.image_mean) - self.image_mean) / self.image_std
         x = x.to(next(self.vision.parameters()).dtype)
-        if self.vision_source == "timm":
+        if self.vision_source == "timm_model":
             tokens = self.vision.forward_features(x)
-        elif self.vision_source == "conv":
+        elif self.vision_source in ("conv", "timm"):
             tokens = self.vision(x)
         else:
             tokens = self.vision(pixel_values=x).last_hidden_state
@@ -192,7 +204,7 @@ class ComposedBackbone(VisionLanguageBackbone):
         num_heads: int = 2,
         vocab_size: int = 320,
         lm_type: str = "llama",
-        vision: str = "vit",
+        vision: str | nn.Module = "vit",
         conv_channels: Sequence[int] = (32, 64, 128, 256),
         conv_blocks: int = 1,
         seed: int = 0,
@@ -210,8 +222,11 @@ class ComposedBackbone(VisionLanguageBackbone):
             num_heads: attention heads of both.
             vocab_size: tokenizer / embedding size.
             lm_type: a ``transformers`` decoder type (``"llama"``, ``"qwen2"``, ``"gemma"`` ...).
-            vision: ``"vit"`` (a SigLIP-style ViT) or ``"conv"`` (a
-                :class:`~flowvla.backbones.conv.ConvEncoder`, patch size ``2 ** len(conv_channels)``).
+            vision: ``"vit"`` (a SigLIP-style ViT), ``"conv"`` (a
+                [`ConvEncoder`][flowvla.backbones.conv.ConvEncoder], patch size
+                ``2 ** len(conv_channels)``), or a built encoder such as a
+                [`TimmEncoder`][flowvla.backbones.timm_encoders.TimmEncoder] (then the ``image_size``,
+                ``patch_size``, ``vision_*`` and ``conv_channels`` arguments are unused).
             conv_channels: the ConvEncoder's stage widths (``vision="conv"``).
             conv_blocks: residual blocks per ConvEncoder stage (0: one plain convolution).
             seed: initialisation seed.
@@ -223,7 +238,9 @@ class ComposedBackbone(VisionLanguageBackbone):
         tokenizer = train_bpe_tokenizer(texts, vocab_size)
         torch.manual_seed(seed)
         encoder: nn.Module
-        if vision == "conv":
+        if isinstance(vision, nn.Module):
+            encoder = vision
+        elif vision == "conv":
             encoder = ConvEncoder(image_size, conv_channels, blocks=conv_blocks)
         elif vision == "vit":
             encoder = SiglipVisionModel(
@@ -237,7 +254,7 @@ class ComposedBackbone(VisionLanguageBackbone):
                 )
             )
         else:
-            raise ValueError(f"vision: choose 'vit' or 'conv', got {vision!r}")
+            raise ValueError(f"vision: choose 'vit', 'conv' or an encoder module, got {vision!r}")
         lm_config = AutoConfig.for_model(
             lm_type,
             vocab_size=len(tokenizer),
@@ -255,7 +272,7 @@ class ComposedBackbone(VisionLanguageBackbone):
     @classmethod
     def from_pretrained(
         cls,
-        vision: str | os.PathLike,
+        vision: str | os.PathLike | nn.Module,
         language: str | os.PathLike,
         *,
         image_token: str = "<image>",
@@ -264,19 +281,27 @@ class ComposedBackbone(VisionLanguageBackbone):
     ) -> ComposedBackbone:
         """Load a vision checkpoint and an LM checkpoint (hub names or local directories).
 
+        ``vision`` may also be a built encoder, e.g. ``TimmEncoder("vit_so400m_patch14_siglip_224",
+        pretrained=True)`` (timm's own hub loading), normalised with its ``image_mean`` / ``image_std``.
         The image token is added to the LM's tokenizer if missing (and the embeddings resized); the
-        projector starts from random initialisation. ``kwargs`` go to ``from_pretrained`` of both.
+        projector starts from random initialisation. ``kwargs`` go to ``from_pretrained`` of the LM and
+        of a ``transformers`` vision checkpoint.
         """
         from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer
 
-        vision_config = AutoConfig.from_pretrained(vision, **kwargs)
-        vision_config = getattr(vision_config, "vision_config", vision_config)
-        vision_model = AutoModel.from_pretrained(vision, config=vision_config, **kwargs)
-        try:
-            image_processor = AutoImageProcessor.from_pretrained(vision, **kwargs)
-            mean, std = image_processor.image_mean, image_processor.image_std
-        except (OSError, ValueError):  # no processor file: SigLIP's normalisation
-            mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+        mean: Sequence[float] | None
+        std: Sequence[float] | None
+        if isinstance(vision, nn.Module):
+            vision_model, mean, std = vision, None, None  # the encoder's own normalisation
+        else:
+            vision_config = AutoConfig.from_pretrained(vision, **kwargs)
+            vision_config = getattr(vision_config, "vision_config", vision_config)
+            vision_model = AutoModel.from_pretrained(vision, config=vision_config, **kwargs)
+            try:
+                image_processor = AutoImageProcessor.from_pretrained(vision, **kwargs)
+                mean, std = image_processor.image_mean, image_processor.image_std
+            except (OSError, ValueError):  # no processor file: SigLIP's normalisation
+                mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
         tokenizer = AutoTokenizer.from_pretrained(language, **kwargs)
         lm = AutoModel.from_pretrained(language, **kwargs)
         if image_token not in tokenizer.get_vocab():
@@ -298,15 +323,17 @@ class ComposedBackbone(VisionLanguageBackbone):
 
     def spec(self) -> dict[str, Any]:
         """A JSON-serialisable description of the architecture (weights are saved separately)."""
-        if self.vision_source == "timm":
+        if self.vision_source == "timm_model":
             raise NotImplementedError(
-                "spec: saving a timm vision encoder's architecture is not supported yet"
+                "spec: a bare timm model does not record how it was built; wrap it as "
+                "flowvla.backbones.TimmEncoder(name, **kwargs) so the spec can rebuild it"
             )
-        vision = (
-            {"model_type": "flowvla_conv", **self.vision.config}
-            if self.vision_source == "conv"
-            else self.vision.config.to_dict()
-        )
+        if self.vision_source == "conv":
+            vision = {"model_type": "flowvla_conv", **self.vision.config}
+        elif self.vision_source == "timm":
+            vision = self.vision.config  # model_type "timm" or "timm_fused"
+        else:
+            vision = self.vision.config.to_dict()
         return {
             "kind": "composed",
             "vision_config": vision,
@@ -333,6 +360,10 @@ class ComposedBackbone(VisionLanguageBackbone):
         def vision(d: dict[str, Any]) -> nn.Module:
             if d.get("model_type") == "flowvla_conv":
                 return ConvEncoder.from_config({k: v for k, v in d.items() if k != "model_type"})
+            if d.get("model_type") == "timm":
+                return TimmEncoder.from_config(d)  # pretrained=False: no network, weights come next
+            if d.get("model_type") == "timm_fused":
+                return FusedTimmEncoder.from_config(d)
             return AutoModel.from_config(config(d))
 
         tokenizer = AutoTokenizer.from_pretrained(Path(directory) / _TOKENIZER_DIR)
