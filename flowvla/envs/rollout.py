@@ -335,6 +335,30 @@ def _run_job(
     return dataclasses.asdict(rec)
 
 
+class _SavedPolicy:
+    """A policy handed to worker processes as a directory it was saved to.
+
+    Some policies cannot be pickled (``transformers`` models carry hook closures), and a saved
+    directory is also far smaller to send than a pickled module; anything with ``save_pretrained`` /
+    ``from_pretrained`` goes this way.
+    """
+
+    def __init__(self, policy: Any, directory: Path) -> None:
+        self.cls, self.directory = type(policy), str(directory)
+        policy.save_pretrained(directory)
+
+    def load(self) -> Any:
+        return self.cls.from_pretrained(self.directory).eval()
+
+
+def _sendable(policy: Policy, tmp: str) -> Any:
+    if callable(getattr(policy, "save_pretrained", None)) and callable(
+        getattr(type(policy), "from_pretrained", None)
+    ):
+        return _SavedPolicy(policy, Path(tmp) / "policy")
+    return policy
+
+
 def _worker_init(policy: Policy, cfg: RolloutConfig) -> None:
     # Each worker is one of `workers` processes on the machine's cores: one thread each avoids
     # oversubscription between torch's intra-op pool and the other simulators.
@@ -344,6 +368,8 @@ def _worker_init(policy: Policy, cfg: RolloutConfig) -> None:
         torch.set_num_threads(1)
     except ImportError:  # pragma: no cover
         pass
+    if isinstance(policy, _SavedPolicy):
+        policy = policy.load()
     _WORKER["policy"], _WORKER["cfg"] = policy, cfg
 
 
@@ -470,13 +496,18 @@ def evaluate(
             for job in jobs:
                 finish(_run_job(policy, cfg, *job))
         else:
+            import tempfile
+
             ctx = mp.get_context("spawn")
-            with cf.ProcessPoolExecutor(
-                max_workers=min(cfg.workers, len(jobs)),
-                mp_context=ctx,
-                initializer=_worker_init,
-                initargs=(policy, cfg),
-            ) as pool:
+            with (
+                tempfile.TemporaryDirectory(prefix="flowvla-rollout-") as tmp,
+                cf.ProcessPoolExecutor(
+                    max_workers=min(cfg.workers, len(jobs)),
+                    mp_context=ctx,
+                    initializer=_worker_init,
+                    initargs=(_sendable(policy, tmp), cfg),
+                ) as pool,
+            ):
                 futures = [pool.submit(_worker_job, *job) for job in jobs]
                 for fut in cf.as_completed(futures):
                     finish(fut.result())

@@ -275,6 +275,35 @@ def test_rollout_with_two_workers(tmp_path):
     assert sorted(r["init_state"] for r in rows) == [4, 5] and all(r["steps"] == 6 for r in rows)
 
 
+def test_two_workers_evaluate_a_vla_policy(tmp_path):
+    """A VLAPolicy with a transformers LM cannot be pickled (hook closures): the workers get it as a
+    saved directory instead."""
+    pytest.importorskip("transformers")
+    from flowvla.backbones.composed import ComposedBackbone
+    from flowvla.envs.rollout import RolloutConfig, evaluate
+    from flowvla.policy import HeadConfig, PolicyConfig, VLAPolicy
+
+    texts = ["pick up the alphabet soup and place it in the basket"]
+    bb = ComposedBackbone.tiny(texts, image_size=32, vision="conv", conv_channels=(8, 8), lm_dim=32)
+    config = PolicyConfig(backbone=bb.spec(), horizon=4, head=HeadConfig(dim=32, depth=1))
+    policy = VLAPolicy(config, bb).eval()
+    cfg = RolloutConfig(
+        suite="libero_object",
+        tasks=[0],
+        init_states=[0, 1],
+        max_steps=4,
+        image_size=32,
+        workers=2,
+        out_dir=str(tmp_path),
+        progress=False,
+        predict_kwargs={"seed": 0, "diagnostics": False},
+    )
+    summary = evaluate(policy, cfg)
+    assert summary["episodes"] == 2
+    rows = [json.loads(line) for line in (tmp_path / "episodes.jsonl").read_text().splitlines()]
+    assert sorted(r["init_state"] for r in rows) == [0, 1] and all(r["replans"] == 1 for r in rows)
+
+
 def test_writer_describes_the_task(envs, tmp_path):
     from flowvla.data.hdf5 import LiberoHDF5Reader, LiberoHDF5Writer
 
