@@ -16,6 +16,7 @@ actions are returned in the dataset's units.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -75,6 +76,24 @@ class PolicyLosses:
     def as_floats(self) -> dict[str, float]:
         """Every term as a Python float (for logging)."""
         return {k: float(v.detach()) for k, v in self.__dict__.items()}
+
+
+def _register_losses_as_pytree() -> None:
+    # FSDP2 (and torch.compile) find the output tensors of forward through torch's pytree: an
+    # unregistered dataclass hides them, and FSDP2 then registers no pre-backward hook, so backward
+    # runs on freed parameters and the processes fall out of step.
+    from torch.utils import _pytree
+
+    names = [f.name for f in dataclasses.fields(PolicyLosses)]
+    _pytree.register_pytree_node(
+        PolicyLosses,
+        lambda x: ([getattr(x, n) for n in names], None),
+        lambda values, _: PolicyLosses(*values),
+        serialized_type_name="flowvla.policy.PolicyLosses",
+    )
+
+
+_register_losses_as_pytree()
 
 
 @typechecked
@@ -442,18 +461,17 @@ class VLAPolicy(nn.Module):
     def _write_weights(self, path: Path, state_dict: Mapping[str, Tensor], argument: str) -> None:
         from safetensors.torch import save_file
 
-        own = self.state_dict()
+        own = self.state_dict(keep_vars=True)  # the parameter objects themselves: ties share one
         if set(state_dict) != set(own):
             diff = sorted(set(state_dict) ^ set(own))[:5]
             raise ValueError(f"{argument}: its keys differ from the policy's state_dict, e.g. {diff}")
         # Write each tied tensor once, as safetensors.save_model does (load_model restores the ties).
-        seen: set[tuple[int, int, tuple[int, ...]]] = set()
+        seen: set[int] = set()
         out: dict[str, Tensor] = {}
         for name, ref in own.items():
-            key = (ref.untyped_storage().data_ptr(), ref.storage_offset(), tuple(ref.shape))
-            if ref.numel() and key in seen:
+            if id(ref) in seen:
                 continue
-            seen.add(key)
+            seen.add(id(ref))
             out[name] = state_dict[name].detach().to("cpu").contiguous()
         save_file(out, str(path), metadata={"format": "pt"})
 

@@ -18,7 +18,14 @@ import torch
 
 from flowvla.policy.policy import EMA_WEIGHTS_FILE, TRAINER_STATE_FILE, WEIGHTS_FILE
 
-__all__ = ["CHECKPOINT_DIR", "latest_checkpoint", "optimizer_state", "read_trainer_state", "restore_optimizer"]
+__all__ = [
+    "CHECKPOINT_DIR",
+    "full_model_state",
+    "latest_checkpoint",
+    "optimizer_state",
+    "read_trainer_state",
+    "restore_optimizer",
+]
 
 CHECKPOINT_DIR = "checkpoint"
 # 2: optimizer state keyed by parameter name (torch.distributed.checkpoint's full form), so it loads
@@ -44,6 +51,14 @@ def _options(**kw: bool):
     from torch.distributed.checkpoint.state_dict import StateDictOptions
 
     return StateDictOptions(full_state_dict=True, **kw)
+
+
+def full_model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The whole weights of a (possibly sharded) model on the CPU, on the main process (others get
+    an empty dict). Every process must call it: with a sharded model it gathers."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    return get_model_state_dict(model, options=_options(cpu_offload=True))
 
 
 def optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:

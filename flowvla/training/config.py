@@ -139,8 +139,6 @@ class TrainConfig:
             bad = {k: w for k, w in weights.items() if not (math.isfinite(w) and w >= 0)}
             if bad:
                 raise ValueError(f"{name}: weights must be finite and >= 0, got {bad}")
-            if weights and not any(w > 0 for w in weights.values()):
-                raise ValueError(f"{name}: at least one weight must be > 0")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, fields
@@ -50,6 +51,7 @@ from flowvla.training.checkpoint import (
     CHECKPOINT_DIR,
     STATE_FORMAT,
     ema_weights_path,
+    full_model_state,
     optimizer_state,
     read_trainer_state,
     restore_optimizer,
@@ -86,6 +88,9 @@ def _fsdp_plugin(options: Mapping[str, Any]):
     from accelerate.utils import FullyShardedDataParallelPlugin
 
     known = {f.name for f in fields(FullyShardedDataParallelPlugin)}
+    # Accelerate's loading through the main process expects every state-dict entry to be sharded,
+    # which a persistent buffer (image mean/std, a router table) is not; train() makes the copies
+    # equal itself (_sync_from_main).
     kwargs: dict[str, Any] = {"cpu_ram_efficient_loading": False}
     for key, value in options.items():
         name = key if key in known else _FSDP_ALIASES.get(key.removeprefix("fsdp_"), key.removeprefix("fsdp_"))
@@ -93,6 +98,19 @@ def _fsdp_plugin(options: Mapping[str, Any]):
             raise ValueError(f"fsdp: {key!r} is not an option of Accelerate's FSDP plugin; known: {sorted(known)}")
         kwargs[name] = value
     return FullyShardedDataParallelPlugin(**kwargs)
+
+
+@torch.no_grad()
+def _sync_from_main(module: torch.nn.Module, device: torch.device) -> None:
+    """Give every process the main process's weights and buffers (FSDP, unlike DDP, shards each
+    process's own copy as it finds it). One tensor at a time through ``device``, so NCCL can carry it
+    without the whole model on the GPU."""
+    import torch.distributed as dist
+
+    for tensor in module.state_dict().values():
+        moved = tensor.detach().to(device)
+        dist.broadcast(moved, src=0)
+        tensor.copy_(moved)
 
 
 def _make_accelerator(cfg: TrainConfig):
@@ -106,10 +124,13 @@ def _make_accelerator(cfg: TrainConfig):
     # another precision; each train() call is a run of its own, so its settings start afresh (the
     # process group, held apart from them, is kept).
     AcceleratorState._reset_state(reset_partial_state=False)
+    # Without a GPU, Accelerate sets up gloo only when told "cpu"; otherwise each process of a
+    # torchrun launch would train alone.
+    on_accelerator = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
     return Accelerator(
         mixed_precision=cfg.mixed_precision,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps or 1,
-        cpu=cfg.cpu,
+        cpu=cfg.cpu or not on_accelerator,
         fsdp_plugin=None if cfg.fsdp is None else _fsdp_plugin(cfg.fsdp),
         dynamo_backend=cfg.dynamo_backend,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=cfg.find_unused_parameters)],
@@ -220,13 +241,21 @@ def train(
 
     accelerator = _make_accelerator(cfg)
     main, world, rank = accelerator.is_main_process, accelerator.num_processes, accelerator.process_index
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != world:
+        raise RuntimeError(
+            f"the launcher started {launched} processes (WORLD_SIZE) but Accelerate set up {world}; "
+            "each would train alone. Check the launcher and Accelerate configuration"
+        )
     accum = accelerator.gradient_accumulation_steps
     if cfg.gradient_accumulation_steps is not None and accum != cfg.gradient_accumulation_steps:
         raise ValueError(
             f"cfg.gradient_accumulation_steps: {cfg.gradient_accumulation_steps}, but the launcher set "
             f"{accum} (ACCELERATE_GRADIENT_ACCUMULATION_STEPS); set one of them"
         )
-    fsdp = accelerator.distributed_type.value == "FSDP"
+    # Read before prepare(): the kind of run this call set up (what the report states).
+    distributed_type = accelerator.distributed_type.value
+    fsdp = distributed_type == "FSDP"
     if fsdp and cfg.ema_decay and not accelerator.is_fsdp2:
         raise ValueError("cfg.ema_decay: EMA with FSDP needs FSDP2; set fsdp={'fsdp_version': 2}")
     if main:
@@ -248,6 +277,8 @@ def train(
     resumed_from = start
     stop = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
 
+    if fsdp and world > 1:
+        _sync_from_main(policy, accelerator.device)
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     model, opt = accelerator.prepare(policy, opt)
@@ -310,7 +341,7 @@ def train(
     # ---- helpers -----------------------------------------------------------------------------------
     def save(step: int) -> None:
         # Every process joins: under FSDP gathering the weights and optimizer state is collective.
-        weights = accelerator.get_state_dict(model) if fsdp else None
+        weights = full_model_state(unwrapped) if fsdp else None
         opt_state = optimizer_state(unwrapped, opt.optimizer)
         ema_weights = None
         if ema is not None:
@@ -479,10 +510,11 @@ def train(
                     bar.set_postfix(loss=f"{last['loss']:.4g}", refresh=False)
             if val_loader is not None and cfg.val_every and (step % cfg.val_every == 0 or step == cfg.steps):
                 val_losses, ema_val_losses = run_validation(step)
-            if step % cfg.save_every == 0 or step == stop:
+            # Not inside a run of non-finite steps: the checkpoint stays the last good one.
+            if (step % cfg.save_every == 0 or step == stop) and consecutive == 0:
                 save(step)
                 saved_at = step
-        if stopped == "max_minutes" and saved_at != step:
+        if stopped == "max_minutes" and saved_at != step and consecutive == 0:
             save(step)
     finally:
         if bar is not None:
@@ -505,7 +537,7 @@ def train(
         "num_processes": world,
         "gradient_accumulation_steps": accum,
         "mixed_precision": accelerator.mixed_precision,
-        "distributed_type": accelerator.distributed_type.value,
+        "distributed_type": distributed_type,
         "checkpoint": str(ckpt),
     }
 
