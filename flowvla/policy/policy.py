@@ -430,8 +430,8 @@ class VLAPolicy(nn.Module):
             state_dict: the weights to write instead of this module's own (e.g. the full weights
                 gathered from a sharded copy of this policy); same keys as ``self.state_dict()``.
             ema_state_dict: averaged weights, written beside the raw ones as
-                ``model_ema.safetensors`` (same keys); [`from_pretrained`][flowvla.policy.VLAPolicy.from_pretrained]
-                loads them by default.
+                ``model_ema.safetensors`` (same keys);
+                [`from_pretrained`][flowvla.policy.VLAPolicy.from_pretrained] loads them by default.
         """
         from safetensors.torch import save_model
 
@@ -506,7 +506,9 @@ class VLAPolicy(nn.Module):
             raise FileNotFoundError(
                 f"weights='ema': no {EMA_WEIGHTS_FILE} in {directory} (trained without EMA?); use 'raw'"
             )
-        weights_file = EMA_WEIGHTS_FILE if weights == "ema" or (weights == "auto" and has_ema) else WEIGHTS_FILE
+        weights_file = (
+            EMA_WEIGHTS_FILE if weights == "ema" or (weights == "auto" and has_ema) else WEIGHTS_FILE
+        )
         config = PolicyConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text()))
         kind = config.backbone.get("kind")
         if kind not in BACKBONES:

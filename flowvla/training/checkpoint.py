@@ -3,9 +3,9 @@ directory, ``<out_dir>/checkpoint``, replaced atomically at every save.
 
 It holds ``model.safetensors`` (raw weights), ``model_ema.safetensors`` (averaged weights, with EMA on),
 config, statistics, tokenizer and ``trainer_state.pt``: the optimizer state keyed by parameter name,
-the step, the EMA update count, the counters of skipped steps and the [`TrainConfig`][flowvla.training.TrainConfig]
-as a dict. All of it comes from the same step. Nothing random needs saving: every draw of a step is
-seeded from the step number.
+the step, the EMA update count, the counters of skipped steps and the
+[`TrainConfig`][flowvla.training.TrainConfig] as a dict. All of it comes from the same step. Nothing
+random needs saving: every draw of a step is seeded from the step number.
 """
 
 from __future__ import annotations
@@ -69,7 +69,9 @@ def optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) ->
     return get_optimizer_state_dict(model, optimizer, options=_options(cpu_offload=True))
 
 
-def restore_optimizer(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+def restore_optimizer(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+) -> None:
     """Load what [`optimizer_state`][flowvla.training.checkpoint.optimizer_state] saved (or a format-1
     index-keyed state) into ``optimizer``; every process passes the whole state."""
     from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict

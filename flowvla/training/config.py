@@ -127,7 +127,9 @@ class TrainConfig:
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay: must be in [0, 1) (0: off), got {self.ema_decay}")
         if self.mixed_precision is not None and self.mixed_precision not in MIXED_PRECISION:
-            raise ValueError(f"mixed_precision: expected one of {MIXED_PRECISION} or None, got {self.mixed_precision!r}")
+            raise ValueError(
+                f"mixed_precision: expected one of {MIXED_PRECISION} or None, got {self.mixed_precision!r}"
+            )
         if self.sampling not in SAMPLING:
             raise ValueError(f"sampling: expected one of {SAMPLING}, got {self.sampling!r}")
         if self.max_minutes is not None and not self.max_minutes > 0:
@@ -166,10 +168,14 @@ def check_schedule(saved: dict[str, Any], cfg: TrainConfig, step: int, where: st
     Raises:
         ValueError: naming the changed fields, the learning rate before and after, and the flag.
     """
-    changed = {k: (saved[k], getattr(cfg, k)) for k in SCHEDULE_FIELDS if k in saved and saved[k] != getattr(cfg, k)}
+    changed = {
+        k: (saved[k], getattr(cfg, k)) for k in SCHEDULE_FIELDS if k in saved and saved[k] != getattr(cfg, k)
+    }
     if not changed or cfg.allow_schedule_change:
         return
-    old = saved.get("lr", cfg.lr) * lr_factor(step, saved.get("steps", cfg.steps), saved.get("warmup_steps", cfg.warmup_steps))
+    old = saved.get("lr", cfg.lr) * lr_factor(
+        step, saved.get("steps", cfg.steps), saved.get("warmup_steps", cfg.warmup_steps)
+    )
     new = cfg.lr * lr_factor(step, cfg.steps, cfg.warmup_steps)
     what = ", ".join(f"{k}={a} -> {b}" for k, (a, b) in changed.items())
     raise ValueError(

@@ -16,8 +16,10 @@ keeps what makes runs reproducible:
   only the main process writes them and the log.
 - **Bad steps are skipped, not trained on.** A non-finite loss or gradient norm skips the optimizer
   step (every process agrees: the losses are gathered and the norm is global) and is logged; after
-  ``nan_patience`` consecutive ones the run stops with [`NonFiniteLossError`][flowvla.training.NonFiniteLossError],
-  whose report names the batch and the loss terms, and the last checkpoint is left as it was.
+  ``nan_patience`` consecutive ones the run stops with
+  [`NonFiniteLossError`][flowvla.training.NonFiniteLossError], whose report names the batch and the
+  loss terms; no checkpoint is written during such a run of bad steps, so the last one stays the
+  last good one.
 
 Log rows (``<out_dir>/log.jsonl``, one JSON object per line, also passed to ``on_log``):
 
@@ -66,7 +68,10 @@ LOSS_TERMS = tuple(f.name for f in fields(PolicyLosses))
 REPORT_FILE = "non_finite_report.json"
 # Stream tags, so the batch, the flow draws, the per-batch RNG and validation never share a seed.
 _NOISE, _RNG, _VAL_NOISE, _VAL_RNG, _LOADER = 1, 2, 3, 4, 5
-_FSDP_ALIASES = {"transformer_layer_cls_to_wrap": "transformer_cls_names_to_wrap", "offload_params": "cpu_offload"}
+_FSDP_ALIASES = {
+    "transformer_layer_cls_to_wrap": "transformer_cls_names_to_wrap",
+    "offload_params": "cpu_offload",
+}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -93,9 +98,13 @@ def _fsdp_plugin(options: Mapping[str, Any]):
     # equal itself (_sync_from_main).
     kwargs: dict[str, Any] = {"cpu_ram_efficient_loading": False}
     for key, value in options.items():
-        name = key if key in known else _FSDP_ALIASES.get(key.removeprefix("fsdp_"), key.removeprefix("fsdp_"))
+        name = (
+            key if key in known else _FSDP_ALIASES.get(key.removeprefix("fsdp_"), key.removeprefix("fsdp_"))
+        )
         if name not in known:
-            raise ValueError(f"fsdp: {key!r} is not an option of Accelerate's FSDP plugin; known: {sorted(known)}")
+            raise ValueError(
+                f"fsdp: {key!r} is not an option of Accelerate's FSDP plugin; known: {sorted(known)}"
+            )
         kwargs[name] = value
     return FullyShardedDataParallelPlugin(**kwargs)
 
@@ -126,7 +135,9 @@ def _make_accelerator(cfg: TrainConfig):
     AcceleratorState._reset_state(reset_partial_state=False)
     # Without a GPU, Accelerate sets up gloo only when told "cpu"; otherwise each process of a
     # torchrun launch would train alone.
-    on_accelerator = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+    on_accelerator = (
+        torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+    )
     return Accelerator(
         mixed_precision=cfg.mixed_precision,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps or 1,
@@ -273,7 +284,9 @@ def train(
             )
         start = int(state["step"])
         check_schedule(state.get("config", {}), cfg, start, str(ckpt))
-        load_model(policy, str(ckpt / WEIGHTS_FILE), strict=True, device=str(next(policy.parameters()).device))
+        load_model(
+            policy, str(ckpt / WEIGHTS_FILE), strict=True, device=str(next(policy.parameters()).device)
+        )
     resumed_from = start
     stop = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
 
@@ -323,7 +336,8 @@ def train(
         val_data = _concat(val_sets)
         if val_bs % world:
             raise ValueError(
-                f"cfg.val_batch_size: {val_bs} does not split over {world} processes; use a multiple of {world}"
+                f"cfg.val_batch_size: {val_bs} does not split over {world} processes; "
+                f"use a multiple of {world}"
             )
         val_sampler = StepBatchSampler(
             len(val_data),
@@ -364,7 +378,7 @@ def train(
             )
         accelerator.wait_for_everyone()
 
-    log_file = open(out / "log.jsonl", "a") if main else None  # noqa: SIM115 (closed in finally)
+    log_file = open(out / "log.jsonl", "a") if main else None
 
     def emit(row: dict[str, Any]) -> None:
         if not main:
@@ -384,7 +398,9 @@ def train(
         rows = []
         for k, batch in enumerate(val_loader):
             g = torch.Generator().manual_seed(mix_seed(cfg.seed, k, _VAL_NOISE))
-            noise, t = unwrapped.objective.draw(val_sampler.batch_size, pc.horizon, pc.action_dim, generator=g)
+            noise, t = unwrapped.objective.draw(
+                val_sampler.batch_size, pc.horizon, pc.action_dim, generator=g
+            )
             torch.manual_seed(mix_seed(cfg.seed, k, rank, _VAL_RNG))
             n_, t_ = _slice_draws(noise, t, val_sampler.slice_of(0))
             rows.append(_terms(model(batch, noise=n_, t=t_)))
@@ -412,7 +428,9 @@ def train(
             if bool(finite_rows.all()) or not bool(finite_rows[i]):
                 items = describe_items(datasets, global_batch[sampler.slice_of(m, r)])
                 values = rows[i].tolist()
-                terms = {k: v if math.isfinite(v) else str(v) for k, v in zip(LOSS_TERMS, values, strict=True)}
+                terms = {
+                    k: v if math.isfinite(v) else str(v) for k, v in zip(LOSS_TERMS, values, strict=True)
+                }
                 micro.append({"process": r, "micro_step": m, "losses": terms, "items": items})
         bad_grads = [
             n
@@ -420,7 +438,12 @@ def train(
             if p.grad is not None
             and not bool(torch.isfinite(p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad).all())
         ]
-        return {"step": step, "event": "non_finite", "micro_batches": micro, "non_finite_grads": bad_grads[:20]}
+        return {
+            "step": step,
+            "event": "non_finite",
+            "micro_batches": micro,
+            "non_finite_grads": bad_grads[:20],
+        }
 
     # ---- loop --------------------------------------------------------------------------------------
     bar = None
@@ -558,7 +581,8 @@ def _stop_on_non_finite(
     first = last["micro_batches"][0] if last["micro_batches"] else {}
     items = first.get("items", [])[:4]
     message = (
-        f"training stopped at step {step}: {consecutive} consecutive steps with a non-finite loss or gradient "
+        f"training stopped at step {step}: {consecutive} consecutive steps with a non-finite loss or "
+        "gradient "
         f"(cfg.nan_patience). Last one: losses {first.get('losses')} on items {items}"
         f"{' ...' if len(first.get('items', [])) > 4 else ''}; non-finite gradients in "
         f"{last['non_finite_grads'][:3] or 'none'}. The last good checkpoint ({report['checkpoint']}) is "

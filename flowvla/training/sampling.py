@@ -53,7 +53,9 @@ class Mixture:
 
     def draw(self, n: int, generator: torch.Generator) -> list[int]:
         """``n`` item indices (with replacement): a group by ``probs``, then an item of it uniformly."""
-        groups = torch.multinomial(torch.as_tensor(self.probs, dtype=torch.float64), n, True, generator=generator)
+        groups = torch.multinomial(
+            torch.as_tensor(self.probs, dtype=torch.float64), n, True, generator=generator
+        )
         u = torch.rand(n, generator=generator, dtype=torch.float64)
         out = []
         for gi, ui in zip(groups.tolist(), u.tolist(), strict=True):
@@ -113,7 +115,9 @@ def build_mixture(
     if dataset_weights is not None:
         unknown = sorted(set(dataset_weights) - set(datasets))
         if unknown:
-            raise ValueError(f"dataset_weights: no dataset named {unknown}; the datasets are {sorted(datasets)}")
+            raise ValueError(
+                f"dataset_weights: no dataset named {unknown}; the datasets are {sorted(datasets)}"
+            )
     names: list[tuple[str, str]] = []
     members: list[np.ndarray] = []
     mass: list[float] = []
@@ -244,7 +248,13 @@ class StepBatchSampler(torch.utils.data.Sampler):
                 f"batch_size: {batch_size} does not split into {num_processes} processes x "
                 f"{accumulation_steps} accumulation steps; use a multiple of {parts}"
             )
-        self.n, self.batch_size, self.start, self.stop, self.seed = dataset_size, batch_size, start, stop, seed
+        self.n, self.batch_size, self.start, self.stop, self.seed = (
+            dataset_size,
+            batch_size,
+            start,
+            stop,
+            seed,
+        )
         self.mixture = mixture
         self.num_processes, self.process_index, self.accumulation_steps = (
             num_processes,

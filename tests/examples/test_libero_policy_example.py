@@ -48,8 +48,11 @@ def test_train_writes_a_checkpoint_that_loads(trained):
 
 def test_train_again_resumes(example, trained):
     _, args = trained
-    report = example.main([*args, "5"])
-    assert report["resumed_from"] == 3 and report["step"] == 5
+    report = example.main([*args, "3"])
+    assert report["resumed_from"] == 3 and report["step"] == 3
+    # A longer --steps would re-stretch the learning-rate schedule under the trained model: refused.
+    with pytest.raises(ValueError, match="allow_schedule_change"):
+        example.main([*args, "5"])
 
 
 @pytest.mark.libero

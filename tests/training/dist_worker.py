@@ -10,12 +10,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for tests.*
 
-import torch  # noqa: E402
+import torch
 
-from flowvla.training import TrainConfig, train  # noqa: E402
-from flowvla.training import engine  # noqa: E402
-from tests.policy.helpers import tiny_policy  # noqa: E402
-from tests.training.helpers import ItemList  # noqa: E402
+from flowvla.training import (
+    TrainConfig,
+    engine,
+    train,
+)
+from tests.policy.helpers import tiny_policy
+from tests.training.helpers import ItemList
 
 CONFIG = dict(steps=4, batch_size=4, lr=1e-3, warmup_steps=1, save_every=2, log_every=1, ema_decay=0.9)
 
@@ -46,7 +49,7 @@ def main() -> None:
     if os.environ.get("FLOWVLA_TEST_DUMP_AFTER"):  # debugging a hang: where is every process?
         import faulthandler
 
-        dump = open(f"{args.records}.dump{os.environ.get('RANK', '0')}", "w")  # noqa: SIM115
+        dump = open(f"{args.records}.dump{os.environ.get('RANK', '0')}", "w")
         faulthandler.dump_traceback_later(float(os.environ["FLOWVLA_TEST_DUMP_AFTER"]), exit=False, file=dump)
     torch.set_num_threads(1)
     if args.fsdp:

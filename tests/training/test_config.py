@@ -47,7 +47,9 @@ def test_resuming_with_another_schedule_needs_the_flag():
     saved = {"steps": 3000, "lr": 3e-4, "warmup_steps": 50}
     longer = TrainConfig(out_dir="x", steps=6000)
     # At step 3000 the old schedule has decayed to 3e-5; the longer one would jump back up.
-    with pytest.raises(ValueError, match=r"steps=3000 -> 6000.*from 3e-05 to 0.000167.*allow_schedule_change"):
+    with pytest.raises(
+        ValueError, match=r"steps=3000 -> 6000.*from 3e-05 to 0.000167.*allow_schedule_change"
+    ):
         check_schedule(saved, longer, 3000, "ckpt")
     check_schedule(saved, TrainConfig(out_dir="x", steps=6000, allow_schedule_change=True), 3000, "ckpt")
     check_schedule(saved, TrainConfig(out_dir="x", steps=3000, batch_size=4), 3000, "ckpt")  # not schedule

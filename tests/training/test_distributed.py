@@ -96,4 +96,3 @@ def test_two_processes_resume_and_end_like_one(tmp_path, one_process, first, sec
         a, b = seen[0][step], seen[1][step]
         assert len(a) == len(b) == 2 and not set(a) & set(b)
         assert a + b == sampler.global_batch(step)
-

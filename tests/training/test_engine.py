@@ -76,11 +76,17 @@ def test_accumulating_micro_steps_trains_like_one_big_batch(tmp_path):
     cfg = dict(steps=3, batch_size=4, lr=1e-3, warmup_steps=1, save_every=3)
     whole, split = tiny_policy(), tiny_policy()
     train(whole, ItemList(8), TrainConfig(out_dir=str(tmp_path / "a"), **cfg))
-    report = train(split, ItemList(8), TrainConfig(out_dir=str(tmp_path / "b"), gradient_accumulation_steps=2, **cfg))
+    report = train(
+        split, ItemList(8), TrainConfig(out_dir=str(tmp_path / "b"), gradient_accumulation_steps=2, **cfg)
+    )
     assert report["gradient_accumulation_steps"] == 2
     assert max_difference(weights(whole), weights(split)) < 1e-5
     with pytest.raises(ValueError, match="batch_size: 4 does not split into 1 processes x 3"):
-        train(tiny_policy(), ItemList(8), TrainConfig(out_dir=str(tmp_path / "c"), gradient_accumulation_steps=3, **cfg))
+        train(
+            tiny_policy(),
+            ItemList(8),
+            TrainConfig(out_dir=str(tmp_path / "c"), gradient_accumulation_steps=3, **cfg),
+        )
 
 
 def test_ema_validation_and_resume_are_reproducible(tmp_path):
@@ -95,7 +101,9 @@ def test_ema_validation_and_resume_are_reproducible(tmp_path):
     resumed = tiny_policy(seed=1)
     train(resumed, data, interrupted, val_dataset=held_out)
 
-    assert all(torch.equal(a, b) for a, b in zip(weights(straight).values(), weights(resumed).values(), strict=True))
+    assert all(
+        torch.equal(a, b) for a, b in zip(weights(straight).values(), weights(resumed).values(), strict=True)
+    )
     a, b = tmp_path / "a" / "checkpoint", tmp_path / "b" / "checkpoint"
     for name in ("model.safetensors", "model_ema.safetensors"):
         assert (a / name).read_bytes() == (b / name).read_bytes()
@@ -109,20 +117,27 @@ def test_ema_validation_and_resume_are_reproducible(tmp_path):
     # Evaluation gets the average by default; the raw weights on request.
     ema_policy, raw_policy = VLAPolicy.from_pretrained(a), VLAPolicy.from_pretrained(a, weights="raw")
     assert ema_policy.loaded_weights == "model_ema.safetensors"
-    assert all(torch.equal(x, y) for x, y in zip(weights(raw_policy).values(), weights(straight).values(), strict=True))
+    assert all(
+        torch.equal(x, y)
+        for x, y in zip(weights(raw_policy).values(), weights(straight).values(), strict=True)
+    )
     assert max_difference(weights(ema_policy), weights(raw_policy)) > 1e-4
     assert read_trainer_state(a)["ema_updates"] == 4
 
 
 def test_validation_needs_held_out_data(tmp_path):
     with pytest.raises(ValueError, match=r"val_every: validation is on but train\(\) got no val_dataset"):
-        train(tiny_policy(), ItemList(), TrainConfig(out_dir=str(tmp_path), steps=1, batch_size=2, val_every=1))
+        train(
+            tiny_policy(), ItemList(), TrainConfig(out_dir=str(tmp_path), steps=1, batch_size=2, val_every=1)
+        )
 
 
 def test_non_finite_steps_are_skipped_and_counted(tmp_path):
     data = ItemList(6, poison=[0])  # item 0 has actions of 1e30: its loss is infinite
     before = tiny_policy()
-    report = train(before, data, TrainConfig(out_dir=str(tmp_path), steps=8, batch_size=2, log_every=1, nan_patience=8))
+    report = train(
+        before, data, TrainConfig(out_dir=str(tmp_path), steps=8, batch_size=2, log_every=1, nan_patience=8)
+    )
     rows = rows_of(tmp_path)
     bad = [r for r in rows if r.get("event") == "non_finite"]
     assert bad and report["skipped"] == len(bad) and rows[-1]["skipped"] == len(bad)
@@ -149,7 +164,7 @@ def test_consecutive_non_finite_steps_stop_with_a_report_and_keep_the_checkpoint
 def test_resuming_with_a_longer_schedule_is_refused_unless_asked(tmp_path):
     cfg = dict(out_dir=str(tmp_path), batch_size=2, warmup_steps=1)
     train(tiny_policy(), ItemList(), TrainConfig(steps=2, **cfg))
-    with pytest.raises(ValueError, match="steps=2 -> 4.*allow_schedule_change=True"):
+    with pytest.raises(ValueError, match=r"steps=2 -> 4.*allow_schedule_change=True"):
         train(tiny_policy(), ItemList(), TrainConfig(steps=4, **cfg))
     report = train(tiny_policy(), ItemList(), TrainConfig(steps=4, allow_schedule_change=True, **cfg))
     assert report["resumed_from"] == 2 and report["step"] == 4
@@ -171,7 +186,20 @@ def test_time_budget_stops_cleanly_with_a_checkpoint(tmp_path, monkeypatch):
     assert report["stopped"] == "max_minutes" and 0 < report["step"] < 50
     assert read_trainer_state(tmp_path / "checkpoint")["step"] == report["step"]
     monkeypatch.undo()
-    assert train(tiny_policy(), ItemList(), TrainConfig(out_dir=str(tmp_path), steps=report["step"] + 1, batch_size=2, save_every=100, allow_schedule_change=True))["step"] == report["step"] + 1
+    assert (
+        train(
+            tiny_policy(),
+            ItemList(),
+            TrainConfig(
+                out_dir=str(tmp_path),
+                steps=report["step"] + 1,
+                batch_size=2,
+                save_every=100,
+                allow_schedule_change=True,
+            ),
+        )["step"]
+        == report["step"] + 1
+    )
 
 
 def test_task_weights_reach_the_batches(tmp_path):
@@ -187,7 +215,9 @@ def test_task_weights_reach_the_batches(tmp_path):
 
 def test_bf16_autocast_on_the_cpu(tmp_path):
     policy = tiny_policy()
-    report = train(policy, ItemList(), TrainConfig(out_dir=str(tmp_path), steps=2, batch_size=2, mixed_precision="bf16"))
+    report = train(
+        policy, ItemList(), TrainConfig(out_dir=str(tmp_path), steps=2, batch_size=2, mixed_precision="bf16")
+    )
     assert report["mixed_precision"] == "bf16" and math.isfinite(report["last_losses"]["loss"])
     assert all(p.dtype == torch.float32 for p in policy.parameters())  # float32 master weights
     assert "_original_forward" not in policy.__dict__  # Accelerate's autocast wrapper is removed

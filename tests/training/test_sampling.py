@@ -31,12 +31,15 @@ def test_step_batch_sampler_is_a_function_of_the_step():
     per_slice=st.integers(1, 3),
     step=st.integers(0, 10**6),
 )
-def test_processes_and_micro_steps_take_disjoint_slices_of_the_step_batch(processes, accumulation, per_slice, step):
+def test_processes_and_micro_steps_take_disjoint_slices_of_the_step_batch(
+    processes, accumulation, per_slice, step
+):
     batch_size = processes * accumulation * per_slice
+    split = dict(num_processes=processes, accumulation_steps=accumulation)
     samplers = [
-        StepBatchSampler(50, batch_size, step, step + 1, seed=7, num_processes=processes, process_index=r, accumulation_steps=accumulation)
+        StepBatchSampler(50, batch_size, step, step + 1, seed=7, process_index=r, **split)
         for r in range(processes)
-    ]  # fmt: skip
+    ]
     parts = {r: list(s) for r, s in enumerate(samplers)}
     assert all(len(p) == accumulation for p in parts.values())
     # Slice j = m * P + r: laid end to end they are the global batch, with no item twice.
@@ -123,7 +126,9 @@ def test_dataset_weights_set_each_datasets_mass():
 
 
 def test_unknown_names_and_impossible_weights_are_refused():
-    with pytest.raises(ValueError, match=r"task_weights: no task named \['d'\]; the tasks are \['a', 'b', 'c'\]"):
+    with pytest.raises(
+        ValueError, match=r"task_weights: no task named \['d'\]; the tasks are \['a', 'b', 'c'\]"
+    ):
         build_mixture({"": tasks_data()}, task_weights={"d": 1.0})
     with pytest.raises(ValueError, match="dataset_weights: no dataset named"):
         build_mixture({"sim": tasks_data()}, dataset_weights={"real": 1.0})
