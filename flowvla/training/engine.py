@@ -290,20 +290,7 @@ def train(
     resumed_from = start
     stop = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
 
-    if fsdp and world > 1:
-        _sync_from_main(policy, accelerator.device)
-    params = [p for p in policy.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    model, opt = accelerator.prepare(policy, opt)
-    unwrapped = accelerator.unwrap_model(model)
-    if state is not None:
-        restore_optimizer(unwrapped, opt.optimizer, state)
-    ema = EMA(unwrapped, cfg.ema_decay) if cfg.ema_decay else None
-    if ema is not None and state is not None and ema_weights_path(ckpt).is_file():
-        ema.load_full_state_dict(load_file(str(ema_weights_path(ckpt))), state.get("ema_updates", 0))
-    skipped = int(state.get("skipped", 0)) if state is not None else 0
-
-    # ---- data --------------------------------------------------------------------------------------
+    # ---- data (before wrapping the model: a bad setting fails fast) ---------------------------------------
     mixture = build_mixture(
         datasets, sampling=cfg.sampling, task_weights=cfg.task_weights, dataset_weights=cfg.dataset_weights
     )
@@ -350,6 +337,20 @@ def train(
             process_index=rank,
         )
         val_loader = loader_for(val_data, val_sampler)
+
+    # ---- the model: the same weights everywhere, wrapped, then the optimizer and EMA state ---
+    if fsdp and world > 1:
+        _sync_from_main(policy, accelerator.device)
+    params = [p for p in policy.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model, opt = accelerator.prepare(policy, opt)
+    unwrapped = accelerator.unwrap_model(model)
+    if state is not None:
+        restore_optimizer(unwrapped, opt.optimizer, state)
+    ema = EMA(unwrapped, cfg.ema_decay) if cfg.ema_decay else None
+    if ema is not None and state is not None and ema_weights_path(ckpt).is_file():
+        ema.load_full_state_dict(load_file(str(ema_weights_path(ckpt))), state.get("ema_updates", 0))
+    skipped = int(state.get("skipped", 0)) if state is not None else 0
     pc = unwrapped.config
 
     # ---- helpers -----------------------------------------------------------------------------------

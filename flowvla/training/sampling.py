@@ -25,6 +25,7 @@ __all__ = [
     "Mixture",
     "StepBatchSampler",
     "build_mixture",
+    "describe_items",
     "item_tasks",
     "mix_seed",
     "task_weights_from_success",
