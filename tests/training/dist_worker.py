@@ -44,7 +44,10 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--records", required=True)
     ap.add_argument("--stop-after", type=int)
-    ap.add_argument("--fsdp", action="store_true")
+    ap.add_argument("--fsdp", action="store_true", help="force Accelerate's FSDP2 path on the CPU")
+    ap.add_argument("--fsdp-config", action="store_true", help="ask for FSDP2 through TrainConfig.fsdp (GPU)")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--mixed-precision", default="no")
     args = ap.parse_args()
     if os.environ.get("FLOWVLA_TEST_DUMP_AFTER"):  # debugging a hang: where is every process?
         import faulthandler
@@ -74,7 +77,13 @@ def main() -> None:
     report = train(
         policy,
         ItemList(8),
-        TrainConfig(out_dir=args.out, **CONFIG),
+        TrainConfig(
+            out_dir=args.out,
+            cpu=args.device == "cpu",
+            mixed_precision=args.mixed_precision,
+            fsdp={"fsdp_version": 2} if args.fsdp_config else None,
+            **CONFIG,
+        ),
         on_log=logs.append,
         stop_after=args.stop_after,
     )

@@ -1,5 +1,7 @@
 """Tiny datasets for the training tests: items of the batch contract with ids and task labels."""
 
+import socket
+
 import numpy as np
 import torch
 
@@ -39,3 +41,14 @@ class TaskItems(ItemList):
 
 def weights(policy):
     return {k: v.detach().clone() for k, v in policy.state_dict().items()}
+
+
+def max_difference(a, b):
+    assert a.keys() == b.keys()
+    return max(float((a[k] - b[k]).abs().max()) for k in a if a[k].numel())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

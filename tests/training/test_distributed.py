@@ -8,7 +8,6 @@ accelerators), which exercises flowvla's gathered saves and sharded resumes.
 """
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,20 +15,13 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from flowvla.training import StepBatchSampler, TrainConfig, train
-from tests.policy.helpers import tiny_policy
+from flowvla.training import StepBatchSampler
 from tests.training.dist_worker import CONFIG
-from tests.training.helpers import ItemList
+from tests.training.helpers import free_port, max_difference
 
 pytestmark = pytest.mark.slow
 WORKER = Path(__file__).with_name("dist_worker.py")
 ROOT = WORKER.parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def launch(launcher: str, out: Path, records: Path, *extra: str) -> None:
@@ -47,19 +39,6 @@ def launch(launcher: str, out: Path, records: Path, *extra: str) -> None:
 
 def records(path: Path) -> list[dict]:
     return [json.loads((path / f"rank{r}.json").read_text()) for r in range(2)]
-
-
-def max_difference(a: dict, b: dict) -> float:
-    assert a.keys() == b.keys()
-    return max(float((a[k] - b[k]).abs().max()) for k in a if a[k].numel())
-
-
-@pytest.fixture(scope="module")
-def one_process(tmp_path_factory):
-    out = tmp_path_factory.mktemp("one")
-    train(tiny_policy(), ItemList(8), TrainConfig(out_dir=str(out), **CONFIG))
-    ckpt = out / "checkpoint"
-    return load_file(str(ckpt / "model.safetensors")), load_file(str(ckpt / "model_ema.safetensors"))
 
 
 @pytest.mark.parametrize(

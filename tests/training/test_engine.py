@@ -11,7 +11,7 @@ import torch
 from flowvla.policy import VLAPolicy
 from flowvla.training import NonFiniteLossError, TrainConfig, latest_checkpoint, read_trainer_state, train
 from tests.policy.helpers import make_batch, tiny_policy
-from tests.training.helpers import ItemList, TaskItems, weights
+from tests.training.helpers import ItemList, TaskItems, max_difference, weights
 
 
 def test_resumed_training_ends_where_an_uninterrupted_run_ends(tmp_path):
@@ -64,10 +64,6 @@ def test_resuming_with_other_statistics_is_refused(tmp_path):
 
 def rows_of(out):
     return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-
-
-def max_difference(a, b):
-    return max(float((a[k] - b[k]).abs().max()) for k in a if a[k].numel())
 
 
 def test_accumulating_micro_steps_trains_like_one_big_batch(tmp_path):
