@@ -106,7 +106,7 @@ def test_ema_validation_and_resume_are_reproducible(tmp_path):
     # The validation loss depends only on the weights: the same in both runs, step by step.
     val = [[r for r in rows_of(tmp_path / d) if r.get("event") == "validation"] for d in "ab"]
     assert [r["step"] for r in val[0]] == [2, 4]
-    assert val[0] == val[1][:1] + val[1][-1:] or val[0] == val[1]
+    assert val[0] == val[1]
     rows = [r for r in rows_of(tmp_path / "a") if "event" not in r]
     assert all(r["grad_norm"] > 0 and r["samples_per_s"] > 0 and r["skipped"] == 0 for r in rows)
 
@@ -224,3 +224,19 @@ def test_bf16_autocast_on_the_cpu(tmp_path):
 def test_progress_bar_on_request(tmp_path, capsys):
     train(tiny_policy(), ItemList(), TrainConfig(out_dir=str(tmp_path), steps=2, batch_size=2, progress=True))
     assert "2/2" in capsys.readouterr().err
+
+
+def test_fsdp_options_take_accelerates_names():
+    from flowvla.training.engine import _fsdp_plugin
+
+    # Both the plugin's field names and the fsdp_-prefixed keys of an `accelerate config` file.
+    options = {
+        "fsdp_version": 2,
+        "fsdp_transformer_layer_cls_to_wrap": ["DiTBlock"],
+        "reshard_after_forward": True,
+    }
+    plugin = _fsdp_plugin(options)
+    assert plugin.fsdp_version == 2 and plugin.transformer_cls_names_to_wrap == ["DiTBlock"]
+    assert plugin.reshard_after_forward is True
+    with pytest.raises(ValueError, match="fsdp: 'fsdp_sharding' is not an option"):
+        _fsdp_plugin({"fsdp_sharding": "FULL"})
