@@ -246,7 +246,7 @@ class ChunkDataset(torch.utils.data.Dataset):
 
     def item_tasks(self) -> tuple[list[str], np.ndarray]:
         """Task names (the distinct instructions, in order of first appearance) and each item's task
-        id ``[N]``: what task-balanced sampling in [`flowvla.training`][flowvla.training] reads."""
+        id ``[N]``: what task-balanced sampling in [`flowvla.training`][flowvla.training.engine] reads."""
         names: list[str] = []
         ids: dict[str, int] = {}
         per_episode = []

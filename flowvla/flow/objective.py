@@ -150,11 +150,11 @@ class FlowMatchingObjective:
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> tuple[Tensor, Tensor]:
-        """The ``(noise, t)`` that [`sample_path`][flowvla.flow.FlowMatchingObjective.sample_path]
+        """The ``(noise, t)`` that [`sample_path`][flowvla.flow.objective.FlowMatchingObjective.sample_path]
         would draw for ``batch_size`` chunks of ``[horizon, action_dim]`` (same order of draws).
 
         Drawing a whole batch once and handing slices of it to
-        [`sample_path`][flowvla.flow.FlowMatchingObjective.sample_path] makes every chunk's draw
+        [`sample_path`][flowvla.flow.objective.FlowMatchingObjective.sample_path] makes every chunk's draw
         independent of how the batch is split (over processes or gradient-accumulation steps).
 
         Returns:

@@ -274,8 +274,8 @@ class VLAPolicy(nn.Module):
         ``instruction_synonym`` / ``instruction_opposite`` for the consistency terms).
 
         ``noise`` ``[*R, B, H, A]`` and ``t`` ``[*R, B]`` fix the flow-matching draws (see
-        [`FlowMatchingObjective.draw`][flowvla.flow.FlowMatchingObjective.draw]); by default they are
-        drawn from the global RNG.
+        [`FlowMatchingObjective.draw`][flowvla.flow.objective.FlowMatchingObjective.draw]); by default
+        they are drawn from the global RNG.
         """
         self.check_batch(batch, training=True)
         device = self._device()
@@ -431,7 +431,7 @@ class VLAPolicy(nn.Module):
                 gathered from a sharded copy of this policy); same keys as ``self.state_dict()``.
             ema_state_dict: averaged weights, written beside the raw ones as
                 ``model_ema.safetensors`` (same keys);
-                [`from_pretrained`][flowvla.policy.VLAPolicy.from_pretrained] loads them by default.
+                [`from_pretrained`][flowvla.policy.policy.VLAPolicy.from_pretrained] loads them by default.
         """
         from safetensors.torch import save_model
 
@@ -483,7 +483,7 @@ class VLAPolicy(nn.Module):
         device: str | torch.device = "cpu",
         weights: str = "auto",
     ) -> VLAPolicy:
-        """Rebuild a policy saved by [`save_pretrained`][flowvla.policy.VLAPolicy.save_pretrained]
+        """Rebuild a policy saved by [`save_pretrained`][flowvla.policy.policy.VLAPolicy.save_pretrained]
         (no network; weights loaded strictly).
 
         Args:

@@ -1,4 +1,4 @@
-"""The training engine: [`train`][flowvla.training.train] on HF Accelerate (DDP, FSDP, mixed precision,
+"""The training engine: [`train`][flowvla.training.engine.train] on HF Accelerate (DDP, FSDP, mixed precision,
 gradient accumulation), EMA, a non-finite-step guard, validation, and task-mixture sampling.
 
 See [`flowvla.training.engine`][flowvla.training.engine] for how runs stay reproducible across resumes

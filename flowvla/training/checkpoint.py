@@ -1,10 +1,10 @@
-"""The training checkpoint: one [`VLAPolicy.save_pretrained`][flowvla.policy.VLAPolicy.save_pretrained]
+"""The training checkpoint: one [`VLAPolicy.save_pretrained`][flowvla.policy.policy.VLAPolicy.save_pretrained]
 directory, ``<out_dir>/checkpoint``, replaced atomically at every save.
 
 It holds ``model.safetensors`` (raw weights), ``model_ema.safetensors`` (averaged weights, with EMA on),
 config, statistics, tokenizer and ``trainer_state.pt``: the optimizer state keyed by parameter name,
 the step, the EMA update count, the counters of skipped steps and the
-[`TrainConfig`][flowvla.training.TrainConfig] as a dict. All of it comes from the same step. Nothing
+[`TrainConfig`][flowvla.training.config.TrainConfig] as a dict. All of it comes from the same step. Nothing
 random needs saving: every draw of a step is seeded from the step number.
 """
 

@@ -1,4 +1,5 @@
-"""[`TrainConfig`][flowvla.training.TrainConfig], the learning-rate schedule, and the rules for resuming.
+"""[`TrainConfig`][flowvla.training.config.TrainConfig], the learning-rate schedule, and the rule for
+resuming.
 
 Engine options keep Accelerate's names (``mixed_precision``, ``gradient_accumulation_steps``, ``cpu``,
 ``fsdp`` with the fields of Accelerate's ``FullyShardedDataParallelPlugin``, ``dynamo_backend``,
@@ -22,7 +23,7 @@ SCHEDULE_FIELDS = ("steps", "lr", "warmup_steps")
 
 @dataclass
 class TrainConfig:
-    """Hyper-parameters of [`train`][flowvla.training.train].
+    """Hyper-parameters of [`train`][flowvla.training.engine.train].
 
     Attributes:
         out_dir: where checkpoints and logs go.
@@ -67,7 +68,7 @@ class TrainConfig:
             uniform over chunks. A dataset without task labels is sampled uniformly over items.
         task_weights: relative weight per task name (the instruction), multiplying the
             ``sampling`` base weight; unnamed tasks weigh 1. See
-            [`task_weights_from_success`][flowvla.training.task_weights_from_success].
+            [`task_weights_from_success`][flowvla.training.sampling.task_weights_from_success].
         dataset_weights: with several named datasets, the probability mass of each dataset
             (relative; unnamed datasets weigh 1). ``None``: datasets are not balanced against each
             other (the ``sampling`` rule applies across all of them).

@@ -1,4 +1,4 @@
-"""The training loop of [`VLAPolicy`][flowvla.policy.VLAPolicy] on HF Accelerate.
+"""The training loop of [`VLAPolicy`][flowvla.policy.policy.VLAPolicy] on HF Accelerate.
 
 One call trains (or resumes) a policy on one or many processes: ``python script.py``, ``torchrun
 --nproc-per-node 2 script.py`` or ``accelerate launch --num_processes 2 script.py`` run the same code;
@@ -6,7 +6,7 @@ Accelerate sets up DDP (gloo on the CPU, NCCL on GPUs), FSDP, autocast and compi
 keeps what makes runs reproducible:
 
 - **Batches and draws are functions of the step.** Step ``s`` trains on a global batch drawn from the
-  seed and ``s`` ([`StepBatchSampler`][flowvla.training.StepBatchSampler]); each process takes a
+  seed and ``s`` ([`StepBatchSampler`][flowvla.training.sampling.StepBatchSampler]); each process takes a
   disjoint slice of it per accumulation micro-step; the flow-matching noise and times are drawn for
   the whole global batch from a generator seeded by ``s`` and sliced the same way; the global RNG
   (dropout, augmentation) is reseeded per micro-batch from ``(s, slice)``. A resumed run therefore
@@ -17,14 +17,14 @@ keeps what makes runs reproducible:
 - **Bad steps are skipped, not trained on.** A non-finite loss or gradient norm skips the optimizer
   step (every process agrees: the losses are gathered and the norm is global) and is logged; after
   ``nan_patience`` consecutive ones the run stops with
-  [`NonFiniteLossError`][flowvla.training.NonFiniteLossError], whose report names the batch and the
+  [`NonFiniteLossError`][flowvla.training.engine.NonFiniteLossError], whose report names the batch and the
   loss terms; no checkpoint is written during such a run of bad steps, so the last one stays the
   last good one.
 
 Log rows (``<out_dir>/log.jsonl``, one JSON object per line, also passed to ``on_log``):
 
 - every ``log_every`` steps: ``step``, ``lr`` (used by that step), the loss terms of
-  [`PolicyLosses`][flowvla.policy.PolicyLosses] (mean over the step's micro-batches),
+  [`PolicyLosses`][flowvla.policy.policy.PolicyLosses] (mean over the step's micro-batches),
   ``grad_norm`` (before clipping), ``samples_per_s`` (training throughput since the last row),
   ``seconds`` (since the call began) and ``skipped`` (non-finite steps so far);
 - ``"event": "validation"``: ``val_<term>`` and, with EMA, ``ema_val_<term>``;

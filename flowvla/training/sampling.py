@@ -216,7 +216,7 @@ class StepBatchSampler(torch.utils.data.Sampler):
         start: the first step.
         stop: one past the last step.
         seed: base seed.
-        mixture: draw from this [`Mixture`][flowvla.training.Mixture] (with replacement).
+        mixture: draw from this [`Mixture`][flowvla.training.sampling.Mixture] (with replacement).
         num_processes: processes sharing each batch.
         process_index: this process.
         accumulation_steps: micro-steps per step.
