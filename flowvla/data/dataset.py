@@ -33,7 +33,7 @@ from flowvla.data.batch import pad_state
 from flowvla.data.hdf5 import LiberoHDF5Reader
 from flowvla.data.stats import FeatureStats, Normalizer, compute_stats
 
-__all__ = ["ChunkDataset", "EpisodeSource", "HDF5Source"]
+__all__ = ["ChunkDataset", "EpisodeSource", "EpisodeSubset", "HDF5Source", "split_episodes"]
 
 
 @runtime_checkable
@@ -143,6 +143,71 @@ class HDF5Source:
         return rd.geometry(i, t)
 
 
+class EpisodeSubset:
+    """Some episodes of a source, as a source of their own (e.g. the held-out validation episodes).
+
+    Args:
+        source: an [`EpisodeSource`][flowvla.data.dataset.EpisodeSource].
+        episodes: indices of the episodes to keep, in the order to keep them.
+    """
+
+    def __init__(self, source: EpisodeSource, episodes: Sequence[int]) -> None:
+        self.source = source
+        self.episodes = [int(e) for e in episodes]
+        bad = [e for e in self.episodes if not 0 <= e < len(source)]
+        if bad:
+            raise ValueError(f"episodes: {bad[:5]} out of range for a source of {len(source)} episodes")
+
+    def __len__(self) -> int:
+        return len(self.episodes)
+
+    def episode_length(self, e: int) -> int:
+        return self.source.episode_length(self.episodes[e])
+
+    def instruction(self, e: int) -> str:
+        return self.source.instruction(self.episodes[e])
+
+    def actions(self, e: int) -> np.ndarray:
+        return self.source.actions(self.episodes[e])
+
+    def states(self, e: int) -> np.ndarray:
+        return self.source.states(self.episodes[e])
+
+    def images(self, e: int, t: int) -> np.ndarray:
+        return self.source.images(self.episodes[e], t)
+
+    def geometry(self, e: int, t: int) -> dict[str, np.ndarray] | None:
+        return self.source.geometry(self.episodes[e], t)
+
+
+def split_episodes(
+    source: EpisodeSource, val_fraction: float = 0.1, *, seed: int = 0
+) -> tuple[EpisodeSubset, EpisodeSubset]:
+    """Hold out about ``val_fraction`` of each task's episodes (tasks = instructions).
+
+    Every task with two or more episodes keeps at least one for training and gives at least one to
+    validation; a task with a single episode stays in training. The choice is seeded.
+
+    Returns:
+        ``(train, val)`` sources.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction: must be in (0, 1), got {val_fraction}")
+    by_task: dict[str, list[int]] = {}
+    for e in range(len(source)):
+        by_task.setdefault(source.instruction(e), []).append(e)
+    rng = np.random.default_rng(seed)
+    held: set[int] = set()
+    for episodes in by_task.values():
+        n = len(episodes)
+        if n < 2:
+            continue
+        k = min(max(1, round(n * val_fraction)), n - 1)
+        held.update(int(e) for e in rng.choice(episodes, size=k, replace=False))
+    train = [e for e in range(len(source)) if e not in held]
+    return EpisodeSubset(source, train), EpisodeSubset(source, sorted(held))
+
+
 class ChunkDataset(torch.utils.data.Dataset):
     """One training item per (episode, observed step): see the module docs.
 
@@ -213,6 +278,21 @@ class ChunkDataset(torch.utils.data.Dataset):
         idx = np.arange(t, t + self.horizon)
         mask = idx < len(a)
         return a[np.minimum(idx, len(a) - 1)], mask
+
+    def item_tasks(self) -> tuple[list[str], np.ndarray]:
+        """Task names (the distinct instructions, in order of first appearance) and each item's task
+        id ``[N]``: what task-balanced sampling in [`flowvla.training`][flowvla.training.engine] reads."""
+        names: list[str] = []
+        ids: dict[str, int] = {}
+        per_episode = []
+        for e in range(len(self.source)):
+            text = self.source.instruction(e)
+            if text not in ids:
+                ids[text] = len(names)
+                names.append(text)
+            per_episode.append(ids[text])
+        lengths = np.diff(np.asarray(self._starts))
+        return names, np.repeat(np.asarray(per_episode, dtype=np.int64), lengths)
 
     def stats(self) -> dict[str, FeatureStats]:
         """Statistics of the raw actions and states over every frame (what to save next to a policy)."""

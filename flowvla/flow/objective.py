@@ -118,9 +118,7 @@ class FlowMatchingObjective:
         lead = (self.repeats,) if self.repeats > 1 else ()
         b = actions.shape[0]
         if t is None:
-            t = self.time_sampler.sample(
-                (*lead, b), generator=generator, device=actions.device, dtype=actions.dtype
-            )
+            t = self._draw_t((*lead, b), generator, actions.device, actions.dtype)
         elif tuple(t.shape) != (*lead, b):
             raise ValueError(
                 f"t: expected shape {(*lead, b)} for repeats={self.repeats}, got {tuple(t.shape)}"
@@ -128,15 +126,50 @@ class FlowMatchingObjective:
         elif bool(((t < 0) | (t > 1)).any()):
             raise ValueError("t: flow times must lie in [0, 1]")
         if noise is None:
-            noise = torch.randn(
-                (*lead, *actions.shape), generator=generator, device=actions.device, dtype=actions.dtype
-            )
+            noise = self._draw_noise((*lead, *actions.shape), generator, actions.device, actions.dtype)
         elif tuple(noise.shape) != (*lead, *actions.shape):
             raise ValueError(
                 f"noise: expected shape {(*lead, *actions.shape)} for repeats={self.repeats}, "
                 f"got {tuple(noise.shape)}"
             )
         return self.path.sample(actions.expand_as(noise), noise, t)
+
+    def _draw_t(self, shape, generator, device, dtype) -> Tensor:
+        return self.time_sampler.sample(shape, generator=generator, device=device, dtype=dtype)
+
+    def _draw_noise(self, shape, generator, device, dtype) -> Tensor:
+        return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+
+    def draw(
+        self,
+        batch_size: int,
+        horizon: int,
+        action_dim: int,
+        *,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> tuple[Tensor, Tensor]:
+        """The ``(noise, t)`` that [`sample_path`][flowvla.flow.objective.FlowMatchingObjective.sample_path]
+        would draw for ``batch_size`` chunks of ``[horizon, action_dim]`` (same order of draws).
+
+        Drawing a whole batch once and handing slices of it to
+        [`sample_path`][flowvla.flow.objective.FlowMatchingObjective.sample_path] makes every chunk's draw
+        independent of how the batch is split (over processes or gradient-accumulation steps).
+
+        Returns:
+            ``(noise [*R, B, H, A], t [*R, B])`` with ``R`` present only for ``repeats > 1``.
+        """
+        if min(batch_size, horizon, action_dim) < 1:
+            raise ValueError(
+                f"batch_size, horizon, action_dim: must be >= 1, got {batch_size}, {horizon}, {action_dim}"
+            )
+        lead = (self.repeats,) if self.repeats > 1 else ()
+        if generator is not None and device is None:
+            device = generator.device
+        t = self._draw_t((*lead, batch_size), generator, device, dtype)
+        noise = self._draw_noise((*lead, batch_size, horizon, action_dim), generator, device, dtype)
+        return noise, t
 
     @typechecked
     def __call__(

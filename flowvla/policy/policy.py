@@ -16,6 +16,7 @@ actions are returned in the dataset's units.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -45,6 +46,7 @@ from flowvla.typing import Float, Tensor, typechecked
 __all__ = ["PolicyLosses", "VLAPolicy", "chunk_differences_penalty"]
 
 CONFIG_FILE, WEIGHTS_FILE, STATS_FILE = "config.json", "model.safetensors", "stats.json"
+EMA_WEIGHTS_FILE = "model_ema.safetensors"
 TRAINER_STATE_FILE = "trainer_state.pt"
 SYNONYM_KEY, OPPOSITE_KEY = "instruction_synonym", "instruction_opposite"
 
@@ -74,6 +76,24 @@ class PolicyLosses:
     def as_floats(self) -> dict[str, float]:
         """Every term as a Python float (for logging)."""
         return {k: float(v.detach()) for k, v in self.__dict__.items()}
+
+
+def _register_losses_as_pytree() -> None:
+    # FSDP2 (and torch.compile) find the output tensors of forward through torch's pytree: an
+    # unregistered dataclass hides them, and FSDP2 then registers no pre-backward hook, so backward
+    # runs on freed parameters and the processes fall out of step.
+    from torch.utils import _pytree
+
+    names = [f.name for f in dataclasses.fields(PolicyLosses)]
+    _pytree.register_pytree_node(
+        PolicyLosses,
+        lambda x: ([getattr(x, n) for n in names], None),
+        lambda values, _: PolicyLosses(*values),
+        serialized_type_name="flowvla.policy.PolicyLosses",
+    )
+
+
+_register_losses_as_pytree()
 
 
 @typechecked
@@ -151,6 +171,8 @@ class VLAPolicy(nn.Module):
             build_time_sampler(config.loss.time_sampler), config.loss.repeats
         )
         self.stats: dict[str, FeatureStats] = dict(stats or {})
+        # Which weights file from_pretrained loaded (model.safetensors or model_ema.safetensors).
+        self.loaded_weights: str | None = None
         self._normalizers = {
             key: Normalizer(self.stats[key], mode)
             for key, mode in (("actions", config.action_normalization), ("state", config.state_normalization))
@@ -245,11 +267,20 @@ class VLAPolicy(nn.Module):
 
     # ---- training -------------------------------------------------------------------------------
 
-    def forward(self, batch: Mapping[str, Any]) -> PolicyLosses:
+    def forward(
+        self, batch: Mapping[str, Any], *, noise: Tensor | None = None, t: Tensor | None = None
+    ) -> PolicyLosses:
         """Training losses for a batch with ``actions`` (and optionally ``action_mask``, and
-        ``instruction_synonym`` / ``instruction_opposite`` for the consistency terms)."""
+        ``instruction_synonym`` / ``instruction_opposite`` for the consistency terms).
+
+        ``noise`` ``[*R, B, H, A]`` and ``t`` ``[*R, B]`` fix the flow-matching draws (see
+        [`FlowMatchingObjective.draw`][flowvla.flow.objective.FlowMatchingObjective.draw]); by default
+        they are drawn from the global RNG.
+        """
         self.check_batch(batch, training=True)
         device = self._device()
+        noise = None if noise is None else noise.to(device, torch.float32)
+        t = None if t is None else t.to(device, torch.float32)
         actions = batch[ACTIONS].to(device, torch.float32)
         if "actions" in self._normalizers:
             actions = self._normalizers["actions"].normalize(actions)
@@ -258,7 +289,9 @@ class VLAPolicy(nn.Module):
         state = self._state(batch)
         enc = self._encode(batch)
         cache = self.head.encode_context(enc.routed.contexts, enc.mask)
-        fm = self.objective(self.head, actions, action_mask=action_mask, cache=cache, state=state)
+        fm = self.objective(
+            self.head, actions, action_mask=action_mask, noise=noise, t=t, cache=cache, state=state
+        )
         x_t, t = fm.path.x_t, fm.path.t
         one_minus_t = (1 - t)[..., None, None]
         clean = x_t + one_minus_t * fm.prediction  # the data prediction a_hat
@@ -377,7 +410,12 @@ class VLAPolicy(nn.Module):
     # ---- persistence ----------------------------------------------------------------------------
 
     def save_pretrained(
-        self, directory: str | os.PathLike, *, trainer_state: Mapping[str, Any] | None = None
+        self,
+        directory: str | os.PathLike,
+        *,
+        trainer_state: Mapping[str, Any] | None = None,
+        state_dict: Mapping[str, Tensor] | None = None,
+        ema_state_dict: Mapping[str, Tensor] | None = None,
     ) -> Path:
         """Write ``config.json``, ``model.safetensors``, ``stats.json`` and the tokenizer to ``directory``.
 
@@ -385,6 +423,15 @@ class VLAPolicy(nn.Module):
         leaves a half-written policy where a complete one was. ``trainer_state`` (optimizer, step,
         RNG states) is saved in the same directory (``trainer_state.pt``), so weights and training
         state always come from the same step.
+
+        Args:
+            directory: the policy directory.
+            trainer_state: written as ``trainer_state.pt``.
+            state_dict: the weights to write instead of this module's own (e.g. the full weights
+                gathered from a sharded copy of this policy); same keys as ``self.state_dict()``.
+            ema_state_dict: averaged weights, written beside the raw ones as
+                ``model_ema.safetensors`` (same keys);
+                [`from_pretrained`][flowvla.policy.policy.VLAPolicy.from_pretrained] loads them by default.
         """
         from safetensors.torch import save_model
 
@@ -393,7 +440,12 @@ class VLAPolicy(nn.Module):
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         write_json_atomic(tmp / CONFIG_FILE, self.config.to_dict())
-        save_model(self, str(tmp / WEIGHTS_FILE))
+        if state_dict is None:
+            save_model(self, str(tmp / WEIGHTS_FILE))
+        else:
+            self._write_weights(tmp / WEIGHTS_FILE, state_dict, "state_dict")
+        if ema_state_dict is not None:
+            self._write_weights(tmp / EMA_WEIGHTS_FILE, ema_state_dict, "ema_state_dict")
         if self.stats:
             save_stats(self.stats, tmp / STATS_FILE)
         self.backbone.save_tokenizer(tmp)
@@ -406,16 +458,57 @@ class VLAPolicy(nn.Module):
         shutil.rmtree(old, ignore_errors=True)
         return directory
 
+    def _write_weights(self, path: Path, state_dict: Mapping[str, Tensor], argument: str) -> None:
+        from safetensors.torch import save_file
+
+        own = self.state_dict(keep_vars=True)  # the parameter objects themselves: ties share one
+        if set(state_dict) != set(own):
+            diff = sorted(set(state_dict) ^ set(own))[:5]
+            raise ValueError(f"{argument}: its keys differ from the policy's state_dict, e.g. {diff}")
+        # Write each tied tensor once, as safetensors.save_model does (load_model restores the ties).
+        seen: set[int] = set()
+        out: dict[str, Tensor] = {}
+        for name, ref in own.items():
+            if id(ref) in seen:
+                continue
+            seen.add(id(ref))
+            out[name] = state_dict[name].detach().to("cpu").contiguous()
+        save_file(out, str(path), metadata={"format": "pt"})
+
     @classmethod
     def from_pretrained(
-        cls, directory: str | os.PathLike, *, device: str | torch.device = "cpu"
+        cls,
+        directory: str | os.PathLike,
+        *,
+        device: str | torch.device = "cpu",
+        weights: str = "auto",
     ) -> VLAPolicy:
-        """Rebuild a policy saved by :meth:`save_pretrained` (no network; weights loaded strictly)."""
+        """Rebuild a policy saved by [`save_pretrained`][flowvla.policy.policy.VLAPolicy.save_pretrained]
+        (no network; weights loaded strictly).
+
+        Args:
+            directory: a directory written by ``save_pretrained`` (e.g. a training checkpoint).
+            device: where to load the weights.
+            weights: ``"auto"`` loads the EMA weights (``model_ema.safetensors``) when the directory
+                has them and the raw weights otherwise; ``"raw"`` / ``"ema"`` choose explicitly
+                (``"ema"`` fails when there are none). The loaded file's name is kept in
+                ``policy.loaded_weights``.
+        """
         from safetensors.torch import load_model
 
         directory = Path(directory)
+        if weights not in ("auto", "raw", "ema"):
+            raise ValueError(f"weights: expected 'auto', 'raw' or 'ema', got {weights!r}")
         if not (directory / CONFIG_FILE).is_file():
             raise FileNotFoundError(f"directory: no {CONFIG_FILE} in {directory}")
+        has_ema = (directory / EMA_WEIGHTS_FILE).is_file()
+        if weights == "ema" and not has_ema:
+            raise FileNotFoundError(
+                f"weights='ema': no {EMA_WEIGHTS_FILE} in {directory} (trained without EMA?); use 'raw'"
+            )
+        weights_file = (
+            EMA_WEIGHTS_FILE if weights == "ema" or (weights == "auto" and has_ema) else WEIGHTS_FILE
+        )
         config = PolicyConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text()))
         kind = config.backbone.get("kind")
         if kind not in BACKBONES:
@@ -423,7 +516,8 @@ class VLAPolicy(nn.Module):
         backbone = BACKBONES[kind](config.backbone, directory)
         stats = load_stats(directory / STATS_FILE) if (directory / STATS_FILE).is_file() else None
         policy = cls(config, backbone, stats)
-        load_model(policy, str(directory / WEIGHTS_FILE), strict=True, device=str(device))
+        load_model(policy, str(directory / weights_file), strict=True, device=str(device))
+        policy.loaded_weights = weights_file
         return policy.to(device)
 
     def push_to_hub(self, repo_id: str, *, private: bool = True, token: str | None = None) -> str:

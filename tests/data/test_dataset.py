@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flowvla.data.batch import collate, pad_state
-from flowvla.data.dataset import ChunkDataset
+from flowvla.data.dataset import ChunkDataset, EpisodeSubset, split_episodes
 from flowvla.data.stats import FeatureStats, Normalizer, compute_stats, load_stats, save_stats
 
 from .helpers import episode_arrays, upright_frames
@@ -239,3 +239,29 @@ def test_bad_arguments():
         ChunkDataset(ArraySource([3]), horizon=2, geometry=True)
     with pytest.raises(ValueError, match="normalizers"):
         ChunkDataset(ArraySource([3]), horizon=2, normalizers={"image": None})
+
+
+def test_item_tasks_label_every_item_with_its_instruction():
+    ds = ChunkDataset(ArraySource([3, 2, 4, 1]), horizon=2)  # instructions "task 0/1/2/0"
+    names, ids = ds.item_tasks()
+    assert names == ["task 0", "task 1", "task 2"]
+    assert [names[i] for i in ids] == [ds.source.instruction(ds.locate(k)[0]) for k in range(len(ds))]
+
+
+def test_split_episodes_holds_out_whole_episodes_per_task():
+    src = ArraySource([2] * 11)  # task 0: 4 episodes, task 1: 4, task 2: 3
+    train, val = split_episodes(src, 0.25, seed=1)
+    assert sorted(train.episodes + val.episodes) == list(range(11))
+    val_tasks = [val.instruction(e) for e in range(len(val))]
+    assert sorted(val_tasks) == ["task 0", "task 1", "task 2"]  # at least one each, never all
+    assert split_episodes(src, 0.25, seed=1)[1].episodes == val.episodes
+    item = ChunkDataset(val, horizon=2)[0]
+    original = ChunkDataset(src, horizon=2)
+    e0 = val.episodes[0]
+    assert np.array_equal(item["actions"].numpy(), original[original._starts[e0]]["actions"].numpy())
+    single = ArraySource([2])
+    assert len(split_episodes(single, 0.5)[1]) == 0  # a task with one episode stays in training
+    with pytest.raises(ValueError, match="val_fraction"):
+        split_episodes(src, 1.0)
+    with pytest.raises(ValueError, match="out of range"):
+        EpisodeSubset(src, [11])

@@ -37,8 +37,8 @@ def trained(example, tmp_path_factory):
     root = tmp_path_factory.mktemp("example")
     data = root / "data"
     data.mkdir()
-    write_official_hdf5(data / "a.hdf5", [12, 9], "put the bowl on the plate", h=16, w=16)
-    write_official_hdf5(data / "b.hdf5", [10], "open the top drawer", h=16, w=16)
+    write_official_hdf5(data / "a.hdf5", [12, 9], "put the bowl on the plate", h=32, w=32)
+    write_official_hdf5(data / "b.hdf5", [10], "open the top drawer", h=32, w=32)
     args = ["train", "--data", str(data), "--out", str(root / "run"), "--preset", "toy", "--threads", "1"]
     args += ["--batch-size", "2", "--quiet", "--steps"]
     report = example.main([*args, "3"])
@@ -56,6 +56,15 @@ def test_train_writes_a_checkpoint_with_ema_weights_that_loads(trained):
     assert (root / "run" / "checkpoint" / "model_ema.safetensors").is_file()
     rows = [json.loads(line) for line in (root / "run" / "log.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 3
+
+
+def test_train_again_resumes(example, trained):
+    _, args, _ = trained
+    report = example.main([*args, "3"])
+    assert report["resumed_from"] == 3 and report["step"] == 3
+    # A longer --steps would re-stretch the learning-rate schedule under the trained model: refused.
+    with pytest.raises(ValueError, match="allow_schedule_change"):
+        example.main([*args, "5"])
 
 
 @pytest.mark.libero

@@ -135,3 +135,19 @@ def test_gradients_reach_the_model():
     out = FlowMatchingObjective()(lambda x, t: net(x), torch.randn(3, 5, 4))
     out.loss.backward()
     assert net.weight.grad is not None and float(net.weight.grad.abs().sum()) > 0
+
+
+@given(repeats=st.integers(1, 3), seed=st.integers(0, 2**31 - 1))
+def test_draw_is_what_sample_path_draws(repeats, seed):
+    obj = FlowMatchingObjective(repeats=repeats)
+    actions = torch.randn(5, 4, 3)
+    noise, t = obj.draw(5, 4, 3, generator=torch.Generator().manual_seed(seed))
+    path = obj.sample_path(actions, generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(noise, path.noise) and torch.equal(t, path.t)
+    lead = (repeats,) if repeats > 1 else ()
+    assert noise.shape == (*lead, 5, 4, 3) and t.shape == (*lead, 5)
+    # Slices of one draw serve the halves of the batch: the split does not change the draws.
+    half = obj.sample_path(actions[:2], noise=noise[..., :2, :, :], t=t[..., :2])
+    assert torch.equal(half.x_t, path.x_t[..., :2, :, :])
+    with pytest.raises(ValueError, match="batch_size, horizon, action_dim"):
+        obj.draw(0, 4, 3)

@@ -109,6 +109,52 @@ def test_save_load_round_trip_is_bit_exact(tmp_path):
     assert not list(tmp_path.glob(".policy.*"))
 
 
+def test_from_pretrained_loads_ema_weights_by_default(tmp_path):
+    policy = tiny_policy()
+    raw = {k: v.clone() for k, v in policy.state_dict().items()}
+    averaged = {k: v + 0.5 if v.is_floating_point() else v for k, v in raw.items()}
+    path = policy.save_pretrained(tmp_path / "p", ema_state_dict=averaged)
+    assert (path / "model_ema.safetensors").is_file()
+    for weights, expected, file in (
+        ("auto", averaged, "model_ema"),
+        ("ema", averaged, "model_ema"),
+        ("raw", raw, "model"),
+    ):
+        loaded = VLAPolicy.from_pretrained(path, weights=weights)
+        assert loaded.loaded_weights == f"{file}.safetensors"
+        assert all(torch.equal(loaded.state_dict()[k], v) for k, v in expected.items())
+    plain = policy.save_pretrained(tmp_path / "plain")
+    assert VLAPolicy.from_pretrained(plain).loaded_weights == "model.safetensors"
+    with pytest.raises(FileNotFoundError, match=r"weights='ema': no model_ema\.safetensors"):
+        VLAPolicy.from_pretrained(plain, weights="ema")
+    with pytest.raises(ValueError, match="weights: expected 'auto', 'raw' or 'ema'"):
+        VLAPolicy.from_pretrained(plain, weights="best")
+
+
+def test_save_pretrained_writes_given_weights(tmp_path):
+    policy = tiny_policy()
+    given = {k: torch.zeros_like(v) for k, v in policy.state_dict().items()}
+    loaded = VLAPolicy.from_pretrained(policy.save_pretrained(tmp_path / "p", state_dict=given))
+    assert all(not v.any() for v in loaded.state_dict().values())
+    with pytest.raises(ValueError, match="state_dict: its keys differ"):
+        policy.save_pretrained(tmp_path / "q", state_dict={"nope": torch.zeros(1)})
+
+
+def test_fixed_flow_draws_make_the_loss_split_invariant():
+    # With the noise and times of a batch fixed, the loss of the whole batch is the mean of the
+    # losses of its halves (all-valid masks): what lets training split a batch over processes.
+    policy = tiny_policy().eval()
+    batch = make_batch(4)
+    noise, t = policy.objective.draw(4, H, A, generator=torch.Generator().manual_seed(0))
+    whole = policy(batch, noise=noise, t=t)
+    assert torch.equal(whole.loss, policy(batch, noise=noise, t=t).loss)
+    halves = [
+        policy({k: v[sl] for k, v in batch.items()}, noise=noise[sl], t=t[sl]).loss
+        for sl in (slice(0, 2), slice(2, 4))
+    ]
+    assert torch.allclose(whole.loss, (halves[0] + halves[1]) / 2, atol=1e-6)
+
+
 def test_config_round_trips_through_json():
     config = tiny_policy(router="topk", fusion="region").config
     again = PolicyConfig.from_dict(json.loads(json.dumps(config.to_dict())))

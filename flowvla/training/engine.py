@@ -1,0 +1,592 @@
+"""The training loop of [`VLAPolicy`][flowvla.policy.policy.VLAPolicy] on HF Accelerate.
+
+One call trains (or resumes) a policy on one or many processes: ``python script.py``, ``torchrun
+--nproc-per-node 2 script.py`` or ``accelerate launch --num_processes 2 script.py`` run the same code;
+Accelerate sets up DDP (gloo on the CPU, NCCL on GPUs), FSDP, autocast and compilation, and flowvla
+keeps what makes runs reproducible:
+
+- **Batches and draws are functions of the step.** Step ``s`` trains on a global batch drawn from the
+  seed and ``s`` ([`StepBatchSampler`][flowvla.training.sampling.StepBatchSampler]); each process takes a
+  disjoint slice of it per accumulation micro-step; the flow-matching noise and times are drawn for
+  the whole global batch from a generator seeded by ``s`` and sliced the same way; the global RNG
+  (dropout, augmentation) is reseeded per micro-batch from ``(s, slice)``. A resumed run therefore
+  ends, on one process, with bit-identical weights, and two processes train like one process with
+  the same global batch (up to the order of float sums).
+- **Checkpoints are atomic and complete** (see [`flowvla.training.checkpoint`][flowvla.training.checkpoint]);
+  only the main process writes them and the log.
+- **Bad steps are skipped, not trained on.** A non-finite loss or gradient norm skips the optimizer
+  step (every process agrees: the losses are gathered and the norm is global) and is logged; after
+  ``nan_patience`` consecutive ones the run stops with
+  [`NonFiniteLossError`][flowvla.training.engine.NonFiniteLossError], whose report names the batch and the
+  loss terms; no checkpoint is written during such a run of bad steps, so the last one stays the
+  last good one.
+
+Log rows (``<out_dir>/log.jsonl``, one JSON object per line, also passed to ``on_log``):
+
+- every ``log_every`` steps: ``step``, ``lr`` (used by that step), the loss terms of
+  [`PolicyLosses`][flowvla.policy.policy.PolicyLosses] (mean over the step's micro-batches),
+  ``grad_norm`` (before clipping), ``samples_per_s`` (training throughput since the last row),
+  ``seconds`` (since the call began) and ``skipped`` (non-finite steps so far);
+- ``"event": "validation"``: ``val_<term>`` and, with EMA, ``ema_val_<term>``;
+- ``"event": "non_finite"``: a skipped step, with its loss terms and items.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from flowvla.data.batch import collate
+from flowvla.data.stats import load_stats
+from flowvla.io import write_json_atomic
+from flowvla.policy.policy import STATS_FILE, WEIGHTS_FILE, PolicyLosses, VLAPolicy
+from flowvla.training.checkpoint import (
+    CHECKPOINT_DIR,
+    STATE_FORMAT,
+    ema_weights_path,
+    full_model_state,
+    optimizer_state,
+    read_trainer_state,
+    restore_optimizer,
+)
+from flowvla.training.config import TrainConfig, check_schedule, lr_factor
+from flowvla.training.ema import EMA
+from flowvla.training.sampling import StepBatchSampler, build_mixture, describe_items, mix_seed
+
+__all__ = ["NonFiniteLossError", "train"]
+
+LOSS_TERMS = tuple(f.name for f in fields(PolicyLosses))
+REPORT_FILE = "non_finite_report.json"
+# Stream tags, so the batch, the flow draws, the per-batch RNG and validation never share a seed.
+_NOISE, _RNG, _VAL_NOISE, _VAL_RNG, _LOADER = 1, 2, 3, 4, 5
+_FSDP_ALIASES = {
+    "transformer_layer_cls_to_wrap": "transformer_cls_names_to_wrap",
+    "offload_params": "cpu_offload",
+}
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training stopped after ``nan_patience`` consecutive non-finite steps.
+
+    Attributes:
+        report: ``step``, ``consecutive``, ``skipped`` (over the run), ``checkpoint`` (the last
+            good one, untouched) and ``bad_steps``: per skipped step its loss terms per micro-batch,
+            the items of those micro-batches (dataset, index, episode, frame) and the parameters
+            whose gradients were not finite. Also written to ``<out_dir>/non_finite_report.json``.
+    """
+
+    def __init__(self, message: str, report: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+def _fsdp_plugin(options: Mapping[str, Any]):
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    known = {f.name for f in fields(FullyShardedDataParallelPlugin)}
+    # Accelerate's loading through the main process expects every state-dict entry to be sharded,
+    # which a persistent buffer (image mean/std, a router table) is not; train() makes the copies
+    # equal itself (_sync_from_main).
+    kwargs: dict[str, Any] = {"cpu_ram_efficient_loading": False}
+    for key, value in options.items():
+        name = (
+            key if key in known else _FSDP_ALIASES.get(key.removeprefix("fsdp_"), key.removeprefix("fsdp_"))
+        )
+        if name not in known:
+            raise ValueError(
+                f"fsdp: {key!r} is not an option of Accelerate's FSDP plugin; known: {sorted(known)}"
+            )
+        kwargs[name] = value
+    return FullyShardedDataParallelPlugin(**kwargs)
+
+
+@torch.no_grad()
+def _sync_from_main(module: torch.nn.Module, device: torch.device) -> None:
+    """Give every process the main process's weights and buffers (FSDP, unlike DDP, shards each
+    process's own copy as it finds it). One tensor at a time through ``device``, so NCCL can carry it
+    without the whole model on the GPU."""
+    import torch.distributed as dist
+
+    for tensor in module.state_dict().values():
+        moved = tensor.detach().to(device)
+        dist.broadcast(moved, src=0)
+        tensor.copy_(moved)
+
+
+def _make_accelerator(cfg: TrainConfig):
+    """The Accelerator of one ``train`` call (tests replace this to reach code paths Accelerate
+    reserves for GPUs)."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    # Accelerate keeps its settings in a process-wide singleton and refuses a second Accelerator with
+    # another precision; each train() call is a run of its own, so its settings start afresh (the
+    # process group, held apart from them, is kept).
+    AcceleratorState._reset_state(reset_partial_state=False)
+    # Without a GPU, Accelerate sets up gloo only when told "cpu"; otherwise each process of a
+    # torchrun launch would train alone.
+    on_accelerator = (
+        torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+    )
+    return Accelerator(
+        mixed_precision=cfg.mixed_precision,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps or 1,
+        cpu=cfg.cpu or not on_accelerator,
+        fsdp_plugin=None if cfg.fsdp is None else _fsdp_plugin(cfg.fsdp),
+        dynamo_backend=cfg.dynamo_backend,
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=cfg.find_unused_parameters)],
+        step_scheduler_with_optimizer=False,
+    )
+
+
+def _named(dataset: Any, argument: str) -> dict[str, torch.utils.data.Dataset]:
+    if isinstance(dataset, Mapping):
+        if not dataset:
+            raise ValueError(f"{argument}: no datasets given")
+        return {str(k): v for k, v in dataset.items()}
+    return {"": dataset}
+
+
+def _concat(datasets: dict[str, torch.utils.data.Dataset]) -> torch.utils.data.Dataset:
+    values = list(datasets.values())
+    return values[0] if len(values) == 1 else torch.utils.data.ConcatDataset(values)
+
+
+def _finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def _terms(losses: PolicyLosses) -> torch.Tensor:
+    return torch.stack([getattr(losses, k).detach().float().reshape(()) for k in LOSS_TERMS])
+
+
+def _scalar(x: torch.Tensor | float) -> float:
+    if hasattr(x, "full_tensor"):  # a DTensor norm under FSDP2
+        x = x.full_tensor()
+    return float(x)
+
+
+def _slice_draws(noise: torch.Tensor, t: torch.Tensor, sl: slice) -> tuple[torch.Tensor, torch.Tensor]:
+    return noise[..., sl, :, :], t[..., sl]
+
+
+class _Budget:
+    """Stops before a step that would end past ``max_minutes`` (decided on the main process)."""
+
+    def __init__(self, minutes: float | None, t0: float) -> None:
+        self.limit = None if minutes is None else minutes * 60.0
+        self.t0, self.step_s = t0, 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.step_s = seconds if self.step_s == 0 else 0.8 * self.step_s + 0.2 * seconds
+
+    def exhausted(self, accelerator) -> bool:
+        if self.limit is None:
+            return False
+        over = time.perf_counter() - self.t0 + self.step_s > self.limit
+        if accelerator.num_processes == 1:
+            return over
+        from accelerate.utils import broadcast
+
+        flag = torch.tensor([float(over)], device=accelerator.device)
+        return bool(broadcast(flag, from_process=0).item() > 0)
+
+
+def train(
+    policy: VLAPolicy,
+    dataset: torch.utils.data.Dataset | Mapping[str, torch.utils.data.Dataset],
+    cfg: TrainConfig,
+    *,
+    on_log: Callable[[dict[str, Any]], None] | None = None,
+    stop_after: int | None = None,
+    val_dataset: torch.utils.data.Dataset | Mapping[str, torch.utils.data.Dataset] | None = None,
+) -> dict[str, Any]:
+    """Train ``policy`` on ``dataset`` (items of the batch contract), resuming from ``cfg.out_dir``.
+
+    Run it under ``torchrun`` or ``accelerate launch`` to train data-parallel; every process calls
+    ``train`` with the same arguments (see module docs).
+
+    Args:
+        policy: the policy; it ends holding the raw (not averaged) weights of the last step. Under
+            FSDP it is sharded in place.
+        dataset: a dataset, or ``{name: dataset}`` for a mixture weighted by
+            ``cfg.dataset_weights``. Items from datasets with ``item_tasks()`` are sampled by task.
+        cfg: the run's settings.
+        on_log: called with every log row, on the main process.
+        stop_after: end this call after that many steps (with a checkpoint), as a time-boxed job
+            would; calling again continues the same schedule up to ``cfg.steps``.
+        val_dataset: held-out items for the validation loss every ``cfg.val_every`` steps (same
+            batches and draws each time, so values compare across steps and runs).
+
+    Returns:
+        ``{"step", "resumed_from", "stopped"`` (``"steps"``, ``"stop_after"`` or ``"max_minutes"``),
+        ``"last_losses", "val_losses", "ema_val_losses", "skipped", "samples_per_s", "seconds",
+        "num_processes", "gradient_accumulation_steps", "mixed_precision", "distributed_type",
+        "checkpoint"}``.
+
+    Raises:
+        ValueError: statistics or a learning-rate schedule that differ from the checkpoint's, a
+            batch size that does not split over processes and micro-steps, unknown mixture names.
+        NonFiniteLossError: ``cfg.nan_patience`` consecutive non-finite steps.
+    """
+    from safetensors.torch import load_file, load_model
+
+    t_call = time.perf_counter()
+    datasets = _named(dataset, "dataset")
+    data = _concat(datasets)
+    val_sets = None if val_dataset is None else _named(val_dataset, "val_dataset")
+    if cfg.val_every and val_sets is None:
+        raise ValueError("cfg.val_every: validation is on but train() got no val_dataset")
+    out = Path(cfg.out_dir)
+    ckpt = out / CHECKPOINT_DIR
+
+    accelerator = _make_accelerator(cfg)
+    main, world, rank = accelerator.is_main_process, accelerator.num_processes, accelerator.process_index
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != world:
+        raise RuntimeError(
+            f"the launcher started {launched} processes (WORLD_SIZE) but Accelerate set up {world}; "
+            "each would train alone. Check the launcher and Accelerate configuration"
+        )
+    accum = accelerator.gradient_accumulation_steps
+    if cfg.gradient_accumulation_steps is not None and accum != cfg.gradient_accumulation_steps:
+        raise ValueError(
+            f"cfg.gradient_accumulation_steps: {cfg.gradient_accumulation_steps}, but the launcher set "
+            f"{accum} (ACCELERATE_GRADIENT_ACCUMULATION_STEPS); set one of them"
+        )
+    # Read before prepare(): the kind of run this call set up (what the report states).
+    distributed_type = accelerator.distributed_type.value
+    fsdp = distributed_type == "FSDP"
+    if fsdp and cfg.ema_decay and not accelerator.is_fsdp2:
+        raise ValueError("cfg.ema_decay: EMA with FSDP needs FSDP2; set fsdp={'fsdp_version': 2}")
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+
+    # ---- resume: weights before wrapping (DDP/FSDP take them from here), optimizer after ----------
+    state = read_trainer_state(ckpt)
+    start = 0
+    if state is not None:
+        saved_stats = load_stats(ckpt / STATS_FILE) if (ckpt / STATS_FILE).is_file() else {}
+        if saved_stats != policy.stats:
+            raise ValueError(
+                f"policy: its normalisation statistics differ from the checkpoint's in {ckpt}; resume with "
+                "the same data statistics (or start a new out_dir)"
+            )
+        start = int(state["step"])
+        check_schedule(state.get("config", {}), cfg, start, str(ckpt))
+        load_model(
+            policy, str(ckpt / WEIGHTS_FILE), strict=True, device=str(next(policy.parameters()).device)
+        )
+    resumed_from = start
+    stop = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
+
+    # ---- data (before wrapping the model: a bad setting fails fast) ---------------------------------------
+    mixture = build_mixture(
+        datasets, sampling=cfg.sampling, task_weights=cfg.task_weights, dataset_weights=cfg.dataset_weights
+    )
+    sampler = StepBatchSampler(
+        len(data),
+        cfg.batch_size,
+        start,
+        stop,
+        cfg.seed,
+        mixture=mixture,
+        num_processes=world,
+        process_index=rank,
+        accumulation_steps=accum,
+    )
+
+    def loader_for(ds, batch_sampler) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(
+            ds,
+            batch_sampler=batch_sampler,
+            collate_fn=collate,
+            num_workers=cfg.num_workers,
+            # Its own generator: a DataLoader otherwise draws its worker seed from the global RNG.
+            generator=torch.Generator().manual_seed(mix_seed(cfg.seed, rank, _LOADER)),
+        )
+
+    val_loader = val_sampler = None
+    if val_sets is not None:
+        val_bs = cfg.val_batch_size or cfg.batch_size // accum
+        val_mixture = build_mixture(val_sets, sampling=cfg.sampling)
+        val_data = _concat(val_sets)
+        if val_bs % world:
+            raise ValueError(
+                f"cfg.val_batch_size: {val_bs} does not split over {world} processes; "
+                f"use a multiple of {world}"
+            )
+        val_sampler = StepBatchSampler(
+            len(val_data),
+            val_bs,
+            0,
+            cfg.val_batches,
+            mix_seed(cfg.seed, _VAL_RNG),
+            mixture=val_mixture,
+            num_processes=world,
+            process_index=rank,
+        )
+        val_loader = loader_for(val_data, val_sampler)
+
+    # ---- the model: the same weights everywhere, wrapped, then the optimizer and EMA state ---
+    if fsdp and world > 1:
+        _sync_from_main(policy, accelerator.device)
+    params = [p for p in policy.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model, opt = accelerator.prepare(policy, opt)
+    unwrapped = accelerator.unwrap_model(model)
+    if state is not None:
+        restore_optimizer(unwrapped, opt.optimizer, state)
+    ema = EMA(unwrapped, cfg.ema_decay) if cfg.ema_decay else None
+    if ema is not None and state is not None and ema_weights_path(ckpt).is_file():
+        ema.load_full_state_dict(load_file(str(ema_weights_path(ckpt))), state.get("ema_updates", 0))
+    skipped = int(state.get("skipped", 0)) if state is not None else 0
+    pc = unwrapped.config
+
+    # ---- helpers -----------------------------------------------------------------------------------
+    def save(step: int) -> None:
+        # Every process joins: under FSDP gathering the weights and optimizer state is collective.
+        weights = full_model_state(unwrapped) if fsdp else None
+        opt_state = optimizer_state(unwrapped, opt.optimizer)
+        ema_weights = None
+        if ema is not None:
+            averaged = ema.full_state_dict()
+            if main:
+                base = weights if weights is not None else unwrapped.state_dict()
+                ema_weights = {k: averaged.get(k, v) for k, v in base.items()}
+        if main:
+            trainer_state = {
+                "format": STATE_FORMAT,
+                "optimizer": opt_state,
+                "step": step,
+                "ema_updates": 0 if ema is None else ema.updates,
+                "skipped": skipped,
+                "num_processes": world,
+                "config": asdict(cfg),
+            }
+            unwrapped.save_pretrained(
+                ckpt, trainer_state=trainer_state, state_dict=weights, ema_state_dict=ema_weights
+            )
+        accelerator.wait_for_everyone()
+
+    log_file = open(out / "log.jsonl", "a") if main else None
+
+    def emit(row: dict[str, Any]) -> None:
+        if not main:
+            return
+        log_file.write(json.dumps(row) + "\n")
+        log_file.flush()
+        if on_log is not None:
+            on_log(row)
+
+    def gathered(local: torch.Tensor) -> torch.Tensor:
+        local = local.to(accelerator.device)
+        return (accelerator.gather(local) if world > 1 else local).double().cpu()
+
+    @torch.no_grad()
+    def validate() -> dict[str, float]:
+        model.eval()
+        rows = []
+        for k, batch in enumerate(val_loader):
+            g = torch.Generator().manual_seed(mix_seed(cfg.seed, k, _VAL_NOISE))
+            noise, t = unwrapped.objective.draw(
+                val_sampler.batch_size, pc.horizon, pc.action_dim, generator=g
+            )
+            torch.manual_seed(mix_seed(cfg.seed, k, rank, _VAL_RNG))
+            n_, t_ = _slice_draws(noise, t, val_sampler.slice_of(0))
+            rows.append(_terms(model(batch, noise=n_, t=t_)))
+        model.train()
+        mean = gathered(torch.stack(rows)[None]).mean(dim=(0, 1))
+        return {k: float(v) for k, v in zip(LOSS_TERMS, mean.tolist(), strict=True)}
+
+    def run_validation(step: int) -> tuple[dict[str, float], dict[str, float]]:
+        val = validate()
+        row: dict[str, Any] = {"step": step, "event": "validation"}
+        row.update({f"val_{k}": _finite_or_none(v) for k, v in val.items()})
+        ema_val: dict[str, float] = {}
+        if ema is not None:
+            with ema.applied():
+                ema_val = validate()
+            row.update({f"ema_val_{k}": _finite_or_none(v) for k, v in ema_val.items()})
+        emit(row)
+        return val, ema_val
+
+    def bad_step_record(step: int, rows: torch.Tensor, global_batch: list[int]) -> dict[str, Any]:
+        micro = []
+        finite_rows = torch.isfinite(rows[:, 0])
+        for i in range(rows.shape[0]):
+            r, m = divmod(i, accum)  # gather order: process-major, then micro-step
+            if bool(finite_rows.all()) or not bool(finite_rows[i]):
+                items = describe_items(datasets, global_batch[sampler.slice_of(m, r)])
+                values = rows[i].tolist()
+                terms = {
+                    k: v if math.isfinite(v) else str(v) for k, v in zip(LOSS_TERMS, values, strict=True)
+                }
+                micro.append({"process": r, "micro_step": m, "losses": terms, "items": items})
+        bad_grads = [
+            n
+            for n, p in unwrapped.named_parameters()
+            if p.grad is not None
+            and not bool(torch.isfinite(p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad).all())
+        ]
+        return {
+            "step": step,
+            "event": "non_finite",
+            "micro_batches": micro,
+            "non_finite_grads": bad_grads[:20],
+        }
+
+    # ---- loop --------------------------------------------------------------------------------------
+    bar = None
+    if cfg.progress and main:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
+    budget = _Budget(cfg.max_minutes, t_call)
+    policy_was = model.training
+    model.train()
+    last: dict[str, float] = {}
+    val_losses: dict[str, float] = {}
+    ema_val_losses: dict[str, float] = {}
+    window_samples, window_s, total_samples, total_train_s = 0, 0.0, 0, 0.0
+    consecutive, bad_steps = 0, []
+    stopped = "steps" if stop == cfg.steps else "stop_after"
+    step = start
+    saved_at = start
+    it = iter(loader_for(data, sampler))
+    try:
+        while step < stop:
+            if budget.exhausted(accelerator):
+                stopped = "max_minutes"
+                break
+            t_step = time.perf_counter()
+            lr = cfg.lr * lr_factor(step, cfg.steps, cfg.warmup_steps)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            g = torch.Generator().manual_seed(mix_seed(cfg.seed, step, _NOISE))
+            noise, t = unwrapped.objective.draw(cfg.batch_size, pc.horizon, pc.action_dim, generator=g)
+            local = []
+            for m in range(accum):
+                # The per-micro-batch RNG (dropout, augmentation) is keyed by the slice of the global
+                # batch, so the same slice gets the same draws however the batch is split.
+                torch.manual_seed(mix_seed(cfg.seed, step, m * world + rank, _RNG))
+                batch = next(it)
+                no_sync = accelerator.no_sync(model) if m < accum - 1 else contextlib.nullcontext()
+                with no_sync:
+                    n_, t_ = _slice_draws(noise, t, sampler.slice_of(m))
+                    losses = model(batch, noise=n_, t=t_)
+                    accelerator.backward(losses.loss)
+                local.append(_terms(losses))
+            rows = gathered(torch.stack(local))
+            max_norm = cfg.grad_clip if cfg.grad_clip else float("inf")
+            grad_norm = _scalar(accelerator.clip_grad_norm_(model.parameters(), max_norm))
+            losses_ok = bool(torch.isfinite(rows[:, 0]).all())
+            step += 1
+            if losses_ok and math.isfinite(grad_norm):
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                if ema is not None:
+                    ema.update()
+                consecutive = 0
+            else:
+                record = bad_step_record(step, rows, sampler.global_batch(step - 1))
+                if accelerator.scaler is not None:
+                    opt.step()  # fp16: the loss scaler skips the update and lowers its scale
+                opt.zero_grad(set_to_none=True)
+                skipped += 1
+                consecutive += 1
+                bad_steps = [*bad_steps, record][-cfg.nan_patience :]
+                emit(record)
+                if consecutive >= cfg.nan_patience:
+                    raise _stop_on_non_finite(out, ckpt, step, consecutive, skipped, bad_steps, main)
+            seconds = time.perf_counter() - t_step
+            budget.observe(seconds)
+            window_samples += cfg.batch_size
+            window_s += seconds
+            total_samples += cfg.batch_size
+            total_train_s += seconds
+            last = {k: float(v) for k, v in zip(LOSS_TERMS, rows.mean(0).tolist(), strict=True)}
+            if bar is not None:
+                bar.update(1)
+            if step % cfg.log_every == 0 or step == stop:
+                row = {
+                    "step": step,
+                    "lr": lr,
+                    **{k: _finite_or_none(v) for k, v in last.items()},
+                    "grad_norm": _finite_or_none(grad_norm),
+                    "samples_per_s": window_samples / window_s if window_s > 0 else None,
+                    "seconds": time.perf_counter() - t_call,
+                    "skipped": skipped,
+                }
+                window_samples, window_s = 0, 0.0
+                emit(row)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{last['loss']:.4g}", refresh=False)
+            if val_loader is not None and cfg.val_every and (step % cfg.val_every == 0 or step == cfg.steps):
+                val_losses, ema_val_losses = run_validation(step)
+            # Not inside a run of non-finite steps: the checkpoint stays the last good one.
+            if (step % cfg.save_every == 0 or step == stop) and consecutive == 0:
+                save(step)
+                saved_at = step
+        if stopped == "max_minutes" and saved_at != step and consecutive == 0:
+            save(step)
+    finally:
+        if bar is not None:
+            bar.close()
+        if log_file is not None:
+            log_file.close()
+        model.train(policy_was)
+        # Drop Accelerate's autocast wrapper from the policy's forward (1 process, mixed precision).
+        accelerator.unwrap_model(model, keep_fp32_wrapper=False)
+    return {
+        "step": step,
+        "resumed_from": resumed_from,
+        "stopped": stopped,
+        "last_losses": last,
+        "val_losses": val_losses,
+        "ema_val_losses": ema_val_losses,
+        "skipped": skipped,
+        "samples_per_s": total_samples / total_train_s if total_train_s > 0 else None,
+        "seconds": time.perf_counter() - t_call,
+        "num_processes": world,
+        "gradient_accumulation_steps": accum,
+        "mixed_precision": accelerator.mixed_precision,
+        "distributed_type": distributed_type,
+        "checkpoint": str(ckpt),
+    }
+
+
+def _stop_on_non_finite(
+    out: Path, ckpt: Path, step: int, consecutive: int, skipped: int, bad_steps: list[dict], main: bool
+) -> NonFiniteLossError:
+    report = {
+        "step": step,
+        "consecutive": consecutive,
+        "skipped": skipped,
+        "checkpoint": str(ckpt) if (ckpt / WEIGHTS_FILE).is_file() else None,
+        "bad_steps": bad_steps,
+    }
+    if main:
+        write_json_atomic(out / REPORT_FILE, report)
+    last = bad_steps[-1]
+    first = last["micro_batches"][0] if last["micro_batches"] else {}
+    items = first.get("items", [])[:4]
+    message = (
+        f"training stopped at step {step}: {consecutive} consecutive steps with a non-finite loss or "
+        "gradient "
+        f"(cfg.nan_patience). Last one: losses {first.get('losses')} on items {items}"
+        f"{' ...' if len(first.get('items', [])) > 4 else ''}; non-finite gradients in "
+        f"{last['non_finite_grads'][:3] or 'none'}. The last good checkpoint ({report['checkpoint']}) is "
+        f"untouched; full report in {out / REPORT_FILE}"
+    )
+    return NonFiniteLossError(message, report)
