@@ -90,6 +90,9 @@ class GenerateConfig:
             hard-reset run by about 1e-6 and replay to success under a hard reset (the parity check
             verifies this on every recipe run).
         image_convention: ``"opengl"`` (as the official files) or ``"opencv"`` (upright).
+        action_noise: DART-style noise on the executed translation actions while the expert's clean
+            actions are recorded as labels (see
+            [`run_expert_episode`][flowvla.envs.experts.episode.run_expert_episode]); 0: off.
         compression: h5py compression of images (``None``, ``"gzip"``, ``"lzf"``).
         progress: show a progress bar.
     """
@@ -113,6 +116,7 @@ class GenerateConfig:
     official_tol: float = 1e-3
     hard_reset: bool = False
     image_convention: str = "opengl"
+    action_noise: float = 0.0
     compression: str | None = None
     progress: bool = True
 
@@ -142,6 +146,8 @@ class GenerateConfig:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.image_stride < 1:
             raise ValueError(f"image_stride must be >= 1, got {self.image_stride}")
+        if self.action_noise < 0:
+            raise ValueError(f"action_noise must be >= 0, got {self.action_noise}")
         if self.image_convention not in ("opengl", "opencv"):
             raise ValueError(f"image_convention={self.image_convention!r}: choose 'opengl' or 'opencv'")
         self.cameras = list(self.cameras)
@@ -235,6 +241,7 @@ def write_demo(
     image_convention: str = "opengl",
     compression: str | None = None,
     image_stride: int = 1,
+    executed_actions: Float[np.ndarray, "T 7"] | None = None,
 ) -> Path:
     """Render a recorded episode (:func:`render_episode`) and write it as a one-demo LIBERO HDF5 file.
 
@@ -249,6 +256,7 @@ def write_demo(
         image_convention: how images are stored (see :class:`~flowvla.data.hdf5.LiberoHDF5Writer`).
         compression: h5py compression of images.
         image_stride: render views every ``k`` steps (see :mod:`flowvla.data.hdf5`).
+        executed_actions: ``[T, 7]`` what the env executed, where noise made it differ from ``actions``.
     """
     from flowvla.data.hdf5 import LiberoHDF5Writer
 
@@ -270,6 +278,7 @@ def write_demo(
             init_state=init_state,
             attrs=attrs,
             image_stride=image_stride if images else 1,
+            executed_actions=executed_actions,
         )
     return Path(path)
 
@@ -344,7 +353,13 @@ def _run_attempt(cfg: GenerateConfig, suite: str, task: int, attempt: int) -> di
         rec["time_total"] = time.perf_counter() - t0
         return rec
     ep = run_expert_episode(
-        env, expert, fresh, seed=seed, max_steps=cfg.max_steps, settle_steps=cfg.settle_steps
+        env,
+        expert,
+        fresh,
+        seed=seed,
+        max_steps=cfg.max_steps,
+        settle_steps=cfg.settle_steps,
+        action_noise=cfg.action_noise,
     )
     t1 = time.perf_counter()
     rec.update(success=ep.success, steps=ep.steps, retries=ep.retries, phases=ep.phases, time_plan=t1 - t0)
@@ -363,6 +378,7 @@ def _run_attempt(cfg: GenerateConfig, suite: str, task: int, attempt: int) -> di
             image_convention=cfg.image_convention,
             compression=cfg.compression,
             image_stride=cfg.image_stride,
+            executed_actions=ep.executed_actions,
         )
         rec.update(kept=True, file=path.name, time_render=time.perf_counter() - t1)
     rec["time_total"] = time.perf_counter() - t0
@@ -612,6 +628,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-steps", type=int, default=None, help="episode step limit (default: the suite's)")
     p.add_argument("--hard-reset", action="store_true", help="rebuild the model at every reset (slower)")
+    p.add_argument(
+        "--action-noise", type=float, default=0.0, help="DART noise std on executed translation actions"
+    )
     p.add_argument("--image-convention", default="opengl", choices=["opengl", "opencv"])
     p.add_argument("--compression", default=None, choices=["gzip", "lzf"])
     p.add_argument("--no-progress", action="store_true")
@@ -638,6 +657,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             image_convention=a.image_convention,
             compression=a.compression,
             hard_reset=a.hard_reset,
+            action_noise=a.action_noise,
             progress=not a.no_progress,
         )
         summary = generate(cfg)

@@ -251,8 +251,16 @@ class LiberoHDF5Reader:
         return self._h5()["data"][self.demos[i]]
 
     def actions(self, i: int) -> np.ndarray:
-        """``[T, A]`` actions of demo ``i``."""
+        """``[T, A]`` actions of demo ``i`` (the training labels)."""
         return np.asarray(self._demo(i)["actions"][()], dtype=np.float32)
+
+    def executed_actions(self, i: int) -> np.ndarray:
+        """``[T, A]`` what the simulator executed in demo ``i``: the ``executed_actions`` dataset of a
+        demonstration recorded with injected noise (whose ``actions`` are the expert's clean labels),
+        else ``actions``. Replaying these from the initial state reproduces the episode."""
+        g = self._demo(i)
+        key = "executed_actions" if "executed_actions" in g else "actions"
+        return np.asarray(g[key][()], dtype=np.float32)
 
     def states(self, i: int) -> np.ndarray:
         """``[T, S]`` proprio state of demo ``i`` (the ``state_keys`` concatenated)."""
@@ -420,6 +428,7 @@ class LiberoHDF5Writer:
         init_state: np.ndarray | None = None,
         attrs: Mapping[str, Any] | None = None,
         image_stride: int = 1,
+        executed_actions: np.ndarray | None = None,
     ) -> str:
         """Append one demonstration and return its group name (``demo_<i>``).
 
@@ -437,6 +446,8 @@ class LiberoHDF5Writer:
             attrs: extra attributes for the demo group (e.g. the seed it was generated with).
             image_stride: views, depth and cameras were rendered every ``k`` steps: those ``obs``
                 arrays hold ``ceil(T / k)`` frames (see the module docs).
+            executed_actions: ``[T, A]`` what the simulator executed, where it differs from the
+                ``actions`` labels (demonstrations recorded with injected noise).
 
         Raises:
             ValueError: a length that differs from ``len(actions)`` (naming the key), wrong image
@@ -497,6 +508,13 @@ class LiberoHDF5Writer:
             if key.endswith("_depth"):
                 ds.attrs["units"] = "m"
         g.create_dataset("actions", data=actions)
+        if executed_actions is not None:
+            executed_actions = np.asarray(executed_actions)
+            if executed_actions.shape != actions.shape:
+                raise ValueError(
+                    f"executed_actions has shape {executed_actions.shape} but actions has {actions.shape}"
+                )
+            g.create_dataset("executed_actions", data=executed_actions)
         if states is not None:
             states = check_len("states", np.asarray(states))
             g.create_dataset("states", data=states)

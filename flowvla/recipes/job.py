@@ -46,6 +46,7 @@ def ensure_demos(
         demos_per_task=cfg.demos_per_task,
         image_size=cfg.image_size,
         image_stride=cfg.image_stride,
+        action_noise=cfg.action_noise,
         cameras=cfg.cameras,
         workers=cfg.gen_workers,
         seed=cfg.seed,

@@ -60,6 +60,9 @@ class RecipeConfig:
         image_stride: demonstrations render views every ``k``-th step (training items are those
             steps; actions keep every step).
         cameras: views, in order.
+        action_noise: DART-style noise injected into the scripted expert's executed translation
+            actions while its clean corrections are the labels (see
+            [`GenerateConfig`][flowvla.data.generate.GenerateConfig]); 0: clean demonstrations.
         conv_channels: the ConvEncoder's widths (output stride ``2 ** len``).
         conv_blocks: residual blocks per ConvEncoder stage (0: one plain convolution per stage).
         lm_dim: width of the language model.
@@ -97,6 +100,7 @@ class RecipeConfig:
     image_stride: int = 1
     cameras: list[str] = dataclasses.field(default_factory=lambda: ["agentview", "robot0_eye_in_hand"])
     conv_channels: list[int] = dataclasses.field(default_factory=lambda: [32, 64, 128, 256])
+    action_noise: float = 0.0
     conv_blocks: int = 1
     lm_dim: int = 128
     lm_layers: int = 1
@@ -163,7 +167,8 @@ class RecipeConfig:
         """The cache folder name of this recipe's demonstrations (what was rendered, how)."""
         cams = "+".join(c.removeprefix("robot0_") for c in self.cameras)
         stride = f"_every{self.image_stride}" if self.image_stride > 1 else ""
-        return f"{self.suite}_{self.image_size}px{stride}_{cams}_seed{self.seed}"
+        noise = f"_dart{self.action_noise:g}" if self.action_noise > 0 else ""
+        return f"{self.suite}_{self.image_size}px{stride}_{cams}{noise}_seed{self.seed}"
 
 
 #: Named recipes. ``default``: the one-command CPU run (2 libero_object tasks, about an hour on 2

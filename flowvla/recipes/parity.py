@@ -179,7 +179,7 @@ def _replay_check(reader: Any, episode: int, env: Any, settle_steps: int) -> Par
     init = attrs.get("init_state")
     if init is None:
         init = reader.sim_states(episode)[0]
-    actions = reader.actions(episode).astype(np.float64)
+    actions = reader.executed_actions(episode).astype(np.float64)
     env.reset(init_state=np.asarray(init, dtype=np.float64), settle_steps=settle_steps)
     grip = actions[:, -1]
     if not np.all(np.isin(np.sign(grip), (-1.0, 1.0))):

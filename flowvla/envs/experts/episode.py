@@ -49,6 +49,8 @@ class ExpertEpisode:
         settle_drift: the largest horizontal distance (m) a movable object travelled while settling.
         stable: the layout held still while settling; an unstable one (an object sampled half off
             the table falls) is not an expert failure and is not run.
+        executed_actions: ``[T, 7]`` what the env executed when ``action_noise`` perturbed it
+            (``actions`` are then the expert's clean labels); ``None`` without noise.
     """
 
     init_state: np.ndarray
@@ -61,6 +63,7 @@ class ExpertEpisode:
     seconds: float
     settle_drift: float = 0.0
     stable: bool = True
+    executed_actions: np.ndarray | None = None
 
 
 @typechecked
@@ -74,6 +77,8 @@ def run_expert_episode(
     settle_steps: int = 10,
     linger_steps: int = 0,
     max_settle_drift: float = 0.1,
+    action_noise: float = 0.0,
+    noise_correlation: float = 0.8,
 ) -> ExpertEpisode:
     """Reset ``env``, let ``expert`` act until success (or the step limit), and record it.
 
@@ -90,6 +95,13 @@ def run_expert_episode(
             the first successful step, as LIBERO's own demonstrations do).
         max_settle_drift: a layout in which an object slides farther than this (m, horizontally)
             while settling is returned unrun, with ``stable=False``.
+        action_noise: DART-style noise injection: the env executes the expert's action plus
+            temporally correlated Gaussian noise of this standard deviation on the three translation
+            dims (action units), while ``actions`` record the expert's clean choice in the state the
+            noise led to. The demonstrations then visit states off the expert's own path, labelled
+            with the correction back to it. 0: off.
+        noise_correlation: AR(1) coefficient of the noise per step (0: white); correlated noise
+            pushes the arm off its path for a few steps, as a policy's error would.
     """
     t0 = time.perf_counter()
     limit = max_steps or env.max_steps
@@ -122,13 +134,25 @@ def run_expert_episode(
             settle_drift=drift,
             stable=False,
         )
+    if action_noise < 0 or not 0 <= noise_correlation < 1:
+        raise ValueError(
+            f"action_noise must be >= 0 and noise_correlation in [0, 1), got {action_noise}, {noise_correlation}"
+        )
+    rng = np.random.default_rng(seed)
+    noise = np.zeros(3)
+    innovation = action_noise * np.sqrt(1.0 - noise_correlation**2)  # keeps the stationary std
     expert.reset()
-    actions, states = [], []
+    actions, states, executed = [], [], []
     success, extra = False, 0
     for _ in range(limit):
         a = expert.act() if not expert.finished else np.asarray(DUMMY_ACTION)
         states.append(env.get_sim_state())
         actions.append(np.asarray(a, dtype=np.float64))
+        if action_noise > 0 and not expert.finished:
+            noise = noise_correlation * noise + innovation * rng.standard_normal(3)
+            a = np.asarray(a, dtype=np.float64).copy()
+            a[:3] = np.clip(a[:3] + noise, -1.0, 1.0)
+        executed.append(np.asarray(a, dtype=np.float64))
         success = env.step(a).success
         if success:
             extra += 1
@@ -146,4 +170,5 @@ def run_expert_episode(
         phases=list(getattr(expert, "history", [])),
         seconds=time.perf_counter() - t0,
         settle_drift=drift,
+        executed_actions=np.stack(executed) if action_noise > 0 else None,
     )
