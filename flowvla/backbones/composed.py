@@ -28,6 +28,7 @@ from torch import nn
 
 from flowvla.backbones.base import BackboneOutput, VisionLanguageBackbone, VisualHook, images_to_float
 from flowvla.backbones.conv import ConvEncoder
+from flowvla.extras import requires_extra
 from flowvla.geometry import PatchGrid
 from flowvla.processing import MultimodalProcessor, scatter_image_features
 from flowvla.typing import Float, Shaped, Tensor, typechecked
@@ -35,6 +36,34 @@ from flowvla.typing import Float, Shaped, Tensor, typechecked
 __all__ = ["ComposedBackbone"]
 
 _TOKENIZER_DIR = "tokenizer"
+
+
+_SIGLIP_STATS = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
+def _image_statistics(
+    vision: str | os.PathLike, kwargs: dict[str, Any]
+) -> tuple[Sequence[float], Sequence[float]]:
+    """``(image_mean, image_std)`` of a vision checkpoint's image processor (see ``from_pretrained``)."""
+    from transformers import AutoImageProcessor
+    from transformers.image_processing_base import ImageProcessingMixin
+
+    try:
+        processor = AutoImageProcessor.from_pretrained(vision, **kwargs)
+        return processor.image_mean, processor.image_std
+    except (OSError, ValueError):  # no processor file
+        return _SIGLIP_STATS
+    except ImportError:
+        # transformers refuses to build the processor class without pillow / torchvision, but the
+        # statistics are plain numbers in the processor's JSON file: read them without the class.
+        pass
+    try:
+        config, _ = ImageProcessingMixin.get_image_processor_dict(vision, **kwargs)
+    except (OSError, ValueError):
+        return _SIGLIP_STATS
+    if "image_mean" in config and "image_std" in config:
+        return config["image_mean"], config["image_std"]
+    return _SIGLIP_STATS
 
 
 def _vision_geometry(vision: nn.Module) -> tuple[str, PatchGrid, int, int]:
@@ -214,7 +243,8 @@ class ComposedBackbone(VisionLanguageBackbone):
             conv_channels: the ConvEncoder's stage widths (``vision="conv"``).
             seed: initialisation seed.
         """
-        from transformers import AutoConfig, AutoModel, SiglipVisionConfig, SiglipVisionModel
+        with requires_extra("hf", "ComposedBackbone.tiny"):
+            from transformers import AutoConfig, AutoModel, SiglipVisionConfig, SiglipVisionModel
 
         from flowvla.processing.tokenizers import train_bpe_tokenizer
 
@@ -264,17 +294,17 @@ class ComposedBackbone(VisionLanguageBackbone):
 
         The image token is added to the LM's tokenizer if missing (and the embeddings resized); the
         projector starts from random initialisation. ``kwargs`` go to ``from_pretrained`` of both.
+        Pixels are normalised with the vision checkpoint's image-processor statistics: read from its
+        processor file without building the processor when the processor class cannot be imported
+        (it needs pillow or torchvision), and SigLIP's ``(0.5, 0.5)`` when there is no processor file.
         """
-        from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer
+        with requires_extra("hf", "ComposedBackbone.from_pretrained"):
+            from transformers import AutoConfig, AutoModel, AutoTokenizer
 
         vision_config = AutoConfig.from_pretrained(vision, **kwargs)
         vision_config = getattr(vision_config, "vision_config", vision_config)
         vision_model = AutoModel.from_pretrained(vision, config=vision_config, **kwargs)
-        try:
-            image_processor = AutoImageProcessor.from_pretrained(vision, **kwargs)
-            mean, std = image_processor.image_mean, image_processor.image_std
-        except (OSError, ValueError):  # no processor file: SigLIP's normalisation
-            mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+        mean, std = _image_statistics(vision, kwargs)
         tokenizer = AutoTokenizer.from_pretrained(language, **kwargs)
         lm = AutoModel.from_pretrained(language, **kwargs)
         if image_token not in tokenizer.get_vocab():
@@ -322,7 +352,8 @@ class ComposedBackbone(VisionLanguageBackbone):
     def from_spec(cls, spec: dict[str, Any], directory: str | os.PathLike) -> ComposedBackbone:
         """Rebuild the architecture described by :meth:`spec` (random weights) with the tokenizer saved
         in ``directory`` by :meth:`save_tokenizer`."""
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        with requires_extra("hf", "ComposedBackbone.from_spec"):
+            from transformers import AutoConfig, AutoModel, AutoTokenizer
 
         def config(d: dict[str, Any]) -> Any:
             d = dict(d)
