@@ -37,6 +37,7 @@ from torch import nn
 
 from flowvla.backbones.base import BackboneOutput, VisionLanguageBackbone, VisualHook, images_to_float
 from flowvla.backbones.hf_adapters import HFAdapter, adapter_for
+from flowvla.extras import requires_extra
 from flowvla.geometry import PatchGrid
 from flowvla.processing import MultimodalProcessor
 from flowvla.typing import Shaped, Tensor, typechecked
@@ -220,7 +221,8 @@ class HFVisionLanguageBackbone(VisionLanguageBackbone):
             image_processor: the image processor (or give ``image_mean`` / ``image_std`` in ``kwargs``).
             **kwargs: further :class:`HFVisionLanguageBackbone` arguments.
         """
-        from transformers import AutoModelForImageTextToText
+        with requires_extra("hf", "HFVisionLanguageBackbone"):
+            from transformers import AutoModelForImageTextToText
 
         model = AutoModelForImageTextToText.from_config(config)
         return cls(model, tokenizer, image_processor=image_processor, **kwargs)
@@ -241,13 +243,14 @@ class HFVisionLanguageBackbone(VisionLanguageBackbone):
             **kwargs: :class:`HFVisionLanguageBackbone` arguments; the rest (``dtype``, ``revision``,
                 ``local_files_only`` ...) go to ``AutoModelForImageTextToText.from_pretrained``.
         """
-        from transformers import (
-            AutoConfig,
-            AutoImageProcessor,
-            AutoModelForImageTextToText,
-            AutoProcessor,
-            AutoTokenizer,
-        )
+        with requires_extra("hf", "HFVisionLanguageBackbone.from_pretrained"):
+            from transformers import (
+                AutoConfig,
+                AutoImageProcessor,
+                AutoModelForImageTextToText,
+                AutoProcessor,
+                AutoTokenizer,
+            )
 
         own = {
             "image_processor", "image_mean", "image_std", "prompt_template", "padding_side",
@@ -319,7 +322,8 @@ class HFVisionLanguageBackbone(VisionLanguageBackbone):
             spec: the output of :meth:`spec`.
             directory: the checkpoint directory holding ``tokenizer/``.
         """
-        from transformers import AutoConfig, AutoModelForImageTextToText, AutoTokenizer
+        with requires_extra("hf", "HFVisionLanguageBackbone.from_spec"):
+            from transformers import AutoConfig, AutoModelForImageTextToText, AutoTokenizer
 
         spec = dict(spec)
         if spec.pop("kind", "hf") != "hf":

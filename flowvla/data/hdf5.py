@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from flowvla.extras import requires_extra
 from flowvla.io import atomic_path
 
 __all__ = [
@@ -187,7 +188,8 @@ class LiberoHDF5Reader:
                 raise KeyError(f"{self.path}: obs keys {missing} not found; available: {sorted(obs.keys())}")
 
     def _h5(self) -> Any:
-        import h5py
+        with requires_extra("data", "reading and writing LIBERO HDF5 files"):
+            import h5py
 
         if self._file is None or self._pid != os.getpid():
             self._file = h5py.File(self.path, "r")
@@ -298,7 +300,8 @@ class LiberoHDF5Writer:
         compression: str | None = None,
         overwrite: bool = False,
     ) -> None:
-        import h5py
+        with requires_extra("data", "reading and writing LIBERO HDF5 files"):
+            import h5py
 
         self.path = Path(path)
         if self.path.exists() and not overwrite:
@@ -488,7 +491,8 @@ def merge_hdf5(
     The ``data`` attributes come from the first input; inputs must agree on
     ``macros_image_convention`` and ``problem_info`` (else ValueError naming the file).
     """
-    import h5py
+    with requires_extra("data", "reading and writing LIBERO HDF5 files"):
+        import h5py
 
     if not inputs:
         raise ValueError("inputs is empty")
