@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from flowvla.envs import cameras as cam
-from flowvla.envs.libero_setup import prepare_libero
+from flowvla.envs.libero_setup import prepare_libero, quiet_stdout
 from flowvla.typing import Float, Shaped, typechecked
 
 __all__ = [
@@ -106,7 +106,8 @@ def list_tasks(suite: str) -> list[LiberoTask]:
     prepare_libero()
     from libero.libero import benchmark, get_libero_path
 
-    bench = benchmark.get_benchmark_dict()[suite](task_order_index=0)
+    with quiet_stdout():  # LIBERO prints its task order on every construction
+        bench = benchmark.get_benchmark_dict()[suite](task_order_index=0)
     bddl_root, init_root = get_libero_path("bddl_files"), get_libero_path("init_states")
     return [
         LiberoTask(
