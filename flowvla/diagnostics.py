@@ -165,7 +165,11 @@ def sensitivity_report(
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: load a saved policy and a ``torch.save``-d batch dict, print and write the report."""
-    ap = argparse.ArgumentParser(description="Sensitivity diagnostics of a saved flowvla policy.")
+    ap = argparse.ArgumentParser(
+        prog="flowvla-diagnose",
+        description="Sensitivity diagnostics of a saved flowvla policy.",
+        allow_abbrev=False,  # one spelling per option: what the docs show is what parses
+    )
     ap.add_argument("--policy", type=Path, required=True, help="directory written by save_pretrained")
     ap.add_argument("--batch", type=Path, required=True, help="a batch dict saved with torch.save")
     ap.add_argument("--out", type=Path, help="write the JSON report here")
@@ -173,12 +177,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--solver")
     ap.add_argument("--steps", type=int)
     args = ap.parse_args(argv)
+    from flowvla.cli import fail
+    from flowvla.extras import MissingExtraError
     from flowvla.io import write_json_atomic
     from flowvla.policy import VLAPolicy
 
-    policy = VLAPolicy.from_pretrained(args.policy)
-    batch = torch.load(args.batch, weights_only=False)
-    report = sensitivity_report(policy, batch, seed=args.seed, solver=args.solver, steps=args.steps)
+    try:
+        if not args.batch.is_file():
+            raise FileNotFoundError(f"--batch: no file {str(args.batch)!r} (save one with torch.save)")
+        policy = VLAPolicy.from_pretrained(args.policy)
+        batch = torch.load(args.batch, weights_only=False)
+        report = sensitivity_report(policy, batch, seed=args.seed, solver=args.solver, steps=args.steps)
+    except (FileNotFoundError, ValueError, MissingExtraError) as e:
+        return fail(ap.prog, e)
     print(
         json.dumps(
             {k: report[k] for k in ("baseline_l2", "image_l2", "synonym_l2", "opposite_l2", "checks")},

@@ -20,9 +20,10 @@ with nothing lost and nothing duplicated: finished attempts are skipped, an unfi
 again with the same seed. The dataset is always the first ``demos_per_task`` kept attempts in
 attempt order, so the result does not depend on ``workers`` or on interruptions.
 
-Command line::
+Command line (``flowvla-generate`` is the same command)::
 
-    python -m flowvla.data.generate --suites libero_object --demos-per-task 50 --out data/scripted
+    python -m flowvla.data.generate --suites libero_object --tasks 0-3,7 --demos-per-task 50 \\
+        --out data/scripted
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ import dataclasses
 import json
 import multiprocessing as mp
 import os
-import sys
 import time
 import types
 from collections.abc import Sequence
@@ -42,8 +42,11 @@ from typing import Any
 
 import numpy as np
 
+from flowvla.cli import fail, index_list
 from flowvla.envs.libero import DEFAULT_CAMERAS, LIBERO_SUITES, LiberoEnv
+from flowvla.envs.libero_setup import LiberoSetupError, set_libero_verbose
 from flowvla.envs.rollout import Progress, load_records, wilson_interval
+from flowvla.extras import MissingExtraError
 from flowvla.io import write_json_atomic
 from flowvla.typing import Float, typechecked
 
@@ -554,26 +557,21 @@ def generate(cfg: GenerateConfig) -> dict[str, Any]:
     return overall
 
 
-def _parse_ints(text: str) -> list[int]:
-    out: list[int] = []
-    for part in text.split(","):
-        if "-" in part:
-            a, b = part.split("-")
-            out.extend(range(int(a), int(b) + 1))
-        elif part.strip():
-            out.append(int(part))
-    return out
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m flowvla.data.generate --suites libero_object --demos-per-task 50 --out DIR``."""
     p = argparse.ArgumentParser(
-        prog="python -m flowvla.data.generate",
+        prog="flowvla-generate",
         description="Generate LIBERO demonstrations with a scripted expert (resumable).",
+        allow_abbrev=False,  # one spelling per option: what the docs show is what parses
     )
     p.add_argument("--out", required=True, help="output folder (re-run with the same folder to resume)")
     p.add_argument("--suites", default="libero_object", help="comma-separated suite names")
-    p.add_argument("--tasks", default=None, help="task indices, e.g. 0,2,5-7 (default: every supported task)")
+    p.add_argument(
+        "--tasks",
+        type=index_list,
+        default=None,
+        help="task indices, e.g. 0,1 or 0-3,7 (default: every supported task)",
+    )
     p.add_argument("--demos-per-task", type=int, default=50)
     p.add_argument("--max-attempts", type=int, default=None, help="per task (default: 3 x demos)")
     p.add_argument("--max-episodes", type=int, default=None, help="stop this run after N attempts")
@@ -588,14 +586,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--image-convention", default="opengl", choices=["opengl", "opencv"])
     p.add_argument("--compression", default=None, choices=["gzip", "lzf"])
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--verbose", action="store_true", help="show robosuite's and LIBERO's start-up messages")
     a = p.parse_args(argv)
+    set_libero_verbose(a.verbose)
     from flowvla.envs.experts import UnsupportedGoalError
 
     try:
         cfg = GenerateConfig(
             out_dir=a.out,
             suites=[s.strip() for s in a.suites.split(",") if s.strip()],
-            tasks=_parse_ints(a.tasks) if a.tasks else None,
+            tasks=a.tasks,
             demos_per_task=a.demos_per_task,
             max_attempts=a.max_attempts,
             max_episodes=a.max_episodes,
@@ -612,9 +612,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=not a.no_progress,
         )
         summary = generate(cfg)
-    except (ValueError, UnsupportedGoalError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except (ValueError, UnsupportedGoalError, MissingExtraError, LiberoSetupError) as e:
+        return fail(p.prog, e)
     for key, s in summary["tasks"].items():
         if not s.get("supported", True):
             print(f"{key:18s} skipped: {s['reason']}")

@@ -43,6 +43,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from flowvla.cli import fail
 from flowvla.extras import MissingExtraError, install_command
 
 __all__ = [
@@ -331,14 +332,14 @@ def select_gl_backend(preferred: str | None = None, probe: bool = True) -> str:
 
 
 # ------------------------------------------------------------------------------ start-up noise
-#: Lines robosuite and LIBERO print on every start that say nothing about flowvla's runs: robosuite
-#: asks for a private macro file (flowvla needs none), LIBERO announces the default task order.
 NOISE_PATTERNS: tuple[re.Pattern[str], ...] = (
     re.compile(r"No private macro file found"),
     re.compile(r"It is recommended to use a private macro file"),
     re.compile(r"To setup, run: python .*setup_macros\.py"),
     re.compile(r"^\[info\] using task orders"),
 )
+"""Lines robosuite and LIBERO print on every start that say nothing about flowvla's runs: robosuite
+asks for a private macro file (flowvla needs none), LIBERO announces the default task order."""
 # An environment variable, not a module flag, so spawned worker processes inherit the choice.
 _VERBOSE_ENV = "FLOWVLA_LIBERO_VERBOSE"
 _ROBOSUITE_LOGGER = "robosuite_logs"
@@ -494,26 +495,31 @@ def _smoke_test(suite: str, size: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m flowvla.envs.libero_setup [--check] [--assets DIR] [--gl egl|osmesa]``."""
+    """``python -m flowvla.envs.libero_setup --check`` (also ``--assets DIR``, ``--gl egl``)."""
     parser = argparse.ArgumentParser(
-        prog="python -m flowvla.envs.libero_setup", description=__doc__.split("\n")[0]
+        prog="flowvla-libero-setup", description=__doc__.split("\n")[0], allow_abbrev=False
     )
     parser.add_argument("--assets", help="use this LIBERO asset folder instead of searching")
     parser.add_argument("--gl", choices=sorted(GL_PACKAGES), help="force an offscreen GL backend")
     parser.add_argument("--check", action="store_true", help="also build, reset and render one task")
     parser.add_argument("--suite", default="libero_object", help="suite for --check")
     parser.add_argument("--print-install", action="store_true", help="print the install commands and exit")
+    parser.add_argument(
+        "--verbose", action="store_true", help="show robosuite's and LIBERO's start-up messages"
+    )
     args = parser.parse_args(argv)
     if args.print_install:
         print("\n".join(INSTALL_COMMANDS))
         return 0
+    set_libero_verbose(args.verbose)
     try:
         paths = prepare_libero(assets=args.assets, gl_backend=args.gl)
         report: dict[str, object] = paths.as_dict()
         if args.check:
             report["check"] = _smoke_test(args.suite, 128)
-    except LiberoSetupError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (LiberoSetupError, ValueError) as e:
+        # Exit status 1: the tool worked and found LIBERO unusable (2 stays argparse's usage error).
+        fail(parser.prog, e)
         return 1
     print(json.dumps(report, indent=2))
     return 0
