@@ -17,7 +17,6 @@ from collections.abc import Iterator
 
 __all__ = ["EXTRAS", "MissingExtraError", "install_command", "missing_extra_message", "requires_extra"]
 
-#: What each extra is for (the packages are listed in ``pyproject.toml``).
 EXTRAS: dict[str, str] = {
     "hf": "transformers models, tokenizers and image processors",
     "data": "HDF5 and LeRobot datasets, images and videos",
@@ -26,6 +25,7 @@ EXTRAS: dict[str, str] = {
     "bench": "the benchmark scripts' peers and plots",
     "docs": "the documentation site",
 }
+"""What each extra is for (the packages are listed in ``pyproject.toml``)."""
 
 # libero and bddl go in without their declared dependencies (those replace a CPU torch with a CUDA
 # build and install mujoco 4, which breaks robosuite 1.4), so the libero extra needs a second command.

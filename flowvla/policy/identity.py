@@ -24,8 +24,8 @@ def weights_digest(module: nn.Module) -> str:
     """SHA-256 (hex) of ``module``'s state dict: every entry's name, dtype, shape and bytes, in name
     order.
 
-    Equal for a policy and its [`save_pretrained`][flowvla.policy.VLAPolicy.save_pretrained] /
-    [`from_pretrained`][flowvla.policy.VLAPolicy.from_pretrained] round trip, and on any device;
+    Equal for a policy and its [`save_pretrained`][flowvla.policy.policy.VLAPolicy.save_pretrained] /
+    [`from_pretrained`][flowvla.policy.policy.VLAPolicy.from_pretrained] round trip, and on any device;
     different as soon as one value differs.
     """
     if not isinstance(module, nn.Module):
