@@ -9,7 +9,8 @@ is shared) for:
 - ``opposite_l2``: an instruction asking for the opposite -- should be large (``> synonym_l2``).
 
 Paraphrases and opposites come from the batch (``instruction_synonym`` / ``instruction_opposite``),
-from the caller, or from :func:`paraphrase` / :func:`opposite`, small word-substitution tables for
+from the caller, or from [`paraphrase`][flowvla.diagnostics.paraphrase] /
+[`opposite`][flowvla.diagnostics.opposite], small word-substitution tables for
 LIBERO-style instructions. Command line::
 
     python -m flowvla.diagnostics --policy runs/policy --batch batch.pt --out sensitivity.json
@@ -79,12 +80,12 @@ def _rewrite(instruction: str, table: Mapping[str, str], what: str) -> str:
 
 
 def paraphrase(instruction: str) -> str:
-    """A same-meaning rewording from :data:`SYNONYMS`; raises ``ValueError`` if no phrase applies."""
+    """A same-meaning rewording from ``SYNONYMS``; raises ``ValueError`` if no phrase applies."""
     return _rewrite(instruction, SYNONYMS, "paraphrase")
 
 
 def opposite(instruction: str) -> str:
-    """An instruction asking for the opposite, from :data:`OPPOSITES`; ``ValueError`` if none applies."""
+    """An instruction asking for the opposite, from ``OPPOSITES``; ``ValueError`` if none applies."""
     return _rewrite(instruction, OPPOSITES, "opposite")
 
 
@@ -125,8 +126,9 @@ def sensitivity_report(
         policy: anything with ``predict_action(batch, solver=, steps=, seed=) -> (actions, info)``.
         batch: the inputs (``images``, ``instruction``, ``state``, ...).
         synonyms: one paraphrase per sample (default: the batch's ``instruction_synonym``, else
-            :func:`paraphrase`).
-        opposites: one opposite per sample (default: ``instruction_opposite``, else :func:`opposite`).
+            [`paraphrase`][flowvla.diagnostics.paraphrase]).
+        opposites: one opposite per sample (default: ``instruction_opposite``, else
+            [`opposite`][flowvla.diagnostics.opposite]).
         other_batch: the batch with other images (default: images rolled across the batch).
         seed: noise seed shared by every prediction.
         solver: solver name (default: the policy's).

@@ -2,15 +2,17 @@
 
 Each view is encoded to ``N`` patch tokens, the visual hook (2D-3D fusion) may rewrite them, an MLP
 projects them to the LM width, and they fill the image slots of the tokenised prompt
-(:class:`~flowvla.processing.MultimodalProcessor`: ``V * N`` image tokens before the instruction).
-The LM returns every hidden layer.
+([`MultimodalProcessor`][flowvla.processing.multimodal.MultimodalProcessor]: ``V * N`` image tokens before the
+instruction). The LM returns every hidden layer.
 
-Buildable three ways: :meth:`ComposedBackbone.tiny` (random init, trained byte-level tokenizer: CPU
-training from scratch), :meth:`ComposedBackbone.from_pretrained` (a vision checkpoint and an LM
-checkpoint, from the hub or local files) and :meth:`ComposedBackbone.from_spec` (rebuild a saved
+Buildable three ways: [`ComposedBackbone.tiny`][flowvla.backbones.composed.ComposedBackbone.tiny] (random
+init, trained byte-level tokenizer: CPU training from scratch),
+[`ComposedBackbone.from_pretrained`][flowvla.backbones.composed.ComposedBackbone.from_pretrained] (a vision
+checkpoint and an LM checkpoint, from the hub or local files) and
+[`ComposedBackbone.from_spec`][flowvla.backbones.composed.ComposedBackbone.from_spec] (rebuild a saved
 backbone's architecture, then load its weights).
 
-Vision encoders: flowvla's :class:`~flowvla.backbones.conv.ConvEncoder` (a GroupNorm ResNet whose
+Vision encoders: flowvla's ``ConvEncoder`` (a GroupNorm ResNet whose
 feature map is the patch grid), any ``transformers`` vision model returning ``last_hidden_state``
 (SigLIP, CLIP, DINOv2 ...), or a ``timm`` ViT (``forward_features``, ``num_prefix_tokens``, ``patch_embed``).
 Prefix tokens (CLS, registers) are dropped so the hook sees exactly the patch grid.
@@ -239,7 +241,7 @@ class ComposedBackbone(VisionLanguageBackbone):
             vocab_size: tokenizer / embedding size.
             lm_type: a ``transformers`` decoder type (``"llama"``, ``"qwen2"``, ``"gemma"`` ...).
             vision: ``"vit"`` (a SigLIP-style ViT) or ``"conv"`` (a
-                :class:`~flowvla.backbones.conv.ConvEncoder`, patch size ``2 ** len(conv_channels)``).
+                ``ConvEncoder``, patch size ``2 ** len(conv_channels)``).
             conv_channels: the ConvEncoder's stage widths (``vision="conv"``).
             seed: initialisation seed.
         """
@@ -350,8 +352,9 @@ class ComposedBackbone(VisionLanguageBackbone):
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any], directory: str | os.PathLike) -> ComposedBackbone:
-        """Rebuild the architecture described by :meth:`spec` (random weights) with the tokenizer saved
-        in ``directory`` by :meth:`save_tokenizer`."""
+        """Rebuild the architecture described by [`spec`][flowvla.backbones.composed.ComposedBackbone.spec]
+        (random weights) with the tokenizer saved in ``directory`` by
+        [`save_tokenizer`][flowvla.backbones.composed.ComposedBackbone.save_tokenizer]."""
         with requires_extra("hf", "ComposedBackbone.from_spec"):
             from transformers import AutoConfig, AutoModel, AutoTokenizer
 

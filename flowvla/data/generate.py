@@ -82,7 +82,7 @@ class GenerateConfig:
         depth: also store metric depth with per-frame intrinsics / extrinsics.
         images: render observations at all (``False``: actions, states and proprioception only).
         workers: processes (each with its own simulators); 1 runs in this process.
-        seed: base seed; attempt seeds derive from it (:func:`attempt_seed`).
+        seed: base seed; attempt seeds derive from it ([`attempt_seed`][flowvla.data.generate.attempt_seed]).
         max_steps: step limit per episode (default: the suite's evaluation limit).
         settle_steps: dummy steps after reset, not recorded (as LIBERO evaluations).
         official_tol: a fresh layout within this distance (m, any qpos entry) of an official init
@@ -187,7 +187,7 @@ def render_episode(
         images: render views (else proprioception only).
 
     Returns:
-        ``obs`` arrays for :meth:`~flowvla.data.hdf5.LiberoHDF5Writer.add_demo` (``<view>_rgb [T, H,
+        ``obs`` arrays for [`add_demo`][flowvla.data.hdf5.LiberoHDF5Writer.add_demo] (``<view>_rgb [T, H,
         W, 3]``, ``ee_states [T, 6]``, ``gripper_states [T, 2]``, ``joint_states [T, 7]``, with depth
         ``<view>_depth``, ``<view>_intrinsics``, ``<view>_extrinsics``) plus ``robot_states [T, 9]``.
     """
@@ -228,7 +228,8 @@ def write_demo(
     image_convention: str = "opengl",
     compression: str | None = None,
 ) -> Path:
-    """Render a recorded episode (:func:`render_episode`) and write it as a one-demo LIBERO HDF5 file.
+    """Render a recorded episode ([`render_episode`][flowvla.data.generate.render_episode]) and write it as a
+    one-demo LIBERO HDF5 file.
 
     Args:
         path: the file to (over)write, atomically.
@@ -238,7 +239,8 @@ def write_demo(
         init_state: ``[D]`` the state the episode was reset to (the demo's ``init_state`` attr).
         images: render views (else proprioception only).
         attrs: extra attributes of the demo group.
-        image_convention: how images are stored (see :class:`~flowvla.data.hdf5.LiberoHDF5Writer`).
+        image_convention: how images are stored (see
+            [`LiberoHDF5Writer`][flowvla.data.hdf5.LiberoHDF5Writer]).
         compression: h5py compression of images.
     """
     from flowvla.data.hdf5 import LiberoHDF5Writer
@@ -265,11 +267,11 @@ def write_demo(
 
 
 def _described_by_task_language(env: LiberoEnv) -> Any:
-    """``env`` as :meth:`~flowvla.data.hdf5.LiberoHDF5Writer.for_env` sees it, but with the task's
+    """``env`` as [`for_env`][flowvla.data.hdf5.LiberoHDF5Writer.for_env] sees it, but with the task's
     benchmark instruction as ``language_instruction``.
 
     The BDDL text LIBERO puts in ``problem_info`` differs from the benchmark's task language (what
-    evaluations, :class:`~flowvla.envs.libero.LiberoEnv` and LIBERO's own training code use) in 25 of
+    evaluations, [`LiberoEnv`][flowvla.envs.libero.LiberoEnv] and LIBERO's own training code use) in 25 of
     the 40 standard tasks ("pick the akita black bowl ..." vs "pick up the black bowl ..."); a policy
     trained on the generated files must read the instruction it will be evaluated with.
     """

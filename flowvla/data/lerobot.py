@@ -42,7 +42,7 @@ def _decode_image(value: Any) -> np.ndarray:
 
 
 class LeRobotSource:
-    """Episodes of a LeRobot dataset folder as an :class:`~flowvla.data.dataset.EpisodeSource`.
+    """Episodes of a LeRobot dataset folder as an [`EpisodeSource`][flowvla.data.dataset.EpisodeSource].
 
     Args:
         root: the dataset folder (contains ``meta/info.json``).

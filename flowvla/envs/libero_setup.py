@@ -15,15 +15,15 @@ on its own without a network and a terminal:
    probe in a subprocess and exported as ``MUJOCO_GL`` / ``PYOPENGL_PLATFORM`` so worker processes
    inherit it. A user's own ``MUJOCO_GL`` is kept.
 
-:func:`prepare_libero` does all three, once per process, and must run before ``libero`` or
-``robosuite`` is imported; everything in :mod:`flowvla.envs.libero` calls it for you. Run
-``python -m flowvla.envs.libero_setup`` to see what was found, or ``--check`` to also build and render
-one task.
+[`prepare_libero`][flowvla.envs.libero_setup.prepare_libero] does all three, once per process, and must run
+before ``libero`` or ``robosuite`` is imported; everything in [`flowvla.envs.libero`][flowvla.envs.libero]
+calls it for you. Run ``python -m flowvla.envs.libero_setup`` to see what was found, or ``--check`` to also
+build and render one task.
 
 It also hides the start-up noise of both packages (robosuite's "No private macro file" warnings,
 LIBERO's ``[info] using task orders`` lines), which says nothing about flowvla's runs;
-:func:`set_libero_verbose` (the commands' ``--verbose``) or ``FLOWVLA_LIBERO_VERBOSE=1`` shows it.
-"""
+[`set_libero_verbose`][flowvla.envs.libero_setup.set_libero_verbose] (the commands' ``--verbose``) or
+``FLOWVLA_LIBERO_VERBOSE=1`` shows it."""
 
 from __future__ import annotations
 
@@ -434,7 +434,8 @@ def prepare_libero(
 
     Args:
         assets: an explicit asset folder (default: search, see the module docs).
-        gl_backend: ``"egl"`` / ``"osmesa"`` to force one (default: see :func:`select_gl_backend`).
+        gl_backend: ``"egl"`` / ``"osmesa"`` to force one (default: see
+            [`select_gl_backend`][flowvla.envs.libero_setup.select_gl_backend]).
         config_dir: where to write LIBERO's ``config.yaml`` when no usable one exists (default:
             ``$FLOWVLA_CACHE/libero``). An existing usable config at ``$LIBERO_CONFIG_PATH`` (or
             ``~/.libero``) is kept, so a user's custom dataset folder survives.

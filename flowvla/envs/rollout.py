@@ -1,10 +1,10 @@
 """Evaluate any policy on LIBERO: chunked execution, re-planning, success rates, records, videos.
 
-The runner talks to a policy through one method (the contract of :mod:`flowvla.policy`)::
+The runner talks to a policy through one method (the contract of ``flowvla.policy``)::
 
     actions, debug_info = policy.predict_action(batch, **predict_kwargs)
 
-``batch`` is a :func:`~flowvla.data.batch.collate` d observation with ``B = 1`` (images
+``batch`` is a [`collate`][flowvla.data.batch.collate] d observation with ``B = 1`` (images
 ``[1, V, 3, H, W]`` uint8, ``instruction`` list, ``state [1, S]``, optional depth/cameras);
 ``actions`` is ``[1, H, 7]`` (numpy or torch) in LIBERO's action space, ``debug_info`` a dict (may be
 empty). The runner executes the first ``replan_every`` actions of each chunk with physics only, then
@@ -472,7 +472,8 @@ class Progress:
 def evaluate(
     policy: Policy, cfg: RolloutConfig, on_episode: Callable[[EpisodeRecord], None] | None = None
 ) -> dict[str, Any]:
-    """Evaluate ``policy`` on ``cfg``'s tasks x init states; return the summary (see :func:`summarize`).
+    """Evaluate ``policy`` on ``cfg``'s tasks x init states; return the summary (see
+    [`summarize`][flowvla.envs.rollout.summarize]).
 
     With ``cfg.workers > 1`` the policy is pickled once into each worker process (spawned, so
     CUDA and GL state never cross a fork). With ``cfg.out_dir``, finished episodes found in
