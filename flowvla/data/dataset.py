@@ -59,6 +59,8 @@ class EpisodeSource(Protocol):
         """``[V, 3, H, W]`` uint8, upright."""
         ...
 
+    # Optional: ``observed_steps(e) -> [T']`` int array, the steps that have views (default: all).
+
     def geometry(self, e: int, t: int) -> dict[str, np.ndarray] | None:
         """``depth [V, H, W]``, ``intrinsics [V, 3, 3]``, ``extrinsics [V, 4, 4]``, or None."""
         ...
@@ -69,18 +71,36 @@ class HDF5Source:
 
     Args:
         paths: HDF5 files; each is one task with its own instruction.
+        episodes_per_file: use only the first this-many demonstrations of each file (default: all),
+            e.g. to study success against the number of demonstrations per task.
+        preload: read every used frame into memory once (uint8, upright), so items cost no file
+            access; ``V * 3 * H * W`` bytes per frame (about 55 KB at 96 px with two views).
         **reader_kwargs: passed to each [`LiberoHDF5Reader`][flowvla.data.hdf5.LiberoHDF5Reader].
     """
 
-    def __init__(self, paths: Sequence[str | os.PathLike], **reader_kwargs: Any) -> None:
+    def __init__(
+        self,
+        paths: Sequence[str | os.PathLike],
+        episodes_per_file: int | None = None,
+        preload: bool = False,
+        **reader_kwargs: Any,
+    ) -> None:
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
         if not paths:
             raise ValueError("paths is empty")
+        if episodes_per_file is not None and episodes_per_file < 1:
+            raise ValueError(f"episodes_per_file: must be >= 1, got {episodes_per_file}")
         self.readers = [LiberoHDF5Reader(p, **reader_kwargs) for p in paths]
         self._index: list[tuple[int, int]] = [
-            (r, i) for r, rd in enumerate(self.readers) for i in range(len(rd))
+            (r, i)
+            for r, rd in enumerate(self.readers)
+            for i in range(min(len(rd), episodes_per_file or len(rd)))
         ]
+        self._frames: list[np.ndarray] | None = None
+        if preload:
+            self._frames = [self.readers[r].images(i, slice(None)) for r, i in self._index]
+            self._strides = [self.readers[r].image_stride(i) for r, i in self._index]
 
     def __len__(self) -> int:
         return len(self._index)
@@ -104,7 +124,16 @@ class HDF5Source:
         rd, i = self._at(e)
         return rd.states(i)
 
+    def observed_steps(self, e: int) -> np.ndarray:
+        rd, i = self._at(e)
+        return rd.observed_steps(i)
+
     def images(self, e: int, t: int) -> np.ndarray:
+        if self._frames is not None:
+            k = self._strides[e]
+            if t % k:
+                raise IndexError(f"step {t} of episode {e} has no views (rendered every {k} steps)")
+            return self._frames[e][t // k]
         rd, i = self._at(e)
         return rd.images(i, t)
 
@@ -114,7 +143,7 @@ class HDF5Source:
 
 
 class ChunkDataset(torch.utils.data.Dataset):
-    """One training item per (episode, step): see the module docs.
+    """One training item per (episode, observed step): see the module docs.
 
     Args:
         source: an [`EpisodeSource`][flowvla.data.dataset.EpisodeSource].
@@ -157,7 +186,13 @@ class ChunkDataset(torch.utils.data.Dataset):
             if len(a) != n or len(s) != n:
                 raise ValueError(f"episode {e}: {len(a)} actions and {len(s)} states for length {n}")
         self.state_dim = state_dim or self._states[0].shape[-1]
-        self._starts = np.cumsum([0] + [len(a) for a in self._actions]).tolist()
+        # Items are the steps that have views: every step, or every k-th for strided renders.
+        observed = getattr(source, "observed_steps", None)
+        self._steps = [
+            np.asarray(observed(e) if observed else np.arange(len(a)), dtype=np.int64)
+            for e, a in enumerate(self._actions)
+        ]
+        self._starts = np.cumsum([0] + [len(s) for s in self._steps]).tolist()
         if geometry and source.geometry(0, 0) is None:
             raise ValueError("geometry=True but the source has no metric depth with camera matrices")
 
@@ -169,7 +204,7 @@ class ChunkDataset(torch.utils.data.Dataset):
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} items")
         e = bisect.bisect_right(self._starts, index) - 1
-        return e, index - self._starts[e]
+        return e, int(self._steps[e][index - self._starts[e]])
 
     def action_chunk(self, e: int, t: int) -> tuple[np.ndarray, np.ndarray]:
         """``([H, A] actions, [H] mask)`` from step ``t`` of episode ``e``; padded with the last action."""

@@ -24,7 +24,11 @@ so its files match the official ones byte for byte in layout).
 
 flowvla's additions, ignored by other readers: depth in metres (dataset attr ``units="m"``), per-frame
 ``{view}_intrinsics [T, 3, 3]`` and ``{view}_extrinsics [T, 4, 4]`` (OpenCV, camera-to-world, for the
-upright image), a ``data`` attr ``flowvla_version``.
+upright image), a ``data`` attr ``flowvla_version``, and a demo attr ``image_stride = k``: views
+(and depth, cameras) were rendered at steps ``0, k, 2k, ...`` only, so those datasets hold
+``ceil(T / k)`` frames while actions, states and proprioception keep all ``T`` steps. Rendering is
+most of the cost of a scripted demonstration; consecutive frames at 20 Hz are nearly identical, so a
+stride trades little training signal for a proportional saving.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ __all__ = [
     "LiberoHDF5Reader",
     "LiberoHDF5Writer",
     "check_image_convention",
+    "find_demo_files",
     "instruction_from_bddl_file_name",
     "merge_hdf5",
     "to_upright",
@@ -131,6 +136,36 @@ def instruction_from_bddl_file_name(name: str) -> str:
     if not words:
         raise ValueError(f"bddl_file_name: {name!r} holds no instruction words")
     return " ".join(words)
+
+
+def find_demo_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """The LIBERO HDF5 files under ``paths`` (files or folders), each demonstration exactly once.
+
+    A folder written by the demonstration generator holds every task's merged dataset
+    ``<task>_demo.hdf5`` beside a folder ``<task>/`` of the per-attempt files it was merged from; the
+    attempt files are skipped wherever their merged file exists, so pointing at the generator's output
+    folder never counts a demonstration twice. Attempt files without a merged file (a generation still
+    under way) are used.
+
+    Raises:
+        FileNotFoundError: a path does not exist, or no ``.hdf5`` file was found.
+    """
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise FileNotFoundError(f"paths: {str(p)!r} does not exist")
+        if p.is_file():
+            files.append(p)
+            continue
+        for f in sorted(p.rglob("*.hdf5")):
+            merged = f.parent.with_name(f"{f.parent.name}_demo.hdf5")
+            if re.fullmatch(r"attempt_\d+\.hdf5", f.name) and merged.is_file():
+                continue
+            files.append(f)
+    unique = list(dict.fromkeys(f.resolve() for f in files))
+    if not unique:
+        raise FileNotFoundError(f"paths: no .hdf5 files under {[str(p) for p in paths]}")
+    return unique
 
 
 class LiberoHDF5Reader:
@@ -234,9 +269,29 @@ class LiberoHDF5Reader:
         """``[T, D]`` flattened MuJoCo states of demo ``i``."""
         return np.asarray(self._demo(i)["states"][()])
 
+    def image_stride(self, i: int) -> int:
+        """``k``: demo ``i``'s views exist at steps ``0, k, 2k, ...`` (1 for every official file)."""
+        return int(self._demo(i).attrs.get("image_stride", 1))
+
+    def observed_steps(self, i: int) -> np.ndarray:
+        """The steps of demo ``i`` that have views (every step unless an ``image_stride`` is set)."""
+        return np.arange(0, self._lengths[i], self.image_stride(i))
+
+    def _frame(self, i: int, t: int | slice) -> int | slice:
+        k = self.image_stride(i)
+        if isinstance(t, slice) or k == 1:
+            return t
+        if t % k:
+            raise IndexError(
+                f"step {t} of demo {i} has no views: they were rendered every {k} steps (use observed_steps)"
+            )
+        return t // k
+
     def images(self, i: int, t: int | slice) -> np.ndarray:
-        """Upright views of demo ``i`` at step(s) ``t``: ``[V, 3, H, W]`` (or ``[T', V, 3, H, W]``) uint8."""
+        """Upright views of demo ``i`` at step ``t``: ``[V, 3, H, W]`` uint8. A slice indexes the
+        stored frames (one per observed step): ``[T', V, 3, H, W]``."""
         obs = self._demo(i)["obs"]
+        t = self._frame(i, t)
         views = [to_upright(np.asarray(obs[k][t]), self.image_convention) for k in self.image_keys]
         arr = np.stack(views, axis=-4)  # [..., V, H, W, 3]
         return np.ascontiguousarray(np.moveaxis(arr, -1, -3))
@@ -245,6 +300,7 @@ class LiberoHDF5Reader:
         """Depth ``[V, H, W]`` (m), intrinsics ``[V, 3, 3]``, extrinsics ``[V, 4, 4]`` at step ``t``,
         or None if the file has no metric depth with cameras for every view."""
         obs = self._demo(i)["obs"]
+        t = self._frame(i, t)
         views = [k.removesuffix("_rgb") for k in self.image_keys]
         keys = [(f"{v}_depth", f"{v}_intrinsics", f"{v}_extrinsics") for v in views]
         if not all(all(k in obs for k in ks) for ks in keys):
@@ -368,6 +424,7 @@ class LiberoHDF5Writer:
         model_file: str = "",
         init_state: np.ndarray | None = None,
         attrs: Mapping[str, Any] | None = None,
+        image_stride: int = 1,
     ) -> str:
         """Append one demonstration and return its group name (``demo_<i>``).
 
@@ -383,6 +440,8 @@ class LiberoHDF5Writer:
             dones: ``[T]``; default 1 on the last step, 0 elsewhere (as LIBERO).
             model_file: the MuJoCo XML the demo was recorded in.
             attrs: extra attributes for the demo group (e.g. the seed it was generated with).
+            image_stride: views, depth and cameras were rendered every ``k`` steps: those ``obs``
+                arrays hold ``ceil(T / k)`` frames (see the module docs).
 
         Raises:
             ValueError: a length that differs from ``len(actions)`` (naming the key), wrong image
@@ -397,10 +456,17 @@ class LiberoHDF5Writer:
             raise ValueError("actions contain NaN or Inf")
         n = len(actions)
 
+        if image_stride < 1:
+            raise ValueError(f"image_stride must be >= 1, got {image_stride}")
+        frames = -(-n // image_stride)
+
         def check_len(key: str, arr: np.ndarray) -> np.ndarray:
             if arr.shape[0] != n:
                 raise ValueError(f"{key} has {arr.shape[0]} steps but actions has {n}")
             return arr
+
+        def rendered(key: str) -> bool:
+            return key.endswith(("_rgb", "_depth", "_intrinsics", "_extrinsics"))
 
         name = f"demo_{self._num}"
         g = self._data.create_group(name)
@@ -410,7 +476,14 @@ class LiberoHDF5Writer:
             obs.setdefault("ee_pos", obs["ee_states"][:, :3])
             obs.setdefault("ee_ori", obs["ee_states"][:, 3:])
         for key, arr in obs.items():
-            check_len(f"obs[{key!r}]", arr)
+            if rendered(key) and image_stride > 1:
+                if arr.shape[0] != frames:
+                    raise ValueError(
+                        f"obs[{key!r}] has {arr.shape[0]} frames; with image_stride={image_stride} "
+                        f"and {n} steps it needs ceil({n} / {image_stride}) = {frames}"
+                    )
+            else:
+                check_len(f"obs[{key!r}]", arr)
             kw: dict[str, Any] = {}
             if key.endswith("_rgb"):
                 if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
@@ -446,6 +519,8 @@ class LiberoHDF5Writer:
             init_state = states[0]
         if init_state is not None:
             g.attrs["init_state"] = np.asarray(init_state)
+        if image_stride > 1:
+            g.attrs["image_stride"] = int(image_stride)
         for k, v in (attrs or {}).items():
             g.attrs[k] = v
         self._num += 1

@@ -213,6 +213,25 @@ def test_dataloader_with_workers(tmp_path):
     np.testing.assert_array_equal(first, upright_frames(0, 5)[0])
 
 
+def test_episodes_per_file_keeps_the_first_demos_of_each_file(tmp_path):
+    from .helpers import write_official_hdf5
+
+    pytest.importorskip("h5py")
+    from flowvla.data.dataset import HDF5Source
+
+    paths = [tmp_path / "a.hdf5", tmp_path / "b.hdf5"]
+    write_official_hdf5(paths[0], [5, 4, 6], instruction="a")
+    write_official_hdf5(paths[1], [3], instruction="b")
+    src = HDF5Source(paths, episodes_per_file=2)
+    assert [src.instruction(e) for e in range(len(src))] == ["a", "a", "b"]
+    assert [src.episode_length(e) for e in range(len(src))] == [5, 4, 3]
+    with pytest.raises(ValueError, match="episodes_per_file"):
+        HDF5Source(paths, episodes_per_file=0)
+    preloaded = HDF5Source(paths, episodes_per_file=2, preload=True)
+    for e, t in [(0, 0), (1, 3), (2, 2)]:
+        np.testing.assert_array_equal(preloaded.images(e, t), src.images(e, t))
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="horizon"):
         ChunkDataset(ArraySource([3]), horizon=0)

@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 h5py = pytest.importorskip("h5py")
 
@@ -173,3 +175,82 @@ def test_problem_info_is_json(tmp_path):
         w.add_demo(actions=np.zeros((1, 7)), obs={})
     with h5py.File(path) as f:
         assert json.loads(f["data"].attrs["problem_info"])["language_instruction"] == "go"
+
+
+def test_find_demo_files_reads_each_demonstration_once(tmp_path):
+    """A generator folder holds merged files beside their attempt files: only the merged ones count."""
+    from flowvla.data.hdf5 import find_demo_files
+
+    from .helpers import write_official_hdf5
+
+    suite = tmp_path / "gen" / "libero_object"
+    for task in ("pick_a", "pick_b"):
+        (suite / task).mkdir(parents=True)
+        for k in range(2):
+            write_official_hdf5(suite / task / f"attempt_{k:06d}.hdf5", [3])
+    write_official_hdf5(suite / "pick_a_demo.hdf5", [3, 3])  # pick_b is still being generated
+    found = find_demo_files([tmp_path / "gen"])
+    names = sorted(f"{f.parent.name}/{f.name}" for f in found)
+    assert names == [
+        "libero_object/pick_a_demo.hdf5",
+        "pick_b/attempt_000000.hdf5",
+        "pick_b/attempt_000001.hdf5",
+    ]
+    # The same file named twice (folder and file) is still read once.
+    assert len(find_demo_files([tmp_path / "gen", suite / "pick_a_demo.hdf5"])) == 3
+    with pytest.raises(FileNotFoundError, match="paths"):
+        find_demo_files([tmp_path / "nothing"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"no \.hdf5"):
+        find_demo_files([tmp_path / "empty"])
+
+
+@settings(deadline=None, max_examples=12)
+@given(lengths=st.lists(st.integers(1, 9), min_size=1, max_size=3), stride=st.integers(1, 4))
+def test_image_stride_items_are_the_rendered_steps_with_full_rate_actions(tmp_path_factory, lengths, stride):
+    """Views rendered every k steps: items exist exactly at those steps, their views are the frames
+    rendered there, and their action chunks still come from every step."""
+    from flowvla.data.dataset import ChunkDataset, HDF5Source
+
+    path = tmp_path_factory.mktemp("stride") / "s.hdf5"
+    with LiberoHDF5Writer(path, env_name="x", problem_info={"language_instruction": "go"}) as w:
+        for e, n in enumerate(lengths):
+            actions, states = episode_arrays(e, n)
+            frames = upright_frames(e, n)[::stride]
+            w.add_demo(
+                actions=actions,
+                obs={
+                    "agentview_rgb": frames,
+                    "eye_in_hand_rgb": frames,
+                    "ee_states": states[:, :6],
+                    "gripper_states": states[:, 6:],
+                },
+                image_stride=stride,
+            )
+    reader = LiberoHDF5Reader(path)
+    for preload in (False, True):
+        ds = ChunkDataset(HDF5Source([path], preload=preload), horizon=3)
+        assert len(ds) == sum(-(-n // stride) for n in lengths)
+        for index in range(len(ds)):
+            e, t = ds.locate(index)
+            assert t % stride == 0 and t in reader.observed_steps(e)
+            item = ds[index]
+            np.testing.assert_array_equal(
+                item["images"][0].numpy().transpose(1, 2, 0), upright_frames(e, lengths[e])[t]
+            )
+            actions, _ = episode_arrays(e, lengths[e])
+            np.testing.assert_array_equal(item["actions"][0].numpy(), actions[t].astype(np.float32))
+    if stride > 1 and max(lengths) > 1:
+        e = int(np.argmax(lengths))
+        with pytest.raises(IndexError, match="rendered every"):
+            reader.images(e, 1)
+
+
+def test_strided_views_must_have_one_frame_per_rendered_step(tmp_path):
+    actions, _states = episode_arrays(0, 7)
+    w = LiberoHDF5Writer(tmp_path / "o.hdf5", env_name="x", problem_info={"language_instruction": "x"})
+    with pytest.raises(ValueError, match="ceil"):
+        w.add_demo(actions=actions, obs={"agentview_rgb": upright_frames(0, 7)}, image_stride=3)
+    with pytest.raises(ValueError, match="image_stride"):
+        w.add_demo(actions=actions, obs={}, image_stride=0)
+    w.abort()

@@ -1,0 +1,215 @@
+"""The phases of the LIBERO recipe's main job, each resumable, with their wall times.
+
+``data -> parity -> train -> eval -> sensitivity -> report``; see
+[`run_recipe`][flowvla.recipes.libero.run_recipe].
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from flowvla.io import write_json_atomic
+from flowvla.recipes.libero import (
+    RecipeConfig,
+    _say,
+    build_dataset,
+    build_policy,
+    default_cache_dir,
+    elapsed,
+    save_recipe,
+)
+
+__all__ = ["ensure_demos", "run_job"]
+
+RUN_FILE = "run.json"
+
+
+def ensure_demos(
+    cfg: RecipeConfig, cache_dir: str | Path | None = None, *, progress: bool = True
+) -> tuple[list[Path], dict[str, Any]]:
+    """The task files of ``cfg``'s demonstrations, generated into the cache on first use.
+
+    Returns ``(files in task order, generation summary)``. Generation resumes where an earlier,
+    interrupted one stopped; when every file is complete this costs nothing.
+    """
+    from flowvla.data.generate import GenerateConfig, generate
+
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    folder = root / cfg.data_key()
+    gen = GenerateConfig(
+        out_dir=str(folder),
+        suites=[cfg.suite],
+        tasks=cfg.tasks,
+        demos_per_task=cfg.demos_per_task,
+        image_size=cfg.image_size,
+        image_stride=cfg.image_stride,
+        cameras=cfg.cameras,
+        workers=cfg.gen_workers,
+        seed=cfg.seed,
+        progress=progress,
+    )
+    summary = generate(gen)
+    files = []
+    for t in cfg.tasks:
+        s = summary["tasks"][f"{cfg.suite}/{t}"]
+        if not s.get("supported", True):
+            raise RuntimeError(f"{cfg.suite} task {t}: the scripted expert cannot solve it ({s['reason']})")
+        if s["demos"] < cfg.demos_per_task:
+            raise RuntimeError(
+                f"{cfg.suite} task {t}: only {s['demos']} of {cfg.demos_per_task} demonstrations after "
+                f"{s['attempts']} attempts (expert success {s['expert_success_rate']:.0%})"
+            )
+        files.append(folder / cfg.suite / s["dataset"])
+    return files, summary
+
+
+def _load_run(out: Path) -> dict[str, Any]:
+    path = out / RUN_FILE
+    return json.loads(path.read_text()) if path.is_file() else {"phases": {}}
+
+
+def run_job(
+    cfg: RecipeConfig,
+    out: Path,
+    *,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    parity: bool = True,
+) -> dict[str, Any]:
+    """Run (or resume) every phase; see [`run_recipe`][flowvla.recipes.libero.run_recipe]."""
+    import torch
+
+    out.mkdir(parents=True, exist_ok=True)
+    recipe_file = out / "recipe.json"
+    if recipe_file.is_file():
+        before = json.loads(recipe_file.read_text())
+        if before != cfg.to_dict():
+            changed = sorted(k for k in cfg.to_dict() if before.get(k) != cfg.to_dict()[k])
+            raise ValueError(
+                f"out={str(out)!r} holds a run of another recipe (settings {changed} differ); "
+                "use a new out folder, or the same settings to resume"
+            )
+    save_recipe(cfg, out)
+    run = _load_run(out)
+    run["recipe"] = cfg.to_dict()
+
+    def done(name: str, seconds: float, note: str = "", **extra: Any) -> None:
+        run["phases"][name] = {"seconds": seconds, "note": note, **extra}
+        write_json_atomic(out / RUN_FILE, run)
+
+    # 1. demonstrations
+    t0 = time.perf_counter()
+    _say(f"[1/6] demonstrations: {cfg.demos_per_task} per task for {cfg.suite} tasks {cfg.tasks}")
+    files, gen = ensure_demos(cfg, cache_dir, progress=progress)
+    gen_seconds = sum(s.get("seconds_total", 0.0) for s in gen["tasks"].values())
+    note = "reused from the cache" if time.perf_counter() - t0 < 0.5 * max(gen_seconds, 1) else "generated"
+    done("data", time.perf_counter() - t0, note, files=[str(f) for f in files])
+
+    # 2. parity (before any training)
+    dataset = build_dataset(cfg, files)
+    if parity:
+        from flowvla.recipes.parity import check_parity
+
+        t0 = time.perf_counter()
+        _say("[2/6] train/eval parity check")
+        report = check_parity(files[0], episode=0)
+        report.save(out / "parity.json")
+        run["parity"] = report.to_dict()
+        done("parity", time.perf_counter() - t0, "passed" if report.passed else "FAILED")
+        report.raise_if_failed()
+
+    # 3. training
+    t0 = time.perf_counter()
+    _say(f"[3/6] training ({cfg.steps} steps, batch {cfg.batch_size})")
+    torch.set_num_threads(cfg.threads)
+    from flowvla.recipes.train import train_policy
+
+    policy, train_report = train_policy(cfg, dataset, out, progress=progress)
+    run["train"] = train_report
+    done("train", time.perf_counter() - t0, f"{train_report['step']} steps")
+
+    # 4. evaluation on the official init states
+    t0 = time.perf_counter()
+    n = cfg.init_states * len(cfg.tasks)
+    _say(f"[4/6] evaluation: {n} episodes on official init states 0-{cfg.init_states - 1}")
+    summary = evaluate_policy(cfg, policy, out / "eval", progress=progress)
+    from flowvla.recipes.report import format_success_table, success_table
+
+    table = success_table(summary)
+    write_json_atomic(out / "success.json", table)
+    run["success"] = table
+    done("eval", time.perf_counter() - t0, f"{n} episodes, {cfg.eval_workers} workers")
+    print(format_success_table(table))
+
+    # 5. sensitivity of the trained policy
+    t0 = time.perf_counter()
+    _say("[5/6] sensitivity check")
+    from flowvla.diagnostics import sensitivity_report
+
+    batch = sensitivity_batch(cfg, files)
+    sens = sensitivity_report(policy, batch, seed=cfg.seed)
+    write_json_atomic(out / "sensitivity.json", sens)
+    run["sensitivity"] = sens
+    done("sensitivity", time.perf_counter() - t0)
+
+    # 6. report
+    _say("[6/6] report")
+    from flowvla.recipes.report import loss_curve_png, write_report
+
+    if (out / "log.jsonl").is_file():
+        loss_curve_png(out / "log.jsonl", out / "loss.png")
+    path = write_report(out, run)
+    write_json_atomic(out / RUN_FILE, run)
+    _say(f"report: {path}  (total {sum(p['seconds'] for p in run['phases'].values()) / 60:.1f} min)")
+    return run
+
+
+def evaluate_policy(cfg: RecipeConfig, policy: Any, out: Path, *, progress: bool = True) -> dict[str, Any]:
+    """Roll ``policy`` out on ``cfg``'s tasks and official init states; returns the summary."""
+    from flowvla.envs.rollout import RolloutConfig, evaluate
+
+    rollout = RolloutConfig(
+        suite=cfg.suite,
+        tasks=cfg.tasks,
+        init_states=cfg.init_states,
+        replan_every=cfg.replan_every,
+        max_steps=cfg.max_steps,
+        image_size=cfg.image_size,
+        cameras=cfg.cameras,
+        state_dim=policy.config.state_dim,
+        out_dir=str(out),
+        video=cfg.video,
+        workers=cfg.eval_workers,
+        seed=cfg.seed,
+        predict_kwargs={
+            "seed": cfg.seed,
+            "diagnostics": False,
+            "solver": cfg.solver,
+            "steps": cfg.solver_steps,
+        },
+        progress=progress,
+    )
+    return evaluate(policy.eval(), rollout)
+
+
+def sensitivity_batch(cfg: RecipeConfig, files: list[Path], per_task: int = 2) -> dict[str, Any]:
+    """Observations from the middle of the first demonstrations of each task, unaugmented."""
+    from flowvla.data.batch import collate
+
+    dataset = build_dataset(cfg, files, augment=False)
+    items, seen = [], {}
+    for e in range(len(dataset.source)):
+        task = dataset.source.instruction(e)
+        if seen.get(task, 0) >= per_task:
+            continue
+        seen[task] = seen.get(task, 0) + 1
+        first, last = dataset._starts[e], dataset._starts[e + 1]
+        items.append(dataset[first + (last - first) // 3])
+    batch = collate(items)
+    return {k: batch[k] for k in ("images", "instruction", "state")}
+
+
+__all__ += ["build_policy", "elapsed", "evaluate_policy", "sensitivity_batch"]

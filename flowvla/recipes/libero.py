@@ -1,0 +1,283 @@
+"""The reference LIBERO recipe: scripted demonstrations -> parity check -> train -> evaluate -> report.
+
+One call, :func:`run_recipe`, runs every phase of the main job and writes a run folder::
+
+    <out>/recipe.json            the recipe (every setting, so the run can be repeated)
+    <out>/parity.json            the train/eval parity check (refuses to go on when it fails)
+    <out>/checkpoint/            the trained policy (EMA weights) with its trainer state
+    <out>/log.jsonl              training losses, learning rate, throughput
+    <out>/loss.png               the loss curve
+    <out>/eval/                  per-episode records, summary.json, one video per task
+    <out>/success.json           the success table: per task and overall, with Wilson intervals
+    <out>/sensitivity.json       the sensitivity check of the trained policy
+    <out>/report.md              one page tying them together
+
+Demonstrations come from a cache folder (generated once by the scripted expert, reused after), so
+a second run of the same recipe goes straight to training. Every phase resumes: an interrupted run
+continues where it stopped when started again with the same ``out``.
+
+The policy is the library's [`VLAPolicy`][flowvla.policy.VLAPolicy]: a GroupNorm ResNet per view
+([`ConvEncoder`][flowvla.backbones.conv.ConvEncoder]) whose feature-map tokens and the instruction
+go through a small causal language model ([`ComposedBackbone`][flowvla.backbones.ComposedBackbone]),
+a layer router, and the flow-matching DiT head that integrates action chunks from noise. Presets
+([`PRESETS`][flowvla.recipes.libero.PRESETS]) size it for a budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from flowvla.io import write_json_atomic
+
+__all__ = [
+    "PRESETS",
+    "RecipeConfig",
+    "build_dataset",
+    "build_policy",
+    "default_cache_dir",
+    "preset",
+    "run_recipe",
+]
+
+
+@dataclasses.dataclass
+class RecipeConfig:
+    """Every setting of a LIBERO recipe run (JSON round-trips through ``dataclasses.asdict``).
+
+    Attributes:
+        name: the preset it came from.
+        suite: LIBERO suite.
+        tasks: task indices trained on and evaluated.
+        demos_per_task: scripted demonstrations per task.
+        image_size: rendered and encoded size (square), for data and evaluation alike.
+        image_stride: demonstrations render views every ``k``-th step (training items are those
+            steps; actions keep every step).
+        cameras: views, in order.
+        conv_channels: the ConvEncoder's widths (output stride ``2 ** len``).
+        lm_dim: width of the language model.
+        lm_layers: its depth.
+        num_heads: attention heads of the language model.
+        head_dim: width of the flow head (DiT).
+        head_depth: its blocks.
+        horizon: actions per predicted chunk.
+        flow_repeats: flow-matching time/noise draws per sample and step (they share one encoding).
+        time_sampler: the flow-matching time distribution.
+        batch_size: samples per step.
+        lr: peak learning rate.
+        weight_decay: AdamW weight decay.
+        steps: optimizer steps.
+        max_minutes: stop training after this long even if ``steps`` are not done (None: no limit).
+        ema_decay: decay of the weights' exponential moving average used for evaluation (0: off).
+        shift: random-shift augmentation in pixels (pad and crop back), 0: off.
+        threads: torch threads for training.
+        init_states: official init states evaluated per task (the first ``n``).
+        replan_every: actions executed from each chunk before predicting again.
+        solver: ODE solver at evaluation.
+        solver_steps: solver steps at evaluation.
+        eval_workers: simulator processes for evaluation.
+        gen_workers: processes for generating demonstrations.
+        video: which evaluation episodes get a video (see ``RolloutConfig.video``).
+        max_steps: episode step limit (default: the suite's).
+        seed: seeds data generation, training and evaluation.
+    """
+
+    name: str = "default"
+    suite: str = "libero_object"
+    tasks: list[int] = dataclasses.field(default_factory=lambda: [0, 1])
+    demos_per_task: int = 25
+    image_size: int = 96
+    image_stride: int = 1
+    cameras: list[str] = dataclasses.field(default_factory=lambda: ["agentview", "robot0_eye_in_hand"])
+    conv_channels: list[int] = dataclasses.field(default_factory=lambda: [32, 64, 128, 256])
+    lm_dim: int = 128
+    lm_layers: int = 1
+    num_heads: int = 4
+    head_dim: int = 128
+    head_depth: int = 4
+    horizon: int = 16
+    flow_repeats: int = 4
+    time_sampler: str = "beta"
+    batch_size: int = 32
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    steps: int = 3000
+    max_minutes: float | None = None
+    ema_decay: float = 0.999
+    shift: int = 6
+    threads: int = 2
+    init_states: int = 50
+    replan_every: int = 8
+    solver: str = "euler"
+    solver_steps: int = 10
+    eval_workers: int = 2
+    gen_workers: int = 2
+    video: str = "first"
+    max_steps: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from flowvla.envs.libero import LIBERO_SUITES
+
+        if self.suite not in LIBERO_SUITES:
+            raise ValueError(f"suite={self.suite!r}: choose one of {sorted(LIBERO_SUITES)}")
+        n = LIBERO_SUITES[self.suite].num_tasks
+        self.tasks = [int(t) for t in self.tasks]
+        if not self.tasks or any(not 0 <= t < n for t in self.tasks):
+            raise ValueError(f"tasks={self.tasks}: give task indices in [0, {n}) of {self.suite}")
+        stride = 2 ** len(self.conv_channels)
+        if self.image_size % stride:
+            raise ValueError(
+                f"image_size={self.image_size} is not a multiple of the encoder's stride {stride}"
+            )
+        for name in ("demos_per_task", "batch_size", "steps", "horizon", "init_states", "replan_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.replan_every > self.horizon:
+            raise ValueError(f"replan_every={self.replan_every} exceeds the chunk horizon {self.horizon}")
+        if not 0 < self.init_states <= 50:
+            raise ValueError(f"init_states={self.init_states}: LIBERO has 50 official init states per task")
+        self.cameras = list(self.cameras)
+        self.conv_channels = [int(c) for c in self.conv_channels]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RecipeConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"recipe: unknown settings {sorted(unknown)}")
+        return cls(**d)
+
+    def data_key(self) -> str:
+        """The cache folder name of this recipe's demonstrations (what was rendered, how)."""
+        cams = "+".join(c.removeprefix("robot0_") for c in self.cameras)
+        stride = f"_every{self.image_stride}" if self.image_stride > 1 else ""
+        return f"{self.suite}_{self.image_size}px{stride}_{cams}_seed{self.seed}"
+
+
+#: Named recipes. ``default``: the one-command CPU run (2 libero_object tasks, about an hour on 2
+#: cores, every phase included); ``libero_object``: all 10 tasks; ``toy``: seconds-long plumbing check.
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "libero_object": {"tasks": list(range(10)), "demos_per_task": 50, "steps": 12000},
+    "toy": {
+        "tasks": [0],
+        "demos_per_task": 1,
+        "image_size": 32,
+        "conv_channels": [8, 16],
+        "lm_dim": 32,
+        "head_dim": 32,
+        "head_depth": 1,
+        "horizon": 8,
+        "replan_every": 8,
+        "flow_repeats": 1,
+        "batch_size": 4,
+        "steps": 4,
+        "init_states": 1,
+        "max_steps": 16,
+        "eval_workers": 1,
+        "gen_workers": 1,
+    },
+}
+
+
+def preset(name: str = "default", **overrides: Any) -> RecipeConfig:
+    """The recipe ``name`` from [`PRESETS`][flowvla.recipes.libero.PRESETS], with ``overrides``."""
+    if name not in PRESETS:
+        raise ValueError(f"preset={name!r}: choose one of {sorted(PRESETS)}")
+    settings = {**PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}}
+    return RecipeConfig(name=name, **settings)
+
+
+def default_cache_dir() -> Path:
+    """Where generated demonstrations are cached: ``$FLOWVLA_CACHE`` or ``~/.cache/flowvla``."""
+    return Path(os.environ.get("FLOWVLA_CACHE", Path.home() / ".cache" / "flowvla")) / "demos"
+
+
+# ------------------------------------------------------------------------------------- the parts
+def build_dataset(cfg: RecipeConfig, files: Sequence[str | os.PathLike], augment: bool = True) -> Any:
+    """The training items of ``files`` (first ``demos_per_task`` demonstrations of each task file),
+    with the benchmark's instruction wording and random-shift augmentation."""
+    from flowvla.data.augment import ImageAugment
+    from flowvla.data.dataset import ChunkDataset, HDF5Source
+
+    source = HDF5Source(
+        files, episodes_per_file=cfg.demos_per_task, preload=True, instruction="from_bddl_file_name"
+    )
+    aug = ImageAugment(shift=cfg.shift) if augment and cfg.shift else None
+    return ChunkDataset(source, cfg.horizon, augment=aug, seed=cfg.seed)
+
+
+def build_policy(cfg: RecipeConfig, dataset: Any) -> Any:
+    """A fresh [`VLAPolicy`][flowvla.policy.VLAPolicy] for ``cfg``, with ``dataset``'s statistics and a
+    tokenizer trained on its instructions."""
+    from flowvla.backbones.composed import ComposedBackbone
+    from flowvla.policy import HeadConfig, LossConfig, PolicyConfig, RouterConfig, VLAPolicy
+
+    source = dataset.source
+    texts = sorted({source.instruction(e) for e in range(len(source))})
+    item = dataset[0]
+    views, _, height, width = item["images"].shape
+    if (height, width) != (cfg.image_size, cfg.image_size) or views != len(cfg.cameras):
+        raise ValueError(
+            f"dataset: {views} views of {height}x{width} but the recipe wants {len(cfg.cameras)} views of "
+            f"{cfg.image_size}x{cfg.image_size}; regenerate the demonstrations for this recipe"
+        )
+    backbone = ComposedBackbone.tiny(
+        texts,
+        image_size=cfg.image_size,
+        vision="conv",
+        conv_channels=cfg.conv_channels,
+        lm_dim=cfg.lm_dim,
+        lm_layers=cfg.lm_layers,
+        num_heads=cfg.num_heads,
+        vocab_size=512,
+        seed=cfg.seed,
+    )
+    config = PolicyConfig(
+        backbone=backbone.spec(),
+        horizon=cfg.horizon,
+        action_dim=int(item["actions"].shape[-1]),
+        state_dim=int(item["state"].shape[-1]),
+        num_views=views,
+        head=HeadConfig(dim=cfg.head_dim, depth=cfg.head_depth, num_heads=max(1, cfg.head_dim // 32)),
+        router=RouterConfig(kind="scalar_mix", layers="all"),
+        loss=LossConfig(time_sampler=cfg.time_sampler, repeats=cfg.flow_repeats),
+        solver=cfg.solver,
+        steps=cfg.solver_steps,
+    )
+    return VLAPolicy(config, backbone, dataset.stats())
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run_recipe(cfg: RecipeConfig, out_dir: str | os.PathLike, **kwargs: Any) -> dict[str, Any]:
+    """Run every phase of ``cfg`` into ``out_dir`` (see module docs); returns the run's summary."""
+    from flowvla.recipes.job import run_job
+
+    return run_job(cfg, Path(out_dir), **kwargs)
+
+
+def load_recipe(out_dir: str | os.PathLike) -> RecipeConfig:
+    """The recipe a run folder was made with."""
+    return RecipeConfig.from_dict(json.loads((Path(out_dir) / "recipe.json").read_text()))
+
+
+def save_recipe(cfg: RecipeConfig, out_dir: str | os.PathLike) -> None:
+    write_json_atomic(Path(out_dir) / "recipe.json", cfg.to_dict())
+
+
+def elapsed(t0: float) -> str:
+    s = time.perf_counter() - t0
+    return f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s"

@@ -1,0 +1,126 @@
+"""The LIBERO recipe's parts that need no simulator: presets, the dataset and policy it builds, reports."""
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("h5py")
+pytest.importorskip("transformers")
+
+from flowvla.recipes.libero import PRESETS, RecipeConfig, build_dataset, build_policy, preset
+from flowvla.recipes.report import format_success_table, loss_curve_png, success_table, write_report
+from tests.data.helpers import write_official_hdf5
+
+
+def test_every_preset_is_valid_and_round_trips_through_json():
+    for name in PRESETS:
+        cfg = preset(name)
+        assert cfg.name == name
+        assert RecipeConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"tasks": [10]}, "tasks"),
+        ({"tasks": []}, "tasks"),
+        ({"image_size": 100}, "stride"),
+        ({"replan_every": 20, "horizon": 16}, "replan_every"),
+        ({"init_states": 51}, "init_states"),
+        ({"steps": 0}, "steps"),
+        ({"suite": "libero_101"}, "suite"),
+    ],
+)
+def test_bad_settings_are_named(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        preset("default", **overrides)
+    with pytest.raises(ValueError, match="preset"):
+        preset("huge")
+    with pytest.raises(ValueError, match="unknown settings"):
+        RecipeConfig.from_dict({**RecipeConfig().to_dict(), "colour": "red"})
+
+
+def test_cache_key_names_what_was_rendered():
+    a, b = preset("default"), preset("default", image_stride=3)
+    assert a.data_key() != b.data_key() and "96px" in a.data_key() and "every3" in b.data_key()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("recipe")
+    paths = [root / "a.hdf5", root / "b.hdf5"]
+    write_official_hdf5(paths[0], [9, 7, 8], "pick up the soup and place it in the basket", h=16, w=16)
+    write_official_hdf5(paths[1], [6], "pick up the cheese and place it in the basket", h=16, w=16)
+    return paths
+
+
+def test_dataset_keeps_the_first_demos_per_task_and_the_policy_trains(files):
+    import torch
+
+    from flowvla.data.batch import collate
+
+    cfg = preset("toy", image_size=16, conv_channels=[8, 8], demos_per_task=2, horizon=4, replan_every=4)
+    ds = build_dataset(cfg, files)
+    assert len(ds.source) == 3 and len(ds) == 9 + 7 + 6
+    policy = build_policy(cfg, ds)
+    assert policy.config.horizon == 4 and policy.backbone.vision_source == "conv"
+    assert policy.config.loss.repeats == cfg.flow_repeats
+    batch = collate([ds[i] for i in (0, 10, 20)])
+    opt = torch.optim.AdamW(policy.parameters(), 1e-3)
+    first = None
+    for _ in range(15):
+        loss = policy(batch).loss
+        first = float(loss.detach()) if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss.detach()) < first
+    actions, _ = policy.predict_action({k: batch[k] for k in ("images", "instruction", "state")}, seed=0)
+    assert actions.shape == (3, 4, 7) and torch.isfinite(actions).all()
+
+
+def test_policy_refuses_data_of_another_size(files):
+    cfg = preset("toy", image_size=32)
+    with pytest.raises(ValueError, match="regenerate"):
+        build_policy(cfg, build_dataset(cfg, files))
+
+
+def _summary():
+    from flowvla.envs.rollout import summarize
+
+    rows = [
+        {"suite": "libero_object", "task_index": t, "task_name": f"t{t}", "instruction": f"do {t}",
+         "init_state": i, "success": (t + i) % 3 != 0, "steps": 100 + i, "time_total": 1.0}
+        for t in (0, 1) for i in range(5)
+    ]  # fmt: skip
+    return summarize(rows)
+
+
+def test_success_table_and_report(tmp_path):
+    table = success_table(_summary())
+    assert table["overall"]["episodes"] == 10 and len(table["tasks"]) == 2
+    o = table["overall"]
+    assert o["ci95"][0] <= o["success_rate"] <= o["ci95"][1]
+    md = format_success_table(table)
+    assert "libero_object/0" in md and f"{o['successes']}/10" in md
+    (tmp_path / "log.jsonl").write_text(
+        "\n".join(json.dumps({"step": s, "action": 1.0 / s}) for s in range(1, 30)) + "\n"
+    )
+    assert loss_curve_png(tmp_path / "log.jsonl", tmp_path / "loss.png")
+    assert (tmp_path / "loss.png").stat().st_size > 1000
+    run = {
+        "recipe": preset("default").to_dict(),
+        "success": table,
+        "phases": {"data": {"seconds": 60.0, "note": "generated"}, "train": {"seconds": 120.0}},
+        "sensitivity": {
+            "baseline_l2": 0.0,
+            "image_l2": 0.5,
+            "synonym_l2": 0.1,
+            "opposite_l2": 0.3,
+            "checks": {"deterministic": True},
+        },
+    }
+    text = write_report(tmp_path, run).read_text()
+    assert "Success" in text and "loss.png" in text and "| **total** | **3.0** |" in text
+    assert np.isclose(o["success_rate"], o["successes"] / 10)
