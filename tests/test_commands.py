@@ -31,12 +31,6 @@ COMMAND = re.compile(
 )
 SHELL_FENCES = {"", "bash", "sh", "shell", "console"}
 
-# Lines that fail today and belong to files owned by the LIBERO-recipe rework (examples/libero_policy.py):
-# they are fixed there. Keyed by the exact line, so a rewritten line is tested normally at once.
-KNOWN_BAD = {
-    "python -m flowvla.data.generate --suite libero_object --tasks 0 1 --demos 20 --out data/obj",
-}
-
 
 def _join_continuations(text: str) -> str:
     return re.sub(r"\\\n\s*", " ", text)
@@ -155,11 +149,7 @@ def test_the_docs_show_commands():
 
 
 @pytest.mark.parametrize("where, command", COMMANDS, ids=[f"{w}: {c}" for w, c in COMMANDS])
-def test_command_line_parses(where, command, monkeypatch, capsys, request):
-    if command in KNOWN_BAD:
-        request.applymarker(
-            pytest.mark.xfail(reason="fixed in examples/libero_policy.py's rework", strict=True)
-        )
+def test_command_line_parses(where, command, monkeypatch, capsys):
     # A usage synopsis: "[--opt VALUE]" groups are optional (their values may be placeholders), so the
     # line parses without them and each option they name must exist under its full name.
     optional = [
