@@ -54,3 +54,44 @@ def test_argparse_type_gives_a_usage_error(capsys):
 def test_fail_is_one_line(capsys):
     assert fail("flowvla-generate", ValueError("bad\nthing")) == 2
     assert capsys.readouterr().err == "flowvla-generate: error: bad thing\n"
+
+
+def _hide_libero(monkeypatch):
+    from flowvla.envs import libero_setup as ls
+
+    real = ls.importlib.util.find_spec
+    monkeypatch.setattr(ls.importlib.util, "find_spec", lambda name: None if name == "libero" else real(name))
+    monkeypatch.setattr(ls, "_PREPARED", None)  # another test may have prepared the real one
+
+
+def _one_error_line(err, *needles):
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert all(n in lines[0] for n in needles), lines[0]
+
+
+def test_generate_without_libero_says_which_extra(monkeypatch, capsys, tmp_path):
+    from flowvla.data.generate import main
+
+    _hide_libero(monkeypatch)
+    assert main(["--out", str(tmp_path), "--tasks", "0", "--demos-per-task", "1", "--no-progress"]) == 2
+    _one_error_line(capsys.readouterr().err, "flowvla-generate: error:", 'pip install "flowvla[libero]"')
+
+
+def test_eval_example_without_libero_says_which_extra(monkeypatch, capsys, tmp_path):
+    import runpy
+
+    from tests.test_commands import ROOT
+
+    _hide_libero(monkeypatch)
+    example = runpy.run_path(str(ROOT / "examples" / "libero_eval.py"))
+    args = ["--tasks", "0", "--init-states", "1", "--video", "none", "--out", str(tmp_path)]
+    assert example["main"](args) == 2
+    _one_error_line(capsys.readouterr().err, "libero_eval.py: error:", 'pip install -e ".[libero]"')
+
+
+def test_diagnose_without_a_batch_file(capsys, tmp_path):
+    from flowvla.diagnostics import main
+
+    assert main(["--policy", str(tmp_path), "--batch", str(tmp_path / "batch.pt")]) == 2
+    _one_error_line(capsys.readouterr().err, "flowvla-diagnose: error: --batch")

@@ -38,6 +38,7 @@ import numpy as np
 
 from flowvla.data.batch import STATE, STATE_MASK, collate, pad_state
 from flowvla.envs.libero import ACTION_DIM, DEFAULT_CAMERAS, LIBERO_SUITES, LiberoEnv
+from flowvla.envs.libero_setup import prepare_libero
 from flowvla.envs.video import tile_views, write_video
 from flowvla.io import write_json_atomic
 
@@ -516,6 +517,10 @@ def evaluate(
         for r in done_rows
         if r["suite"] == cfg.suite and r["task_index"] in cfg.tasks and r["init_state"] in cfg.init_states
     ]
+    if jobs:
+        # Fail on a missing simulator before any output, and choose the GL backend here so that
+        # spawned workers inherit it.
+        prepare_libero()
     progress = Progress(len(jobs), cfg.progress, f"{cfg.suite}")
 
     def finish(row: dict[str, Any]) -> None:

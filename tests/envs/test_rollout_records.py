@@ -44,6 +44,7 @@ def episodes(monkeypatch):
         return dataclasses.asdict(rec)
 
     monkeypatch.setattr(rollout, "_run_job", fake_job)
+    monkeypatch.setattr(rollout, "prepare_libero", lambda: None)  # no simulator needed
     return ran
 
 
