@@ -5,7 +5,7 @@ it costs to generate one kept demonstration.
     python benchmarks/libero_expert.py --suites libero_spatial,libero_goal --states 20 --render 1
 
 Each task runs the expert (physics only) from ``--states`` fresh layouts drawn by LIBERO's BDDL region
-sampler, seeded exactly as :mod:`flowvla.data.generate` seeds its attempts, so a row predicts what
+sampler, seeded exactly as ``flowvla.data.generate`` seeds its attempts, so a row predicts what
 the generator keeps. Layouts in which an object falls while settling (the sampler occasionally puts
 one over a table edge) are skipped and counted, as the generator skips them; their time still counts
 towards the cost of a kept demonstration. The first ``--render`` successful episodes of each task
