@@ -1,6 +1,6 @@
 """2D-3D fusion benchmark: cost at VLA scale, and a synthetic task only fine geometry can answer.
 
-**Cost.** Each fusion in :data:`flowvla.fusion.FUSIONS` at 2 views x 256 patches (a 16 x 16 grid, e.g.
+**Cost.** Each fusion in ``flowvla.fusion.FUSIONS`` at 2 views x 256 patches (a 16 x 16 grid, e.g.
 224 px / 14 px) x width 1024 for both 2D and 3D tokens, batch 1, float32 on the CPU: median latency of
 the forward pass (no grad, the policy's inference) and of forward + backward (training), and the peak
 memory the call allocates beyond its inputs and parameters (from the profiler's allocation events),
@@ -9,7 +9,7 @@ plus the parameter count. The region fusion uses a 3 x 3 window, in-view and acr
 **Synthetic task: which patch is nearest?** Each scene is two 32 x 32 views (4 x 4 patches of 8 px)
 with a 16 x 16 depth map per view (a tilted plane plus a few bumps towards the camera, 5 % of pixels
 missing). The 2D tokens are random "appearance" vectors that carry no depth; the geometry goes
-depth -> :func:`~flowvla.geometry.point_map_from_depth` -> :class:`~flowvla.geometry.FourierPointEncoder`
+depth -> ``point_map_from_depth`` -> ``FourierPointEncoder``
 -> fusion -> a per-token score; a softmax over the 32 tokens of a scene predicts which patch has the
 smallest mean depth. Global broadcast gives every token the same geometry summary, so it cannot beat
 chance (1/32); token-aligned and region fusion can. Accuracy is on 1024 held-out scenes after a
@@ -90,7 +90,7 @@ class NearestPatchModel(nn.Module):
 def train_nearest_patch(
     fusion: str, steps: int = 300, batch: int = 64, seed: int = 0, eval_size: int = 1024
 ) -> dict:
-    """Train :class:`NearestPatchModel` on fresh scenes; return held-out accuracy and chance level."""
+    """Train ``NearestPatchModel`` on fresh scenes; return held-out accuracy and chance level."""
     torch.manual_seed(seed)
     model = NearestPatchModel(fusion)
     dim = model.fusion.dim

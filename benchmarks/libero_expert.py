@@ -5,7 +5,7 @@ it costs to generate one kept demonstration.
     python benchmarks/libero_expert.py --suites libero_spatial,libero_goal --states 20 --render 1
 
 Each task runs the expert (physics only) from ``--states`` fresh layouts drawn by LIBERO's BDDL region
-sampler, seeded exactly as :mod:`flowvla.data.generate` seeds its attempts, so a row predicts what
+sampler, seeded exactly as ``flowvla.data.generate`` seeds its attempts, so a row predicts what
 the generator keeps. Layouts in which an object falls while settling (the sampler occasionally puts
 one over a table edge) are skipped and counted, as the generator skips them; their time still counts
 towards the cost of a kept demonstration. The first ``--render`` successful episodes of each task
@@ -88,9 +88,11 @@ def bench_task(suite: str, task: int, states: int, render: int, size: int, seed:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    from flowvla.cli import index_list
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     p.add_argument("--suites", default="libero_object")
-    p.add_argument("--tasks", default=None, help="comma-separated indices (default: all)")
+    p.add_argument("--tasks", type=index_list, default=None, help="e.g. 0,1 or 0-3,7 (default: all)")
     p.add_argument("--states", type=int, default=20, help="fresh initial states per task")
     p.add_argument("--render", type=int, default=1, help="kept episodes per task rendered and written")
     p.add_argument("--image-size", type=int, default=128)
@@ -111,7 +113,7 @@ def main() -> None:
     }
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     for suite in a.suites.split(","):
-        tasks = [int(t) for t in a.tasks.split(",")] if a.tasks else range(LIBERO_SUITES[suite].num_tasks)
+        tasks = a.tasks if a.tasks else range(LIBERO_SUITES[suite].num_tasks)
         for t in tasks:
             r = bench_task(suite, t, a.states, a.render, a.image_size, a.seed)
             rows.append(r)

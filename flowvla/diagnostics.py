@@ -9,7 +9,8 @@ is shared) for:
 - ``opposite_l2``: an instruction asking for the opposite -- should be large (``> synonym_l2``).
 
 Paraphrases and opposites come from the batch (``instruction_synonym`` / ``instruction_opposite``),
-from the caller, or from :func:`paraphrase` / :func:`opposite`, small word-substitution tables for
+from the caller, or from [`paraphrase`][flowvla.diagnostics.paraphrase] /
+[`opposite`][flowvla.diagnostics.opposite], small word-substitution tables for
 LIBERO-style instructions. Command line::
 
     python -m flowvla.diagnostics --policy runs/policy --batch batch.pt --out sensitivity.json
@@ -79,12 +80,12 @@ def _rewrite(instruction: str, table: Mapping[str, str], what: str) -> str:
 
 
 def paraphrase(instruction: str) -> str:
-    """A same-meaning rewording from :data:`SYNONYMS`; raises ``ValueError`` if no phrase applies."""
+    """A same-meaning rewording from ``SYNONYMS``; raises ``ValueError`` if no phrase applies."""
     return _rewrite(instruction, SYNONYMS, "paraphrase")
 
 
 def opposite(instruction: str) -> str:
-    """An instruction asking for the opposite, from :data:`OPPOSITES`; ``ValueError`` if none applies."""
+    """An instruction asking for the opposite, from ``OPPOSITES``; ``ValueError`` if none applies."""
     return _rewrite(instruction, OPPOSITES, "opposite")
 
 
@@ -125,8 +126,9 @@ def sensitivity_report(
         policy: anything with ``predict_action(batch, solver=, steps=, seed=) -> (actions, info)``.
         batch: the inputs (``images``, ``instruction``, ``state``, ...).
         synonyms: one paraphrase per sample (default: the batch's ``instruction_synonym``, else
-            :func:`paraphrase`).
-        opposites: one opposite per sample (default: ``instruction_opposite``, else :func:`opposite`).
+            [`paraphrase`][flowvla.diagnostics.paraphrase]).
+        opposites: one opposite per sample (default: ``instruction_opposite``, else
+            [`opposite`][flowvla.diagnostics.opposite]).
         other_batch: the batch with other images (default: images rolled across the batch).
         seed: noise seed shared by every prediction.
         solver: solver name (default: the policy's).
@@ -165,7 +167,11 @@ def sensitivity_report(
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: load a saved policy and a ``torch.save``-d batch dict, print and write the report."""
-    ap = argparse.ArgumentParser(description="Sensitivity diagnostics of a saved flowvla policy.")
+    ap = argparse.ArgumentParser(
+        prog="flowvla-diagnose",
+        description="Sensitivity diagnostics of a saved flowvla policy.",
+        allow_abbrev=False,  # one spelling per option: what the docs show is what parses
+    )
     ap.add_argument("--policy", type=Path, required=True, help="directory written by save_pretrained")
     ap.add_argument("--batch", type=Path, required=True, help="a batch dict saved with torch.save")
     ap.add_argument("--out", type=Path, help="write the JSON report here")
@@ -173,12 +179,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--solver")
     ap.add_argument("--steps", type=int)
     args = ap.parse_args(argv)
+    from flowvla.cli import fail
+    from flowvla.extras import MissingExtraError
     from flowvla.io import write_json_atomic
     from flowvla.policy import VLAPolicy
 
-    policy = VLAPolicy.from_pretrained(args.policy)
-    batch = torch.load(args.batch, weights_only=False)
-    report = sensitivity_report(policy, batch, seed=args.seed, solver=args.solver, steps=args.steps)
+    try:
+        if not args.batch.is_file():
+            raise FileNotFoundError(f"--batch: no file {str(args.batch)!r} (save one with torch.save)")
+        policy = VLAPolicy.from_pretrained(args.policy)
+        batch = torch.load(args.batch, weights_only=False)
+        report = sensitivity_report(policy, batch, seed=args.seed, solver=args.solver, steps=args.steps)
+    except (FileNotFoundError, ValueError, MissingExtraError) as e:
+        return fail(ap.prog, e)
     print(
         json.dumps(
             {k: report[k] for k in ("baseline_l2", "image_l2", "synonym_l2", "opposite_l2", "checks")},

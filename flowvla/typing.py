@@ -1,9 +1,9 @@
 """Tensor shape annotations and the one switch for runtime shape checking.
 
 Every public function and every module ``forward`` in flowvla is decorated with
-:func:`typechecked`: its jaxtyping annotations (``Float[Tensor, "B H A"]``) are checked by
-beartype on each call, so a wrong shape raises :class:`jaxtyping.TypeCheckError` naming the
-argument, the expected shape and the sizes bound so far.
+[`typechecked`][flowvla.typing.typechecked]: its jaxtyping annotations (``Float[Tensor, "B H A"]``) are
+checked by beartype on each call, so a wrong shape raises ``jaxtyping.TypeCheckError`` naming the argument,
+the expected shape and the sizes bound so far.
 
 Shape letters, used the same way across the library: ``B`` batch, ``V`` views, ``T`` context
 tokens, ``L`` VLM layers, ``K`` DiT blocks, ``H`` action horizon, ``A`` action dim, ``S`` state
@@ -11,9 +11,8 @@ dim, ``D`` width, ``N`` patches.
 
 The switch: set the environment variable ``FLOWVLA_TYPECHECK=0`` before importing flowvla to
 remove the checks entirely (the decorator then returns the undecorated function: zero cost), or
-call :func:`set_typecheck` at run time (the decorated function then costs one flag test per call).
-Checks are always skipped while ``torch.compile`` traces.
-"""
+call [`set_typecheck`][flowvla.typing.set_typecheck] at run time (the decorated function then costs one flag
+test per call). Checks are always skipped while ``torch.compile`` traces."""
 
 from __future__ import annotations
 

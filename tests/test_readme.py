@@ -1,6 +1,7 @@
 """The README's quickstart runs as written and does what it says."""
 
 import re
+import shlex
 from pathlib import Path
 
 import torch
@@ -47,3 +48,17 @@ def test_policy_example_runs_and_round_trips(tmp_path, monkeypatch):
         namespace["batch"], solver="midpoint", steps=5, seed=0
     )
     assert torch.equal(actions, again)
+
+    # The diagnose line that follows the snippet works as written on what the snippet saved.
+    from flowvla.diagnostics import main as diagnose
+
+    line = re.search(r"`(flowvla-diagnose [^`]+)`", text.replace("\n", " ")).group(1)
+    assert diagnose(shlex.split(line)[1:]) == 0
+
+
+def test_docs_home_page_carries_setup_quickstart_and_libero():
+    # The docs site's home page is the README (included when the site is built), not a link to it.
+    home = (README.parent / "docs" / "index.md").read_text()
+    included = '--8<-- "README.md"' in home
+    text = README.read_text() if included else home
+    assert all(f"## {section}" in text for section in ("Set up", "Quickstart", "LIBERO"))

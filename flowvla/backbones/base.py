@@ -5,7 +5,7 @@ A backbone owns its tokenizer and image preprocessing. It reads upright RGB view
 hidden states of every layer (embedding output first) with the attention mask and the mask of
 image-token positions. A ``visual_hook`` receives the visual tokens where the architecture makes
 them, before they enter the language model (before the projector), as ``[B, V * N, Dv]`` ordered
-view, patch row, patch column on :attr:`VisionLanguageBackbone.patch_grid`, and returns tokens of
+view, patch row, patch column on ``VisionLanguageBackbone.patch_grid``, and returns tokens of
 the same shape: that is where 2D-3D fusion goes.
 
 Legend: ``B`` batch, ``V`` views, ``N`` patches per view, ``T`` sequence tokens, ``D`` LM width,
@@ -92,11 +92,12 @@ class VisionLanguageBackbone(nn.Module, ABC):
         *,
         visual_hook: VisualHook | None = None,
     ) -> BackboneOutput:
-        """Run the VLM on images and instructions; see :class:`BackboneOutput`."""
+        """Run the VLM on images and instructions; see
+        [`BackboneOutput`][flowvla.backbones.base.BackboneOutput]."""
 
     @typechecked
     def check_images(self, images: Shaped[Tensor, "..."]) -> None:
-        """Raise a clear error if ``images`` is not ``[B, V, 3, H, W]`` at :attr:`image_size`."""
+        """Raise a clear error if ``images`` is not ``[B, V, 3, H, W]`` at ``image_size``."""
         if images.dim() != 5 or images.shape[2] != 3:
             raise ValueError(f"images: expected [B, V, 3, H, W], got shape {tuple(images.shape)}")
         if tuple(images.shape[-2:]) != tuple(self.image_size):
@@ -107,7 +108,8 @@ class VisionLanguageBackbone(nn.Module, ABC):
 
     def freeze(self, part: str = "all") -> None:
         """Stop gradients into a part: ``"all"``, ``"vision"`` or ``"language"`` (subclasses name
-        their parts in :meth:`parameter_groups`)."""
+        their parts in [`parameter_groups`][flowvla.backbones.base.VisionLanguageBackbone.parameter_groups]).
+        """
         groups = self.parameter_groups()
         if part != "all" and part not in groups:
             raise ValueError(f"part: choose 'all' or one of {sorted(groups)}, got {part!r}")

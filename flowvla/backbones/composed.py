@@ -2,15 +2,17 @@
 
 Each view is encoded to ``N`` patch tokens, the visual hook (2D-3D fusion) may rewrite them, an MLP
 projects them to the LM width, and they fill the image slots of the tokenised prompt
-(:class:`~flowvla.processing.MultimodalProcessor`: ``V * N`` image tokens before the instruction).
-The LM returns every hidden layer.
+([`MultimodalProcessor`][flowvla.processing.multimodal.MultimodalProcessor]: ``V * N`` image tokens before the
+instruction). The LM returns every hidden layer.
 
-Buildable three ways: :meth:`ComposedBackbone.tiny` (random init, trained byte-level tokenizer: CPU
-training from scratch), :meth:`ComposedBackbone.from_pretrained` (a vision checkpoint and an LM
-checkpoint, from the hub or local files) and :meth:`ComposedBackbone.from_spec` (rebuild a saved
+Buildable three ways: [`ComposedBackbone.tiny`][flowvla.backbones.composed.ComposedBackbone.tiny] (random
+init, trained byte-level tokenizer: CPU training from scratch),
+[`ComposedBackbone.from_pretrained`][flowvla.backbones.composed.ComposedBackbone.from_pretrained] (a vision
+checkpoint and an LM checkpoint, from the hub or local files) and
+[`ComposedBackbone.from_spec`][flowvla.backbones.composed.ComposedBackbone.from_spec] (rebuild a saved
 backbone's architecture, then load its weights).
 
-Vision encoders: flowvla's :class:`~flowvla.backbones.conv.ConvEncoder` (a GroupNorm ResNet whose
+Vision encoders: flowvla's [`ConvEncoder`][flowvla.backbones.conv.ConvEncoder] (a GroupNorm ResNet whose
 feature map is the patch grid), a timm model by name
 ([`TimmEncoder`][flowvla.backbones.timm_encoders.TimmEncoder]: any layer of a ViT or CNN;
 [`FusedTimmEncoder`][flowvla.backbones.timm_encoders.FusedTimmEncoder]: towers concatenated per
@@ -33,6 +35,7 @@ from torch import nn
 from flowvla.backbones.base import BackboneOutput, VisionLanguageBackbone, VisualHook, images_to_float
 from flowvla.backbones.conv import ConvEncoder
 from flowvla.backbones.timm_encoders import FusedTimmEncoder, TimmEncoder
+from flowvla.extras import requires_extra
 from flowvla.geometry import PatchGrid
 from flowvla.processing import MultimodalProcessor, scatter_image_features
 from flowvla.typing import Float, Shaped, Tensor, typechecked
@@ -40,6 +43,34 @@ from flowvla.typing import Float, Shaped, Tensor, typechecked
 __all__ = ["ComposedBackbone"]
 
 _TOKENIZER_DIR = "tokenizer"
+
+
+_SIGLIP_STATS = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
+def _image_statistics(
+    vision: str | os.PathLike, kwargs: dict[str, Any]
+) -> tuple[Sequence[float], Sequence[float]]:
+    """``(image_mean, image_std)`` of a vision checkpoint's image processor (see ``from_pretrained``)."""
+    from transformers import AutoImageProcessor
+    from transformers.image_processing_base import ImageProcessingMixin
+
+    try:
+        processor = AutoImageProcessor.from_pretrained(vision, **kwargs)
+        return processor.image_mean, processor.image_std
+    except (OSError, ValueError):  # no processor file
+        return _SIGLIP_STATS
+    except ImportError:
+        # transformers refuses to build the processor class without pillow / torchvision, but the
+        # statistics are plain numbers in the processor's JSON file: read them without the class.
+        pass
+    try:
+        config, _ = ImageProcessingMixin.get_image_processor_dict(vision, **kwargs)
+    except (OSError, ValueError):
+        return _SIGLIP_STATS
+    if "image_mean" in config and "image_std" in config:
+        return config["image_mean"], config["image_std"]
+    return _SIGLIP_STATS
 
 
 def _vision_geometry(vision: nn.Module) -> tuple[str, PatchGrid, int, int]:
@@ -231,7 +262,8 @@ class ComposedBackbone(VisionLanguageBackbone):
             conv_blocks: residual blocks per ConvEncoder stage (0: one plain convolution).
             seed: initialisation seed.
         """
-        from transformers import AutoConfig, AutoModel, SiglipVisionConfig, SiglipVisionModel
+        with requires_extra("hf", "ComposedBackbone.tiny"):
+            from transformers import AutoConfig, AutoModel, SiglipVisionConfig, SiglipVisionModel
 
         from flowvla.processing.tokenizers import train_bpe_tokenizer
 
@@ -285,9 +317,13 @@ class ComposedBackbone(VisionLanguageBackbone):
         pretrained=True)`` (timm's own hub loading), normalised with its ``image_mean`` / ``image_std``.
         The image token is added to the LM's tokenizer if missing (and the embeddings resized); the
         projector starts from random initialisation. ``kwargs`` go to ``from_pretrained`` of the LM and
-        of a ``transformers`` vision checkpoint.
+        of a ``transformers`` vision checkpoint. A checkpoint's pixels are normalised with its
+        image-processor statistics: read from its processor file without building the processor when
+        the processor class cannot be imported (it needs pillow or torchvision), and SigLIP's
+        ``(0.5, 0.5)`` when there is no processor file.
         """
-        from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer
+        with requires_extra("hf", "ComposedBackbone.from_pretrained"):
+            from transformers import AutoConfig, AutoModel, AutoTokenizer
 
         mean: Sequence[float] | None
         std: Sequence[float] | None
@@ -297,11 +333,7 @@ class ComposedBackbone(VisionLanguageBackbone):
             vision_config = AutoConfig.from_pretrained(vision, **kwargs)
             vision_config = getattr(vision_config, "vision_config", vision_config)
             vision_model = AutoModel.from_pretrained(vision, config=vision_config, **kwargs)
-            try:
-                image_processor = AutoImageProcessor.from_pretrained(vision, **kwargs)
-                mean, std = image_processor.image_mean, image_processor.image_std
-            except (OSError, ValueError):  # no processor file: SigLIP's normalisation
-                mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+            mean, std = _image_statistics(vision, kwargs)
         tokenizer = AutoTokenizer.from_pretrained(language, **kwargs)
         lm = AutoModel.from_pretrained(language, **kwargs)
         if image_token not in tokenizer.get_vocab():
@@ -349,9 +381,11 @@ class ComposedBackbone(VisionLanguageBackbone):
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any], directory: str | os.PathLike) -> ComposedBackbone:
-        """Rebuild the architecture described by :meth:`spec` (random weights) with the tokenizer saved
-        in ``directory`` by :meth:`save_tokenizer`."""
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        """Rebuild the architecture described by [`spec`][flowvla.backbones.composed.ComposedBackbone.spec]
+        (random weights) with the tokenizer saved in ``directory`` by
+        [`save_tokenizer`][flowvla.backbones.composed.ComposedBackbone.save_tokenizer]."""
+        with requires_extra("hf", "ComposedBackbone.from_spec"):
+            from transformers import AutoConfig, AutoModel, AutoTokenizer
 
         def config(d: dict[str, Any]) -> Any:
             d = dict(d)

@@ -1,11 +1,11 @@
 """``HFVisionLanguageBackbone``: a ``transformers`` image-text-to-text VLM as a flowvla backbone.
 
 The wrapper owns the model, its tokenizer and the pixel normalisation. Per call it builds one prompt
-per sample from a template (the family's layout, :mod:`flowvla.backbones.hf_adapters`), expands each
-view's ``<image>`` placeholder to the image-token slots with
-:class:`~flowvla.processing.MultimodalProcessor` (which checks the counts), normalises the pixels
-with the image processor's mean / std (never resizing: a wrong size is an error), and runs the inner
-VLM (``model.model``, no LM head) with:
+per sample from a template (the family's layout,
+[`flowvla.backbones.hf_adapters`][flowvla.backbones.hf_adapters]), expands each view's ``<image>`` placeholder
+to the image-token slots with [`MultimodalProcessor`][flowvla.processing.multimodal.MultimodalProcessor]
+(which checks the counts), normalises the pixels with the image processor's mean / std (never resizing: a
+wrong size is an error), and runs the inner VLM (``model.model``, no LM head) with:
 
 - **every hidden state** of the language model, captured at the decoder layers: ``hidden_states[i]``
   is the residual stream after ``i`` layers (``[0]`` the embedding output, image features already
@@ -37,15 +37,16 @@ from torch import nn
 
 from flowvla.backbones.base import BackboneOutput, VisionLanguageBackbone, VisualHook, images_to_float
 from flowvla.backbones.hf_adapters import HFAdapter, adapter_for
+from flowvla.extras import requires_extra
 from flowvla.geometry import PatchGrid
 from flowvla.processing import MultimodalProcessor
 from flowvla.typing import Shaped, Tensor, typechecked
 
 __all__ = ["HFVisionLanguageBackbone"]
 
-#: Wrapper settings saved next to the model by :meth:`HFVisionLanguageBackbone.save_pretrained`.
+#: Wrapper settings saved next to the model by ``HFVisionLanguageBackbone.save_pretrained``.
 SETTINGS_FILE = "flowvla_backbone.json"
-#: Where :meth:`HFVisionLanguageBackbone.save_tokenizer` writes (the policy's checkpoint layout).
+#: Where ``HFVisionLanguageBackbone.save_tokenizer`` writes (the policy's checkpoint layout).
 TOKENIZER_DIR = "tokenizer"
 _PADDING_SIDES = ("left", "right")
 # from_pretrained keyword arguments that also apply to loading the tokenizer / image processor.
@@ -104,10 +105,11 @@ def _truncate_language_model(language: nn.Module, configs: Sequence[Any], k: int
 
 
 class HFVisionLanguageBackbone(VisionLanguageBackbone):
-    """A ``transformers`` image-text-to-text model as a :class:`VisionLanguageBackbone` (see module docs).
+    """A ``transformers`` image-text-to-text model as a
+    [`VisionLanguageBackbone`][flowvla.backbones.base.VisionLanguageBackbone] (see module docs).
 
     Supported families (``config.model_type``): ``paligemma``, ``llava``, ``idefics3`` / ``smolvlm``,
-    ``qwen2_vl``, ``qwen2_5_vl``; see :data:`flowvla.backbones.hf_adapters.ADAPTERS`.
+    ``qwen2_vl``, ``qwen2_5_vl``; see ``flowvla.backbones.hf_adapters.ADAPTERS``.
 
     Args:
         model: the VLM, e.g. from ``AutoModelForImageTextToText`` (its ``.model`` is run, not the LM head).
@@ -121,7 +123,9 @@ class HFVisionLanguageBackbone(VisionLanguageBackbone):
         image_size: ``(H, W)`` (or one int) for native-resolution towers (Qwen2-VL, Qwen2.5-VL);
             other families take it from the config, and a different value is an error.
         num_lm_layers: keep only the first ``k`` decoder layers of the language model (in place).
-        freeze: a part name or names from :meth:`parameter_groups` (or ``"all"``) to freeze.
+        freeze: a part name or names from
+            [`parameter_groups`][flowvla.backbones.hf.HFVisionLanguageBackbone.parameter_groups] (or
+            ``"all"``) to freeze.
         final_norm: pass the last hidden state through the LM's final norm.
     """
 
@@ -218,9 +222,11 @@ class HFVisionLanguageBackbone(VisionLanguageBackbone):
             config: a ``transformers`` VLM config (e.g. ``PaliGemmaConfig``).
             tokenizer: its tokenizer (or a processor); must hold ``config.image_token_id``.
             image_processor: the image processor (or give ``image_mean`` / ``image_std`` in ``kwargs``).
-            **kwargs: further :class:`HFVisionLanguageBackbone` arguments.
+            **kwargs: further [`HFVisionLanguageBackbone`][flowvla.backbones.hf.HFVisionLanguageBackbone]
+                arguments.
         """
-        from transformers import AutoModelForImageTextToText
+        with requires_extra("hf", "HFVisionLanguageBackbone"):
+            from transformers import AutoModelForImageTextToText
 
         model = AutoModelForImageTextToText.from_config(config)
         return cls(model, tokenizer, image_processor=image_processor, **kwargs)
@@ -231,23 +237,26 @@ class HFVisionLanguageBackbone(VisionLanguageBackbone):
     ) -> HFVisionLanguageBackbone:
         """Load a VLM and its processor from the hub or a local directory.
 
-        Settings saved by :meth:`save_pretrained` are read back; explicit ``kwargs`` win. With
-        ``num_lm_layers=k`` only the first ``k`` decoder layers are built and loaded (the checkpoint's
-        other layers are skipped), so a truncated large model never occupies its full memory.
+        Settings saved by [`save_pretrained`][flowvla.backbones.hf.HFVisionLanguageBackbone.save_pretrained]
+        are read back; explicit ``kwargs`` win. With ``num_lm_layers=k`` only the first ``k`` decoder layers
+        are built and loaded (the checkpoint's other layers are skipped), so a truncated large model never
+        occupies its full memory.
 
         Args:
             name_or_path: hub id or local directory.
             processor: a processor or tokenizer to use instead of loading one from ``name_or_path``.
-            **kwargs: :class:`HFVisionLanguageBackbone` arguments; the rest (``dtype``, ``revision``,
-                ``local_files_only`` ...) go to ``AutoModelForImageTextToText.from_pretrained``.
+            **kwargs: [`HFVisionLanguageBackbone`][flowvla.backbones.hf.HFVisionLanguageBackbone] arguments;
+                the rest (``dtype``, ``revision``, ``local_files_only`` ...) go to
+                ``AutoModelForImageTextToText.from_pretrained``.
         """
-        from transformers import (
-            AutoConfig,
-            AutoImageProcessor,
-            AutoModelForImageTextToText,
-            AutoProcessor,
-            AutoTokenizer,
-        )
+        with requires_extra("hf", "HFVisionLanguageBackbone.from_pretrained"):
+            from transformers import (
+                AutoConfig,
+                AutoImageProcessor,
+                AutoModelForImageTextToText,
+                AutoProcessor,
+                AutoTokenizer,
+            )
 
         own = {
             "image_processor", "image_mean", "image_std", "prompt_template", "padding_side",
@@ -298,12 +307,13 @@ class HFVisionLanguageBackbone(VisionLanguageBackbone):
         """A JSON-serialisable description of the architecture and settings (weights saved separately).
 
         ``kind`` is ``"hf"``; the (possibly truncated) model config is stored whole, so
-        :meth:`from_spec` rebuilds the same modules without the hub.
-        """
+        [`from_spec`][flowvla.backbones.hf.HFVisionLanguageBackbone.from_spec] rebuilds the same modules
+        without the hub."""
         return {"kind": "hf", "model_config": self.model.config.to_dict(), **self._settings()}
 
     def save_tokenizer(self, directory: str | os.PathLike) -> None:
-        """Write the tokenizer files under ``directory/tokenizer`` (read back by :meth:`from_spec`).
+        """Write the tokenizer files under ``directory/tokenizer`` (read back by
+        [`from_spec`][flowvla.backbones.hf.HFVisionLanguageBackbone.from_spec]).
 
         Args:
             directory: the checkpoint directory.
@@ -312,14 +322,16 @@ class HFVisionLanguageBackbone(VisionLanguageBackbone):
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any], directory: str | os.PathLike) -> HFVisionLanguageBackbone:
-        """Rebuild the architecture described by :meth:`spec` (random weights; load a state dict after)
-        with the tokenizer saved in ``directory`` by :meth:`save_tokenizer`.
+        """Rebuild the architecture described by [`spec`][flowvla.backbones.hf.HFVisionLanguageBackbone.spec]
+        (random weights; load a state dict after) with the tokenizer saved in ``directory`` by
+        [`save_tokenizer`][flowvla.backbones.hf.HFVisionLanguageBackbone.save_tokenizer].
 
         Args:
-            spec: the output of :meth:`spec`.
+            spec: the output of [`spec`][flowvla.backbones.hf.HFVisionLanguageBackbone.spec].
             directory: the checkpoint directory holding ``tokenizer/``.
         """
-        from transformers import AutoConfig, AutoModelForImageTextToText, AutoTokenizer
+        with requires_extra("hf", "HFVisionLanguageBackbone.from_spec"):
+            from transformers import AutoConfig, AutoModelForImageTextToText, AutoTokenizer
 
         spec = dict(spec)
         if spec.pop("kind", "hf") != "hf":
@@ -334,7 +346,9 @@ class HFVisionLanguageBackbone(VisionLanguageBackbone):
         """Save the (possibly truncated) model, tokenizer, image processor and wrapper settings.
 
         Args:
-            directory: target directory (created if needed); :meth:`from_pretrained` reads it back.
+            directory: target directory (created if needed);
+                [`from_pretrained`][flowvla.backbones.hf.HFVisionLanguageBackbone.from_pretrained] reads it
+                back.
         """
         os.makedirs(directory, exist_ok=True)
         self.model.save_pretrained(directory)
@@ -429,10 +443,10 @@ class HFVisionLanguageBackbone(VisionLanguageBackbone):
         *,
         visual_hook: VisualHook | None = None,
     ) -> BackboneOutput:
-        """Run the VLM; see :class:`~flowvla.backbones.base.BackboneOutput`.
+        """Run the VLM; see [`BackboneOutput`][flowvla.backbones.base.BackboneOutput].
 
         Args:
-            images: ``[B, V, 3, H, W]`` uint8, or float in ``[0, 1]``, at :attr:`image_size`.
+            images: ``[B, V, 3, H, W]`` uint8, or float in ``[0, 1]``, at ``image_size``.
             instructions: ``B`` instruction strings.
             visual_hook: ``[B, V * N, Dv] -> [B, V * N, Dv]`` on the patch tokens before the projector.
         """

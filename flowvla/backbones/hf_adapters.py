@@ -1,10 +1,11 @@
-"""Per-architecture facts that :class:`~flowvla.backbones.hf.HFVisionLanguageBackbone` needs.
+"""Per-architecture facts that [`HFVisionLanguageBackbone`][flowvla.backbones.hf.HFVisionLanguageBackbone]
+needs.
 
 Everything that differs between ``transformers`` image-text-to-text families lives in one
-:class:`HFAdapter` row, keyed by ``config.model_type``: where the vision tower, the projector and the
-language model sit, the prompt layout, how pixels are packed for the model, which extra text inputs
-it wants (positions, token types), how many LM tokens one image becomes, and how the projector's
-input tokens map to the per-view patch grid the visual hook sees. The wrapper itself has no
+[`HFAdapter`][flowvla.backbones.hf_adapters.HFAdapter] row, keyed by ``config.model_type``: where the vision
+tower, the projector and the language model sit, the prompt layout, how pixels are packed for the model, which
+extra text inputs it wants (positions, token types), how many LM tokens one image becomes, and how the
+projector's input tokens map to the per-view patch grid the visual hook sees. The wrapper itself has no
 per-architecture branches.
 
 Prompt templates are ``str.format`` strings with ``{bos}`` (the tokenizer's BOS token, or ``""``),
@@ -353,7 +354,7 @@ ADAPTERS: tuple[HFAdapter, ...] = (
 
 
 def adapter_for(config: Any) -> HFAdapter:
-    """The :class:`HFAdapter` serving ``config.model_type``.
+    """The [`HFAdapter`][flowvla.backbones.hf_adapters.HFAdapter] serving ``config.model_type``.
 
     Args:
         config: a ``transformers`` VLM config.

@@ -1,5 +1,5 @@
 """Datasets: LIBERO HDF5 and LeRobot readers, the HDF5 writer, training items, statistics, collate,
-and the scripted-demonstration generator (:mod:`flowvla.data.generate`, needs LIBERO)."""
+and the scripted-demonstration generator ([`flowvla.data.generate`][flowvla.data.generate], needs LIBERO)."""
 
 from __future__ import annotations
 

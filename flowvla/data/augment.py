@@ -9,8 +9,8 @@
 
 When depth and intrinsics are given, crops and shifts are applied to the depth map too (nearest) and
 ``K`` is updated so that a world point still projects onto the same scene content; extrinsics are
-unchanged. Pixel coordinates use the pixel-centre convention of :mod:`flowvla.envs.cameras`.
-"""
+unchanged. Pixel coordinates use the pixel-centre convention of
+[`flowvla.envs.cameras`][flowvla.envs.cameras]."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Training items from demonstrations: views, instruction, padded state, action chunk with its mask.
 
 An item at step ``t`` of an episode of length ``T`` (unbatched batch contract, see
-:mod:`flowvla.data.batch`)::
+[`flowvla.data.batch`][flowvla.data.batch])::
 
     images       [V, 3, H, W] uint8      upright views at t (optionally augmented)
     instruction  str
@@ -13,10 +13,9 @@ An item at step ``t`` of an episode of length ``T`` (unbatched batch contract, s
     depth, intrinsics, extrinsics        with ``geometry=True``, when the source has them
     episode_index, frame_index           int
 
-Sources are anything implementing :class:`EpisodeSource` (the HDF5 and LeRobot readers do). Per-episode
-actions and states are loaded once into memory (small); images are read per item, so items can be
-produced in DataLoader workers.
-"""
+Sources are anything implementing [`EpisodeSource`][flowvla.data.dataset.EpisodeSource] (the HDF5 and LeRobot
+readers do). Per-episode actions and states are loaded once into memory (small); images are read per item, so
+items can be produced in DataLoader workers."""
 
 from __future__ import annotations
 
@@ -76,7 +75,7 @@ class HDF5Source:
             e.g. to study success against the number of demonstrations per task.
         preload: read every used frame into memory once (uint8, upright), so items cost no file
             access; ``V * 3 * H * W`` bytes per frame (about 55 KB at 96 px with two views).
-        **reader_kwargs: passed to each :class:`~flowvla.data.hdf5.LiberoHDF5Reader`.
+        **reader_kwargs: passed to each [`LiberoHDF5Reader`][flowvla.data.hdf5.LiberoHDF5Reader].
     """
 
     def __init__(
@@ -212,7 +211,7 @@ class ChunkDataset(torch.utils.data.Dataset):
     """One training item per (episode, observed step): see the module docs.
 
     Args:
-        source: an :class:`EpisodeSource`.
+        source: an [`EpisodeSource`][flowvla.data.dataset.EpisodeSource].
         horizon: action-chunk length ``H``.
         state_dim: the policy's state size ``S`` (default: the source's).
         augment: image augmentation applied per item (default: none).

@@ -20,9 +20,10 @@ with nothing lost and nothing duplicated: finished attempts are skipped, an unfi
 again with the same seed. The dataset is always the first ``demos_per_task`` kept attempts in
 attempt order, so the result does not depend on ``workers`` or on interruptions.
 
-Command line::
+Command line (``flowvla-generate`` is the same command)::
 
-    python -m flowvla.data.generate --suites libero_object --demos-per-task 50 --out data/scripted
+    python -m flowvla.data.generate --suites libero_object --tasks 0-3,7 --demos-per-task 50 \\
+        --out data/scripted
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ import dataclasses
 import json
 import multiprocessing as mp
 import os
-import sys
 import time
 import types
 from collections.abc import Sequence
@@ -42,8 +42,11 @@ from typing import Any
 
 import numpy as np
 
+from flowvla.cli import fail, index_list
 from flowvla.envs.libero import DEFAULT_CAMERAS, LIBERO_SUITES, LiberoEnv
+from flowvla.envs.libero_setup import LiberoSetupError, set_libero_verbose
 from flowvla.envs.rollout import Progress, load_records, wilson_interval
+from flowvla.extras import MissingExtraError
 from flowvla.io import write_json_atomic
 from flowvla.typing import Float, typechecked
 
@@ -80,7 +83,7 @@ class GenerateConfig:
         depth: also store metric depth with per-frame intrinsics / extrinsics.
         images: render observations at all (``False``: actions, states and proprioception only).
         workers: processes (each with its own simulators); 1 runs in this process.
-        seed: base seed; attempt seeds derive from it (:func:`attempt_seed`).
+        seed: base seed; attempt seeds derive from it ([`attempt_seed`][flowvla.data.generate.attempt_seed]).
         max_steps: step limit per episode (default: the suite's evaluation limit).
         settle_steps: dummy steps after reset, not recorded (as LIBERO evaluations).
         official_tol: a fresh layout within this distance (m, any qpos entry) of an official init
@@ -200,7 +203,7 @@ def render_episode(
         image_stride: render views at steps ``0, k, 2k, ...`` only (proprioception at every step).
 
     Returns:
-        ``obs`` arrays for :meth:`~flowvla.data.hdf5.LiberoHDF5Writer.add_demo` (``<view>_rgb [T, H,
+        ``obs`` arrays for [`add_demo`][flowvla.data.hdf5.LiberoHDF5Writer.add_demo] (``<view>_rgb [T, H,
         W, 3]``, ``ee_states [T, 6]``, ``gripper_states [T, 2]``, ``joint_states [T, 7]``, with depth
         ``<view>_depth``, ``<view>_intrinsics``, ``<view>_extrinsics``) plus ``robot_states [T, 9]``.
     """
@@ -243,7 +246,8 @@ def write_demo(
     image_stride: int = 1,
     executed_actions: Float[np.ndarray, "T 7"] | None = None,
 ) -> Path:
-    """Render a recorded episode (:func:`render_episode`) and write it as a one-demo LIBERO HDF5 file.
+    """Render a recorded episode ([`render_episode`][flowvla.data.generate.render_episode]) and write it as a
+    one-demo LIBERO HDF5 file.
 
     Args:
         path: the file to (over)write, atomically.
@@ -253,9 +257,10 @@ def write_demo(
         init_state: ``[D]`` the state the episode was reset to (the demo's ``init_state`` attr).
         images: render views (else proprioception only).
         attrs: extra attributes of the demo group.
-        image_convention: how images are stored (see :class:`~flowvla.data.hdf5.LiberoHDF5Writer`).
+        image_convention: how images are stored (see
+            [`LiberoHDF5Writer`][flowvla.data.hdf5.LiberoHDF5Writer]).
         compression: h5py compression of images.
-        image_stride: render views every ``k`` steps (see :mod:`flowvla.data.hdf5`).
+        image_stride: render views every ``k`` steps (see [`flowvla.data.hdf5`][flowvla.data.hdf5]).
         executed_actions: ``[T, 7]`` what the env executed, where noise made it differ from ``actions``.
     """
     from flowvla.data.hdf5 import LiberoHDF5Writer
@@ -284,11 +289,11 @@ def write_demo(
 
 
 def _described_by_task_language(env: LiberoEnv) -> Any:
-    """``env`` as :meth:`~flowvla.data.hdf5.LiberoHDF5Writer.for_env` sees it, but with the task's
+    """``env`` as [`for_env`][flowvla.data.hdf5.LiberoHDF5Writer.for_env] sees it, but with the task's
     benchmark instruction as ``language_instruction``.
 
     The BDDL text LIBERO puts in ``problem_info`` differs from the benchmark's task language (what
-    evaluations, :class:`~flowvla.envs.libero.LiberoEnv` and LIBERO's own training code use) in 25 of
+    evaluations, [`LiberoEnv`][flowvla.envs.libero.LiberoEnv] and LIBERO's own training code use) in 25 of
     the 40 standard tasks ("pick the akita black bowl ..." vs "pick up the black bowl ..."); a policy
     trained on the generated files must read the instruction it will be evaluated with.
     """
@@ -595,26 +600,21 @@ def generate(cfg: GenerateConfig) -> dict[str, Any]:
     return overall
 
 
-def _parse_ints(text: str) -> list[int]:
-    out: list[int] = []
-    for part in text.split(","):
-        if "-" in part:
-            a, b = part.split("-")
-            out.extend(range(int(a), int(b) + 1))
-        elif part.strip():
-            out.append(int(part))
-    return out
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m flowvla.data.generate --suites libero_object --demos-per-task 50 --out DIR``."""
     p = argparse.ArgumentParser(
-        prog="python -m flowvla.data.generate",
+        prog="flowvla-generate",
         description="Generate LIBERO demonstrations with a scripted expert (resumable).",
+        allow_abbrev=False,  # one spelling per option: what the docs show is what parses
     )
     p.add_argument("--out", required=True, help="output folder (re-run with the same folder to resume)")
     p.add_argument("--suites", default="libero_object", help="comma-separated suite names")
-    p.add_argument("--tasks", default=None, help="task indices, e.g. 0,2,5-7 (default: every supported task)")
+    p.add_argument(
+        "--tasks",
+        type=index_list,
+        default=None,
+        help="task indices, e.g. 0,1 or 0-3,7 (default: every supported task)",
+    )
     p.add_argument("--demos-per-task", type=int, default=50)
     p.add_argument("--max-attempts", type=int, default=None, help="per task (default: 3 x demos)")
     p.add_argument("--max-episodes", type=int, default=None, help="stop this run after N attempts")
@@ -634,14 +634,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--image-convention", default="opengl", choices=["opengl", "opencv"])
     p.add_argument("--compression", default=None, choices=["gzip", "lzf"])
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--verbose", action="store_true", help="show robosuite's and LIBERO's start-up messages")
     a = p.parse_args(argv)
+    set_libero_verbose(a.verbose)
     from flowvla.envs.experts import UnsupportedGoalError
 
     try:
         cfg = GenerateConfig(
             out_dir=a.out,
             suites=[s.strip() for s in a.suites.split(",") if s.strip()],
-            tasks=_parse_ints(a.tasks) if a.tasks else None,
+            tasks=a.tasks,
             demos_per_task=a.demos_per_task,
             max_attempts=a.max_attempts,
             max_episodes=a.max_episodes,
@@ -661,9 +663,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=not a.no_progress,
         )
         summary = generate(cfg)
-    except (ValueError, UnsupportedGoalError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except (ValueError, UnsupportedGoalError, MissingExtraError, LiberoSetupError) as e:
+        return fail(p.prog, e)
     for key, s in summary["tasks"].items():
         if not s.get("supported", True):
             print(f"{key:18s} skipped: {s['reason']}")

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from flowvla.extras import requires_extra
 from flowvla.io import atomic_path
 
 __all__ = [
@@ -174,11 +175,12 @@ class LiberoHDF5Reader:
         path: the ``.hdf5`` file.
         image_keys: ``obs/`` datasets that are views, in ``V`` order.
         state_keys: ``obs/`` datasets concatenated (last axis) into the state; the default gives the
-            8-D layout of :mod:`flowvla.envs.libero` (eef pos, axis-angle, gripper qpos).
+            8-D layout of [`flowvla.envs.libero`][flowvla.envs.libero] (eef pos, axis-angle, gripper qpos).
         image_convention: override the file's ``macros_image_convention`` attribute (files without
             it are taken as ``"opengl"``, like every official file).
         instruction: override the instruction read from ``problem_info``, or ``"from_bddl_file_name"``
-            for the benchmark's wording (see :func:`instruction_from_bddl_file_name`).
+            for the benchmark's wording (see
+            [`instruction_from_bddl_file_name`][flowvla.data.hdf5.instruction_from_bddl_file_name]).
 
     The file is opened lazily and reopened after a fork, so a reader can be handed to DataLoader
     workers.
@@ -222,7 +224,8 @@ class LiberoHDF5Reader:
                 raise KeyError(f"{self.path}: obs keys {missing} not found; available: {sorted(obs.keys())}")
 
     def _h5(self) -> Any:
-        import h5py
+        with requires_extra("data", "reading and writing LIBERO HDF5 files"):
+            import h5py
 
         if self._file is None or self._pid != os.getpid():
             self._file = h5py.File(self.path, "r")
@@ -332,10 +335,10 @@ class LiberoHDF5Reader:
 class LiberoHDF5Writer:
     """Write demonstrations in LIBERO's original HDF5 layout, atomically.
 
-    Demos go to a temporary file beside ``path``; :meth:`close` (or leaving the ``with`` block
-    without an exception) fills ``num_demos`` / ``total`` and renames it to ``path``. An interrupted
-    writer leaves ``path`` untouched. For resumable generation, write one file per episode (or per
-    batch) and join them with :func:`merge_hdf5`.
+    Demos go to a temporary file beside ``path``; [`close`][flowvla.data.hdf5.LiberoHDF5Writer.close] (or
+    leaving the ``with`` block without an exception) fills ``num_demos`` / ``total`` and renames it to
+    ``path``. An interrupted writer leaves ``path`` untouched. For resumable generation, write one file per
+    episode (or per batch) and join them with [`merge_hdf5`][flowvla.data.hdf5.merge_hdf5].
 
     Args:
         path: the ``.hdf5`` file to create.
@@ -362,7 +365,8 @@ class LiberoHDF5Writer:
         compression: str | None = None,
         overwrite: bool = False,
     ) -> None:
-        import h5py
+        with requires_extra("data", "reading and writing LIBERO HDF5 files"):
+            import h5py
 
         self.path = Path(path)
         if self.path.exists() and not overwrite:
@@ -392,7 +396,8 @@ class LiberoHDF5Writer:
 
     @classmethod
     def for_env(cls, path: str | os.PathLike, env: Any, **kwargs: Any) -> LiberoHDF5Writer:
-        """A writer whose attributes describe a :class:`flowvla.envs.libero.LiberoEnv`'s task."""
+        """A writer whose attributes describe a
+        [`flowvla.envs.libero.LiberoEnv`][flowvla.envs.libero.LiberoEnv]'s task."""
         kw = {
             k: v
             for k, v in env.env_kwargs.items()
@@ -581,7 +586,8 @@ def merge_hdf5(
     The ``data`` attributes come from the first input; inputs must agree on
     ``macros_image_convention`` and ``problem_info`` (else ValueError naming the file).
     """
-    import h5py
+    with requires_extra("data", "reading and writing LIBERO HDF5 files"):
+        import h5py
 
     if not inputs:
         raise ValueError("inputs is empty")

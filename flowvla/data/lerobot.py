@@ -25,12 +25,14 @@ from typing import Any
 import numpy as np
 
 from flowvla.data.hdf5 import check_image_convention, to_upright
+from flowvla.extras import requires_extra
 
 __all__ = ["LeRobotSource"]
 
 
 def _decode_image(value: Any) -> np.ndarray:
-    from PIL import Image
+    with requires_extra("data", "decoding LeRobot images"):
+        from PIL import Image
 
     if isinstance(value, dict):
         value = value.get("bytes")
@@ -40,7 +42,7 @@ def _decode_image(value: Any) -> np.ndarray:
 
 
 class LeRobotSource:
-    """Episodes of a LeRobot dataset folder as an :class:`~flowvla.data.dataset.EpisodeSource`.
+    """Episodes of a LeRobot dataset folder as an [`EpisodeSource`][flowvla.data.dataset.EpisodeSource].
 
     Args:
         root: the dataset folder (contains ``meta/info.json``).
@@ -62,7 +64,8 @@ class LeRobotSource:
         image_convention: str = "opencv",
         cache_episodes: int = 4,
     ) -> None:
-        import pyarrow.parquet as pq
+        with requires_extra("data", "reading LeRobot datasets"):
+            import pyarrow.parquet as pq
 
         self.root = Path(root)
         info_path = self.root / "meta" / "info.json"
@@ -154,7 +157,8 @@ class LeRobotSource:
                     out[int(d["task_index"])] = str(d["task"])
             return out
         if (meta / "tasks.parquet").is_file():
-            import pyarrow.parquet as pq
+            with requires_extra("data", "reading LeRobot datasets"):
+                import pyarrow.parquet as pq
 
             t = pq.read_table(meta / "tasks.parquet").to_pydict()
             # pandas writes the task string as the index ("task" or "__index_level_0__").
@@ -168,7 +172,8 @@ class LeRobotSource:
         meta_dir = self.root / "meta" / "episodes"
         if not meta_dir.is_dir():
             return {}  # v2: one video per episode, found by the path template
-        import pyarrow.parquet as pq
+        with requires_extra("data", "reading LeRobot datasets"):
+            import pyarrow.parquet as pq
 
         out: dict[int, dict[str, Any]] = {}
         for path in sorted(meta_dir.rglob("*.parquet")):
@@ -225,7 +230,8 @@ class LeRobotSource:
 
     def _episode_bytes(self, key: str, e: int) -> list[Any]:
         """The encoded images of view ``key`` for episode ``e``, in frame order (cached: compact)."""
-        import pyarrow.parquet as pq
+        with requires_extra("data", "reading LeRobot datasets"):
+            import pyarrow.parquet as pq
 
         def load() -> list[Any]:
             loc = self._loc[self.episode_id(e)]
@@ -279,7 +285,8 @@ class LeRobotSource:
         return self.root / path, 0.0
 
     def _decode_video(self, key: str, e: int) -> np.ndarray:
-        import imageio.v2 as imageio
+        with requires_extra("data", "decoding LeRobot videos"):
+            import imageio.v2 as imageio
 
         ep = self.episode_id(e)
         path, offset = self._video_file_and_offset(key, ep)

@@ -97,7 +97,7 @@ def save_stats(
 
 
 def load_stats(path: str | os.PathLike) -> dict[str, FeatureStats]:
-    """Read statistics written by :func:`save_stats` (metadata ignored)."""
+    """Read statistics written by [`save_stats`][flowvla.data.stats.save_stats] (metadata ignored)."""
     with open(path) as f:
         payload = json.load(f)
     fields = {f.name for f in dataclasses.fields(FeatureStats)}
@@ -113,7 +113,7 @@ def load_stats(path: str | os.PathLike) -> dict[str, FeatureStats]:
 
 
 class Normalizer:
-    """Normalise / unnormalise one feature with its :class:`FeatureStats`.
+    """Normalise / unnormalise one feature with its [`FeatureStats`][flowvla.data.stats.FeatureStats].
 
     Works on numpy arrays and torch tensors of shape ``[..., D']``. With ``D' > D`` (a state padded
     to the policy's size) the extra trailing dimensions are left as they are (zeros stay zeros).
@@ -172,7 +172,8 @@ class Normalizer:
     def unnormalize(
         self, y: Float[np.ndarray, "*batch D"] | Float[torch.Tensor, "*batch D"]
     ) -> Float[np.ndarray, "*batch D"] | Float[torch.Tensor, "*batch D"]:
-        """Normalised -> raw (inverse of :meth:`normalize` where it did not clip)."""
+        """Normalised -> raw (inverse of [`normalize`][flowvla.data.stats.Normalizer.normalize] where it did
+        not clip)."""
         c, s, d = self._params(y)
         out = y.clone() if isinstance(y, torch.Tensor) else y.copy()
         out[..., :d] = y[..., :d] * s + c

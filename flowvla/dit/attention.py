@@ -1,7 +1,9 @@
 """Multi-head self- and cross-attention on ``F.scaled_dot_product_attention``.
 
-Cross-attention splits into :meth:`CrossAttention.project_context` (keys/values of the context,
-computed once per context) and :meth:`CrossAttention.forward` (queries against cached keys/values),
+Cross-attention splits into
+[`CrossAttention.project_context`][flowvla.dit.attention.CrossAttention.project_context] (keys/values of the
+context, computed once per context) and
+[`CrossAttention.forward`][flowvla.dit.attention.CrossAttention.forward] (queries against cached keys/values),
 because a flow head evaluates the same context at every solver step.
 
 Legend: ``B`` batch, ``N`` query tokens, ``T`` context tokens, ``D`` width, ``C`` context width,

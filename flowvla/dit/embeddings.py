@@ -46,7 +46,8 @@ class TimestepEmbedder(nn.Module):
     Args:
         dim: output width.
         frequency_dim: number of sinusoidal features fed to the MLP.
-        scale: multiplier of ``t`` before the sinusoids (see :func:`sinusoidal_embedding`).
+        scale: multiplier of ``t`` before the sinusoids (see
+            [`sinusoidal_embedding`][flowvla.dit.embeddings.sinusoidal_embedding]).
     """
 
     def __init__(self, dim: int, frequency_dim: int = 256, scale: float = 1000.0) -> None:

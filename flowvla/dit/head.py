@@ -1,13 +1,15 @@
 """``FlowActionHead``: a DiT that maps noisy action chunks, the flow time and VLM context to a velocity.
 
 Token sequence per sample: ``[state token?] [future tokens x F] [action tokens x H]``; the velocity
-is read from the last ``H`` tokens. Blocks are adaLN-Zero DiT blocks (:class:`DiTBlock`); the
-cross-attention blocks each read one context (layerwise: block ``i`` its own VLM layer or routed
-mix, or one context shared by all).
+is read from the last ``H`` tokens. Blocks are adaLN-Zero DiT blocks
+([`DiTBlock`][flowvla.dit.block.DiTBlock]); the cross-attention blocks each read one context (layerwise: block
+``i`` its own VLM layer or routed mix, or one context shared by all).
 
-The context does not change across solver steps, so :meth:`FlowActionHead.encode_context`
-projects it to keys/values once (a :class:`ContextCache`); every velocity evaluation then costs
-only the action-token work. :meth:`loss` and :meth:`sample` do this for you.
+The context does not change across solver steps, so
+[`FlowActionHead.encode_context`][flowvla.dit.head.FlowActionHead.encode_context] projects it to keys/values
+once (a [`ContextCache`][flowvla.dit.head.ContextCache]); every velocity evaluation then costs only the
+action-token work. [`FlowActionHead.loss`][flowvla.dit.head.FlowActionHead.loss] and
+[`FlowActionHead.sample`][flowvla.dit.head.FlowActionHead.sample] do this for you.
 
 Legend: ``R`` repeats (time draws / samples sharing a context), ``B`` batch, ``H`` horizon,
 ``A`` action dim, ``S`` state dim, ``K`` cross-attention blocks, ``T`` context tokens, ``C`` context
@@ -46,7 +48,7 @@ class ContextCache:
     """Projected contexts of every block, computed once per observation and reused at every NFE.
 
     Attributes:
-        kv: one :class:`~flowvla.dit.attention.KeyValue` per block (``None`` for self-only blocks).
+        kv: one [`KeyValue`][flowvla.dit.attention.KeyValue] per block (``None`` for self-only blocks).
         mask: ``[B, T]`` valid-token mask, or ``None`` when every token is valid.
         batch_size: ``B``.
     """
@@ -77,7 +79,7 @@ class FlowActionHead(nn.Module):
         dim: token width ``D``.
         depth: number of DiT blocks.
         num_heads: attention heads.
-        block_pattern: one of :data:`BLOCK_PATTERNS`.
+        block_pattern: one of ``BLOCK_PATTERNS``.
         state_dim: ``S``; enables the state encoder (``state`` is then required).
         state_conditioning: ``"token"`` (a state token in front), ``"adaln"`` (added to the time
             conditioning) or ``"both"``.
@@ -252,10 +254,12 @@ class FlowActionHead(nn.Module):
             noisy_actions: ``x_t`` ``[*R, B, H, A]``; leading ``R`` dims are query sets (repeated
                 time draws, several samples) that share each sample's context.
             t: flow times ``[*R, B]``, or one scalar time for all.
-            contexts: see :meth:`encode_context`; give either ``contexts`` or ``cache``.
+            contexts: see [`encode_context`][flowvla.dit.head.FlowActionHead.encode_context]; give either
+                ``contexts`` or ``cache``.
             context_mask: ``[B, T]``, True on valid context tokens (with ``contexts``).
             state: ``[B, S]`` robot state, required iff the head was built with ``state_dim``.
-            cache: the output of :meth:`encode_context` (reused across solver steps).
+            cache: the output of [`encode_context`][flowvla.dit.head.FlowActionHead.encode_context] (reused
+                across solver steps).
 
         Returns:
             The velocity, same shape and dtype as ``noisy_actions``.
@@ -364,20 +368,21 @@ class FlowActionHead(nn.Module):
         """Integrate the flow from Gaussian noise (``t = 0``) to action chunks (``t = 1``), without grad.
 
         Args:
-            contexts: see :meth:`encode_context` (or pass ``cache``).
+            contexts: see [`encode_context`][flowvla.dit.head.FlowActionHead.encode_context] (or pass
+                ``cache``).
             context_mask: ``[B, T]`` valid-token mask.
             state: ``[B, S]`` robot state.
-            cache: a precomputed :class:`ContextCache`.
+            cache: a precomputed [`ContextCache`][flowvla.dit.head.ContextCache].
             horizon: chunk length (default: the head's ``horizon``).
             num_samples: draw this many chunks per context (output ``[num_samples, B, H, A]``);
                 the samples share one context projection.
-            solver: a registered solver name or a :class:`~flowvla.solvers.Solver`.
+            solver: a registered solver name or a [`Solver`][flowvla.solvers.base.Solver].
             steps: solver steps on a named grid.
-            grid: grid name or explicit times (see :func:`~flowvla.solvers.integrate`).
+            grid: grid name or explicit times (see [`integrate`][flowvla.solvers.registry.integrate]).
             grid_kwargs: arguments of a named grid.
             generator: seeds the initial noise.
             noise: explicit initial noise (overrides ``generator``, ``num_samples``, ``horizon``).
-            return_solution: return the full :class:`~flowvla.solvers.ODESolution` (NFE, ...).
+            return_solution: return the full [`ODESolution`][flowvla.solvers.base.ODESolution] (NFE, ...).
             use_cache: project the context once (default); ``False`` re-projects ``contexts`` at every
                 evaluation, as heads without a cache do (same result; for measuring the cache).
 

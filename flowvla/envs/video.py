@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flowvla.extras import install_command, requires_extra
 from flowvla.io import atomic_path
 
 __all__ = ["mp4_available", "tile_views", "write_video"]
@@ -46,15 +47,16 @@ def write_video(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: floa
         raise ValueError(f"path must end in .mp4 or .gif, got {str(path)!r}")
     if path.suffix.lower() == ".mp4" and not mp4_available():
         warnings.warn(
-            "imageio-ffmpeg is not installed; writing a GIF instead of an MP4 "
-            "(pip install imageio imageio-ffmpeg)",
+            "imageio-ffmpeg is not installed; writing a GIF instead of an MP4 (the data extra has it: "
+            f"{install_command('data')})",
             stacklevel=2,
         )
         path = path.with_suffix(".gif")
     arr = [np.ascontiguousarray(f, dtype=np.uint8) for f in frames]
     with atomic_path(path) as tmp:
         if path.suffix.lower() == ".mp4":
-            import imageio.v2 as imageio
+            with requires_extra("data", "writing MP4 videos"):
+                import imageio.v2 as imageio
 
             # libx264 with yuv420p needs even sizes; macro_block_size=2 pads by at most a pixel.
             imageio.mimwrite(
@@ -68,7 +70,8 @@ def write_video(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: floa
                 pixelformat="yuv420p",
             )
         else:
-            from PIL import Image
+            with requires_extra("data", "writing GIF videos"):
+                from PIL import Image
 
             pil = [Image.fromarray(f) for f in arr]
             pil[0].save(

@@ -1,7 +1,7 @@
 """The conditional flow-matching objective with padding masks and repeated time draws.
 
 For clean chunks ``a`` ``[B, H, A]`` the objective draws ``z ~ N(0, I)`` and ``t`` from a
-:class:`~flowvla.flow.time_samplers.TimeSampler`, forms ``x_t = (1 - t) z + t a`` and regresses the
+[`TimeSampler`][flowvla.flow.time_samplers.TimeSampler], forms ``x_t = (1 - t) z + t a`` and regresses the
 model's velocity on ``a - z``::
 
     loss = sum(mask * (v_theta(x_t, t) - (a - z))^2) / sum(mask)
@@ -30,13 +30,13 @@ __all__ = ["FlowMatchingLoss", "FlowMatchingObjective", "masked_mse"]
 
 @dataclass(frozen=True)
 class FlowMatchingLoss:
-    """Output of :class:`FlowMatchingObjective`.
+    """Output of [`FlowMatchingObjective`][flowvla.flow.objective.FlowMatchingObjective].
 
     Attributes:
         loss: scalar, mean squared error over all valid entries (float32 or wider).
         per_sample: ``[B]``, each chunk's mean over its valid entries and repeats (0 where a
             chunk has no valid entry), detached, for logging.
-        path: the drawn :class:`~flowvla.flow.paths.PathSample` (``x_t``, ``t``, noise, target).
+        path: the drawn [`PathSample`][flowvla.flow.paths.PathSample] (``x_t``, ``t``, noise, target).
         prediction: the model's velocity, same shape as ``path.x_t``.
     """
 
@@ -86,7 +86,7 @@ class FlowMatchingObjective:
     Args:
         time_sampler: distribution of ``t``; default ``BetaTimeSampler()`` (pi0/GR00T).
         repeats: independent ``(t, z)`` draws per chunk (``R``); conditioning is shared.
-        path: the probability path; only :class:`LinearPath` is provided.
+        path: the probability path; only [`LinearPath`][flowvla.flow.paths.LinearPath] is provided.
     """
 
     def __init__(

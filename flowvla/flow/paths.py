@@ -13,8 +13,10 @@ parametrisations used by multistep solvers::
     z_hat = x - t v                (noise prediction)
 
 Peers such as openpi (pi0, pi0.5) and LeRobot (SmolVLA) use the reverse time ``s = 1 - t`` (``s = 1``
-is noise) and regress ``u = z - a = -v``. :func:`from_reverse_time_field` and
-:func:`to_reverse_time_field` convert velocity fields between the two conventions.
+is noise) and regress ``u = z - a = -v``.
+[`from_reverse_time_field`][flowvla.flow.paths.from_reverse_time_field] and
+[`to_reverse_time_field`][flowvla.flow.paths.to_reverse_time_field] convert velocity fields between the two
+conventions.
 
 Shape legend: ``*B`` any leading batch shape, ``H`` horizon, ``A`` action dim (any trailing event
 shape works; the path is elementwise).
@@ -101,7 +103,8 @@ class LinearPath:
     def velocity_from_data_prediction(
         x: Float[Tensor, "*B H A"], data: Float[Tensor, "*B H A"], t: Float[Tensor, "*T"]
     ) -> Float[Tensor, "*B H A"]:
-        """Inverse of :meth:`data_prediction`: ``v = (a_hat - x) / (1 - t)``; undefined at ``t = 1``."""
+        """Inverse of [`data_prediction`][flowvla.flow.paths.LinearPath.data_prediction]:
+        ``v = (a_hat - x) / (1 - t)``; undefined at ``t = 1``."""
         one_minus_t = _expand_time(1 - t, x).to(x.dtype)
         if bool((one_minus_t == 0).any()):
             raise ValueError("t: velocity_from_data_prediction is undefined at t = 1 (division by 1 - t)")
@@ -125,6 +128,6 @@ def from_reverse_time_field(field: VelocityFn) -> VelocityFn:
 def to_reverse_time_field(field: VelocityFn) -> VelocityFn:
     """Wrap a flowvla field as a reverse-convention one: ``u(x, s) = -v(x, 1 - s)``.
 
-    Inverse of :func:`from_reverse_time_field` (the map is an involution).
-    """
+    Inverse of [`from_reverse_time_field`][flowvla.flow.paths.from_reverse_time_field] (the map is an
+    involution)."""
     return from_reverse_time_field(field)

@@ -1,6 +1,6 @@
 """Training-time distributions over the flow time ``t`` (``t = 0`` noise, ``t = 1`` data).
 
-Every sampler draws through an optional :class:`torch.Generator`, so a seeded generator gives
+Every sampler draws through an optional ``torch.Generator``, so a seeded generator gives
 bit-identical times. (``torch.distributions.Beta`` cannot take a generator, hence the small Gamma
 sampler below.)
 """

@@ -1,4 +1,5 @@
-"""2D-3D token fusion: ``fusion(tokens_2d, tokens_3d, mask) -> tokens`` (see :mod:`flowvla.fusion.base`)."""
+"""2D-3D token fusion: ``fusion(tokens_2d, tokens_3d, mask) -> tokens`` (see
+[`flowvla.fusion.base`][flowvla.fusion.base])."""
 
 from flowvla.fusion.base import Fusion
 from flowvla.fusion.global_broadcast import GlobalBroadcastFusion

@@ -3,7 +3,7 @@
 ``fusion(tokens_2d [B, T, D2], tokens_3d [B, T, D3], mask [B, T]) -> [B, T, D2]``
 
 - ``tokens_3d[:, t]`` describes the same image patch as ``tokens_2d[:, t]`` (the geometry encoders in
-  :mod:`flowvla.geometry` produce them in the vision encoder's order: views, patch rows, columns).
+  ``flowvla.geometry`` produce them in the vision encoder's order: views, patch rows, columns).
 - ``mask`` is ``True`` where the 3D token is valid. Invalid 3D tokens are replaced by 0 before any
   fusion sees them, so their values can never reach the output (masking invariance, for every fusion).
 - The output keeps the token count, order and width of ``tokens_2d``, so a fusion drops in between a
@@ -66,4 +66,5 @@ class Fusion(nn.Module, ABC):
 
     @abstractmethod
     def _fuse(self, tokens_2d: Tensor, tokens_3d: Tensor, mask: Tensor) -> Tensor:
-        """The fusion proper: shapes as in :meth:`forward`; invalid 3D tokens are 0, ``mask`` is given."""
+        """The fusion proper: shapes as in [`forward`][flowvla.fusion.base.Fusion.forward]; invalid 3D tokens
+        are 0, ``mask`` is given."""

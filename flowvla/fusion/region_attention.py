@@ -1,7 +1,7 @@
 """Region cross-attention fusion: each 2D token attends to the 3D tokens of its own neighbourhood.
 
 Tokens are laid out as ``V`` views of a ``gh x gw`` patch grid (``T = V * gh * gw``, views first,
-then rows, then columns: the order of :mod:`flowvla.geometry`'s encoders). The query of patch
+then rows, then columns: the order of ``flowvla.geometry``'s encoders). The query of patch
 ``(v, i, j)`` sees the 3D tokens of the ``window x window`` patches centred on ``(i, j)`` in its own
 view and, with ``cross_view=True``, the same window in every other view::
 

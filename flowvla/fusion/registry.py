@@ -25,7 +25,7 @@ def create_fusion(name: str, dim: int, geo_dim: int, **kwargs: Any) -> Fusion:
     """Build a registered fusion: ``create_fusion("region", 1024, 256, grid_size=(16, 16), num_views=2)``.
 
     Args:
-        name: a key of :data:`FUSIONS`.
+        name: a key of ``FUSIONS``.
         dim: width ``D2`` of the 2D tokens.
         geo_dim: width ``D3`` of the 3D tokens.
         **kwargs: further constructor arguments (``grid_size`` and ``num_views`` for ``"region"``).

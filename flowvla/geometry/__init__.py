@@ -1,8 +1,7 @@
 """3D geometry for VLAs: cameras, point maps from depth, patch-grid pooling, geometry token encoders.
 
-Layering: this package depends on torch only; :mod:`flowvla.envs.cameras` wraps its camera maths for
-numpy (simulator code), never the reverse.
-"""
+Layering: this package depends on torch only; [`flowvla.envs.cameras`][flowvla.envs.cameras] wraps its camera
+maths for numpy (simulator code), never the reverse."""
 
 from flowvla.geometry.cameras import (
     MUJOCO_TO_OPENCV,

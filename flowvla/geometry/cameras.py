@@ -6,15 +6,15 @@ Conventions used everywhere in flowvla (the simulator tests check them against M
   robosuite / LIBERO observations) returns rows bottom-up; ``upright = raw[::-1]``.
 - **Camera frame is OpenCV's**: x right, y down, z forward (into the scene), for the upright image.
   MuJoCo's (OpenGL's) camera frame is x right, y up, z backward (the camera looks down ``-z``), so
-  ``R_cv = R_mj @ diag(1, -1, -1)`` (:data:`MUJOCO_TO_OPENCV`).
+  ``R_cv = R_mj @ diag(1, -1, -1)`` (``MUJOCO_TO_OPENCV``).
 - **Pixel coordinates** ``(u, v)`` = (column, row) with integer values at pixel centres, so the
   principal point of a centred camera is ``((W - 1) / 2, (H - 1) / 2)``.
 - **Extrinsics are camera-to-world** 4x4 matrices ``T`` with ``x_world = T @ [x_cam, 1]``.
 - **Depth is metric z** along the optical axis unless a function says otherwise, in metres.
 
 Every function takes any leading batch dims ``*B`` (e.g. ``B V``) and keeps the input dtype, so
-float64 inputs give float64-exact results (:mod:`flowvla.envs.cameras` wraps these for numpy).
-"""
+float64 inputs give float64-exact results ([`flowvla.envs.cameras`][flowvla.envs.cameras] wraps these for
+numpy)."""
 
 from __future__ import annotations
 

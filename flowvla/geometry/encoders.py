@@ -1,15 +1,19 @@
 """Geometry encoders: dense 3D maps to tokens aligned one-to-one with a vision encoder's patch tokens.
 
-Each encoder pools its dense input onto the :class:`~flowvla.geometry.patches.PatchGrid` of the 2D
-encoder (masked, so invalid pixels never count) and returns :class:`GeometryTokens`: ``[B, V*N, D]``
-tokens in the 2D tokens' order (views, then patch rows, then columns) and a ``[B, V*N]`` mask that
-is ``False`` for patches without valid geometry (their tokens are 0).
+Each encoder pools its dense input onto the [`PatchGrid`][flowvla.geometry.patches.PatchGrid] of the 2D
+encoder (masked, so invalid pixels never count) and returns
+[`GeometryTokens`][flowvla.geometry.encoders.GeometryTokens]: ``[B, V*N, D]`` tokens in the 2D tokens' order
+(views, then patch rows, then columns) and a ``[B, V*N]`` mask that is ``False`` for patches without valid
+geometry (their tokens are 0).
 
-- :class:`FourierPointEncoder` (SpatialVLA's Ego3D): ``k x k`` sub-patch points, normalised as
-  ``(xyz - center) / scale``, NeRF frequency features, MLP (Linear-LN-ReLU-Linear, small init).
-- :class:`MLPPositionEncoder` (LLaVA-3D): the patch's mean point, normalised, through a learned MLP.
-- :class:`DenseFeatureEncoder`: any external per-pixel features ``[B, V, h, w, C]`` on any grid
-  (MapAnything outputs, a depth network's features) resampled to the patch grid and projected.
+- [`FourierPointEncoder`][flowvla.geometry.encoders.FourierPointEncoder] (SpatialVLA's Ego3D): ``k x k``
+  sub-patch points, normalised as ``(xyz - center) / scale``, NeRF frequency features, MLP
+  (Linear-LN-ReLU-Linear, small init).
+- [`MLPPositionEncoder`][flowvla.geometry.encoders.MLPPositionEncoder] (LLaVA-3D): the patch's mean point,
+  normalised, through a learned MLP.
+- [`DenseFeatureEncoder`][flowvla.geometry.encoders.DenseFeatureEncoder]: any external per-pixel features
+  ``[B, V, h, w, C]`` on any grid (MapAnything outputs, a depth network's features) resampled to the patch
+  grid and projected.
 
 einops legend: b = batch, v = views, n = patches, s = sub-patch samples, c = channels, d = width.
 """

@@ -25,7 +25,7 @@ __all__ = ["PointMap", "pixel_rays", "point_map_from_depth"]
 
 @dataclass(frozen=True)
 class PointMap:
-    """Output of :func:`point_map_from_depth`.
+    """Output of [`point_map_from_depth`][flowvla.geometry.point_maps.point_map_from_depth].
 
     Attributes:
         points: ``[B, V, H, W, 3]`` xyz in metres (camera or world frame); 0 where invalid.
@@ -73,7 +73,8 @@ def point_map_from_depth(
         far: depths at or beyond this (metres) are invalid, e.g. the simulator's far plane or sky.
 
     Returns:
-        :class:`PointMap` with ``points [B, V, H, W, 3]`` and ``valid [B, V, H, W]``.
+        [`PointMap`][flowvla.geometry.point_maps.PointMap] with ``points [B, V, H, W, 3]`` and
+        ``valid [B, V, H, W]``.
     """
     h, w = depth.shape[-2:]
     valid = torch.isfinite(depth) & (depth > 0)

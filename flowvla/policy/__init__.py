@@ -10,6 +10,7 @@ from flowvla.policy.build import (
 from flowvla.policy.checks import BatchError, check_batch
 from flowvla.policy.config import FusionConfig, HeadConfig, LossConfig, PolicyConfig, RouterConfig
 from flowvla.policy.debug import layer_rms, record_block_stats, token_signatures
+from flowvla.policy.identity import checkpoint_step, policy_identity, weights_digest
 from flowvla.policy.policy import PolicyLosses, VLAPolicy, chunk_differences_penalty
 
 __all__ = [
@@ -26,9 +27,12 @@ __all__ = [
     "build_router",
     "build_time_sampler",
     "check_batch",
+    "checkpoint_step",
     "chunk_differences_penalty",
     "layer_rms",
+    "policy_identity",
     "record_block_stats",
     "register_backbone",
     "token_signatures",
+    "weights_digest",
 ]

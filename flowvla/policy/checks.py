@@ -51,7 +51,8 @@ def check_batch(
     needs_depth: bool = False,
     training: bool = False,
 ) -> int:
-    """Check ``batch`` against the contract of :mod:`flowvla.data.batch`; return the batch size.
+    """Check ``batch`` against the contract of [`flowvla.data.batch`][flowvla.data.batch]; return the batch
+    size.
 
     Args:
         batch: the batch dict.

@@ -16,7 +16,7 @@ __all__ = ["FusionConfig", "HeadConfig", "LossConfig", "PolicyConfig", "RouterCo
 
 @dataclass
 class HeadConfig:
-    """The flow head (:class:`~flowvla.dit.FlowActionHead` arguments)."""
+    """The flow head ([`FlowActionHead`][flowvla.dit.head.FlowActionHead] arguments)."""
 
     dim: int = 256
     depth: int = 4
@@ -35,8 +35,8 @@ class HeadConfig:
 @dataclass
 class RouterConfig:
     """Which VLM layers the head reads: ``kind`` is ``"fixed"``, ``"scalar_mix"``, ``"sample_gated"``
-    or ``"topk"``; ``layers`` is a :func:`~flowvla.routing.select_layers` rule (the fixed choice, or
-    the candidates of a learned router)."""
+    or ``"topk"``; ``layers`` is a [`select_layers`][flowvla.routing.base.select_layers] rule (the fixed
+    choice, or the candidates of a learned router)."""
 
     kind: str = "fixed"
     layers: Any = "last"
@@ -49,7 +49,7 @@ class RouterConfig:
 
 @dataclass
 class FusionConfig:
-    """The geometry branch: ``kind`` is ``"none"`` or a :data:`~flowvla.fusion.FUSIONS` name.
+    """The geometry branch: ``kind`` is ``"none"`` or a ``FUSIONS`` name.
 
     Geometry tokens come from depth (``depth`` in the batch) back-projected with the batch's
     intrinsics, or with ``fallback_fovy`` (degrees) when a batch has none, and camera-to-world
@@ -136,7 +136,8 @@ class PolicyConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PolicyConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error (a config from a newer version)."""
+        """Inverse of [`to_dict`][flowvla.policy.config.PolicyConfig.to_dict]; unknown keys are an error (a
+        config from a newer version)."""
         nested = {"head": HeadConfig, "router": RouterConfig, "fusion": FusionConfig, "loss": LossConfig}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known

@@ -1,13 +1,14 @@
 """``VLAPolicy``: backbone -> (2D-3D fusion) -> layer router -> flow head, trained and sampled as one.
 
-The only place where the components meet. Data flow for a batch (see :mod:`flowvla.data.batch`):
+The only place where the components meet. Data flow for a batch (see
+[`flowvla.data.batch`][flowvla.data.batch]):
 
-1. :func:`~flowvla.policy.checks.check_batch` validates every input before any compute.
+1. [`check_batch`][flowvla.policy.checks.check_batch] validates every input before any compute.
 2. The backbone reads images + instructions; if a geometry branch is configured, depth is
    back-projected to point maps, encoded to patch-aligned 3D tokens and fused into the visual
    tokens through the backbone's visual hook (before the projector).
 3. The router turns the hidden states of every layer into one context per cross-attention block.
-4. The head projects the contexts once (:class:`~flowvla.dit.ContextCache`) and either scores the
+4. The head projects the contexts once ([`ContextCache`][flowvla.dit.head.ContextCache]) and either scores the
    flow-matching loss (``forward``) or integrates noise into an action chunk (``predict_action``).
 
 Actions and state are normalised with the dataset statistics stored in the policy; predicted
@@ -182,7 +183,7 @@ class VLAPolicy(nn.Module):
     # ---- inputs ---------------------------------------------------------------------------------
 
     def check_batch(self, batch: Mapping[str, Any], *, training: bool = False) -> int:
-        """Validate ``batch`` (see :func:`~flowvla.policy.checks.check_batch`); returns ``B``."""
+        """Validate ``batch`` (see [`check_batch`][flowvla.policy.checks.check_batch]); returns ``B``."""
         c = self.config
         return check_batch(
             batch,

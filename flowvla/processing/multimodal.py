@@ -2,14 +2,15 @@
 
 A VLM consumes ``[B, L]`` token ids in which each visual feature (``image_seq_length`` per image) has
 one image-token slot; the language model's embeddings at those slots are replaced by the visual
-features (:func:`scatter_image_features`). Three things go wrong silently in practice, and each is
-checked here:
+features ([`scatter_image_features`][flowvla.processing.multimodal.scatter_image_features]). Three things go
+wrong silently in practice, and each is checked here:
 
 - **Merging.** Expanding ``<image>`` into ``n`` copies must give ``n`` image ids after tokenisation.
   A tokenizer that knows the image token as an added (special) token splits it out of any text, so
   copies can be concatenated (joiner ``""``); one that only has it as a vocabulary word (e.g. a
   whitespace-splitting WordPiece) needs spaces around every copy (joiner ``" "``), or ``"<image><image>"``
-  becomes one unknown word. :func:`detect_joiner` probes the tokenizer and picks the joiner that works.
+  becomes one unknown word. [`detect_joiner`][flowvla.processing.multimodal.detect_joiner] probes the
+  tokenizer and picks the joiner that works.
 - **Counting.** After tokenisation (and any truncation) the number of image ids per sample must equal
   the number of visual features; otherwise features would be dropped or misaligned. The processor
   raises with both counts.
@@ -95,7 +96,8 @@ class MultimodalProcessor:
         tokenizer: a ``transformers`` tokenizer that has ``image_token`` in its vocabulary.
         image_seq_length: visual features (tokens) per image, e.g. 256 for a 224 px / 14 px ViT.
         image_token: the placeholder, also used as the expanded token.
-        normalize: normalise the text around placeholders with :func:`normalize_instruction`.
+        normalize: normalise the text around placeholders with
+            [`normalize_instruction`][flowvla.processing.instructions.normalize_instruction].
         joiner: force ``""`` or ``" "`` instead of detecting it.
     """
 

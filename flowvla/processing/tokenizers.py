@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from flowvla.extras import requires_extra
+
 __all__ = ["SPECIAL_TOKENS", "train_bpe_tokenizer"]
 
 #: Control tokens of a trained tokenizer, in id order (``<pad>`` is id 0).
@@ -34,8 +36,9 @@ def train_bpe_tokenizer(
     Returns:
         A ``PreTrainedTokenizerFast`` with ``<pad>``, ``<bos>``, ``<eos>``, ``<unk>`` and ``image_token``.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
+    with requires_extra("hf", "training a tokenizer"):
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+        from transformers import PreTrainedTokenizerFast
 
     specials = [*SPECIAL_TOKENS.values(), image_token]
     if vocab_size < 256 + len(specials):

@@ -45,7 +45,8 @@ class RoutedContexts:
         contexts: ``K`` contexts ``[B, T, D]``, block ``i``'s first (the same tensor object may
             serve several blocks).
         weights: ``[B, K, L]`` non-negative routing weights over all ``L`` layers; each row sums to 1.
-        aux_loss: scalar auxiliary loss (load balancing for :class:`TopKRouter`, else 0).
+        aux_loss: scalar auxiliary loss (load balancing for [`TopKRouter`][flowvla.routing.topk.TopKRouter],
+            else 0).
     """
 
     contexts: tuple[Tensor, ...]

@@ -41,9 +41,9 @@ class FixedLayerRouter(LayerRouter):
     Args:
         num_layers: ``L``, layers in the hidden states.
         num_blocks: ``K``, contexts to produce.
-        layers: a rule or indices for :func:`~flowvla.routing.select_layers` (``"last"``, ``12``,
-            ``"last:4"``, ``"every:2"``, ``[0, -1]`` ...), spread over blocks by
-            :func:`spread_over_blocks`.
+        layers: a rule or indices for [`select_layers`][flowvla.routing.base.select_layers] (``"last"``,
+            ``12``, ``"last:4"``, ``"every:2"``, ``[0, -1]`` ...), spread over blocks by
+            [`spread_over_blocks`][flowvla.routing.fixed.spread_over_blocks].
     """
 
     weight_table: Tensor

@@ -1,8 +1,8 @@
 """Sample-adaptive routing: a small gating network scores the layers from pooled hidden states.
 
-:class:`LayerGate` is the scoring network shared by :class:`SampleGatedRouter` (dense softmax
-weights) and :class:`~flowvla.routing.TopKRouter` (sparse top-k weights).
-"""
+[`LayerGate`][flowvla.routing.gated.LayerGate] is the scoring network shared by
+[`SampleGatedRouter`][flowvla.routing.gated.SampleGatedRouter] (dense softmax weights) and
+[`TopKRouter`][flowvla.routing.topk.TopKRouter] (sparse top-k weights)."""
 
 from __future__ import annotations
 
@@ -87,11 +87,12 @@ class SampleGatedRouter(LayerRouter):
         num_layers: ``L``, layers in the hidden states.
         num_blocks: ``K``, contexts to produce.
         width: ``D``, the hidden-state width.
-        layers: candidate layers (a :func:`~flowvla.routing.select_layers` rule); default all.
+        layers: candidate layers (a [`select_layers`][flowvla.routing.base.select_layers] rule); default all.
         probe: the layers the gate pools (a rule over all layers); default the last candidate.
         hidden_dim: gate MLP width.
         temperature: softmax temperature.
-        normalize: layer-normalise layers before mixing (see :class:`~flowvla.routing.ScalarMixRouter`).
+        normalize: layer-normalise layers before mixing (see
+            [`ScalarMixRouter`][flowvla.routing.scalar_mix.ScalarMixRouter]).
     """
 
     def __init__(

@@ -19,7 +19,8 @@ class ScalarMixRouter(LayerRouter):
     Args:
         num_layers: ``L``, layers in the hidden states.
         num_blocks: ``K``, contexts to produce.
-        layers: candidate layers to mix (a :func:`~flowvla.routing.select_layers` rule); default all.
+        layers: candidate layers to mix (a [`select_layers`][flowvla.routing.base.select_layers] rule);
+            default all.
         temperature: softmax temperature (lower: sharper choices).
         normalize: layer-normalise each layer before mixing, so the weights compare layers rather
             than their scales (deep LM layers have much larger norms).

@@ -31,7 +31,7 @@ class TopKRouter(SampleGatedRouter):
         num_blocks: ``K``, contexts to produce.
         width: ``D``, the hidden-state width.
         k: layers used per block and sample.
-        layers: candidate layers (a :func:`~flowvla.routing.select_layers` rule); default all.
+        layers: candidate layers (a [`select_layers`][flowvla.routing.base.select_layers] rule); default all.
         probe: the layers the gate pools; default the last candidate.
         hidden_dim: gate MLP width.
         noisy: add learned noise to the logits in training mode.

@@ -2,18 +2,20 @@
 
 | name | class | order | NFE per step |
 |---|---|---|---|
-| ``euler`` | :class:`EulerSolver` | 1 | 1 |
-| ``midpoint`` | :class:`MidpointSolver` | 2 | 2 |
-| ``heun`` | :class:`HeunSolver` | 2 | 2 |
-| ``rk4`` | :class:`RK4Solver` | 4 | 4 |
-| ``ab2`` | :class:`AdamsBashforth2Solver` | 2 | 1 |
-| ``dpm++2m`` | :class:`DPMSolverPlusPlus2M` | 2 | 1 |
-| ``dopri5`` | :class:`DormandPrince54Solver` | 5 (adaptive) | 6 |
-| ``bosh3`` | :class:`BogackiShampine32Solver` | 3 (adaptive) | 3 |
+| ``euler`` | [`EulerSolver`][flowvla.solvers.runge_kutta.EulerSolver] | 1 | 1 |
+| ``midpoint`` | [`MidpointSolver`][flowvla.solvers.runge_kutta.MidpointSolver] | 2 | 2 |
+| ``heun`` | [`HeunSolver`][flowvla.solvers.runge_kutta.HeunSolver] | 2 | 2 |
+| ``rk4`` | [`RK4Solver`][flowvla.solvers.runge_kutta.RK4Solver] | 4 | 4 |
+| ``ab2`` | [`AdamsBashforth2Solver`][flowvla.solvers.adams_bashforth.AdamsBashforth2Solver] | 2 | 1 |
+| ``dpm++2m`` | [`DPMSolverPlusPlus2M`][flowvla.solvers.dpm_solver.DPMSolverPlusPlus2M] | 2 | 1 |
+| ``dopri5`` | [`DormandPrince54Solver`][flowvla.solvers.adaptive.DormandPrince54Solver] | 5 (adaptive) | 6 |
+| ``bosh3`` | [`BogackiShampine32Solver`][flowvla.solvers.adaptive.BogackiShampine32Solver] | 3 (adaptive) | 3
+|
 
-Time grids: :func:`uniform_grid`, :func:`shifted_grid` (SD3 shift), :func:`power_grid`,
-:func:`cosine_grid`, and :func:`fit_time_grid`, which fits the step locations to a given field.
-"""
+Time grids: [`uniform_grid`][flowvla.solvers.grids.uniform_grid],
+[`shifted_grid`][flowvla.solvers.grids.shifted_grid] (SD3 shift),
+[`power_grid`][flowvla.solvers.grids.power_grid], [`cosine_grid`][flowvla.solvers.grids.cosine_grid], and
+[`fit_time_grid`][flowvla.solvers.grid_fit.fit_time_grid], which fits the step locations to a given field."""
 
 from flowvla.solvers.adams_bashforth import AdamsBashforth2Solver
 from flowvla.solvers.adaptive import (

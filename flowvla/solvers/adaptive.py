@@ -69,7 +69,8 @@ class NFEBudgetExceeded(RuntimeError):
 
 
 class AdaptiveRungeKutta(Solver):
-    """Adaptive solver for an embedded, FSAL :class:`ButcherTableau` (see module docs).
+    """Adaptive solver for an embedded, FSAL [`ButcherTableau`][flowvla.solvers.runge_kutta.ButcherTableau]
+    (see module docs).
 
     Args:
         tableau: an embedded pair (``b_low`` set) whose last stage is FSAL.

@@ -33,7 +33,7 @@ __all__ = ["ODESolution", "Solver", "VelocityFn", "as_time_list", "time_dtype_fo
 
 @dataclass(frozen=True)
 class ODESolution:
-    """Result of :meth:`Solver.solve`.
+    """Result of [`Solver.solve`][flowvla.solvers.base.Solver.solve].
 
     Attributes:
         x: state at ``grid[-1]``, same shape/dtype/device as ``x0``.
@@ -84,7 +84,7 @@ def time_dtype_for(dtype: torch.dtype) -> torch.dtype:
 
 
 class Solver(ABC):
-    """Base class: subclasses implement :meth:`_solve` over a validated list of times."""
+    """Base class: subclasses implement ``_solve`` over a validated list of times."""
 
     name: ClassVar[str] = "solver"
     order: ClassVar[int] = 1

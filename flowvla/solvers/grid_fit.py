@@ -2,10 +2,10 @@
 
 A fixed-step solver's error at a handful of steps depends mostly on *where* the steps fall. For
 a given field (a trained policy head, typically with its conditioning drawn from real
-observations) :func:`fit_time_grid` moves the interior grid times to minimise the endpoint error
-against a fine reference solve on a few fitting samples. The result is a plain list of times,
-saved as JSON and reused at every ``predict_action``: the fit is offline, sampling costs nothing
-extra.
+observations) [`fit_time_grid`][flowvla.solvers.grid_fit.fit_time_grid] moves the interior grid times to
+minimise the endpoint error against a fine reference solve on a few fitting samples. The result is a plain
+list of times, saved as JSON and reused at every ``predict_action``: the fit is offline, sampling costs
+nothing extra.
 
 What to minimise matters on a *learned* field. By default the fit matches the exact ODE solution
 of the field (a fine reference solve), which is right when the field is exact. A learned field
@@ -79,7 +79,7 @@ class FittedGrid:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> FittedGrid:
-        """Read a grid written by :meth:`save`."""
+        """Read a grid written by [`save`][flowvla.solvers.grid_fit.FittedGrid.save]."""
         data = json.loads(Path(path).read_text())
         grid = cls(**data)
         times = as_time_list(grid.times, name=f"path {path}")

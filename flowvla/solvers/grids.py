@@ -3,9 +3,8 @@
 A flow field for multimodal actions bends early (near ``t = 0`` the sample commits to a mode)
 and late (near ``t = 1`` narrow modes sharpen); a warped grid puts steps there. Every grid
 returns ``steps + 1`` strictly increasing float64 times with ``grid[0] = 0`` and ``grid[-1] = 1``.
-The times are computed in Python floats (:func:`grid_times`), so building a grid inside a
-``torch.compile``'d sampler costs no traced tensor op.
-"""
+The times are computed in Python floats ([`grid_times`][flowvla.solvers.grids.grid_times]), so building a grid
+inside a ``torch.compile``'d sampler costs no traced tensor op."""
 
 from __future__ import annotations
 

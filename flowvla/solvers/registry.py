@@ -1,4 +1,5 @@
-"""A registry so a string (``"heun"``) picks a solver, and :func:`integrate`, the one-call sampler."""
+"""A registry so a string (``"heun"``) picks a solver, and [`integrate`][flowvla.solvers.registry.integrate],
+the one-call sampler."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def register_solver(name: str, factory: Callable[..., Solver], *, overwrite: boo
 
 
 def available_solvers() -> list[str]:
-    """Names accepted by :func:`get_solver`."""
+    """Names accepted by [`get_solver`][flowvla.solvers.registry.get_solver]."""
     return sorted(_REGISTRY)
 
 
@@ -66,9 +67,10 @@ def integrate(
     Args:
         velocity_fn: ``velocity_fn(x, t, **fn_kwargs) -> v``.
         x0: initial noise ``[*B]``.
-        solver: a registered name (:func:`available_solvers`) or a :class:`Solver`.
+        solver: a registered name ([`available_solvers`][flowvla.solvers.registry.available_solvers]) or a
+            [`Solver`][flowvla.solvers.base.Solver].
         steps: number of steps of a named grid (ignored when ``grid`` holds explicit times).
-        grid: a grid name (see :mod:`flowvla.solvers.grids`) or explicit times.
+        grid: a grid name (see [`flowvla.solvers.grids`][flowvla.solvers.grids]) or explicit times.
         grid_kwargs: extra arguments of the named grid (e.g. ``{"shift": 3.0}``).
     """
     if isinstance(grid, str):

@@ -5,9 +5,8 @@ One step of size ``h`` from ``(x, t)`` with ``s`` stages::
     k_j     = v(x + h * sum_{l<j} a_jl k_l,  t + c_j h)
     x_next  = x + h * sum_j b_j k_j
 
-Any explicit tableau can be passed to :class:`ExplicitRungeKutta`; the named solvers are instances
-of it. Cost: ``s`` field evaluations per step.
-"""
+Any explicit tableau can be passed to [`ExplicitRungeKutta`][flowvla.solvers.runge_kutta.ExplicitRungeKutta];
+the named solvers are instances of it. Cost: ``s`` field evaluations per step."""
 
 from __future__ import annotations
 
@@ -116,7 +115,8 @@ def linear_combination(x: Tensor | None, coefs: tuple[float, ...], ks: list[Tens
 
 
 class ExplicitRungeKutta(Solver):
-    """Fixed-step explicit Runge–Kutta solver for any :class:`ButcherTableau`."""
+    """Fixed-step explicit Runge–Kutta solver for any
+    [`ButcherTableau`][flowvla.solvers.runge_kutta.ButcherTableau]."""
 
     name = "rk"
 

@@ -1,9 +1,14 @@
 """ComposedBackbone: vision + projector + causal LM, the visual hook, truncation, saving and loading."""
 
+import json
+import shutil
+
 import pytest
 import torch
 
 pytest.importorskip("transformers")
+
+import transformers
 
 from flowvla.backbones.composed import ComposedBackbone
 from flowvla.typing import TypeCheckError
@@ -93,17 +98,66 @@ def test_spec_round_trip_rebuilds_the_same_architecture(backbone, tmp_path):
     assert torch.equal(a, b)
 
 
-def test_from_pretrained_reads_local_checkpoints(backbone, tmp_path):
-    backbone.vision.save_pretrained(tmp_path / "vision")
-    backbone.language_model.save_pretrained(tmp_path / "lm")
-    backbone.tokenizer.save_pretrained(tmp_path / "lm")
+@pytest.fixture(scope="module")
+def checkpoints(backbone, tmp_path_factory):
+    """The tiny backbone's vision and LM saved as transformers checkpoints (no processor file)."""
+    root = tmp_path_factory.mktemp("checkpoints")
+    backbone.vision.save_pretrained(root / "vision")
+    backbone.language_model.save_pretrained(root / "lm")
+    backbone.tokenizer.save_pretrained(root / "lm")
+    return root
+
+
+# Statistics unlike SigLIP's default, so reading them is visible.
+PROCESSOR = {
+    "image_processor_type": "SiglipImageProcessor",
+    "image_mean": [0.1, 0.2, 0.3],
+    "image_std": [0.4, 0.5, 0.6],
+    "size": {"height": 16, "width": 16},
+}
+
+
+def _vision_with_processor(checkpoints, tmp_path):
+    vision = tmp_path / "vision"
+    shutil.copytree(checkpoints / "vision", vision)
+    (vision / "preprocessor_config.json").write_text(json.dumps(PROCESSOR))
+    return vision
+
+
+def _stats(bb):
+    return [*bb.image_mean.flatten().tolist(), *bb.image_std.flatten().tolist()]
+
+
+def test_from_pretrained_reads_local_checkpoints(backbone, checkpoints):
     loaded = ComposedBackbone.from_pretrained(
-        tmp_path / "vision", tmp_path / "lm", local_files_only=True
+        checkpoints / "vision", checkpoints / "lm", local_files_only=True
     ).eval()
     loaded.projector.load_state_dict(backbone.projector.state_dict())
     a = backbone(_images(), TEXTS[:2]).hidden_states[-1]
     b = loaded(_images(), TEXTS[:2]).hidden_states[-1]
     torch.testing.assert_close(a, b)
+    assert _stats(loaded) == _stats(backbone)  # no processor file: SigLIP's (0.5, 0.5)
+
+
+def test_from_pretrained_uses_the_image_processor_statistics(checkpoints, tmp_path):
+    pytest.importorskip("PIL", reason="AutoImageProcessor needs pillow (the hf extra)")
+    vision = _vision_with_processor(checkpoints, tmp_path)
+    loaded = ComposedBackbone.from_pretrained(vision, checkpoints / "lm", local_files_only=True)
+    assert _stats(loaded) == pytest.approx(PROCESSOR["image_mean"] + PROCESSOR["image_std"])
+
+
+@pytest.mark.parametrize("with_file", [True, False])
+def test_from_pretrained_without_the_processor_dependencies(checkpoints, tmp_path, monkeypatch, with_file):
+    # What transformers raises when the processor class needs pillow / torchvision that are missing.
+    def refuse(*args, **kwargs):
+        raise ImportError("AutoImageProcessor requires the PIL library but it was not found")
+
+    monkeypatch.setattr(transformers.AutoImageProcessor, "from_pretrained", refuse)
+    vision = _vision_with_processor(checkpoints, tmp_path) if with_file else checkpoints / "vision"
+    loaded = ComposedBackbone.from_pretrained(vision, checkpoints / "lm", local_files_only=True)
+    # The statistics come from the processor file itself; without one, SigLIP's as documented.
+    want = PROCESSOR["image_mean"] + PROCESSOR["image_std"] if with_file else [0.5] * 6
+    assert _stats(loaded) == pytest.approx(want)
 
 
 def test_freezing_parts(backbone):

@@ -81,3 +81,31 @@ def test_cli_print_install(capsys):
     assert ls.main(["--print-install"]) == 0
     out = capsys.readouterr().out
     assert "flowvla[libero]" in out and "--no-deps libero==0.1.1" in out
+
+
+def test_noise_filtered_unless_verbose(monkeypatch, caplog, capsys):
+    import logging
+
+    monkeypatch.setenv("FLOWVLA_LIBERO_VERBOSE", "0")  # restored (unset) after the test
+    ls.filter_libero_noise()
+    ls.filter_libero_noise()  # idempotent: one filter
+    logger = logging.getLogger("robosuite_logs")
+    assert sum(isinstance(f, ls._NoiseFilter) for f in logger.filters) == 1
+    with caplog.at_level(logging.WARNING, logger="robosuite_logs"):
+        logger.warning("No private macro file found!")
+        logger.warning("the gripper is stuck")
+    assert [r.getMessage() for r in caplog.records] == ["the gripper is stuck"]
+    with ls.quiet_stdout():
+        print("[info] using task orders [0, 1, 2]")
+        print("task 3", end="")
+        print(" built")
+    assert capsys.readouterr().out == "task 3 built\n"
+
+    ls.set_libero_verbose(True)
+    assert ls.libero_verbose()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="robosuite_logs"):
+        logger.warning("No private macro file found!")
+    with ls.quiet_stdout():
+        print("[info] using task orders [0, 1, 2]")
+    assert len(caplog.records) == 1 and "task orders" in capsys.readouterr().out

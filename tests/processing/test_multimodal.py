@@ -6,6 +6,9 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+
+pytest.importorskip("transformers")
+
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 

@@ -1,9 +1,9 @@
 """Scripted experts that solve LIBERO tasks from privileged simulator state.
 
-Modules: :mod:`~flowvla.envs.experts.predicates` (what the BDDL goal asks for),
-:mod:`~flowvla.envs.experts.geometry` (grasp and pose maths), :mod:`~flowvla.envs.experts.scene`
-(simulator readings), :mod:`~flowvla.envs.experts.pick_place` (the pick-and-place expert),
-:mod:`~flowvla.envs.experts.episode` (run and record one episode). Nothing here imports LIBERO;
+Modules: [`predicates`][flowvla.envs.experts.predicates] (what the BDDL goal asks for),
+[`geometry`][flowvla.envs.experts.geometry] (grasp and pose maths), [`scene`][flowvla.envs.experts.scene]
+(simulator readings), [`pick_place`][flowvla.envs.experts.pick_place] (the pick-and-place expert),
+[`episode`][flowvla.envs.experts.episode] (run and record one episode). Nothing here imports LIBERO;
 the env passed in does.
 """
 

@@ -22,8 +22,8 @@ __all__ = ["Expert", "ExpertEpisode", "run_expert_episode"]
 
 
 class Expert(Protocol):
-    """What :func:`run_expert_episode` needs: ``reset()`` after each env reset, ``act() -> [7]``,
-    ``finished`` once the expert has nothing left to do."""
+    """What [`run_expert_episode`][flowvla.envs.experts.episode.run_expert_episode] needs: ``reset()`` after
+    each env reset, ``act() -> [7]``, ``finished`` once the expert has nothing left to do."""
 
     finished: bool
 
@@ -83,9 +83,9 @@ def run_expert_episode(
     """Reset ``env``, let ``expert`` act until success (or the step limit), and record it.
 
     Args:
-        env: a :class:`~flowvla.envs.libero.LiberoEnv` (physics-only is enough).
-        expert: an :class:`Expert` bound to ``env`` (e.g. a
-            :class:`~flowvla.envs.experts.pick_place.PickPlaceExpert`).
+        env: a [`LiberoEnv`][flowvla.envs.libero.LiberoEnv] (physics-only is enough).
+        expert: an [`Expert`][flowvla.envs.experts.episode.Expert] bound to ``env`` (e.g. a
+            [`PickPlaceExpert`][flowvla.envs.experts.pick_place.PickPlaceExpert]).
         init_state: the state to start from (``[D]``, or an official init-state index); ``None``
             draws a fresh one from LIBERO's BDDL region sampler with ``seed``.
         seed: seeds the sampler for a fresh ``init_state``.
@@ -136,7 +136,8 @@ def run_expert_episode(
         )
     if action_noise < 0 or not 0 <= noise_correlation < 1:
         raise ValueError(
-            f"action_noise must be >= 0 and noise_correlation in [0, 1), got {action_noise}, {noise_correlation}"
+            f"action_noise must be >= 0 and noise_correlation in [0, 1), "
+            f"got {action_noise} and {noise_correlation}"
         )
     rng = np.random.default_rng(seed)
     noise = np.zeros(3)

@@ -1,13 +1,14 @@
 """A scripted pick-and-place expert for LIBERO's OSC_POSE controller, driven by privileged state.
 
-The expert reads the task's BDDL goal (:func:`~flowvla.envs.experts.predicates.place_goal`) and the
+The expert reads the task's BDDL goal ([`place_goal`][flowvla.envs.experts.predicates.place_goal]) and the
 simulator's object poses, plans a top-down grasp and then tracks a sequence of waypoints in closed
-loop, one 7-D delta action per call of :meth:`PickPlaceExpert.act`::
+loop, one 7-D delta action per call of
+[`PickPlaceExpert.act`][flowvla.envs.experts.pick_place.PickPlaceExpert.act]::
 
     approach -> descend -> close -> lift -> transport -> lower -> release -> retreat
                    ^__________________ recover (grasp missed or slipped) ___|
 
-Grasps (see :meth:`PickPlaceExpert.plan_grasp`):
+Grasps (see [`PickPlaceExpert.plan_grasp`][flowvla.envs.experts.pick_place.PickPlaceExpert.plan_grasp]):
 
 - **pinch**: when the object fits between the open fingers along some heading, the closing axis is
   laid along its narrowest horizontal extent (a box is taken across its short side). Among the
@@ -50,7 +51,8 @@ _ROT_SCALE = 0.5  # rad per action unit
 
 @dataclasses.dataclass(frozen=True)
 class ExpertConfig:
-    """Tuning of :class:`PickPlaceExpert` (lengths in metres, speeds in action units).
+    """Tuning of [`PickPlaceExpert`][flowvla.envs.experts.pick_place.PickPlaceExpert] (lengths in metres,
+    speeds in action units).
 
     Attributes:
         max_opening: widest object footprint taken in a pinch grasp (the fingers open to ~8 cm).
@@ -106,15 +108,15 @@ class PickPlaceExpert:
     predicates from privileged state, one object after the other in the goal's order.
 
     Args:
-        env: a :class:`~flowvla.envs.libero.LiberoEnv` (physics-only is enough).
+        env: a [`LiberoEnv`][flowvla.envs.libero.LiberoEnv] (physics-only is enough).
         goals: what to do (default: read from the env's BDDL goal; raises
-            :class:`~flowvla.envs.experts.predicates.UnsupportedGoalError` for other goals).
-        config: tuning, see :class:`ExpertConfig`.
+            [`UnsupportedGoalError`][flowvla.envs.experts.predicates.UnsupportedGoalError] for other goals).
+        config: tuning, see [`ExpertConfig`][flowvla.envs.experts.pick_place.ExpertConfig].
 
-    Call :meth:`reset` after every ``env.reset`` (a hard reset rebuilds the MuJoCo model), then
-    :meth:`act` once per step; :attr:`finished` turns true once the object was released and the
-    hand has backed off (the caller decides success with ``env.success()``).
-    """
+    Call [`reset`][flowvla.envs.experts.pick_place.PickPlaceExpert.reset] after every ``env.reset`` (a hard
+    reset rebuilds the MuJoCo model), then [`act`][flowvla.envs.experts.pick_place.PickPlaceExpert.act] once
+    per step; ``finished`` turns true once the object was released and the hand has backed off (the caller
+    decides success with ``env.success()``)."""
 
     def __init__(
         self,

@@ -3,10 +3,10 @@
 LIBERO parses each task's BDDL file into ``parsed_problem["goal_state"]``, a conjunction of ground
 predicates such as ``["in", "alphabet_soup_1", "basket_1_contain_region"]`` or
 ``["on", "akita_black_bowl_1", "plate_1"]``. A pick-and-place expert needs one of them turned into a
-:class:`PlaceGoal`: the object to carry, the thing it must end up in or on, and whether that thing is
-a movable object or a region (a MuJoCo site) of an object or fixture. Tasks whose goal is anything
-else (``open``, ``turnon``, several predicates, ...) raise :class:`UnsupportedGoalError` naming it.
-"""
+[`PlaceGoal`][flowvla.envs.experts.predicates.PlaceGoal]: the object to carry, the thing it must end up in or
+on, and whether that thing is a movable object or a region (a MuJoCo site) of an object or fixture. Tasks
+whose goal is anything else (``open``, ``turnon``, several predicates, ...) raise
+[`UnsupportedGoalError`][flowvla.envs.experts.predicates.UnsupportedGoalError] naming it."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ class PlaceGoal:
 
 
 def goal_predicates(env: Any) -> list[GoalPredicate]:
-    """The goal conjunction of a :class:`~flowvla.envs.libero.LiberoEnv` (or its raw LIBERO env).
+    """The goal conjunction of a [`LiberoEnv`][flowvla.envs.libero.LiberoEnv] (or its raw LIBERO env).
 
     Args:
         env: a ``LiberoEnv``, or the robosuite env LIBERO builds (``LiberoEnv.raw.env``).
@@ -91,10 +91,12 @@ def place_goal(env: Any, predicates: Sequence[GoalPredicate] | None = None) -> P
 
     Args:
         env: a ``LiberoEnv`` (or LIBERO's BDDL env) whose objects, fixtures and sites resolve names.
-        predicates: the goal to read (default: the env's own, :func:`goal_predicates`).
+        predicates: the goal to read (default: the env's own,
+            [`goal_predicates`][flowvla.envs.experts.predicates.goal_predicates]).
 
     Raises:
-        UnsupportedGoalError: the goal has several predicates, or see :func:`place_goals`.
+        UnsupportedGoalError: the goal has several predicates, or see
+            [`place_goals`][flowvla.envs.experts.predicates.place_goals].
     """
     preds = list(predicates) if predicates is not None else goal_predicates(env)
     if len(preds) != 1:
@@ -104,12 +106,14 @@ def place_goal(env: Any, predicates: Sequence[GoalPredicate] | None = None) -> P
 
 
 def place_goals(env: Any, predicates: Sequence[GoalPredicate] | None = None) -> list[PlaceGoal]:
-    """Every predicate of a conjunctive goal as a :class:`PlaceGoal`, in the BDDL file's order (e.g.
-    libero_10's "put both the alphabet soup and the tomato sauce in the basket": two ``In``).
+    """Every predicate of a conjunctive goal as a [`PlaceGoal`][flowvla.envs.experts.predicates.PlaceGoal], in
+    the BDDL file's order (e.g. libero_10's "put both the alphabet soup and the tomato sauce in the basket":
+    two ``In``).
 
     Args:
         env: a ``LiberoEnv`` (or LIBERO's BDDL env) whose objects, fixtures and sites resolve names.
-        predicates: the goal to read (default: the env's own, :func:`goal_predicates`).
+        predicates: the goal to read (default: the env's own,
+            [`goal_predicates`][flowvla.envs.experts.predicates.goal_predicates]).
 
     Raises:
         UnsupportedGoalError: a predicate is not ``In`` / ``On`` (named), names something that is not

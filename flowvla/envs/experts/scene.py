@@ -1,6 +1,6 @@
 """Privileged simulator readings an expert plans from: end-effector pose, fingers, object shapes.
 
-Everything is read from MuJoCo's live data of a :class:`~flowvla.envs.libero.LiberoEnv`, so it is
+Everything is read from MuJoCo's live data of a [`LiberoEnv`][flowvla.envs.libero.LiberoEnv], so it is
 valid right after any ``step`` / ``reset`` / ``set_sim_state``. Object shapes come from the collision
 geoms' own boxes (``geom_aabb``) placed at their current poses: LIBERO's per-object
 ``top_offset`` / ``horizontal_radius`` are generic defaults, not measurements.
@@ -41,7 +41,7 @@ class Scene:
     """Named access to the robot and the task's objects, fixtures and regions of a LIBERO env.
 
     Args:
-        env: a :class:`~flowvla.envs.libero.LiberoEnv` (physics-only is enough).
+        env: a [`LiberoEnv`][flowvla.envs.libero.LiberoEnv] (physics-only is enough).
     """
 
     def __init__(self, env: Any) -> None:

@@ -1,0 +1,128 @@
+"""evaluate's records: reused only for the same policy and settings, refused or moved aside otherwise,
+and the summary names the policy and the step limit in force. No simulator: episodes are faked."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from flowvla.envs import rollout
+from flowvla.envs.rollout import ConstantPolicy, EpisodeRecord, RolloutConfig, StaleRecordsError, evaluate
+
+A = {"class": "VLAPolicy", "path": "/runs/a/checkpoint", "weights_sha256": "aa", "step": 3000}
+B = {"class": "VLAPolicy", "path": "/runs/b/checkpoint", "weights_sha256": "bb", "step": 3000}
+
+
+@pytest.fixture
+def episodes(monkeypatch):
+    """Replace the simulator episode: success for policy A only; returns the (task, init) run."""
+    ran: list[tuple[int, int]] = []
+
+    def fake_job(policy, cfg, task, init_state, first_of_task):
+        ran.append((task, init_state))
+        rec = EpisodeRecord(
+            suite=cfg.suite,
+            task_index=task,
+            task_name=f"task{task}",
+            instruction="pick it up",
+            init_state=init_state,
+            seed=cfg.seed + init_state,
+            success=cfg.policy_id == A,
+            steps=5,
+            step_limit=cfg.step_limit,
+            replans=1,
+            time_total=0.0,
+            time_policy=0.0,
+            time_render=0.0,
+            time_physics=0.0,
+            time_reset=0.0,
+            policy=cfg.policy_id,
+            settings=cfg.outcome_settings(),
+        )
+        return dataclasses.asdict(rec)
+
+    monkeypatch.setattr(rollout, "_run_job", fake_job)
+    monkeypatch.setattr(rollout, "prepare_libero", lambda: None)  # no simulator needed
+    return ran
+
+
+def config(tmp_path, **kw):
+    base = dict(suite="libero_object", tasks=[0, 1], init_states=2, out_dir=str(tmp_path), progress=False)
+    return RolloutConfig(**{**base, **kw})
+
+
+def test_same_policy_resumes_without_running_again(tmp_path, episodes):
+    first = evaluate(ConstantPolicy(), config(tmp_path, policy_id=A))
+    assert len(episodes) == 4 and first["successes"] == 4
+    again = evaluate(ConstantPolicy(), config(tmp_path, policy_id=A))
+    assert len(episodes) == 4 and again["successes"] == 4
+
+
+def test_another_policy_is_refused_and_nothing_is_touched(tmp_path, episodes):
+    evaluate(ConstantPolicy(), config(tmp_path, policy_id=A))
+    before = (tmp_path / "episodes.jsonl").read_text()
+    with pytest.raises(StaleRecordsError, match=r"/runs/a/checkpoint.*/runs/b/checkpoint"):
+        evaluate(ConstantPolicy(), config(tmp_path, policy_id=B))
+    assert len(episodes) == 4 and (tmp_path / "episodes.jsonl").read_text() == before
+
+
+def test_another_policy_with_restart_starts_fresh_and_says_so(tmp_path, episodes, capsys):
+    evaluate(ConstantPolicy(), config(tmp_path, policy_id=A))
+    summary = evaluate(ConstantPolicy(), config(tmp_path, policy_id=B, on_mismatch="restart"))
+    assert len(episodes) == 8 and summary["episodes"] == 4 and summary["successes"] == 0
+    assert "starting fresh" in capsys.readouterr().err
+    old = [json.loads(line) for line in (tmp_path / "stale-0" / "episodes.jsonl").read_text().splitlines()]
+    new = [json.loads(line) for line in (tmp_path / "episodes.jsonl").read_text().splitlines()]
+    assert {r["policy"]["path"] for r in old} == {A["path"]} and {r["policy"]["path"] for r in new} == {
+        B["path"]
+    }
+
+
+def test_an_unidentified_run_does_not_reuse_identified_records(tmp_path, episodes):
+    evaluate(ConstantPolicy(), config(tmp_path, policy_id=A))
+    with pytest.raises(StaleRecordsError, match="unidentified"):
+        evaluate(ConstantPolicy(), config(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [({"max_steps": 100}, "step_limit"), ({"replan_every": 4}, "replan_every"), ({"seed": 1}, "seed")],
+)
+def test_other_outcome_settings_are_refused(tmp_path, episodes, change, named):
+    evaluate(ConstantPolicy(), config(tmp_path, policy_id=A))
+    with pytest.raises(StaleRecordsError, match=named):
+        evaluate(ConstantPolicy(), config(tmp_path, policy_id=A, **change))
+
+
+def test_records_without_identity_count_as_another_policy(tmp_path, episodes):
+    # Records of an older flowvla: no policy, no settings.
+    legacy = {
+        "suite": "libero_object", "task_index": 0, "task_name": "task0", "instruction": "pick it up",
+        "init_state": 0, "seed": 0, "success": True, "steps": 5, "step_limit": 280, "replans": 1,
+        "time_total": 0.0, "time_policy": 0.0, "time_render": 0.0, "time_physics": 0.0, "time_reset": 0.0,
+    }  # fmt: skip
+    (tmp_path / "episodes.jsonl").write_text(json.dumps(legacy) + "\n")
+    with pytest.raises(StaleRecordsError, match="unidentified"):
+        evaluate(ConstantPolicy(), config(tmp_path, policy_id=A))
+
+
+def test_another_suite_of_the_same_policy_is_kept(tmp_path, episodes):
+    evaluate(ConstantPolicy(), config(tmp_path, policy_id=A, suite="libero_spatial"))
+    summary = evaluate(ConstantPolicy(), config(tmp_path, policy_id=A))
+    assert summary["episodes"] == 4 and len(episodes) == 8
+
+
+def test_summary_records_the_policy_and_the_step_limit_in_force(tmp_path, episodes):
+    evaluate(ConstantPolicy(), config(tmp_path, policy_id=A))
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["policy"] == A
+    assert summary["config"]["max_steps"] == 280  # libero_object's standard limit, not null
+
+
+def test_policy_id_must_be_json(tmp_path):
+    with pytest.raises(ValueError, match="policy_id"):
+        config(tmp_path, policy_id={"weights": object()})
+    with pytest.raises(ValueError, match="on_mismatch"):
+        config(tmp_path, on_mismatch="ignore")
