@@ -22,8 +22,8 @@ in the same run. A CNN's input must be a multiple of its stride: at 84 px those 
 next multiple (96 px) and the table says so. Times are per image of a batch (``--batch``; encoders
 above 20 GFLOP per image forward run one image at a time). Shape checks are off while timing.
 
-Usage: ``python benchmarks/vision_encoders.py [--quick] [--threads 1 2] [--time-large | --no-large]
-[--out DIR]``
+Usage: ``python benchmarks/vision_encoders.py --quick --threads 1 2 --out DIR`` (add ``--time-large``
+to time the fused featurizer, or ``--no-large`` to leave it out).
 """
 
 from __future__ import annotations

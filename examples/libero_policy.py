@@ -24,21 +24,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from flowvla.cli import index_list
 from flowvla.recipes.libero import PRESETS, preset
-
-
-def parse_tasks(text: str) -> list[int]:
-    """``"0,1"`` / ``"0-3,7"`` -> task indices."""
-    out: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        lo, _, hi = part.partition("-")
-        out += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
-    if not out:
-        raise argparse.ArgumentTypeError(f"no task indices in {text!r}; write e.g. 0,1 or 0-3,7")
-    return out
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -54,7 +41,16 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "threads",
         "seed",
     )
-    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    out = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    for item in getattr(args, "set", None) or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item!r}: write KEY=VALUE, e.g. --set lr=2e-3")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value  # a bare string such as solver=heun
+    return out
 
 
 def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
@@ -120,20 +116,30 @@ def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
 
 def _recipe_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="named recipe (default)")
-    p.add_argument("--tasks", type=parse_tasks, help="task indices, e.g. 0,1 or 0-9")
+    p.add_argument("--tasks", type=index_list, help="task indices, e.g. 0,1 or 0-9")
     p.add_argument("--demos-per-task", type=int)
     p.add_argument("--steps", type=int, help="training steps")
     p.add_argument("--max-minutes", type=float, help="stop training after this many minutes")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--threads", type=int, help="torch threads for training")
     p.add_argument("--seed", type=int)
+    p.add_argument(
+        "--set",
+        nargs="+",
+        metavar="KEY=VALUE",
+        help="any other RecipeConfig setting, e.g. --set lr=2e-3 action_noise=0.2 (JSON values)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python examples/libero_policy.py", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python examples/libero_policy.py", description=__doc__.split("\n")[0], allow_abbrev=False
+    )
     sub = ap.add_subparsers(dest="command")
-    r = sub.add_parser("run", help="generate -> parity -> train -> evaluate -> report (the default)")
+    r = sub.add_parser(
+        "run", allow_abbrev=False, help="generate -> parity -> train -> evaluate -> report (the default)"
+    )
     _recipe_options(r)
     r.add_argument("--out", help="run folder (default: runs/<preset>)")
     r.add_argument("--cache", help="demonstration cache (default: $FLOWVLA_CACHE or ~/.cache/flowvla)")
@@ -142,15 +148,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--gen-workers", type=int)
     r.add_argument("--no-parity", action="store_true", help="skip the train/eval parity check")
     r.set_defaults(fn=cmd_run)
-    t = sub.add_parser("train", help="train (or resume) the recipe's policy on your demonstrations")
+    t = sub.add_parser(
+        "train", allow_abbrev=False, help="train (or resume) the recipe's policy on your demonstrations"
+    )
     _recipe_options(t)
     t.add_argument("--data", nargs="+", required=True, help="LIBERO HDF5 files or folders holding them")
     t.add_argument("--out", required=True)
     t.set_defaults(fn=cmd_train)
-    e = sub.add_parser("eval", help="evaluate a saved policy on official init states")
+    e = sub.add_parser("eval", allow_abbrev=False, help="evaluate a saved policy on official init states")
     e.add_argument("--policy", required=True, help="a directory written by save_pretrained")
     e.add_argument("--suite", default="libero_object")
-    e.add_argument("--tasks", type=parse_tasks, help="task indices, e.g. 0,1 (default: all)")
+    e.add_argument("--tasks", type=index_list, help="task indices, e.g. 0,1 (default: all)")
     e.add_argument("--init-states", type=int, default=50)
     e.add_argument("--replan-every", type=int, default=8)
     e.add_argument("--max-steps", type=int)

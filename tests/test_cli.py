@@ -71,7 +71,7 @@ def _one_error_line(err, *needles):
 
 
 def test_generate_without_libero_says_which_extra(monkeypatch, capsys, tmp_path):
-    from flowvla.data.generate import main
+    from flowvla.recipes.generate import main
 
     _hide_libero(monkeypatch)
     assert main(["--out", str(tmp_path), "--tasks", "0", "--demos-per-task", "1", "--no-progress"]) == 2

@@ -139,7 +139,7 @@ def test_the_docs_show_commands():
     # The collector must find the lines the README and docs are known to show.
     shown = {c.split(" --")[0] for _, c in COMMANDS}
     assert {
-        "python -m flowvla.data.generate",
+        "python -m flowvla.recipes.generate",
         "python -m flowvla.envs.libero_setup",
         "flowvla-diagnose",
         "python examples/libero_eval.py",

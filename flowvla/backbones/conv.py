@@ -5,10 +5,10 @@ Policy, robomimic: ResNet-18 with GroupNorm instead of BatchNorm, since batch st
 correlated frames are poor). This encoder is such a CNN, sized for CPU training: a stride-2 stem and
 one stride-2 residual stage per further width, so the output stride is ``2 ** len(channels)``. Its
 last feature map, flattened row-major, is a ``[N, D]`` token sequence on a
-:class:`~flowvla.geometry.PatchGrid` whose patch size is that stride, which is what a
-:class:`~flowvla.backbones.ComposedBackbone` projects into its language model and what 2D-3D fusion
-aligns depth with. A learned position embedding per grid cell is added, so attention downstream knows
-where each token lies (convolutions alone leave that implicit).
+[`PatchGrid`][flowvla.geometry.PatchGrid] whose patch size is that stride, which is what a
+[`ComposedBackbone`][flowvla.backbones.composed.ComposedBackbone] projects into its language model
+and what 2D-3D fusion aligns depth with. A learned position embedding per grid cell is added, so
+attention downstream knows where each token lies (convolutions alone leave that implicit).
 
 Legend: ``B`` images, ``C`` channels, ``N`` grid cells, ``D`` output width.
 """
@@ -135,5 +135,5 @@ class ConvEncoder(nn.Module):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> ConvEncoder:
-        """Rebuild from :attr:`config` (as saved in a backbone spec)."""
+        """Rebuild from ``config`` (as saved in a backbone spec)."""
         return cls(**config)

@@ -35,7 +35,7 @@ def ensure_demos(
     Returns ``(files in task order, generation summary)``. Generation resumes where an earlier,
     interrupted one stopped; when every file is complete this costs nothing.
     """
-    from flowvla.data.generate import GenerateConfig, generate
+    from flowvla.recipes.generate import GenerateConfig, generate
 
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder = root / cfg.data_key()

@@ -1,6 +1,7 @@
 """The reference LIBERO recipe: scripted demonstrations -> parity check -> train -> evaluate -> report.
 
-One call, :func:`run_recipe`, runs every phase of the main job and writes a run folder::
+One call, [`run_recipe`][flowvla.recipes.libero.run_recipe], runs every phase of the main job and
+writes a run folder::
 
     <out>/recipe.json            the recipe (every setting, so the run can be repeated)
     <out>/parity.json            the train/eval parity check (refuses to go on when it fails)
@@ -62,7 +63,7 @@ class RecipeConfig:
         cameras: views, in order.
         action_noise: DART-style noise injected into the scripted expert's executed translation
             actions while its clean corrections are the labels (see
-            [`GenerateConfig`][flowvla.data.generate.GenerateConfig]); 0: clean demonstrations.
+            [`GenerateConfig`][flowvla.recipes.generate.GenerateConfig]); 0: clean demonstrations.
         conv_channels: the ConvEncoder's widths (output stride ``2 ** len``).
         conv_blocks: residual blocks per ConvEncoder stage (0: one plain convolution per stage).
         lm_dim: width of the language model.

@@ -15,8 +15,9 @@ check takes one recorded episode and the simulator task it came from and compare
 5. **policy** (optional): the policy's image size, views, state and action sizes and its stored
    normalisation statistics must match the data.
 
-:func:`check_parity` returns a [`ParityReport`][flowvla.recipes.parity.ParityReport];
-``report.raise_if_failed()`` refuses with a message naming each mismatch.
+[`check_parity`][flowvla.recipes.parity.check_parity] returns a
+[`ParityReport`][flowvla.recipes.parity.ParityReport]; ``report.raise_if_failed()`` refuses with a
+message naming each mismatch.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class ParityCheck:
 
 @dataclasses.dataclass
 class ParityReport:
-    """All comparisons of one :func:`check_parity` call."""
+    """All comparisons of one [`check_parity`][flowvla.recipes.parity.check_parity] call."""
 
     dataset: str
     episode: int

@@ -83,7 +83,7 @@ def loss_curve_png(log_path: str | Path, png_path: str | Path, keys: tuple[str, 
 
 
 def write_report(out_dir: str | Path, run: dict[str, Any]) -> Path:
-    """Write ``report.md`` from what a run produced (see :mod:`flowvla.recipes.job`)."""
+    """Write ``report.md`` from what a run produced (see [`flowvla.recipes.job`][flowvla.recipes.job])."""
     out = Path(out_dir)
     cfg = run["recipe"]
     lines = [f"# flowvla LIBERO recipe `{cfg['name']}`: {cfg['suite']} tasks {cfg['tasks']}", ""]

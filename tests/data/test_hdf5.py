@@ -254,3 +254,26 @@ def test_strided_views_must_have_one_frame_per_rendered_step(tmp_path):
     with pytest.raises(ValueError, match="image_stride"):
         w.add_demo(actions=actions, obs={}, image_stride=0)
     w.abort()
+
+
+def test_executed_actions_round_trip_and_survive_a_merge(tmp_path):
+    """Demonstrations recorded with injected noise keep the clean labels as ``actions`` and what the
+    simulator ran as ``executed_actions``; files without them replay their ``actions``."""
+    parts = []
+    for k in range(2):
+        p = tmp_path / f"part{k}.hdf5"
+        a, s = episode_arrays(k, 5)
+        executed = a + 0.5 if k == 0 else None
+        with LiberoHDF5Writer(p, env_name="x", problem_info={"language_instruction": "x"}) as w:
+            w.add_demo(actions=a, obs={"ee_states": s[:, :6]}, executed_actions=executed)
+        parts.append(p)
+    r = LiberoHDF5Reader(merge_hdf5(parts, tmp_path / "all.hdf5"), image_keys=(), state_keys=("ee_states",))
+    a0, _ = episode_arrays(0, 5)
+    a1, _ = episode_arrays(1, 5)
+    np.testing.assert_allclose(r.actions(0), a0, rtol=1e-6)
+    np.testing.assert_allclose(r.executed_actions(0), a0 + 0.5, rtol=1e-6)
+    np.testing.assert_allclose(r.executed_actions(1), a1, rtol=1e-6)
+    w = LiberoHDF5Writer(tmp_path / "o.hdf5", env_name="x", problem_info={"language_instruction": "x"})
+    with pytest.raises(ValueError, match="executed_actions"):
+        w.add_demo(actions=a0, obs={}, executed_actions=a0[:3])
+    w.abort()

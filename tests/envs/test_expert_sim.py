@@ -18,7 +18,6 @@ try:
 except LiberoSetupError as err:
     pytest.skip(str(err), allow_module_level=True)
 
-from flowvla.data.generate import init_state_distance
 from flowvla.envs.experts import (
     PickPlaceExpert,
     UnsupportedGoalError,
@@ -27,6 +26,7 @@ from flowvla.envs.experts import (
     place_goal,
     run_expert_episode,
 )
+from flowvla.recipes.generate import init_state_distance
 
 pytestmark = pytest.mark.libero
 
@@ -66,9 +66,34 @@ def test_goals_are_read_from_bddl_and_unsupported_ones_named():
 
 
 def test_a_layout_whose_object_falls_off_the_table_is_skipped_not_failed():
-    from flowvla.data.generate import attempt_seed
+    from flowvla.recipes.generate import attempt_seed
 
     # LIBERO's region sampler put the bowl of this attempt over the table edge; it falls ~0.6 m.
     with LiberoEnv("libero_spatial", 0, render=False) as env:
         ep = run_expert_episode(env, make_expert(env), seed=attempt_seed(0, "libero_spatial", 0, 10))
         assert not ep.stable and ep.settle_drift > 0.1 and ep.steps == 0 and not ep.success
+
+
+def test_injected_noise_moves_the_arm_off_path_while_labels_stay_the_experts():
+    """DART: the env executes noisy actions, the recorded labels are the expert's clean choices in the
+    states the noise led to, and replaying the executed actions reproduces the episode."""
+    with LiberoEnv("libero_object", 0, render=False) as env:
+        expert = make_expert(env)
+        clean = run_expert_episode(env, expert, seed=5)
+        noisy = run_expert_episode(env, expert, seed=5, action_noise=0.2)
+        assert clean.executed_actions is None and noisy.success
+        ex = noisy.executed_actions
+        assert ex.shape == noisy.actions.shape
+        # Only the translation dims are perturbed, and by about the requested size.
+        np.testing.assert_array_equal(ex[:, 3:], noisy.actions[:, 3:])
+        dev = np.abs(ex[:, :3] - noisy.actions[:, :3])
+        assert 0.05 < dev.mean() < 0.3
+        # The noise changed where the arm went (not just what was logged).
+        n = min(len(clean.states), len(noisy.states))
+        assert np.abs(clean.states[n // 2] - noisy.states[n // 2]).max() > 1e-3
+        env.reset(init_state=noisy.init_state, settle_steps=10)
+        for a in ex:
+            res = env.step(a)
+        assert res.success
+        with pytest.raises(ValueError, match="action_noise"):
+            run_expert_episode(env, expert, seed=5, action_noise=-0.1)

@@ -23,9 +23,10 @@ def example():
     return module
 
 
-def test_task_lists_use_one_syntax(example):
-    assert example.parse_tasks("0,1") == [0, 1]
-    assert example.parse_tasks("0-3,7") == [0, 1, 2, 3, 7]
+def test_task_lists_use_one_syntax_and_any_setting_can_be_set(example):
+    args = example.build_parser().parse_args(["run", "--tasks", "0-3,7", "--set", "lr=2e-3", "solver=heun"])
+    assert args.tasks == [0, 1, 2, 3, 7]
+    assert example._overrides(args) == {"tasks": [0, 1, 2, 3, 7], "lr": 2e-3, "solver": "heun"}
     args = example.build_parser().parse_args(["eval", "--policy", "p", "--out", "o", "--tasks", "2,4"])
     assert args.tasks == [2, 4]
     with pytest.raises(SystemExit):

@@ -44,6 +44,8 @@ def test_bad_settings_are_named(overrides, match):
 def test_cache_key_names_what_was_rendered():
     a, b = preset("default"), preset("default", image_stride=3)
     assert a.data_key() != b.data_key() and "96px" in a.data_key() and "every3" in b.data_key()
+    noisy = preset("default", action_noise=0.2)
+    assert "dart0.2" in noisy.data_key() and noisy.data_key() != a.data_key()
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ attempt order, so the result does not depend on ``workers`` or on interruptions.
 
 Command line (``flowvla-generate`` is the same command)::
 
-    python -m flowvla.data.generate --suites libero_object --tasks 0-3,7 --demos-per-task 50 \\
+    python -m flowvla.recipes.generate --suites libero_object --tasks 0-3,7 --demos-per-task 50 \\
         --out data/scripted
 """
 
@@ -83,7 +83,8 @@ class GenerateConfig:
         depth: also store metric depth with per-frame intrinsics / extrinsics.
         images: render observations at all (``False``: actions, states and proprioception only).
         workers: processes (each with its own simulators); 1 runs in this process.
-        seed: base seed; attempt seeds derive from it ([`attempt_seed`][flowvla.data.generate.attempt_seed]).
+        seed: base seed; attempt seeds derive from it
+            ([`attempt_seed`][flowvla.recipes.generate.attempt_seed]).
         max_steps: step limit per episode (default: the suite's evaluation limit).
         settle_steps: dummy steps after reset, not recorded (as LIBERO evaluations).
         official_tol: a fresh layout within this distance (m, any qpos entry) of an official init
@@ -246,8 +247,8 @@ def write_demo(
     image_stride: int = 1,
     executed_actions: Float[np.ndarray, "T 7"] | None = None,
 ) -> Path:
-    """Render a recorded episode ([`render_episode`][flowvla.data.generate.render_episode]) and write it as a
-    one-demo LIBERO HDF5 file.
+    """Render a recorded episode ([`render_episode`][flowvla.recipes.generate.render_episode]) and
+    write it as a one-demo LIBERO HDF5 file.
 
     Args:
         path: the file to (over)write, atomically.
@@ -601,7 +602,7 @@ def generate(cfg: GenerateConfig) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m flowvla.data.generate --suites libero_object --demos-per-task 50 --out DIR``."""
+    """``python -m flowvla.recipes.generate --suites libero_object --demos-per-task 50 --out DIR``."""
     p = argparse.ArgumentParser(
         prog="flowvla-generate",
         description="Generate LIBERO demonstrations with a scripted expert (resumable).",

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from flowvla.data.generate import GenerateConfig, attempt_seed, init_state_distance
+from flowvla.recipes.generate import GenerateConfig, attempt_seed, init_state_distance
 
 
 def test_attempt_seeds_are_distinct_and_stable():
@@ -55,7 +55,7 @@ def test_bad_config_is_named(tmp_path, kwargs, match):
 
 
 def test_cli_reports_unknown_suite(tmp_path, capsys):
-    from flowvla.data.generate import main
+    from flowvla.recipes.generate import main
 
     assert main(["--out", str(tmp_path), "--suites", "libero_nothing"]) == 2
     assert "libero_nothing" in capsys.readouterr().err
@@ -76,8 +76,8 @@ def libero_ready():
 
 @pytest.mark.libero
 def test_interrupted_generation_resumes_without_duplicates(libero_ready, tmp_path):
-    from flowvla.data.generate import generate
     from flowvla.data.hdf5 import LiberoHDF5Reader
+    from flowvla.recipes.generate import generate
 
     base = dict(
         out_dir=str(tmp_path),
@@ -118,8 +118,8 @@ def test_interrupted_generation_resumes_without_duplicates(libero_ready, tmp_pat
 
 @pytest.mark.libero
 def test_named_unsupported_task_is_refused(libero_ready, tmp_path):
-    from flowvla.data.generate import generate
     from flowvla.envs.experts import UnsupportedGoalError
+    from flowvla.recipes.generate import generate
 
     with pytest.raises(
         UnsupportedGoalError, match=r"libero_goal task 0 .*\(Open wooden_cabinet_1_middle_region\)"
@@ -130,9 +130,9 @@ def test_named_unsupported_task_is_refused(libero_ready, tmp_path):
 @pytest.mark.libero
 def test_rendered_episode_round_trips_through_the_loaders(libero_ready, tmp_path):
     from flowvla.data.dataset import ChunkDataset, HDF5Source
-    from flowvla.data.generate import write_demo
     from flowvla.data.hdf5 import LiberoHDF5Reader
     from flowvla.envs.libero import LiberoEnv
+    from flowvla.recipes.generate import write_demo
 
     size = 64
     with LiberoEnv("libero_object", 1, image_size=size, depth=True) as env:
