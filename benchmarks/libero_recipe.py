@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from flowvla.io import write_json_atomic
-from flowvla.recipes.libero import PRESETS, preset, run_recipe
+from flowvla.recipes.libero import PRESETS, parse_settings, preset, run_recipe
 
 TARGETS = {"default": 0.90, "libero_object": 0.95}
 
@@ -33,9 +33,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--demos-per-task", type=int)
     ap.add_argument("--steps", type=int)
     ap.add_argument("--init-states", type=int)
+    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="other recipe settings")
     ap.add_argument("--results", default=str(Path(__file__).parent / "results"))
     a = ap.parse_args(argv)
-    cfg = preset(a.preset, demos_per_task=a.demos_per_task, steps=a.steps, init_states=a.init_states)
+    given = {"demos_per_task": a.demos_per_task, "steps": a.steps, "init_states": a.init_states}
+    cfg = preset(a.preset, **{k: v for k, v in given.items() if v is not None}, **parse_settings(a.set))
     tag = a.tag or a.preset
     out = Path(a.results) / f"libero_recipe_{tag}"
     run = run_recipe(cfg, out, cache_dir=a.cache, progress=sys.stderr.isatty())

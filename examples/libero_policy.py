@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from flowvla.cli import index_list
-from flowvla.recipes.libero import PRESETS, preset
+from flowvla.recipes.libero import PRESETS, parse_settings, preset
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -42,14 +42,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "seed",
     )
     out = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
-    for item in getattr(args, "set", None) or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set {item!r}: write KEY=VALUE, e.g. --set lr=2e-3")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value  # a bare string such as solver=heun
+    try:
+        out.update(parse_settings(getattr(args, "set", None) or []))
+    except ValueError as e:
+        raise SystemExit(f"--set: {e}") from e
     return out
 
 

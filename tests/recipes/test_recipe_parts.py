@@ -42,9 +42,9 @@ def test_bad_settings_are_named(overrides, match):
 
 
 def test_cache_key_names_what_was_rendered():
-    a, b = preset("default"), preset("default", image_stride=3)
+    a, b = preset("default", image_stride=1, action_noise=0.0), preset("default", image_stride=3)
     assert a.data_key() != b.data_key() and "96px" in a.data_key() and "every3" in b.data_key()
-    noisy = preset("default", action_noise=0.2)
+    noisy = preset("default", image_stride=1, action_noise=0.2)
     assert "dart0.2" in noisy.data_key() and noisy.data_key() != a.data_key()
 
 
@@ -126,3 +126,15 @@ def test_success_table_and_report(tmp_path):
     text = write_report(tmp_path, run).read_text()
     assert "Success" in text and "loss.png" in text and "| **total** | **3.0** |" in text
     assert np.isclose(o["success_rate"], o["successes"] / 10)
+
+
+def test_command_line_settings_are_json_and_must_exist():
+    from flowvla.recipes.libero import parse_settings
+
+    got = parse_settings(["lr=2e-3", "solver=heun", "tasks=[0,3]", "action_noise=0"])
+    assert got == {"lr": 2e-3, "solver": "heun", "tasks": [0, 3], "action_noise": 0}
+    assert preset("default", **got).tasks == [0, 3]
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_settings(["lr"])
+    with pytest.raises(ValueError, match="'colour' is not a recipe setting"):
+        parse_settings(["colour=red"])
