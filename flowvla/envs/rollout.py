@@ -22,6 +22,7 @@ limit, is refused or (``on_mismatch="restart"``) moved aside, never silently mix
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures as cf
 import dataclasses
 import json
@@ -39,6 +40,7 @@ import numpy as np
 from flowvla.data.batch import STATE, STATE_MASK, collate, pad_state
 from flowvla.envs.libero import ACTION_DIM, DEFAULT_CAMERAS, LIBERO_SUITES, LiberoEnv
 from flowvla.envs.libero_setup import prepare_libero
+from flowvla.envs.outcome import OutcomeTracker
 from flowvla.envs.video import tile_views, write_video
 from flowvla.io import write_json_atomic
 
@@ -228,6 +230,7 @@ class EpisodeRecord:
     debug: dict[str, Any] = dataclasses.field(default_factory=dict)
     policy: dict[str, Any] | None = None
     settings: dict[str, Any] | None = None
+    outcome: dict[str, Any] | None = None
 
     def key(self) -> tuple[str, int, int]:
         return self.suite, self.task_index, self.init_state
@@ -282,6 +285,7 @@ def run_episode(
     t_start = time.perf_counter()
     env.reset(init_state=init_state, seed=seed, settle_steps=cfg.settle_steps)
     t_reset = time.perf_counter() - t_start
+    tracker = OutcomeTracker(env)
     limit = cfg.step_limit
     frames: list[np.ndarray] = []
     queue: list[np.ndarray] = []
@@ -311,8 +315,10 @@ def run_episode(
             frames.append(_render_frame(env))
             t_render += time.perf_counter() - t0
         t0 = time.perf_counter()
-        result = env.step(queue.pop(0))
+        action = queue.pop(0)
+        result = env.step(action)
         t_physics += time.perf_counter() - t0
+        tracker.update(action)
         steps += 1
         if result.success:
             success = True
@@ -338,6 +344,7 @@ def run_episode(
         debug=_jsonable(last_debug),
         policy=cfg.policy_id,
         settings=cfg.outcome_settings(),
+        outcome=tracker.summary(success),
     )
     return rec, frames
 
@@ -442,6 +449,10 @@ def summarize(records: Iterable[EpisodeRecord | dict[str, Any]]) -> dict[str, An
             "ci95": [lo, hi],
             "mean_steps": float(np.mean([r["steps"] for r in rs])) if rs else float("nan"),
             "mean_episode_s": float(np.mean([r["time_total"] for r in rs])) if rs else float("nan"),
+            # How episodes ended (flowvla.envs.outcome); records written before outcomes count as unknown.
+            "outcomes": dict(
+                collections.Counter((r.get("outcome") or {}).get("outcome", "unknown") for r in rs)
+            ),
         }
 
     per_task: dict[str, Any] = {}

@@ -22,31 +22,38 @@ def success_table(summary: dict[str, Any]) -> dict[str, Any]:
                 "success_rate": t["success_rate"],
                 "ci95": t["ci95"],
                 "mean_steps": t["mean_steps"],
+                "outcomes": t.get("outcomes", {}),
             }
         )
-    return {
-        "tasks": rows,
-        "overall": {k: summary[k] for k in ("successes", "episodes", "success_rate", "ci95", "mean_steps")},
-    }
+    keys = ("successes", "episodes", "success_rate", "ci95", "mean_steps")
+    overall = {k: summary[k] for k in keys}
+    overall["outcomes"] = summary.get("outcomes", {})
+    return {"tasks": rows, "overall": overall}
+
+
+def _failures(outcomes: dict[str, int]) -> str:
+    failed = {k: v for k, v in outcomes.items() if k != "success" and v}
+    return ", ".join(f"{k} {v}" for k, v in sorted(failed.items(), key=lambda kv: -kv[1])) or "-"
 
 
 def format_success_table(table: dict[str, Any]) -> str:
     """The table as Markdown."""
     lines = [
-        "| task | instruction | success | 95% CI | mean steps |",
-        "|---|---|---|---|---|",
+        "| task | instruction | success | 95% CI | mean steps | failures |",
+        "|---|---|---|---|---|---|",
     ]
     for r in table["tasks"]:
         lo, hi = r["ci95"]
         lines.append(
             f"| {r['task']} | {r['instruction']} | {r['successes']}/{r['episodes']} "
-            f"({100 * r['success_rate']:.0f}%) | {100 * lo:.0f}-{100 * hi:.0f}% | {r['mean_steps']:.0f} |"
+            f"({100 * r['success_rate']:.0f}%) | {100 * lo:.0f}-{100 * hi:.0f}% | {r['mean_steps']:.0f} | "
+            f"{_failures(r.get('outcomes', {}))} |"
         )
     o = table["overall"]
     lo, hi = o["ci95"]
     lines.append(
         f"| **all** | | **{o['successes']}/{o['episodes']} ({100 * o['success_rate']:.1f}%)** | "
-        f"{100 * lo:.1f}-{100 * hi:.1f}% | {o['mean_steps']:.0f} |"
+        f"{100 * lo:.1f}-{100 * hi:.1f}% | {o['mean_steps']:.0f} | {_failures(o.get('outcomes', {}))} |"
     )
     return "\n".join(lines)
 

@@ -97,3 +97,33 @@ def test_injected_noise_moves_the_arm_off_path_while_labels_stay_the_experts():
         assert res.success
         with pytest.raises(ValueError, match="action_noise"):
             run_expert_episode(env, expert, seed=5, action_noise=-0.1)
+
+
+def test_outcomes_name_how_an_episode_ended():
+    """The tracker's readings come from the simulator: the expert's episode is a success; its own
+    actions with the gripper held open reach the object without closing (hover); standing still never
+    reaches it."""
+    from flowvla.envs.outcome import OutcomeTracker
+
+    with LiberoEnv("libero_object", 0, render=False) as env:
+        ep = run_expert_episode(env, make_expert(env), seed=7)
+
+        def replay(actions):
+            env.reset(init_state=ep.init_state, settle_steps=10)
+            tracker = OutcomeTracker(env)
+            success = False
+            for a in actions:
+                success = env.step(a).success
+                tracker.update(a)
+            return tracker.summary(success)
+
+        done = replay(ep.actions)
+        assert done["outcome"] == "success" and done["object"] == "alphabet_soup_1"
+        assert done["max_object_lift_m"] > 0.03 and done["closed_near_object"]
+        open_hand = ep.actions.copy()
+        open_hand[:, -1] = -1.0
+        hover = replay(open_hand)
+        assert hover["outcome"] == "hover" and hover["min_gripper_object_m"] < 0.1
+        still = np.zeros((20, 7))
+        still[:, -1] = -1.0
+        assert replay(still)["outcome"] == "never_reached"

@@ -88,15 +88,18 @@ def test_policy_refuses_data_of_another_size(files):
         build_policy(cfg, build_dataset(cfg, files))
 
 
-def _summary():
-    from flowvla.envs.rollout import summarize
-
-    rows = [
+def _summary_rows():
+    return [
         {"suite": "libero_object", "task_index": t, "task_name": f"t{t}", "instruction": f"do {t}",
          "init_state": i, "success": (t + i) % 3 != 0, "steps": 100 + i, "time_total": 1.0}
         for t in (0, 1) for i in range(5)
     ]  # fmt: skip
-    return summarize(rows)
+
+
+def _summary():
+    from flowvla.envs.rollout import summarize
+
+    return summarize(_summary_rows())
 
 
 def test_success_table_and_report(tmp_path):
@@ -138,3 +141,18 @@ def test_command_line_settings_are_json_and_must_exist():
         parse_settings(["lr"])
     with pytest.raises(ValueError, match="'colour' is not a recipe setting"):
         parse_settings(["colour=red"])
+
+
+def test_failures_are_counted_by_outcome():
+    from flowvla.envs.rollout import summarize
+
+    rows = [
+        {**r, "outcome": {"outcome": "success" if r["success"] else o}}
+        for r, o in zip(_summary_rows(), ["hover", "missed_grasp"] * 5, strict=True)
+    ]
+    table = success_table(summarize(rows))
+    failed = 10 - table["overall"]["successes"]
+    assert sum(v for k, v in table["overall"]["outcomes"].items() if k != "success") == failed
+    assert table["overall"]["outcomes"].get("success", 0) == table["overall"]["successes"]
+    md = format_success_table(table)
+    assert ("hover" in md) or ("missed_grasp" in md)
