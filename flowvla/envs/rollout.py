@@ -109,6 +109,11 @@ class RolloutConfig:
         workers: processes (each builds its own environments); 1 runs in this process.
         seed: base seed; episode ``i`` of a task seeds numpy with ``seed + init_state``.
         predict_kwargs: passed to ``predict_action`` on every call.
+        temporal_ensemble: ACT's temporal ensembling: execute, at each step, the weighted mean of
+            every still-running chunk's action for that step, with weight ``exp(-m * i)`` for the
+            ``i``-th oldest of them (``m`` is this value, ``i = 0`` the oldest, as in ACT).
+            ``None``: execute each chunk's actions as predicted. Combine with a small
+            ``replan_every`` (1 re-plans every step, as ACT does).
         hard_reset: rebuild the MuJoCo model at every reset, as LIBERO's evaluation does.
         progress: show a progress bar (tqdm when installed).
         policy_id: JSON-safe identity of the evaluated policy (path, weights hash, training step ...),
@@ -137,6 +142,7 @@ class RolloutConfig:
     workers: int = 1
     seed: int = 0
     predict_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    temporal_ensemble: float | None = None
     hard_reset: bool = True
     progress: bool = True
     policy_id: dict[str, Any] | None = None
@@ -163,6 +169,8 @@ class RolloutConfig:
             raise ValueError(f"replan_every must be >= 1, got {self.replan_every}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.temporal_ensemble is not None and self.temporal_ensemble < 0:
+            raise ValueError(f"temporal_ensemble must be >= 0 or None, got {self.temporal_ensemble}")
         if self.video not in ("none", "failures", "successes", "all", "first"):
             raise ValueError(f"video={self.video!r}: choose none, failures, successes, all or first")
         if self.video_format not in ("mp4", "gif"):
@@ -200,6 +208,7 @@ class RolloutConfig:
             "seed": self.seed,
             "hard_reset": self.hard_reset,
             "predict_kwargs": _jsonable(self.predict_kwargs),
+            "temporal_ensemble": self.temporal_ensemble,
         }
 
 
@@ -277,6 +286,25 @@ def _render_frame(env: LiberoEnv) -> np.ndarray:
     return tile_views(np.stack([env.render_camera(c)[0].transpose(2, 0, 1) for c in env.cameras]))
 
 
+def ensemble_action(chunks: Sequence[tuple[int, np.ndarray]], step: int, m: float) -> np.ndarray:
+    """ACT's temporal ensemble: the mean of every chunk's action for ``step``, the ``i``-th oldest
+    chunk weighted by ``exp(-m * i)``.
+
+    Args:
+        chunks: ``(first step, [H, A] actions)`` of the predicted chunks, oldest first.
+        step: the episode step to act at.
+        m: the weight decay (0: a plain mean; large: the oldest prediction).
+
+    Raises:
+        ValueError: no chunk covers ``step``.
+    """
+    rows = [c[step - s0] for s0, c in chunks if 0 <= step - s0 < len(c)]
+    if not rows:
+        raise ValueError(f"step {step}: no predicted chunk covers it")
+    w = np.exp(-m * np.arange(len(rows)))
+    return (w[:, None] * np.stack(rows)).sum(0) / w.sum()
+
+
 def run_episode(
     env: LiberoEnv, policy: Policy, cfg: RolloutConfig, init_state: int, record_video: bool = False
 ) -> tuple[EpisodeRecord, list[np.ndarray]]:
@@ -289,6 +317,7 @@ def run_episode(
     limit = cfg.step_limit
     frames: list[np.ndarray] = []
     queue: list[np.ndarray] = []
+    running: list[tuple[int, np.ndarray]] = []  # (first step, chunk), for temporal ensembling
     t_policy = t_render = t_physics = 0.0
     replans = steps = 0
     success = False
@@ -306,6 +335,8 @@ def run_episode(
             t_policy += t2 - t1
             chunk = _as_numpy_actions(actions)
             queue = list(chunk[: cfg.replan_every or len(chunk)])
+            if cfg.temporal_ensemble is not None:
+                running = [(s0, c) for s0, c in running if s0 + len(c) > steps] + [(steps, chunk)]
             replans += 1
             last_debug = debug if isinstance(debug, dict) else {}
             if record_video:
@@ -316,6 +347,8 @@ def run_episode(
             t_render += time.perf_counter() - t0
         t0 = time.perf_counter()
         action = queue.pop(0)
+        if cfg.temporal_ensemble is not None:
+            action = ensemble_action(running, steps, cfg.temporal_ensemble)
         result = env.step(action)
         t_physics += time.perf_counter() - t0
         tracker.update(action)

@@ -102,7 +102,7 @@ class RecipeConfig:
     image_stride: int = 3
     cameras: list[str] = dataclasses.field(default_factory=lambda: ["agentview", "robot0_eye_in_hand"])
     conv_channels: list[int] = dataclasses.field(default_factory=lambda: [32, 64, 128, 256])
-    action_noise: float = 0.2
+    action_noise: float = 0.0
     conv_blocks: int = 1
     lm_dim: int = 128
     lm_layers: int = 1
@@ -115,7 +115,7 @@ class RecipeConfig:
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 1e-4
-    steps: int = 1400
+    steps: int = 2000
     max_minutes: float | None = 28.0
     ema_decay: float = 0.999
     shift: int = 6

@@ -340,3 +340,37 @@ def test_writer_describes_the_task(envs, tmp_path):
     replay = env.observe(depth=False)["images"].astype(int)
     assert np.abs(replay - r.images(0, 3)).mean() < 0.5
     assert np.abs(replay - r.images(0, 0)).mean() > 4 * np.abs(replay - r.images(0, 3)).mean()
+
+
+def test_temporal_ensembling_executes_the_mixed_chunks(tmp_path):
+    """With a policy whose chunks differ per call, the executed actions are ACT's weighted means."""
+    import numpy as np
+
+    from flowvla.envs.libero import LiberoEnv
+    from flowvla.envs.rollout import RolloutConfig, ensemble_action, run_episode
+
+    calls = []
+
+    class Counting:
+        def predict_action(self, batch, **kw):
+            calls.append(len(calls))
+            chunk = np.zeros((1, 4, 7))
+            chunk[..., 0] = 0.1 * len(calls)  # each call a different x command
+            chunk[..., -1] = -1.0
+            return chunk, {}
+
+    cfg = RolloutConfig(
+        suite="libero_object", tasks=[0], init_states=[0], max_steps=6, replan_every=1, image_size=32,
+        progress=False, temporal_ensemble=0.5,
+    )  # fmt: skip
+    executed = []
+    with LiberoEnv("libero_object", 0, image_size=32) as env:
+        step = env.step
+        env.step = lambda a: (executed.append(np.array(a)), step(a))[1]
+        rec, _ = run_episode(env, Counting(), cfg, 0)
+    assert rec.steps == 6 and rec.replans == 6 and rec.settings["temporal_ensemble"] == 0.5
+    chunks = [(k, np.tile([0.1 * (k + 1), 0, 0, 0, 0, 0, -1.0], (4, 1))) for k in range(6)]
+    executed = executed[-rec.steps :]  # after the reset's settling steps
+    for t, a in enumerate(executed):
+        np.testing.assert_allclose(a, ensemble_action(chunks[: t + 1], t, 0.5))
+    assert executed[3][0] < 0.1 * 4  # older (smaller) predictions pull the mix down

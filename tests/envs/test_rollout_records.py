@@ -126,3 +126,31 @@ def test_policy_id_must_be_json(tmp_path):
         config(tmp_path, policy_id={"weights": object()})
     with pytest.raises(ValueError, match="on_mismatch"):
         config(tmp_path, on_mismatch="ignore")
+
+
+def test_temporal_ensemble_weights_the_oldest_chunk_most():
+    import numpy as np
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from flowvla.envs.rollout import ensemble_action
+
+    @settings(max_examples=30, deadline=None)
+    @given(st.integers(1, 5), st.floats(0.0, 2.0), st.integers(0, 2**16))
+    def check(n, m, seed):
+        rng = np.random.default_rng(seed)
+        # Chunk k starts at step k and covers steps k..k+7: all n cover step n - 1.
+        chunks = [(k, rng.uniform(-1, 1, (8, 7))) for k in range(n)]
+        step = n - 1
+        got = ensemble_action(chunks, step, m)
+        rows = np.stack([c[step - s0] for s0, c in chunks])
+        assert np.all(got >= rows.min(0) - 1e-12) and np.all(got <= rows.max(0) + 1e-12)  # a convex mix
+        if m == 0:
+            np.testing.assert_allclose(got, rows.mean(0))
+        np.testing.assert_allclose(ensemble_action(chunks, step, 50.0), rows[0], atol=1e-12)  # the oldest
+
+    check()
+    with pytest.raises(ValueError, match="step 9"):
+        ensemble_action([(0, np.zeros((8, 7)))], 9, 0.1)
+    with pytest.raises(ValueError, match="temporal_ensemble"):
+        RolloutConfig(suite="libero_object", temporal_ensemble=-1.0)
