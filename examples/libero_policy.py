@@ -95,6 +95,7 @@ def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
         tasks=args.tasks,
         init_states=args.init_states,
         replan_every=args.replan_every,
+        temporal_ensemble=args.temporal_ensemble,
         image_size=policy.backbone.image_size[0],
         depth=policy.fusion is not None,
         state_dim=policy.config.state_dim,
@@ -102,7 +103,12 @@ def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
         video=args.video,
         workers=args.workers,
         max_steps=args.max_steps,
-        predict_kwargs={"seed": args.seed, "diagnostics": False},
+        predict_kwargs={
+            "seed": args.seed,
+            "diagnostics": False,
+            **({"solver": args.solver} if args.solver else {}),
+            **({"steps": args.solver_steps} if args.solver_steps else {}),
+        },
         progress=not args.quiet,
     )
     summary = evaluate(policy, rollout)
@@ -157,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--tasks", type=index_list, help="task indices, e.g. 0,1 (default: all)")
     e.add_argument("--init-states", type=int, default=50)
     e.add_argument("--replan-every", type=int, default=8)
+    e.add_argument("--temporal-ensemble", type=float, help="ACT's ensembling decay m (default: off)")
+    e.add_argument("--solver", help="ODE solver, e.g. euler, heun, rk4 (default: the policy's)")
+    e.add_argument("--solver-steps", type=int, help="ODE solver steps (default: the policy's)")
     e.add_argument("--max-steps", type=int)
     e.add_argument("--video", default="first")
     e.add_argument("--out", required=True)

@@ -177,6 +177,7 @@ def evaluate_policy(cfg: RecipeConfig, policy: Any, out: Path, *, progress: bool
         tasks=cfg.tasks,
         init_states=cfg.init_states,
         replan_every=cfg.replan_every,
+        temporal_ensemble=cfg.temporal_ensemble,
         max_steps=cfg.max_steps,
         image_size=cfg.image_size,
         cameras=cfg.cameras,

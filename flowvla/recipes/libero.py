@@ -85,6 +85,8 @@ class RecipeConfig:
         threads: torch threads for training.
         init_states: official init states evaluated per task (the first ``n``).
         replan_every: actions executed from each chunk before predicting again.
+        temporal_ensemble: ACT's temporal ensembling weight decay at evaluation (see
+            [`RolloutConfig`][flowvla.envs.rollout.RolloutConfig]); None: off.
         solver: ODE solver at evaluation.
         solver_steps: solver steps at evaluation.
         eval_workers: simulator processes for evaluation.
@@ -122,6 +124,7 @@ class RecipeConfig:
     threads: int = 2
     init_states: int = 50
     replan_every: int = 8
+    temporal_ensemble: float | None = None
     solver: str = "euler"
     solver_steps: int = 10
     eval_workers: int = 2
