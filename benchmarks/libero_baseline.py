@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from flowvla.cli import index_list
 from flowvla.data.augment import ImageAugment
 from flowvla.data.batch import collate
 from flowvla.data.dataset import ChunkDataset, HDF5Source
@@ -117,7 +118,7 @@ class RegressionBaseline(nn.Module):
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", nargs="+", required=True, help="demonstration files or folders")
-    ap.add_argument("--tasks", default="0,1", help="task indices evaluated, e.g. 0,1")
+    ap.add_argument("--tasks", type=index_list, default=[0, 1], help="task indices evaluated, e.g. 0,1")
     ap.add_argument("--suite", default="libero_object")
     ap.add_argument("--demos-per-task", type=int, default=None)
     ap.add_argument("--minutes", type=float, default=10.0, help="training wall-clock budget")
@@ -136,7 +137,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.manual_seed(a.seed)
     torch.set_num_threads(a.threads)
     source = HDF5Source(
-        find_demo_files(a.data), episodes_per_file=a.demos_per_task, instruction="from_bddl_file_name"
+        find_demo_files(a.data),
+        episodes_per_file=a.demos_per_task,
+        instruction="from_bddl_file_name",
+        preload=True,
     )
     dataset = ChunkDataset(source, a.horizon, augment=ImageAugment(shift=a.shift) if a.shift else None)
     tasks = sorted({source.instruction(e) for e in range(len(source))})
@@ -185,7 +189,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ema,
         RolloutConfig(
             suite=a.suite,
-            tasks=[int(t) for t in a.tasks.split(",")],
+            tasks=a.tasks,
             init_states=a.init_states,
             replan_every=a.replan_every,
             image_size=size,

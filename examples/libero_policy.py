@@ -98,7 +98,7 @@ def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
         temporal_ensemble=args.temporal_ensemble,
         image_size=policy.backbone.image_size[0],
         depth=policy.fusion is not None,
-        state_dim=policy.config.state_dim,
+        state_dim=policy.config.state_dim or None,
         out_dir=args.out,
         video=args.video,
         workers=args.workers,

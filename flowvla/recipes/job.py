@@ -181,7 +181,7 @@ def evaluate_policy(cfg: RecipeConfig, policy: Any, out: Path, *, progress: bool
         max_steps=cfg.max_steps,
         image_size=cfg.image_size,
         cameras=cfg.cameras,
-        state_dim=policy.config.state_dim,
+        state_dim=policy.config.state_dim or None,
         out_dir=str(out),
         video=cfg.video,
         workers=cfg.eval_workers,

@@ -62,6 +62,8 @@ class RecipeConfig:
         image_stride: demonstrations render views every ``k``-th step (training items are those
             steps; actions keep every step).
         cameras: views, in order.
+        use_state: condition the policy on the proprioceptive state (False: images and instruction
+            only; the policy then has no state input at all).
         action_noise: DART-style noise injected into the scripted expert's executed translation
             actions while its clean corrections are the labels (see
             [`GenerateConfig`][flowvla.recipes.generate.GenerateConfig]); 0: clean demonstrations.
@@ -104,6 +106,7 @@ class RecipeConfig:
     image_stride: int = 3
     cameras: list[str] = dataclasses.field(default_factory=lambda: ["agentview", "robot0_eye_in_hand"])
     conv_channels: list[int] = dataclasses.field(default_factory=lambda: [32, 64, 128, 256])
+    use_state: bool = True
     action_noise: float = 0.0
     conv_blocks: int = 1
     lm_dim: int = 128
@@ -284,7 +287,7 @@ def build_policy(cfg: RecipeConfig, dataset: Any) -> Any:
         backbone=backbone.spec(),
         horizon=cfg.horizon,
         action_dim=int(item["actions"].shape[-1]),
-        state_dim=int(item["state"].shape[-1]),
+        state_dim=int(item["state"].shape[-1]) if cfg.use_state else 0,
         num_views=views,
         head=HeadConfig(dim=cfg.head_dim, depth=cfg.head_depth, num_heads=max(1, cfg.head_dim // 32)),
         router=RouterConfig(kind="scalar_mix", layers="all"),

@@ -156,3 +156,22 @@ def test_failures_are_counted_by_outcome():
     assert table["overall"]["outcomes"].get("success", 0) == table["overall"]["successes"]
     md = format_success_table(table)
     assert ("hover" in md) or ("missed_grasp" in md)
+
+
+def test_a_policy_without_state_ignores_it(files):
+    import torch
+
+    from flowvla.data.batch import collate
+
+    cfg = preset("toy", image_size=16, conv_channels=[8, 16], use_state=False)
+    dataset = build_dataset(cfg, files)
+    policy = build_policy(cfg, dataset).eval()
+    assert policy.config.state_dim == 0
+    batch = collate([dataset[0], dataset[1]])
+    inputs = {k: batch[k] for k in ("images", "instruction", "state")}
+    a, _ = policy.predict_action(inputs, seed=0, diagnostics=False)
+    b, _ = policy.predict_action(
+        {**inputs, "state": torch.randn_like(inputs["state"])}, seed=0, diagnostics=False
+    )
+    torch.testing.assert_close(a, b)
+    assert float(policy(batch).loss.detach()) > 0
