@@ -140,6 +140,7 @@ class FlowMatchingObjective:
     def _draw_noise(self, shape, generator, device, dtype) -> Tensor:
         return torch.randn(shape, generator=generator, device=device, dtype=dtype)
 
+    @typechecked
     def draw(
         self,
         batch_size: int,

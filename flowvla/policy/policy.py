@@ -268,8 +268,13 @@ class VLAPolicy(nn.Module):
 
     # ---- training -------------------------------------------------------------------------------
 
+    @typechecked
     def forward(
-        self, batch: Mapping[str, Any], *, noise: Tensor | None = None, t: Tensor | None = None
+        self,
+        batch: Mapping[str, Any],
+        *,
+        noise: Float[Tensor, "*r b h a"] | None = None,
+        t: Float[Tensor, "*r b"] | None = None,
     ) -> PolicyLosses:
         """Training losses for a batch with ``actions`` (and optionally ``action_mask``, and
         ``instruction_synonym`` / ``instruction_opposite`` for the consistency terms).
@@ -410,6 +415,7 @@ class VLAPolicy(nn.Module):
 
     # ---- persistence ----------------------------------------------------------------------------
 
+    @typechecked
     def save_pretrained(
         self,
         directory: str | os.PathLike,
