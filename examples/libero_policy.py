@@ -90,6 +90,8 @@ def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
         report = check_parity(find_demo_files([args.check_parity])[0], policy=policy, stats=None)
         print(report.summary(), file=sys.stderr)
         report.raise_if_failed()
+    from flowvla.policy import policy_identity
+
     rollout = RolloutConfig(
         suite=args.suite,
         tasks=args.tasks,
@@ -110,6 +112,8 @@ def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
             **({"steps": args.solver_steps} if args.solver_steps else {}),
         },
         progress=not args.quiet,
+        # Records name the policy: an --out written by another policy is refused, never reused.
+        policy_id=policy_identity(policy, args.policy),
     )
     summary = evaluate(policy, rollout)
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))

@@ -171,6 +171,7 @@ def run_job(
 def evaluate_policy(cfg: RecipeConfig, policy: Any, out: Path, *, progress: bool = True) -> dict[str, Any]:
     """Roll ``policy`` out on ``cfg``'s tasks and official init states; returns the summary."""
     from flowvla.envs.rollout import RolloutConfig, evaluate
+    from flowvla.policy import policy_identity
 
     rollout = RolloutConfig(
         suite=cfg.suite,
@@ -193,6 +194,7 @@ def evaluate_policy(cfg: RecipeConfig, policy: Any, out: Path, *, progress: bool
             "steps": cfg.solver_steps,
         },
         progress=progress,
+        policy_id=policy_identity(policy),
     )
     return evaluate(policy.eval(), rollout)
 
