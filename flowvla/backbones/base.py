@@ -42,6 +42,8 @@ class BackboneOutput:
         image_token_mask: ``[B, T]`` bool, True on positions holding visual tokens.
         input_ids: ``[B, T]`` token ids (image positions hold the image token id).
         padding_side: ``"left"`` or ``"right"``: where padding sits in the sequence.
+        visual_features: ``[B, V * N, Dv]`` the vision encoder's patch tokens (after the visual hook,
+            before the projector), view after view; None where a backbone does not expose them.
     """
 
     hidden_states: tuple[Tensor, ...]
@@ -49,6 +51,7 @@ class BackboneOutput:
     image_token_mask: Tensor
     input_ids: Tensor
     padding_side: str
+    visual_features: Tensor | None = None
 
 
 @typechecked

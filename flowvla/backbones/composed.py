@@ -217,6 +217,7 @@ class ComposedBackbone(VisionLanguageBackbone):
             image_token_mask=image_mask,
             input_ids=input_ids,
             padding_side=self.tokenizer.padding_side,
+            visual_features=visual,
         )
 
     # ---- construction ---------------------------------------------------------------------------

@@ -101,6 +101,10 @@ class PolicyConfig:
         image_token_dropout: training only: fraction of image tokens hidden from the head.
         language_token_dropout: training only: fraction of text tokens hidden from the head.
         freeze: backbone part to freeze (``"all"``, ``"vision"``, ``"language"``, ...) or None.
+        keypoints: ``K`` spatial-softmax keypoints per view read from the vision encoder's patch
+            tokens ([`SpatialSoftmax`][flowvla.backbones.keypoints.SpatialSoftmax]) and given to the
+            head beside the state (its conditioning vector is ``[state, V * K * 2 coordinates]``):
+            a short path from pixels to actions next to the language model; 0: off.
         head: the flow head.
         router: the layer router.
         fusion: the geometry branch.
@@ -120,6 +124,7 @@ class PolicyConfig:
     image_token_dropout: float = 0.0
     language_token_dropout: float = 0.0
     freeze: str | None = None
+    keypoints: int = 0
     head: HeadConfig = field(default_factory=HeadConfig)
     router: RouterConfig = field(default_factory=RouterConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
@@ -129,6 +134,8 @@ class PolicyConfig:
         # Canonical JSON form (tuples -> lists, ...), so a config equals itself after save and load.
         self.backbone = json.loads(json.dumps(self.backbone))
         self.fusion.center = tuple(self.fusion.center)
+        if self.keypoints < 0:
+            raise ValueError(f"keypoints: must be >= 0, got {self.keypoints}")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict."""

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from flowvla.backbones import BackboneOutput, VisionLanguageBackbone
+from flowvla.backbones.keypoints import SpatialSoftmax
 from flowvla.data.batch import ACTION_MASK, ACTIONS, DEPTH, EXTRINSICS, IMAGES, INSTRUCTION, INTRINSICS, STATE
 from flowvla.data.stats import FeatureStats, Normalizer, load_stats, save_stats
 from flowvla.dit import FlowActionHead
@@ -142,6 +143,17 @@ class VLAPolicy(nn.Module):
         if config.freeze:
             backbone.freeze(config.freeze)
         h = config.head
+        self.keypoints: SpatialSoftmax | None = None
+        cond_dim = config.state_dim
+        if config.keypoints:
+            grid, width = getattr(backbone, "patch_grid", None), getattr(backbone, "visual_dim", None)
+            if grid is None or width is None:
+                raise ValueError(
+                    f"config.keypoints={config.keypoints}: {type(backbone).__name__} exposes no patch grid "
+                    "of visual features (patch_grid, visual_dim); use a ComposedBackbone or keypoints=0"
+                )
+            self.keypoints = SpatialSoftmax(grid.grid_size, width, config.keypoints)
+            cond_dim += config.num_views * config.keypoints * 2
         self.head = FlowActionHead(
             config.action_dim,
             config.horizon,
@@ -150,7 +162,7 @@ class VLAPolicy(nn.Module):
             depth=h.depth,
             num_heads=h.num_heads,
             block_pattern=h.block_pattern,
-            state_dim=config.state_dim or None,
+            state_dim=cond_dim or None,
             state_conditioning=h.state_conditioning,
             num_future_tokens=h.num_future_tokens,
             positions=h.positions,
@@ -208,6 +220,17 @@ class VLAPolicy(nn.Module):
             state = self._normalizers["state"].normalize(state)
         pad = self.config.state_dim - state.shape[1]
         return torch.nn.functional.pad(state, (0, pad)) if pad else state
+
+    def _conditioning(self, state: Tensor | None, enc: _Encoded) -> Tensor | None:
+        """The head's conditioning vector: the state, then the keypoints of every view (if any)."""
+        if self.keypoints is None:
+            return state
+        features = enc.backbone.visual_features
+        if features is None:
+            raise RuntimeError("config.keypoints: the backbone returned no visual_features")
+        b, views = features.shape[0], self.config.num_views
+        points = self.keypoints(features.reshape(b * views, -1, features.shape[-1])).reshape(b, -1)
+        return points.float() if state is None else torch.cat([state, points.to(state.dtype)], -1)
 
     def _geometry_hook(self, batch: Mapping[str, Any], timings: dict[str, float] | None = None):
         start = time.perf_counter()
@@ -292,8 +315,8 @@ class VLAPolicy(nn.Module):
             actions = self._normalizers["actions"].normalize(actions)
         action_mask = batch.get(ACTION_MASK)
         action_mask = None if action_mask is None else action_mask.to(device)
-        state = self._state(batch)
         enc = self._encode(batch)
+        state = self._conditioning(self._state(batch), enc)
         cache = self.head.encode_context(enc.routed.contexts, enc.mask)
         fm = self.objective(
             self.head, actions, action_mask=action_mask, noise=noise, t=t, cache=cache, state=state
@@ -358,7 +381,8 @@ class VLAPolicy(nn.Module):
             (per sample), ``padding`` (side, padded tokens per sample), ``layer_rms`` (per hidden
             layer), ``router_weights`` ``[B, K, L]`` as lists, ``dit_blocks`` (per block RMS of output
             and update), ``nfe``, ``solver``, ``steps``, ``seed`` and ``timings_s`` (``backbone``,
-            ``geometry_and_fusion``, ``routing``, ``head`` with ``head_per_nfe``, ``total``).
+            ``geometry_and_fusion``, ``routing``, ``head`` with ``head_per_nfe``, ``total``); with
+            ``config.keypoints``, ``keypoints`` ``[B, V, K, 2]`` (x, y in ``[-1, 1]``) as lists.
         """
         was_training = self.training
         self.eval()
@@ -367,8 +391,8 @@ class VLAPolicy(nn.Module):
             device = self._device()
             timings: dict[str, float] = {}
             t0 = time.perf_counter()
-            state = self._state(batch)
             enc = self._encode(batch, timings=timings)
+            state = self._conditioning(self._state(batch), enc)
             t1 = time.perf_counter()
             generator = None
             if seed is not None:
@@ -406,6 +430,10 @@ class VLAPolicy(nn.Module):
                 "batch_size": b,
                 "timings_s": timings,
             }
+            if self.keypoints is not None:
+                k = self.config.keypoints
+                points = state[:, -self.config.num_views * k * 2 :].reshape(b, self.config.num_views, k, 2)
+                info["keypoints"] = points.float().cpu().tolist()
             if diagnostics:
                 info["layer_rms"] = layer_rms(out.hidden_states, out.attention_mask)
                 info["dit_blocks"] = block_stats

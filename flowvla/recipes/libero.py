@@ -20,7 +20,9 @@ continues where it stopped when started again with the same ``out``.
 The policy is the library's [`VLAPolicy`][flowvla.policy.VLAPolicy]: a GroupNorm ResNet per view
 ([`ConvEncoder`][flowvla.backbones.conv.ConvEncoder]) whose feature-map tokens and the instruction
 go through a small causal language model ([`ComposedBackbone`][flowvla.backbones.ComposedBackbone]),
-a layer router, and the flow-matching DiT head that integrates action chunks from noise. Presets
+a layer router, and the flow-matching DiT head that integrates action chunks from noise; the head also
+reads spatial-softmax keypoints of each view's feature map beside the state (a short path from
+pixels to actions, without which the trained policy ignored its images). Presets
 ([`PRESETS`][flowvla.recipes.libero.PRESETS]) size it for a budget.
 """
 
@@ -69,6 +71,10 @@ class RecipeConfig:
             [`GenerateConfig`][flowvla.recipes.generate.GenerateConfig]); 0: clean demonstrations.
         conv_channels: the ConvEncoder's widths (output stride ``2 ** len``).
         conv_blocks: residual blocks per ConvEncoder stage (0: one plain convolution per stage).
+        keypoints: spatial-softmax keypoints per view given straight to the flow head (see
+            ``PolicyConfig.keypoints``); 0: the head sees the images only through the language model.
+        state_conditioning: how the head takes its conditioning vector (state, keypoints):
+            ``"token"``, ``"adaln"`` or ``"both"`` (see ``HeadConfig``).
         lm_dim: width of the language model.
         lm_layers: its depth.
         num_heads: attention heads of the language model.
@@ -109,6 +115,8 @@ class RecipeConfig:
     use_state: bool = True
     action_noise: float = 0.0
     conv_blocks: int = 1
+    keypoints: int = 32
+    state_conditioning: str = "both"
     lm_dim: int = 128
     lm_layers: int = 1
     num_heads: int = 4
@@ -289,7 +297,13 @@ def build_policy(cfg: RecipeConfig, dataset: Any) -> Any:
         action_dim=int(item["actions"].shape[-1]),
         state_dim=int(item["state"].shape[-1]) if cfg.use_state else 0,
         num_views=views,
-        head=HeadConfig(dim=cfg.head_dim, depth=cfg.head_depth, num_heads=max(1, cfg.head_dim // 32)),
+        head=HeadConfig(
+            dim=cfg.head_dim,
+            depth=cfg.head_depth,
+            num_heads=max(1, cfg.head_dim // 32),
+            state_conditioning=cfg.state_conditioning,
+        ),
+        keypoints=cfg.keypoints,
         router=RouterConfig(kind="scalar_mix", layers="all"),
         loss=LossConfig(time_sampler=cfg.time_sampler, repeats=cfg.flow_repeats),
         solver=cfg.solver,

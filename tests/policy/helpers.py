@@ -26,17 +26,16 @@ def tiny_backbone(seed: int = 0) -> ComposedBackbone:
 def tiny_policy(router="fixed", fusion="none", stats=True, seed=0, **overrides) -> VLAPolicy:
     backbone = tiny_backbone(seed)
     router_cfg = RouterConfig(kind=router, layers="all" if router != "fixed" else "last", k=2, hidden_dim=16)
-    config = PolicyConfig(
-        backbone=backbone.spec(),
-        horizon=H,
-        action_dim=A,
-        state_dim=S,
-        num_views=V,
-        head=HeadConfig(dim=32, depth=2, num_heads=2),
-        router=router_cfg,
-        fusion=FusionConfig(kind=fusion, geo_dim=16, num_heads=2),
-        **overrides,
-    )
+    settings = {
+        "horizon": H,
+        "action_dim": A,
+        "state_dim": S,
+        "num_views": V,
+        "head": HeadConfig(dim=32, depth=2, num_heads=2),
+        "router": router_cfg,
+        "fusion": FusionConfig(kind=fusion, geo_dim=16, num_heads=2),
+    }
+    config = PolicyConfig(backbone=backbone.spec(), **{**settings, **overrides})
     g = torch.Generator().manual_seed(0)  # statistics describe the data, not the initialisation
     st = None
     if stats:

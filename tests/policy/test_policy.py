@@ -10,7 +10,7 @@ from flowvla.diagnostics import main as diagnostics_main
 from flowvla.policy import BatchError, PolicyConfig, VLAPolicy, chunk_differences_penalty
 from flowvla.policy.config import LossConfig
 from tests.dit.helpers import randomize_
-from tests.policy.helpers import A, H, S, make_batch, tiny_policy
+from tests.policy.helpers import A, H, S, V, make_batch, tiny_policy
 
 ROUTERS = ["fixed", "scalar_mix", "sample_gated", "topk"]
 FUSIONS = ["none", "global", "add", "concat", "gated", "region"]
@@ -292,3 +292,41 @@ def test_push_to_hub_uploads_a_complete_saved_policy(monkeypatch):
     assert seen["repo"] == ("me/policy", True, True) and seen["token"] == "t"
     assert {"config.json", "model.safetensors", "stats.json", "tokenizer"} <= set(seen["files"])
     assert seen["loads"] == policy.config
+
+
+def test_keypoints_are_a_second_path_from_pixels_to_the_head(tmp_path):
+    k = 3
+    policy = tiny_policy(keypoints=k)
+    assert policy.head.state_dim == S + V * k * 2
+    randomize_(policy.head)  # a fresh head's zero output would pass no gradient back
+    out = policy(make_batch(2))
+    out.loss.backward()
+    assert policy.keypoints.proj.weight.grad.abs().sum() > 0  # the head's loss reaches the keypoints
+    batch = make_batch(2, actions=False)
+    a, info = policy.predict_action(batch, seed=0)
+    points = torch.tensor(info["keypoints"])
+    assert points.shape == (2, V, k, 2) and points.abs().max() <= 1
+    _, flipped = policy.predict_action({**batch, "images": batch["images"].flip(-1)}, seed=0)
+    assert not torch.allclose(torch.tensor(flipped["keypoints"]), points)
+    loaded = VLAPolicy.from_pretrained(policy.save_pretrained(tmp_path / "p"))
+    assert torch.equal(loaded.predict_action(batch, seed=0)[0], a)
+
+
+def test_keypoints_without_state_condition_the_head_alone():
+    policy = tiny_policy(keypoints=2, state_dim=0)
+    assert policy.head.state_dim == V * 2 * 2
+    randomize_(policy.head)
+    batch = make_batch(2, actions=False)
+    del batch["state"]
+    a, _ = policy.predict_action(batch, seed=0)
+    b, _ = policy.predict_action({**batch, "images": batch["images"].flip(-1)}, seed=0)
+    assert not torch.allclose(a, b)
+
+
+def test_keypoints_need_a_backbone_with_a_patch_grid():
+    policy = tiny_policy()
+    policy.backbone.patch_grid = None
+    with pytest.raises(ValueError, match=r"config\.keypoints=2: ComposedBackbone exposes no patch grid"):
+        VLAPolicy(PolicyConfig.from_dict({**policy.config.to_dict(), "keypoints": 2}), policy.backbone)
+    with pytest.raises(ValueError, match="keypoints: must be >= 0"):
+        PolicyConfig.from_dict({**policy.config.to_dict(), "keypoints": -1})
