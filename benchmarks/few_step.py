@@ -2,8 +2,8 @@
 
 The field is the exact marginal velocity towards the 8-mode mixture of ``[H=16, A=7]`` action
 chunks of ``benchmarks/solvers.py`` (narrow modes: the flow bends early and late). Errors are RMS
-distances of x(1) to an RK4 reference (400 steps, float64) on held-out noise; every route is fitted
-or trained on other noise.
+distances of x(1) to an RK4 reference (400 steps, float64; 100 with ``--quick``) on held-out
+noise; every route is fitted or trained on other noise.
 
 Routes:
 * baselines: Euler, midpoint, AB2 on the uniform grid and on grids fitted with ``fit_time_grid``;
@@ -53,16 +53,18 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     set_typecheck(False)
-    n_train, n_test = (128, 512) if args.quick else (256, 1024)
-    iters = args.bespoke_iterations or (80 if args.quick else 300)
+    n_train, n_test = (64, 256) if args.quick else (256, 1024)
+    iters = args.bespoke_iterations or (40 if args.quick else 300)
+    ref_steps, sweeps = (100, 1) if args.quick else (400, 2)
     dtype = torch.float32
     field = hard_mixture(dtype)
     g = torch.Generator().manual_seed(1)
     x_train = torch.randn(n_train, H, A, generator=g, dtype=dtype)
     x_test = torch.randn(n_test, H, A, generator=g, dtype=dtype)
     f64 = hard_mixture(torch.float64)
-    ref_train = integrate(f64, x_train.double(), solver="rk4", steps=400).x.to(dtype)
-    ref_test = integrate(f64, x_test.double(), solver="rk4", steps=400).x
+    ref_train = integrate(f64, x_train.double(), solver="rk4", steps=ref_steps).x.to(dtype)
+    ref_test = integrate(f64, x_test.double(), solver="rk4", steps=ref_steps).x
+    print(f"references done ({ref_steps} RK4 steps)", flush=True)
 
     rows: dict[str, dict[int, float]] = {}
     costs: dict[str, dict] = {}
@@ -84,7 +86,7 @@ def main() -> None:
             if steps > 1:
                 t0 = time.perf_counter()
                 fitted = fit_time_grid(
-                    field, x_train, solver=name, steps=steps, reference=ref_train, sweeps=2
+                    field, x_train, solver=name, steps=steps, reference=ref_train, sweeps=sweeps
                 )
                 cost = {"seconds": time.perf_counter() - t0, "teacher_nfe": fitted.solves * nfe * n_train}
                 err = _rms(get_solver(name).solve(field, x_test, fitted.tensor()).x, ref_test)
@@ -162,6 +164,7 @@ def main() -> None:
             "n_train": n_train,
             "n_test": n_test,
             "bespoke_iterations": iters,
+            "reference_rk4_steps": ref_steps,
             "shortcut_iterations": args.shortcut_iterations,
             "dtype": str(dtype),
             "torch": torch.__version__,
