@@ -9,6 +9,7 @@ from flowvla.flow.paths import (
     from_reverse_time_field,
     to_reverse_time_field,
 )
+from flowvla.flow.shortcut import ShortcutMLP, distill_shortcut, shortcut_loss, shortcut_sample
 from flowvla.flow.time_samplers import (
     BetaTimeSampler,
     LogitNormalTimeSampler,
@@ -26,12 +27,16 @@ __all__ = [
     "LinearPath",
     "LogitNormalTimeSampler",
     "PathSample",
+    "ShortcutMLP",
     "TimeSampler",
     "UniformTimeSampler",
     "VelocityFn",
+    "distill_shortcut",
     "from_reverse_time_field",
     "masked_mse",
     "sample_beta",
     "sample_gamma",
+    "shortcut_loss",
+    "shortcut_sample",
     "to_reverse_time_field",
 ]

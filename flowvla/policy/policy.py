@@ -43,6 +43,7 @@ from flowvla.policy.checks import check_batch
 from flowvla.policy.config import PolicyConfig
 from flowvla.policy.debug import layer_rms, record_block_stats, token_signatures
 from flowvla.routing import RoutedContexts
+from flowvla.solvers import Solver
 from flowvla.typing import Float, Tensor, typechecked
 
 __all__ = ["PolicyLosses", "VLAPolicy", "chunk_differences_penalty"]
@@ -359,7 +360,7 @@ class VLAPolicy(nn.Module):
         self,
         batch: Mapping[str, Any],
         *,
-        solver: str | None = None,
+        solver: str | Solver | None = None,
         steps: int | None = None,
         seed: int | None = None,
         diagnostics: bool = True,
@@ -369,7 +370,8 @@ class VLAPolicy(nn.Module):
 
         Args:
             batch: images, instructions, state (+ depth / cameras for the geometry branch).
-            solver: a solver name (default ``config.solver``).
+            solver: a solver name (default ``config.solver``) or a [`Solver`][flowvla.solvers.base.Solver]
+                instance (e.g. a fitted [`BespokeSolver`][flowvla.solvers.bespoke.BespokeSolver]).
             steps: solver steps (default ``config.steps``).
             seed: seeds the initial noise: the same batch and seed give the same actions.
             diagnostics: compute the per-layer and per-block statistics of ``debug_info``.

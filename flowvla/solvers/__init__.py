@@ -15,7 +15,11 @@
 Time grids: [`uniform_grid`][flowvla.solvers.grids.uniform_grid],
 [`shifted_grid`][flowvla.solvers.grids.shifted_grid] (SD3 shift),
 [`power_grid`][flowvla.solvers.grids.power_grid], [`cosine_grid`][flowvla.solvers.grids.cosine_grid], and
-[`fit_time_grid`][flowvla.solvers.grid_fit.fit_time_grid], which fits the step locations to a given field."""
+[`fit_time_grid`][flowvla.solvers.grid_fit.fit_time_grid], which fits the step locations to a given field.
+
+Few-step sampling: [`fit_bespoke_solver`][flowvla.solvers.bespoke.fit_bespoke_solver] learns a
+[`BespokeSolver`][flowvla.solvers.bespoke.BespokeSolver] (per-step times and scales of a base Euler/midpoint
+step) for one field: 1-2 NFE at the error of Euler with 10."""
 
 from flowvla.solvers.adams_bashforth import AdamsBashforth2Solver
 from flowvla.solvers.adaptive import (
@@ -27,6 +31,7 @@ from flowvla.solvers.adaptive import (
     NFEBudgetExceeded,
 )
 from flowvla.solvers.base import ODESolution, Solver, VelocityFn
+from flowvla.solvers.bespoke import BespokeParams, BespokeSolver, fit_bespoke_solver
 from flowvla.solvers.dpm_solver import DPMSolverPlusPlus2M
 from flowvla.solvers.grid_fit import FittedGrid, fit_time_grid
 from flowvla.solvers.grids import (
@@ -62,6 +67,8 @@ __all__ = [
     "RK4",
     "AdamsBashforth2Solver",
     "AdaptiveRungeKutta",
+    "BespokeParams",
+    "BespokeSolver",
     "BogackiShampine32Solver",
     "ButcherTableau",
     "DPMSolverPlusPlus2M",
@@ -78,6 +85,7 @@ __all__ = [
     "VelocityFn",
     "available_solvers",
     "cosine_grid",
+    "fit_bespoke_solver",
     "fit_time_grid",
     "get_solver",
     "grid_times",
