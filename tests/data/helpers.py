@@ -225,3 +225,55 @@ def write_lerobot_v30_video(
         ffmpeg_log_level="error",
         pixelformat="yuv444p",
     )
+
+
+def block_frames(episode: int, length: int, h: int = 32, w: int = 48, view: int = 0) -> np.ndarray:
+    """Upright frames ``[T, H, W, 3]`` uint8 of 8x8 flat blocks that survive lossy video coding.
+
+    Red grows with the block's row, green with its column, blue encodes (episode, t, view): a flip,
+    a rotation or a frame off by one shows up as a large error, coding noise as a small one.
+    """
+    t = np.arange(length)[:, None, None]
+    r = (np.arange(h) // 8)[None, :, None]
+    c = (np.arange(w) // 8)[None, None, :]
+    out = np.empty((length, h, w, 3), dtype=np.uint8)
+    out[..., 0] = np.broadcast_to(20 + 50 * r, (length, h, w))
+    out[..., 1] = np.broadcast_to(20 + 35 * c, (length, h, w))
+    out[..., 2] = np.broadcast_to((30 + 60 * episode + 12 * t + 90 * view) % 220 + 20, (length, h, w))
+    return out
+
+
+class BlockSource:
+    """In-memory EpisodeSource of two block-frame views; the task changes at step ``switch``."""
+
+    def __init__(self, lengths: list[int], switch: int | None = None, h: int = 32, w: int = 48) -> None:
+        self.lengths, self.switch, self.h, self.w = list(lengths), switch, h, w
+        self.image_keys = ["image", "wrist_image"]
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def episode_length(self, e: int) -> int:
+        return self.lengths[e]
+
+    def frame_instructions(self, e: int) -> list[str]:
+        first, second = f"pick block {e % 2}", "put it down"
+        return [
+            second if self.switch is not None and t >= self.switch else first for t in range(self.lengths[e])
+        ]
+
+    def instruction(self, e: int) -> str:
+        return self.frame_instructions(e)[0]
+
+    def actions(self, e: int) -> np.ndarray:
+        return episode_arrays(e, self.lengths[e])[0].astype(np.float32)
+
+    def states(self, e: int) -> np.ndarray:
+        return episode_arrays(e, self.lengths[e])[1].astype(np.float32)
+
+    def images(self, e: int, t: int) -> np.ndarray:
+        views = [block_frames(e, self.lengths[e], self.h, self.w, v)[t] for v in (0, 1)]
+        return np.stack(views).transpose(0, 3, 1, 2)
+
+    def geometry(self, e: int, t: int) -> None:
+        return None
