@@ -396,7 +396,7 @@ def _write(
                 views = np.asarray(source.images(e, shown))
                 if views.shape != (len(keys), 3, h, w):
                     raise ValueError(
-                        f"episode {e} step {shown}: views {views.shape}, the first were {(len(keys), 3, h, w)}"
+                        f"episode {e} step {shown}: views {views.shape}, the first {(len(keys), 3, h, w)}"
                     )
                 for k, img in zip(keys, views, strict=True):
                     hwc = img.transpose(1, 2, 0)
