@@ -400,7 +400,7 @@ class _VideoDecoder:
         self.path = path
         self._container = av.open(str(path))
         self._stream = self._container.streams.video[0]
-        self._stream.thread_type = "AUTO"
+        # No frame threading: it holds frames back, so one frame after a seek would cost several.
         self._base = float(self._stream.time_base)
         self._frames: Any = None  # the running decode generator
         self._last = -np.inf  # time of the last frame decoded (s)

@@ -227,15 +227,18 @@ def write_lerobot_v30_video(
     )
 
 
-def block_frames(episode: int, length: int, h: int = 32, w: int = 48, view: int = 0) -> np.ndarray:
-    """Upright frames ``[T, H, W, 3]`` uint8 of 8x8 flat blocks that survive lossy video coding.
+def block_frames(
+    episode: int, length: int, h: int = 32, w: int = 48, view: int = 0, block: int = 8
+) -> np.ndarray:
+    """Upright frames ``[T, H, W, 3]`` uint8 of flat ``block``-pixel squares that survive lossy video
+    coding (at most 5 block rows and 7 block columns).
 
     Red grows with the block's row, green with its column, blue encodes (episode, t, view): a flip,
     a rotation or a frame off by one shows up as a large error, coding noise as a small one.
     """
     t = np.arange(length)[:, None, None]
-    r = (np.arange(h) // 8)[None, :, None]
-    c = (np.arange(w) // 8)[None, None, :]
+    r = (np.arange(h) // block)[None, :, None]
+    c = (np.arange(w) // block)[None, None, :]
     out = np.empty((length, h, w, 3), dtype=np.uint8)
     out[..., 0] = np.broadcast_to(20 + 50 * r, (length, h, w))
     out[..., 1] = np.broadcast_to(20 + 35 * c, (length, h, w))
@@ -246,8 +249,10 @@ def block_frames(episode: int, length: int, h: int = 32, w: int = 48, view: int 
 class BlockSource:
     """In-memory EpisodeSource of two block-frame views; the task changes at step ``switch``."""
 
-    def __init__(self, lengths: list[int], switch: int | None = None, h: int = 32, w: int = 48) -> None:
-        self.lengths, self.switch, self.h, self.w = list(lengths), switch, h, w
+    def __init__(
+        self, lengths: list[int], switch: int | None = None, h: int = 32, w: int = 48, block: int = 8
+    ) -> None:
+        self.lengths, self.switch, self.h, self.w, self.block = list(lengths), switch, h, w, block
         self.image_keys = ["image", "wrist_image"]
 
     def __len__(self) -> int:
@@ -272,7 +277,7 @@ class BlockSource:
         return episode_arrays(e, self.lengths[e])[1].astype(np.float32)
 
     def images(self, e: int, t: int) -> np.ndarray:
-        views = [block_frames(e, self.lengths[e], self.h, self.w, v)[t] for v in (0, 1)]
+        views = [block_frames(e, self.lengths[e], self.h, self.w, v, self.block)[t] for v in (0, 1)]
         return np.stack(views).transpose(0, 3, 1, 2)
 
     def geometry(self, e: int, t: int) -> None:
