@@ -2,13 +2,15 @@
 
     python benchmarks/lerobot_access.py                  # 15 episodes x 100 steps, two 128 px views
     python benchmarks/lerobot_access.py --quick --out /tmp/bench
+    python benchmarks/lerobot_access.py --hdf5 demos/pick_up_the_ketchup_demo.hdf5   # real renders
 
 Writes LIBERO-layout HDF5 demonstrations (synthetic renders: a gradient with a moving square), exports
 them with flowvla's own LeRobot writer (``flowvla.data.lerobot_export``; H.264, keyframe every
 ``--gop`` frames), then reads ``ChunkDataset`` items from a fresh ``LeRobotSource`` in order and
 shuffled (one process, no workers). Also reports the write time and size of the HDF5 files and of the
-LeRobot dataset, and the HDF5 reader's items/s for reference. Prints a table and writes JSON
-(``<out>/lerobot_access[_quick].json``).
+LeRobot dataset (wall and CPU seconds), and the HDF5 reader's items/s for reference. ``--hdf5`` uses
+existing demonstration files instead (e.g. ``flowvla-generate``'s), copied to a temporary folder.
+Prints a table and writes JSON (``<out>/lerobot_access[_quick].json``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -65,10 +68,13 @@ def folder_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in files) / 2**20
 
 
-def ms_per_item(make: callable, order: list[int]) -> tuple[float, float]:
-    """Mean wall and CPU ms per item over ``order`` on a fresh dataset (its first item, which opens the
-    files, not counted). CPU time is what the wall time would be on an idle machine (one process)."""
+def ms_per_item(make: callable, n: int, shuffled: bool) -> tuple[float, float]:
+    """Mean wall and CPU ms per item over ``n`` items (the first ``n``, or ``n`` drawn without
+    replacement) of a fresh dataset; its first item, which opens the files, is not counted. CPU time is
+    what the wall time would be on an idle machine (one process)."""
     ds = make()
+    n = min(n, len(ds))
+    order = np.random.default_rng(0).permutation(len(ds))[:n].tolist() if shuffled else list(range(n))
     ds[order[0]]
     t, c = time.perf_counter(), time.process_time()
     for i in order[1:]:
@@ -87,34 +93,37 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--gop", type=int, default=2, help="keyframe interval of the videos")
     p.add_argument("--codec", default="libx264")
     p.add_argument("--cache-mb", type=float, default=256, help="LeRobotSource cache_bytes, in MiB")
+    p.add_argument("--hdf5", type=Path, nargs="+", default=None, help="existing HDF5 files to export")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = p.parse_args(argv)
     if args.quick:
         args.episodes, args.steps, args.size, args.items = 3, 20, 64, 40
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
-        h5 = Path(tmp) / "demo.hdf5"
-        t = time.perf_counter()
-        make_hdf5(h5, args.episodes, args.steps, args.size)
-        hdf5_write_s = time.perf_counter() - t
-        src = HDF5Source([h5])
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
+        if args.hdf5:
+            h5s = [Path(tmp) / f"{i}_{p.name}" for i, p in enumerate(args.hdf5)]
+            for p, q in zip(args.hdf5, h5s, strict=True):
+                shutil.copyfile(p, q)
+        else:
+            h5s = [Path(tmp) / "demo.hdf5"]
+            make_hdf5(h5s[0], args.episodes, args.steps, args.size)
+        hdf5_write_s, hdf5_write_cpu = time.perf_counter() - t, time.process_time() - c
+        src = HDF5Source(h5s)
+        t, c = time.perf_counter(), time.process_time()
         export_lerobot(src, Path(tmp) / "lerobot", fps=20, codec=args.codec, gop=args.gop)
-        export_s = time.perf_counter() - t
-        sizes = {"hdf5_mb": folder_mb(h5), "lerobot_mb": folder_mb(Path(tmp) / "lerobot")}
-        n = min(args.items, args.episodes * args.steps)
-        rng = np.random.default_rng(0)
-        total = args.episodes * args.steps
-        in_order = list(range(n))
-        shuffled = rng.permutation(total)[:n].tolist()
+        export_s, export_cpu = time.perf_counter() - t, time.process_time() - c
+        sizes = {"hdf5_mb": sum(folder_mb(h) for h in h5s), "lerobot_mb": folder_mb(Path(tmp) / "lerobot")}
+        total = len(ChunkDataset(src, 8))
+        args.episodes, args.size = len(src), src.images(0, 0).shape[-1]
         cache = int(args.cache_mb * 2**20)
         rows = []
         for name, make in {
             "lerobot_video": lambda: ChunkDataset(LeRobotSource(Path(tmp) / "lerobot", cache_bytes=cache), 8),
-            "hdf5": lambda: ChunkDataset(HDF5Source([h5]), 8),
+            "hdf5": lambda: ChunkDataset(HDF5Source(h5s), 8),
         }.items():
-            ordered_ms, ordered_cpu = ms_per_item(make, in_order)
-            shuffled_ms, shuffled_cpu = ms_per_item(make, shuffled)
+            ordered_ms, ordered_cpu = ms_per_item(make, args.items, shuffled=False)
+            shuffled_ms, shuffled_cpu = ms_per_item(make, args.items, shuffled=True)
             rows.append(
                 {
                     "source": name,
@@ -129,12 +138,13 @@ def main(argv: list[str] | None = None) -> dict:
                 }
             )
     print(
-        f"{args.episodes} episodes x {args.steps} steps, 2 views {args.size} px, {args.codec} "
-        f"gop {args.gop}, {n} items per mode, {os.cpu_count()} cores"
+        f"{args.episodes} episodes ({total} HDF5 items), 2 views {args.size} px, {args.codec} "
+        f"gop {args.gop}, {args.items} items per mode, {os.cpu_count()} cores"
     )
+    made = "copy" if args.hdf5 else "write"
     print(
-        f"write: HDF5 {hdf5_write_s:.1f} s, {sizes['hdf5_mb']:.1f} MB; "
-        f"LeRobot export {export_s:.1f} s, {sizes['lerobot_mb']:.1f} MB"
+        f"HDF5 {made} {hdf5_write_s:.1f} s (CPU {hdf5_write_cpu:.1f} s), {sizes['hdf5_mb']:.1f} MB; "
+        f"LeRobot export {export_s:.1f} s (CPU {export_cpu:.1f} s), {sizes['lerobot_mb']:.1f} MB"
     )
     print(
         f"{'source':>14} | {'in order it/s':>13} | {'shuffled it/s':>13} | {'ratio':>5} | "
@@ -149,7 +159,10 @@ def main(argv: list[str] | None = None) -> dict:
     results = {
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "hdf5_write_s": hdf5_write_s,
+        "hdf5_write_cpu_s": hdf5_write_cpu,
         "lerobot_export_s": export_s,
+        "lerobot_export_cpu_s": export_cpu,
+        "items": total,
         **sizes,
         "rows": rows,
     }
