@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"{r['shuffled_cpu_ms']:8.2f} | {r['shuffled_over_in_order_cpu']:.2f}x"
         )
     results = {
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "args": json.loads(json.dumps(vars(args), default=str)),
         "hdf5_write_s": hdf5_write_s,
         "hdf5_write_cpu_s": hdf5_write_cpu,
         "lerobot_export_s": export_s,

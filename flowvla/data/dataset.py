@@ -181,6 +181,13 @@ class EpisodeSubset:
         """The task of every step of episode ``e`` (the source's, or its one instruction repeated)."""
         return frame_instructions(self.source, self.episodes[e])
 
+    def observed_steps(self, e: int) -> np.ndarray:
+        """The steps of episode ``e`` that have views (the source's, or every step)."""
+        observed = getattr(self.source, "observed_steps", None)
+        if observed is None:
+            return np.arange(self.episode_length(e))
+        return np.asarray(observed(self.episodes[e]))
+
     def actions(self, e: int) -> np.ndarray:
         return self.source.actions(self.episodes[e])
 

@@ -323,3 +323,19 @@ def test_frame_tasks_of_the_wrong_length_are_refused():
 
     with pytest.raises(ValueError, match="frame_instructions"):
         ChunkDataset(Short([4], [2]), horizon=2)
+
+
+def test_subset_keeps_the_steps_that_have_views():
+    class Strided(ArraySource):
+        def observed_steps(self, e):
+            return np.arange(0, self.lengths[e], 3)
+
+        def images(self, e, t):
+            assert t % 3 == 0, "asked for a step without views"
+            return super().images(e, t)
+
+    sub = EpisodeSubset(Strided([7, 5]), [1])
+    assert sub.observed_steps(0).tolist() == [0, 3]
+    ds = ChunkDataset(sub, horizon=2)
+    assert len(ds) == 2 and ds[1]["frame_index"] == 3
+    assert EpisodeSubset(ArraySource([4]), [0]).observed_steps(0).tolist() == [0, 1, 2, 3]
