@@ -233,8 +233,9 @@ def block_frames(
     """Upright frames ``[T, H, W, 3]`` uint8 of flat ``block``-pixel squares that survive lossy video
     coding (at most 5 block rows and 7 block columns).
 
-    Red grows with the block's row, green with its column, blue encodes (episode, t, view): a flip,
-    a rotation or a frame off by one shows up as a large error, coding noise as a small one.
+    Red grows with the block's row (by 50), green with its column (by 35), blue encodes (episode, t,
+    view) (by 25 a step): a flip, a rotation or a frame off by one shows up as a large error, coding
+    noise as a small one.
     """
     t = np.arange(length)[:, None, None]
     r = (np.arange(h) // block)[None, :, None]
@@ -242,7 +243,7 @@ def block_frames(
     out = np.empty((length, h, w, 3), dtype=np.uint8)
     out[..., 0] = np.broadcast_to(20 + 50 * r, (length, h, w))
     out[..., 1] = np.broadcast_to(20 + 35 * c, (length, h, w))
-    out[..., 2] = np.broadcast_to((30 + 60 * episode + 12 * t + 90 * view) % 220 + 20, (length, h, w))
+    out[..., 2] = np.broadcast_to((30 + 60 * episode + 25 * t + 90 * view) % 220 + 20, (length, h, w))
     return out
 
 

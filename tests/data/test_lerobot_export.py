@@ -23,7 +23,7 @@ from .helpers import BlockSource, block_frames, episode_arrays, write_official_h
 def assert_close_frames(got: np.ndarray, want: np.ndarray) -> None:
     """Lossy coding moves a pixel by a few levels; a flip or a wrong frame by tens."""
     err = np.abs(got.astype(int) - want.astype(int))
-    assert err.mean() < 3 and np.percentile(err, 99) < 16, (err.mean(), err.max())
+    assert err.mean() < 3 and err[..., 2, :, :].mean() < 6 and np.percentile(err, 99) < 16, err.mean()
 
 
 def test_round_trip_values_tasks_pixels(tmp_path):
@@ -100,7 +100,7 @@ def test_strided_views_hold_the_latest_render(tmp_path):
     lr = LeRobotSource(tmp_path / "d")
     frames = block_frames(0, 7, view=0)
     for t in range(7):
-        assert_close_frames(lr.images(0, t)[0].transpose(1, 2, 0), frames[t - t % 3])
+        assert_close_frames(lr.images(0, t)[0], frames[t - t % 3].transpose(2, 0, 1))
 
 
 def test_bad_arguments_are_named(tmp_path, capsys):
