@@ -411,7 +411,10 @@ class _VideoDecoder:
         """Yield ``(time, [H, W, 3] uint8)`` from the keyframe before ``want`` (or the current position)
         on; the caller stops when it has what it needs."""
         if not (self._last < want - tol and want - self._last <= max(self._gap, 4 * tol) + tol):
-            self._container.seek(max(0, int((want - tol) / self._base)), stream=self._stream, backward=True)
+            # The keyframe at or before the frame (aim half a tolerance past it: stored timestamps
+            # are rounded, and aiming before it would land on the previous keyframe).
+            target = max(0, int((want + tol / 2) / self._base))
+            self._container.seek(target, stream=self._stream, backward=True)
             self._frames = self._container.decode(self._stream)
             self._last = self._key = -np.inf
         for frame in self._frames:

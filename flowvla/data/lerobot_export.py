@@ -56,6 +56,8 @@ _EPISODES_PATH = "meta/episodes/" + _CHUNK_FILE + ".parquet"
 
 def _view_keys(source: EpisodeSource, n_views: int) -> list[str]:
     """LeRobot feature names for the source's views: its own names where it has them."""
+    while hasattr(source, "source") and not hasattr(source, "image_keys"):  # an EpisodeSubset
+        source = source.source
     names = getattr(source, "image_keys", None)
     if names is None:  # an HDF5Source: the files' obs/ dataset names
         readers = getattr(source, "readers", None)
