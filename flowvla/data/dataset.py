@@ -4,7 +4,8 @@ An item at step ``t`` of an episode of length ``T`` (unbatched batch contract, s
 [`flowvla.data.batch`][flowvla.data.batch])::
 
     images       [V, 3, H, W] uint8      upright views at t (optionally augmented)
-    instruction  str
+    instruction  str                     the task of step t (a source with ``frame_instructions``
+                                         may change it within an episode, as LeRobot stores it)
     state        [S] float32             state at t, zero-padded / truncated to S = state_dim
     state_mask   [S] bool                True on the dims that came from the data
     actions      [H, A] float32          actions t .. t+H-1; past the episode's end the last action
@@ -32,7 +33,14 @@ from flowvla.data.batch import pad_state
 from flowvla.data.hdf5 import LiberoHDF5Reader
 from flowvla.data.stats import FeatureStats, Normalizer, compute_stats
 
-__all__ = ["ChunkDataset", "EpisodeSource", "EpisodeSubset", "HDF5Source", "split_episodes"]
+__all__ = [
+    "ChunkDataset",
+    "EpisodeSource",
+    "EpisodeSubset",
+    "HDF5Source",
+    "frame_instructions",
+    "split_episodes",
+]
 
 
 @runtime_checkable
@@ -60,6 +68,9 @@ class EpisodeSource(Protocol):
         ...
 
     # Optional: ``observed_steps(e) -> [T']`` int array, the steps that have views (default: all).
+    # Optional: ``frame_instructions(e) -> list[str]`` of length ``T``, the task of every step (default:
+    # ``instruction(e)`` for every step). LeRobot stores a task per frame; ``instruction(e)`` is then
+    # the task of the episode's first frame.
 
     def geometry(self, e: int, t: int) -> dict[str, np.ndarray] | None:
         """``depth [V, H, W]``, ``intrinsics [V, 3, 3]``, ``extrinsics [V, 4, 4]``, or None."""
@@ -166,6 +177,17 @@ class EpisodeSubset:
     def instruction(self, e: int) -> str:
         return self.source.instruction(self.episodes[e])
 
+    def frame_instructions(self, e: int) -> list[str]:
+        """The task of every step of episode ``e`` (the source's, or its one instruction repeated)."""
+        return frame_instructions(self.source, self.episodes[e])
+
+    def observed_steps(self, e: int) -> np.ndarray:
+        """The steps of episode ``e`` that have views (the source's, or every step)."""
+        observed = getattr(self.source, "observed_steps", None)
+        if observed is None:
+            return np.arange(self.episode_length(e))
+        return np.asarray(observed(self.episodes[e]))
+
     def actions(self, e: int) -> np.ndarray:
         return self.source.actions(self.episodes[e])
 
@@ -177,6 +199,23 @@ class EpisodeSubset:
 
     def geometry(self, e: int, t: int) -> dict[str, np.ndarray] | None:
         return self.source.geometry(self.episodes[e], t)
+
+
+def frame_instructions(source: EpisodeSource, e: int) -> list[str]:
+    """The task of every step of episode ``e`` of ``source``: its ``frame_instructions(e)`` where it has
+    one (LeRobot datasets store a task per frame), else ``instruction(e)`` for every step.
+
+    Raises:
+        ValueError: the source's list does not have one task per step.
+    """
+    n = source.episode_length(e)
+    per_frame = getattr(source, "frame_instructions", None)
+    if per_frame is None:
+        return [source.instruction(e)] * n
+    texts = list(per_frame(e))
+    if len(texts) != n:
+        raise ValueError(f"episode {e}: frame_instructions gives {len(texts)} tasks for {n} steps")
+    return texts
 
 
 def split_episodes(
@@ -258,6 +297,13 @@ class ChunkDataset(torch.utils.data.Dataset):
             for e, a in enumerate(self._actions)
         ]
         self._starts = np.cumsum([0] + [len(s) for s in self._steps]).tolist()
+        # The task of every step, as ids into self._task_names (in order of first appearance).
+        ids: dict[str, int] = {}
+        self._task_ids = [
+            np.asarray([ids.setdefault(x, len(ids)) for x in frame_instructions(source, e)], dtype=np.int64)
+            for e in range(len(source))
+        ]
+        self._task_names = list(ids)
         if geometry and source.geometry(0, 0) is None:
             raise ValueError("geometry=True but the source has no metric depth with camera matrices")
 
@@ -280,18 +326,14 @@ class ChunkDataset(torch.utils.data.Dataset):
 
     def item_tasks(self) -> tuple[list[str], np.ndarray]:
         """Task names (the distinct instructions, in order of first appearance) and each item's task
-        id ``[N]``: what task-balanced sampling in [`flowvla.training`][flowvla.training.engine] reads."""
-        names: list[str] = []
-        ids: dict[str, int] = {}
-        per_episode = []
-        for e in range(len(self.source)):
-            text = self.source.instruction(e)
-            if text not in ids:
-                ids[text] = len(names)
-                names.append(text)
-            per_episode.append(ids[text])
-        lengths = np.diff(np.asarray(self._starts))
-        return names, np.repeat(np.asarray(per_episode, dtype=np.int64), lengths)
+        id ``[N]`` (the task of the item's step): what task-balanced sampling in
+        [`flowvla.training`][flowvla.training.engine] reads."""
+        per_item = [ids[steps] for ids, steps in zip(self._task_ids, self._steps, strict=True)]
+        return list(self._task_names), np.concatenate(per_item).astype(np.int64)
+
+    def instruction(self, e: int, t: int) -> str:
+        """The task of step ``t`` of episode ``e`` (what item ``(e, t)`` carries as ``instruction``)."""
+        return self._task_names[int(self._task_ids[e][t])]
 
     def stats(self) -> dict[str, FeatureStats]:
         """Statistics of the raw actions and states over every frame (what to save next to a policy)."""
@@ -308,7 +350,7 @@ class ChunkDataset(torch.utils.data.Dataset):
             state[:n] = self.normalizers["state"].normalize(self._states[e][t][None])[0, :n]
         images = torch.from_numpy(np.ascontiguousarray(self.source.images(e, t)))
         item: dict[str, Any] = {
-            "instruction": self.source.instruction(e),
+            "instruction": self.instruction(e, t),
             "state": torch.from_numpy(state),
             "state_mask": torch.from_numpy(state_mask),
             "actions": torch.from_numpy(np.ascontiguousarray(actions, dtype=np.float32)),

@@ -3,8 +3,17 @@
 What is read: ``meta/info.json`` (``fps``, ``features``, path templates), the tasks
 (``meta/tasks.jsonl`` in v2, ``meta/tasks.parquet`` in v3), the frames (``data/**/*.parquet``) and
 the views, either stored in the parquet rows (feature dtype ``image``: PNG/JPEG bytes) or as MP4 videos
-(dtype ``video``; decoded with ``imageio-ffmpeg``, which includes AV1 and H.264 decoders). Needs
-``pyarrow`` and ``Pillow``; videos also ``imageio`` + ``imageio-ffmpeg``.
+(dtype ``video``; decoded with PyAV, whose wheels include AV1 and H.264 decoders). Needs ``pyarrow``
+and ``Pillow``; videos also ``av`` (all in the ``data`` extra).
+
+Tasks: LeRobot stores a task per frame (``task_index``);
+[`frame_instructions`][flowvla.data.lerobot.LeRobotSource.frame_instructions] gives them, and
+[`ChunkDataset`][flowvla.data.dataset.ChunkDataset] gives every item the task of its own frame.
+
+Random access: a video frame is decoded by seeking to the keyframe at or before it and decoding forward
+(an open decoder that is already just before the frame decodes on instead of seeking), so a shuffled
+item costs about what an item in order costs; decoded frames are kept in a cache bounded in bytes
+(``cache_bytes``).
 
 Image orientation: images are read as stored (``image_convention="opencv"``, upright), which is right
 for what ``lerobot`` writes and for real-robot data. The LIBERO ports on the hub derive from OpenVLA's
@@ -52,7 +61,12 @@ class LeRobotSource:
         action_key: action feature (default: ``action`` or ``actions``).
         image_convention: how the views are stored (see ``flowvla.data.hdf5.IMAGE_CONVENTIONS``):
             ``"opencv"`` (default) reads them as stored; ``"upright_mirrored"`` for the LIBERO ports.
-        cache_episodes: decoded episodes kept per view (images are decoded a whole episode at a time).
+        cache_episodes: episodes of encoded images kept per view (image storage: the PNG/JPEG bytes of
+            an episode are read together; decoding is per frame).
+        cache_bytes: most bytes of decoded video frames kept (least recently used dropped first);
+            256 MiB by default, 0 to keep none.
+
+    A source can be handed to DataLoader workers: open video files are reopened in each process.
     """
 
     def __init__(
@@ -63,6 +77,7 @@ class LeRobotSource:
         action_key: str | None = None,
         image_convention: str = "opencv",
         cache_episodes: int = 4,
+        cache_bytes: int = 256 * 2**20,
     ) -> None:
         with requires_extra("data", "reading LeRobot datasets"):
             import pyarrow.parquet as pq
@@ -74,6 +89,8 @@ class LeRobotSource:
                 f"root={str(self.root)!r}: no meta/info.json; not a LeRobot dataset folder"
             )
         image_convention = check_image_convention(image_convention)
+        if cache_bytes < 0:
+            raise ValueError(f"cache_bytes: must be >= 0, got {cache_bytes}")
         self.info: dict[str, Any] = json.loads(info_path.read_text())
         self.version = str(self.info.get("codebase_version", "v2.0"))
         self.fps = float(self.info["fps"])
@@ -128,7 +145,7 @@ class LeRobotSource:
         self._actions: dict[int, np.ndarray] = {}
         self._states: dict[int, np.ndarray] = {}
         self._ts: dict[int, np.ndarray] = {}
-        self._task: dict[int, int] = {}
+        self._task: dict[int, np.ndarray] = {}
         self._loc: dict[int, np.ndarray] = {}
         acts = np.asarray(rows[self.action_key], dtype=np.float32)
         sts = np.asarray(rows[self.state_key], dtype=np.float32)
@@ -140,11 +157,25 @@ class LeRobotSource:
         for seg in np.split(order, bounds):
             e = int(ep[seg[0]])
             self._actions[e], self._states[e] = acts[seg], sts[seg]
-            self._ts[e], self._loc[e], self._task[e] = ts[seg], loc[seg], int(tasks[seg[0]])
+            self._ts[e], self._loc[e], self._task[e] = ts[seg], loc[seg], tasks[seg]
         self.tasks = self._read_tasks()
+        for e, ti in self._task.items():
+            missing = sorted(set(np.unique(ti).tolist()) - set(self.tasks))
+            if missing:
+                raise KeyError(f"episode {e} has task_index {missing}, which is not in the task list")
         self._episode_meta = self._read_episode_meta() if any(self._is_video.values()) else {}
         self._bytes_cache: OrderedDict[tuple[str, int], list[Any]] = OrderedDict()
-        self._frame_cache: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
+        self.cache_bytes = int(cache_bytes)
+        self._frames = _FrameCache(self.cache_bytes)
+        self._decoders: OrderedDict[Path, _VideoDecoder] = OrderedDict()
+        self._pid = os.getpid()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Open decoders do not cross processes (DataLoader workers, spawn): each process opens its own.
+        state = dict(self.__dict__)
+        state["_decoders"] = OrderedDict()
+        state["_frames"] = _FrameCache(self.cache_bytes)
+        return state
 
     # ------------------------------------------------------------------------------------- metadata
     def _read_tasks(self) -> dict[int, str]:
@@ -193,10 +224,16 @@ class LeRobotSource:
         return len(self._actions[self.episode_id(e)])
 
     def instruction(self, e: int) -> str:
-        ti = self._task[self.episode_id(e)]
-        if ti not in self.tasks:
-            raise KeyError(f"episode {self.episode_id(e)} has task_index {ti}, which is not in the task list")
-        return self.tasks[ti]
+        """The task of the episode's first frame (see ``frame_instructions`` for every frame's)."""
+        return self.tasks[int(self._task[self.episode_id(e)][0])]
+
+    def frame_instructions(self, e: int) -> list[str]:
+        """The task of every frame of episode ``e`` (``T`` strings), as stored per frame."""
+        return [self.tasks[int(i)] for i in self._task[self.episode_id(e)]]
+
+    def timestamps(self, e: int) -> np.ndarray:
+        """``[T]`` float64: the stored ``timestamp`` of every frame of episode ``e`` (seconds)."""
+        return self._ts[self.episode_id(e)]
 
     def actions(self, e: int) -> np.ndarray:
         return self._actions[self.episode_id(e)]
@@ -211,7 +248,7 @@ class LeRobotSource:
         views = []
         for key in self.image_keys:
             if self._is_video[key]:
-                views.append(self._episode_frames(key, e)[t])
+                views.append(self._video_frame(key, e, t))
             else:
                 views.append(to_upright(_decode_image(self._episode_bytes(key, e)[t]), self.image_convention))
         return np.ascontiguousarray(np.stack(views).transpose(0, 3, 1, 2))
@@ -259,15 +296,6 @@ class LeRobotSource:
             self._bytes_cache, (key, e), load, 64 * self.cache_episodes * len(self.image_keys)
         )
 
-    def _episode_frames(self, key: str, e: int) -> np.ndarray:
-        """Upright ``[T, H, W, 3]`` uint8 frames of video view ``key`` for episode ``e`` (LRU-cached)."""
-        return self._cached(
-            self._frame_cache,
-            (key, e),
-            lambda: np.ascontiguousarray(to_upright(self._decode_video(key, e), self.image_convention)),
-            self.cache_episodes * len(self.image_keys),
-        )
-
     def _video_file_and_offset(self, key: str, ep: int) -> tuple[Path, float]:
         tmpl = self.info.get("video_path")
         if not tmpl:
@@ -284,28 +312,119 @@ class LeRobotSource:
         path = tmpl.format(video_key=key, episode_chunk=ep // chunks, episode_index=ep)
         return self.root / path, 0.0
 
-    def _decode_video(self, key: str, e: int) -> np.ndarray:
-        with requires_extra("data", "decoding LeRobot videos"):
-            import imageio.v2 as imageio
+    def _decoder(self, path: Path) -> _VideoDecoder:
+        if os.getpid() != self._pid:  # forked into a worker: the parent's open files are not ours
+            self._decoders, self._pid = OrderedDict(), os.getpid()
+        dec = self._decoders.get(path)
+        if dec is None:
+            if not path.is_file():
+                raise FileNotFoundError(f"video not found: {path}")
+            dec = self._decoders[path] = _VideoDecoder(path)
+            while len(self._decoders) > _OPEN_VIDEOS:
+                self._decoders.popitem(last=False)[1].close()
+        self._decoders.move_to_end(path)
+        return dec
 
+    def _video_frame(self, key: str, e: int, t: int) -> np.ndarray:
+        """Upright ``[H, W, 3]`` uint8 frame ``t`` of video view ``key`` in episode ``e``."""
+        hit = self._frames.get((key, e, t))
+        if hit is not None:
+            return hit
         ep = self.episode_id(e)
+        if not 0 <= t < len(self._ts[ep]):
+            raise IndexError(f"t={t} out of range for episode {ep} of {len(self._ts[ep])} frames")
         path, offset = self._video_file_and_offset(key, ep)
-        if not path.is_file():
-            raise FileNotFoundError(f"video for episode {ep}, view {key!r} not found: {path}")
-        idx = np.rint((self._ts[ep] + offset) * self.fps).astype(np.int64)
-        reader = imageio.get_reader(path, format="FFMPEG")  # type: ignore[arg-type]
-        try:
-            frames: dict[int, np.ndarray] = {}
-            wanted = set(idx.tolist())
-            first, last = int(idx.min()), int(idx.max())
-            if first > 0:
-                reader.set_image_index(first)
-            for i in range(first, last + 1):
-                img = reader.get_next_data()
-                if i in wanted:
-                    frames[i] = np.asarray(img)[..., :3]
-        except (IndexError, StopIteration) as err:
-            raise ValueError(f"{path}: video ends before frame {last} needed by episode {ep}") from err
-        finally:
-            reader.close()
-        return np.stack([frames[int(i)] for i in idx])
+        times = self._ts[ep] + offset  # where each frame of the episode lies in the file (s)
+        tol = 0.5 / self.fps
+        want = float(times[t])
+        found = None
+        for time, img in self._decoder(path).frames_from(want, tol):
+            # Keep every frame decoded on the way that belongs to this episode: in-order reads hit them.
+            i = int(np.searchsorted(times, time - tol))
+            if i < len(times) and abs(times[i] - time) <= tol:
+                frame = np.ascontiguousarray(to_upright(img, self.image_convention))
+                self._frames.put((key, e, i), frame)
+                if i == t:
+                    found = frame
+            if time >= want - tol:
+                break
+        if found is None:
+            raise ValueError(
+                f"{path}: no frame at {want:.4f} s (episode {ep}, frame {t}, view {key!r}); "
+                "the video is shorter than the episode or its timestamps differ"
+            )
+        return found
+
+
+#: Open video files kept per source (each holds a demuxer and a decoder).
+_OPEN_VIDEOS = 16
+
+
+class _FrameCache:
+    """Least-recently-used decoded frames, bounded by their total bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.size = limit, 0
+        self._d: OrderedDict[tuple[str, int, int], np.ndarray] = OrderedDict()
+
+    def get(self, k: tuple[str, int, int]) -> np.ndarray | None:
+        v = self._d.get(k)
+        if v is not None:
+            self._d.move_to_end(k)
+        return v
+
+    def put(self, k: tuple[str, int, int], v: np.ndarray) -> None:
+        if v.nbytes > self.limit:
+            return
+        old = self._d.pop(k, None)
+        if old is not None:
+            self.size -= old.nbytes
+        self._d[k], self.size = v, self.size + v.nbytes
+        while self.size > self.limit:
+            self.size -= self._d.popitem(last=False)[1].nbytes
+
+
+class _VideoDecoder:
+    """One open video stream that decodes forward from where it stands, seeking only when it must.
+
+    A request for the frame at time ``want`` continues decoding when the decoder's last frame lies
+    shortly before ``want`` (within a keyframe interval); otherwise it seeks to the keyframe at or before
+    ``want`` and decodes forward from there. Either way only the frames between that keyframe (or the
+    last decoded frame) and ``want`` are decoded.
+    """
+
+    def __init__(self, path: Path) -> None:
+        with requires_extra("data", "decoding LeRobot videos"):
+            import av
+
+        self.path = path
+        self._container = av.open(str(path))
+        self._stream = self._container.streams.video[0]
+        # No frame threading: it holds frames back, so one frame after a seek would cost several.
+        self._base = float(self._stream.time_base)
+        self._frames: Any = None  # the running decode generator
+        self._last = -np.inf  # time of the last frame decoded (s)
+        self._key = -np.inf  # time of the last keyframe decoded (s)
+        self._gap = 0.0  # the longest keyframe interval seen (s): within it, decoding on beats seeking
+
+    def frames_from(self, want: float, tol: float) -> Any:
+        """Yield ``(time, [H, W, 3] uint8)`` from the keyframe before ``want`` (or the current position)
+        on; the caller stops when it has what it needs."""
+        if not (self._last < want - tol and want - self._last <= max(self._gap, 4 * tol) + tol):
+            # The keyframe at or before the frame (aim half a tolerance past it: stored timestamps
+            # are rounded, and aiming before it would land on the previous keyframe).
+            target = max(0, int((want + tol / 2) / self._base))
+            self._container.seek(target, stream=self._stream, backward=True)
+            self._frames = self._container.decode(self._stream)
+            self._last = self._key = -np.inf
+        for frame in self._frames:
+            time = float(frame.pts * self._base) if frame.pts is not None else float(frame.time)
+            if frame.key_frame:
+                if np.isfinite(self._key):
+                    self._gap = max(self._gap, time - self._key)
+                self._key = time
+            self._last = time
+            yield time, frame.to_ndarray(format="rgb24")
+
+    def close(self) -> None:
+        self._container.close()

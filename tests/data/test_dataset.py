@@ -265,3 +265,77 @@ def test_split_episodes_holds_out_whole_episodes_per_task():
         split_episodes(src, 1.0)
     with pytest.raises(ValueError, match="out of range"):
         EpisodeSubset(src, [11])
+
+
+class SwitchingTaskSource(ArraySource):
+    """Episode e's task changes from 'first e' to 'second e' at step switch[e] (as LeRobot can store)."""
+
+    def __init__(self, lengths, switch):
+        super().__init__(lengths)
+        self.switch = list(switch)
+
+    def instruction(self, e):
+        return self.frame_instructions(e)[0]
+
+    def frame_instructions(self, e):
+        return [f"{'first' if t < self.switch[e] else 'second'} {e}" for t in range(self.lengths[e])]
+
+
+def test_item_carries_the_task_of_its_frame():
+    """The task changes at frame 10: item 15 carries the second task, item 5 the first."""
+    ds = ChunkDataset(SwitchingTaskSource([20], [10]), horizon=4)
+    assert ds[5]["instruction"] == "first 0" and ds[15]["instruction"] == "second 0"
+    names, ids = ds.item_tasks()
+    assert names == ["first 0", "second 0"] and ids.tolist() == [0] * 10 + [1] * 10
+
+
+@given(
+    episodes=st.lists(
+        st.integers(1, 12).flatmap(lambda n: st.tuples(st.just(n), st.integers(0, n))), max_size=4
+    ),
+    data=st.data(),
+)
+def test_per_frame_tasks_reach_items_and_task_labels(episodes, data):
+    episodes = [(20, 10), *episodes]
+    lengths, switch = [n for n, _ in episodes], [k for _, k in episodes]
+    src = SwitchingTaskSource(lengths, switch)
+    keep = data.draw(st.permutations(range(len(lengths))))
+    for source in (src, EpisodeSubset(src, keep)):
+        ds = ChunkDataset(source, horizon=3)
+        names, ids = ds.item_tasks()
+        assert len(ids) == len(ds)
+        for index in range(len(ds)):
+            e, t = ds.locate(index)
+            want = source.frame_instructions(e)[t]
+            assert ds[index]["instruction"] == want == names[ids[index]]
+
+
+def test_one_instruction_per_episode_without_frame_tasks():
+    ds = ChunkDataset(ArraySource([3, 2]), horizon=2)
+    assert [ds[i]["instruction"] for i in range(len(ds))] == ["task 0"] * 3 + ["task 1"] * 2
+    assert EpisodeSubset(ArraySource([3, 2]), [1]).frame_instructions(0) == ["task 1"] * 2
+
+
+def test_frame_tasks_of_the_wrong_length_are_refused():
+    class Short(SwitchingTaskSource):
+        def frame_instructions(self, e):
+            return super().frame_instructions(e)[:-1]
+
+    with pytest.raises(ValueError, match="frame_instructions"):
+        ChunkDataset(Short([4], [2]), horizon=2)
+
+
+def test_subset_keeps_the_steps_that_have_views():
+    class Strided(ArraySource):
+        def observed_steps(self, e):
+            return np.arange(0, self.lengths[e], 3)
+
+        def images(self, e, t):
+            assert t % 3 == 0, "asked for a step without views"
+            return super().images(e, t)
+
+    sub = EpisodeSubset(Strided([7, 5]), [1])
+    assert sub.observed_steps(0).tolist() == [0, 3]
+    ds = ChunkDataset(sub, horizon=2)
+    assert len(ds) == 2 and ds[1]["frame_index"] == 3
+    assert EpisodeSubset(ArraySource([4]), [0]).observed_steps(0).tolist() == [0, 1, 2, 3]
