@@ -188,8 +188,10 @@ def distill_shortcut(
         iterations: Adam steps.
         batch_size: path points per step.
         lr: peak learning rate.
-        hidden, depth: the student's size.
-        min_step, consistency_fraction: see [`shortcut_loss`][flowvla.flow.shortcut.shortcut_loss].
+        hidden: the student's hidden width.
+        depth: the student's hidden layers.
+        min_step: see [`shortcut_loss`][flowvla.flow.shortcut.shortcut_loss].
+        consistency_fraction: see [`shortcut_loss`][flowvla.flow.shortcut.shortcut_loss].
         seed: seeds the student's initialisation, the noise, ``t`` and ``d``.
         dtype: the student's dtype.
 
