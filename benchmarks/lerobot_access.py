@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--items", type=int, default=300, help="items read per mode")
-    p.add_argument("--gop", type=int, default=2, help="keyframe interval of the videos")
+    p.add_argument("--gop", type=int, default=1, help="keyframe interval of the videos")
     p.add_argument("--codec", default="libx264")
     p.add_argument("--cache-mb", type=float, default=256, help="LeRobotSource cache_bytes, in MiB")
     p.add_argument("--hdf5", type=Path, nargs="+", default=None, help="existing HDF5 files to export")

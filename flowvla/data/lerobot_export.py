@@ -205,7 +205,7 @@ def export_lerobot(
     action_key: str = "action",
     codec: str = "libx264",
     crf: int = 23,
-    gop: int = 2,
+    gop: int = 1,
     robot_type: str | None = None,
     data_file_mb: float = 100.0,
     video_file_mb: float = 200.0,
@@ -227,8 +227,9 @@ def export_lerobot(
         codec: PyAV encoder: ``"libx264"`` (H.264, default), ``"libsvtav1"`` (AV1, ``lerobot``'s
             default; needs views of at least 64 px), ...
         crf: the encoder's constant-rate factor (lower: larger, closer to the source).
-        gop: keyframe interval in frames; random access decodes at most this many frames (2, as
-            ``lerobot`` writes).
+        gop: keyframe interval in frames; a random read decodes up to this many frames. On 96 px
+            LIBERO renders, 1 (every frame a keyframe) made shuffled reads 1.4x the cost of reads in
+            order; ``lerobot``'s 2 gave 1.6x and 5% smaller files.
         robot_type: stored in ``info.json``.
         data_file_mb: start a new parquet file once one holds this many MB (lerobot's default 100).
         video_file_mb: start a new video file once one holds this many MB (lerobot's default 200).
@@ -512,7 +513,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--fps", type=int, default=None, help="frame rate (default: the source's; LIBERO: 20)")
     p.add_argument("--codec", default="libx264", help="video encoder: libx264 (default) or libsvtav1")
     p.add_argument("--crf", type=int, default=23, help="constant-rate factor (lower: larger files)")
-    p.add_argument("--gop", type=int, default=2, help="keyframe interval in frames")
+    p.add_argument("--gop", type=int, default=1, help="keyframe interval in frames (1: every frame)")
     p.add_argument("--robot-type", default=None)
     p.add_argument(
         "--benchmark-wording",
