@@ -2,7 +2,8 @@
 
 Nothing here imports LIBERO until an environment is built, so ``import flowvla.envs`` works without it.
 Modules: [`libero_setup`][flowvla.envs.libero_setup] (offline install checks), [`libero`][flowvla.envs.libero]
-(the environment), [`rollout`][flowvla.envs.rollout] (evaluation), ``experts`` (a scripted
+(the environment), [`rollout`][flowvla.envs.rollout] (evaluation), [`perturb`][flowvla.envs.perturb]
+(robustness perturbations for evaluation), ``experts`` (a scripted
 pick-and-place expert reading the simulator's state), [`cameras`][flowvla.envs.cameras] (geometry),
 [`video`][flowvla.envs.video].
 """
@@ -14,6 +15,7 @@ from typing import Any
 __all__ = [
     "LiberoEnv",
     "LiberoSetupError",
+    "Perturbation",
     "PickPlaceExpert",
     "RolloutConfig",
     "evaluate",
@@ -26,6 +28,7 @@ _LAZY = {
     "LiberoEnv": "flowvla.envs.libero",
     "LiberoSetupError": "flowvla.envs.libero_setup",
     "prepare_libero": "flowvla.envs.libero_setup",
+    "Perturbation": "flowvla.envs.perturb",
     "RolloutConfig": "flowvla.envs.rollout",
     "evaluate": "flowvla.envs.rollout",
     "PickPlaceExpert": "flowvla.envs.experts",

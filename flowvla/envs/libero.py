@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -279,7 +279,11 @@ class LiberoEnv:
 
     # -------------------------------------------------------------------------------------- control
     def reset(
-        self, init_state: int | np.ndarray | None = None, seed: int | None = None, settle_steps: int = 0
+        self,
+        init_state: int | np.ndarray | None = None,
+        seed: int | None = None,
+        settle_steps: int = 0,
+        perturb: Callable[[LiberoEnv], Any] | None = None,
     ) -> Float[np.ndarray, " D"]:
         """Reset the task and return the flattened initial simulator state.
 
@@ -289,6 +293,9 @@ class LiberoEnv:
             seed: seeds ``numpy.random`` (LIBERO's samplers use it) before resetting.
             settle_steps: steps of ``DUMMY_ACTION`` after the reset so objects come to rest, as
                 LIBERO evaluations do (10); the returned state is the one before them.
+            perturb: called with this env once the state is loaded, before settling (see
+                [`Perturbation`][flowvla.envs.perturb.Perturbation]); the returned state includes
+                its changes.
         """
         if seed is not None:
             self.raw.seed(seed)
@@ -309,6 +316,8 @@ class LiberoEnv:
             self._last_obs = self.raw.set_init_state(state)
         else:
             self._last_obs = self.raw.env._get_observations(force_update=True)
+        if perturb is not None:
+            perturb(self)
         initial = self.get_sim_state()
         self.steps = 0
         for _ in range(settle_steps):

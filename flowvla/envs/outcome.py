@@ -46,6 +46,9 @@ class OutcomeTracker:
         self.min_distance = float("inf")
         self.max_lift = 0.0
         self.closed_near = False
+        # Gripper minus object (m, world frame) when the gripper first closed near the object: says
+        # whether a missed grasp was off sideways (x, y: where the object is) or in height (z).
+        self.close_offset: list[float] | None = None
         try:
             self.object: str | None = place_goal(env).obj
         except UnsupportedGoalError:
@@ -64,6 +67,8 @@ class OutcomeTracker:
         self.min_distance = min(self.min_distance, d)
         self.max_lift = max(self.max_lift, float(p[2] - self.start[2]))
         if float(action[-1]) > 0 and d < self.near:
+            if not self.closed_near:
+                self.close_offset = [round(float(v), 4) for v in self.scene.eef_pos() - p]
             self.closed_near = True
 
     def outcome(self, success: bool) -> str:
@@ -86,4 +91,5 @@ class OutcomeTracker:
             "min_gripper_object_m": None if self.object is None else round(self.min_distance, 4),
             "max_object_lift_m": None if self.object is None else round(self.max_lift, 4),
             "closed_near_object": self.closed_near,
+            "close_offset_m": self.close_offset,
         }

@@ -41,6 +41,7 @@ from flowvla.data.batch import STATE, STATE_MASK, collate, pad_state
 from flowvla.envs.libero import ACTION_DIM, DEFAULT_CAMERAS, LIBERO_SUITES, LiberoEnv
 from flowvla.envs.libero_setup import prepare_libero
 from flowvla.envs.outcome import OutcomeTracker
+from flowvla.envs.perturb import Perturbation
 from flowvla.envs.video import tile_views, write_video
 from flowvla.io import write_json_atomic
 
@@ -52,6 +53,7 @@ __all__ = [
     "RandomPolicy",
     "RolloutConfig",
     "StaleRecordsError",
+    "action_smoothness",
     "evaluate",
     "load_records",
     "run_episode",
@@ -120,6 +122,11 @@ class RolloutConfig:
             written into every record and the summary. Records already in ``out_dir`` are reused
             only if they carry the same identity and outcome settings (step limit, re-planning,
             rendering, seeds, ``predict_kwargs``).
+        perturbation: what to change in every episode after its init state is loaded (objects shifted,
+            camera jitter; see [`Perturbation`][flowvla.envs.perturb.Perturbation]); drawn from the
+            episode's seed. ``None``: the official evaluation.
+        instructions: task index -> the instruction the policy is given instead of the task's own
+            (paraphrases held out of training); tasks not listed keep theirs.
         on_mismatch: what to do when they do not: ``"error"`` raises
             [`StaleRecordsError`][flowvla.envs.rollout.StaleRecordsError]; ``"restart"`` moves the old
             records, summary and videos to ``<out_dir>/stale-<n>/`` and starts fresh.
@@ -146,6 +153,8 @@ class RolloutConfig:
     hard_reset: bool = True
     progress: bool = True
     policy_id: dict[str, Any] | None = None
+    perturbation: Perturbation | None = None
+    instructions: dict[int, str] | None = None
     on_mismatch: str = "error"
 
     def __post_init__(self) -> None:
@@ -179,6 +188,16 @@ class RolloutConfig:
             raise ValueError("video needs out_dir to write into")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.perturbation is not None and not isinstance(self.perturbation, Perturbation):
+            raise TypeError(f"perturbation: expected a Perturbation, got {type(self.perturbation).__name__}")
+        if self.instructions is not None:
+            self.instructions = {int(t): str(text) for t, text in self.instructions.items()}
+            bad = sorted(set(self.instructions) - set(self.tasks))
+            if bad:
+                raise ValueError(f"instructions: tasks {bad} are not evaluated (tasks={self.tasks})")
+            empty = [t for t, text in self.instructions.items() if not text.strip()]
+            if empty:
+                raise ValueError(f"instructions: tasks {empty} have an empty instruction")
         if self.on_mismatch not in ("error", "restart"):
             raise ValueError(f"on_mismatch={self.on_mismatch!r}: choose 'error' or 'restart'")
         if self.policy_id is not None:
@@ -209,6 +228,13 @@ class RolloutConfig:
             "hard_reset": self.hard_reset,
             "predict_kwargs": _jsonable(self.predict_kwargs),
             "temporal_ensemble": self.temporal_ensemble,
+            # Only when set, so records of official evaluations written before these existed resume.
+            **({"perturbation": self.perturbation.to_dict()} if self.perturbation else {}),
+            **(
+                {"instructions": {str(k): v for k, v in self.instructions.items()}}
+                if self.instructions
+                else {}
+            ),
         }
 
 
@@ -240,6 +266,8 @@ class EpisodeRecord:
     policy: dict[str, Any] | None = None
     settings: dict[str, Any] | None = None
     outcome: dict[str, Any] | None = None
+    smoothness: dict[str, float] | None = None
+    perturbation: dict[str, Any] | None = None
 
     def key(self) -> tuple[str, int, int]:
         return self.suite, self.task_index, self.init_state
@@ -311,8 +339,17 @@ def run_episode(
     """Run one episode of ``env``'s task from ``init_state``; return its record and video frames."""
     seed = cfg.seed + init_state
     t_start = time.perf_counter()
-    env.reset(init_state=init_state, seed=seed, settle_steps=cfg.settle_steps)
+    applied: dict[str, Any] = {}
+    perturb = None
+    if cfg.perturbation is not None and cfg.perturbation.active:
+        rng = np.random.default_rng([seed, 0x5E7])  # its own stream: LIBERO's numpy draws stay as they were
+
+        def perturb(e: LiberoEnv) -> None:
+            applied.update(cfg.perturbation.apply(e, rng))
+
+    env.reset(init_state=init_state, seed=seed, settle_steps=cfg.settle_steps, perturb=perturb)
     t_reset = time.perf_counter() - t_start
+    instruction = (cfg.instructions or {}).get(env.task.index, env.instruction)
     tracker = OutcomeTracker(env)
     limit = cfg.step_limit
     frames: list[np.ndarray] = []
@@ -322,6 +359,7 @@ def run_episode(
     replans = steps = 0
     success = False
     last_debug: dict[str, Any] = {}
+    executed: list[np.ndarray] = []
     while steps < limit:
         if not queue:
             t0 = time.perf_counter()
@@ -329,6 +367,7 @@ def run_episode(
             t1 = time.perf_counter()
             if cfg.state_dim is not None:
                 obs[STATE], obs[STATE_MASK] = pad_state(obs[STATE], cfg.state_dim)
+            obs["instruction"] = instruction
             actions, debug = policy.predict_action(collate([obs]), **cfg.predict_kwargs)
             t2 = time.perf_counter()
             t_render += t1 - t0
@@ -352,6 +391,7 @@ def run_episode(
         result = env.step(action)
         t_physics += time.perf_counter() - t0
         tracker.update(action)
+        executed.append(np.asarray(action, dtype=np.float64))
         steps += 1
         if result.success:
             success = True
@@ -362,7 +402,7 @@ def run_episode(
         suite=cfg.suite,
         task_index=env.task.index,
         task_name=env.task.name,
-        instruction=env.instruction,
+        instruction=instruction,
         init_state=init_state,
         seed=seed,
         success=success,
@@ -378,8 +418,26 @@ def run_episode(
         policy=cfg.policy_id,
         settings=cfg.outcome_settings(),
         outcome=tracker.summary(success),
+        smoothness=action_smoothness(np.stack(executed)) if executed else None,
+        perturbation=applied or None,
     )
     return rec, frames
+
+
+def action_smoothness(actions: np.ndarray) -> dict[str, float]:
+    """Mean squared 2nd and 3rd finite differences over time of executed ``[T, 7]`` actions.
+
+    Only the six arm dimensions count: the gripper command is a step (-1 -> +1) whose differences
+    would swamp the arm's. A difference needs 3 (4) actions; shorter episodes give 0.
+    """
+    if actions.ndim != 2 or actions.shape[1] != ACTION_DIM:
+        raise ValueError(f"actions: expected [T, {ACTION_DIM}], got {list(actions.shape)}")
+    arm = actions[:, : ACTION_DIM - 1]
+    out = {}
+    for name, n in (("second_diff", 2), ("third_diff", 3)):
+        d = np.diff(arm, n=n, axis=0)
+        out[name] = float(np.square(d).sum(-1).mean()) if len(d) else 0.0
+    return out
 
 
 # ----------------------------------------------------------------------------------- job execution
@@ -482,6 +540,7 @@ def summarize(records: Iterable[EpisodeRecord | dict[str, Any]]) -> dict[str, An
             "ci95": [lo, hi],
             "mean_steps": float(np.mean([r["steps"] for r in rs])) if rs else float("nan"),
             "mean_episode_s": float(np.mean([r["time_total"] for r in rs])) if rs else float("nan"),
+            **_mean_smoothness(rs),
             # How episodes ended (flowvla.envs.outcome); records written before outcomes count as unknown.
             "outcomes": dict(
                 collections.Counter((r.get("outcome") or {}).get("outcome", "unknown") for r in rs)
@@ -497,6 +556,15 @@ def summarize(records: Iterable[EpisodeRecord | dict[str, Any]]) -> dict[str, An
         for k, v in sorted(per_task.items(), key=lambda kv: (kv[0].split("/")[0], int(kv[0].split("/")[1])))
     }
     return out
+
+
+def _mean_smoothness(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Episode means of [`action_smoothness`][flowvla.envs.rollout.action_smoothness] (records
+    written before it existed are left out)."""
+    have = [r["smoothness"] for r in rows if r.get("smoothness")]
+    if not have:
+        return {}
+    return {f"mean_{k}": float(np.mean([h[k] for h in have])) for k in ("second_diff", "third_diff")}
 
 
 def load_records(path: Path) -> list[dict[str, Any]]:

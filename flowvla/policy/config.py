@@ -105,6 +105,10 @@ class PolicyConfig:
             tokens ([`SpatialSoftmax`][flowvla.backbones.keypoints.SpatialSoftmax]) and given to the
             head beside the state (its conditioning vector is ``[state, V * K * 2 coordinates]``):
             a short path from pixels to actions next to the language model; 0: off.
+        keypoint_temperature: initial (learned) softmax temperature of the keypoints. At 1 the
+            softmax over cells starts nearly uniform on normalised features, every keypoint sits
+            near the image centre and a short training run barely moves it; a low value starts
+            them peaked, so they follow what they respond to from the first step.
         head: the flow head.
         router: the layer router.
         fusion: the geometry branch.
@@ -125,6 +129,7 @@ class PolicyConfig:
     language_token_dropout: float = 0.0
     freeze: str | None = None
     keypoints: int = 0
+    keypoint_temperature: float = 1.0
     head: HeadConfig = field(default_factory=HeadConfig)
     router: RouterConfig = field(default_factory=RouterConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
@@ -136,6 +141,8 @@ class PolicyConfig:
         self.fusion.center = tuple(self.fusion.center)
         if self.keypoints < 0:
             raise ValueError(f"keypoints: must be >= 0, got {self.keypoints}")
+        if not self.keypoint_temperature > 0:
+            raise ValueError(f"keypoint_temperature: must be > 0, got {self.keypoint_temperature}")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict."""

@@ -153,7 +153,9 @@ class VLAPolicy(nn.Module):
                     f"config.keypoints={config.keypoints}: {type(backbone).__name__} exposes no patch grid "
                     "of visual features (patch_grid, visual_dim); use a ComposedBackbone or keypoints=0"
                 )
-            self.keypoints = SpatialSoftmax(grid.grid_size, width, config.keypoints)
+            self.keypoints = SpatialSoftmax(
+                grid.grid_size, width, config.keypoints, temperature=config.keypoint_temperature
+            )
             cond_dim += config.num_views * config.keypoints * 2
         self.head = FlowActionHead(
             config.action_dim,

@@ -73,6 +73,7 @@ class RecipeConfig:
         conv_blocks: residual blocks per ConvEncoder stage (0: one plain convolution per stage).
         keypoints: spatial-softmax keypoints per view given straight to the flow head (see
             ``PolicyConfig.keypoints``); 0: the head sees the images only through the language model.
+        keypoint_temperature: their initial softmax temperature (``PolicyConfig.keypoint_temperature``).
         state_conditioning: how the head takes its conditioning vector (state, keypoints):
             ``"token"``, ``"adaln"`` or ``"both"`` (see ``HeadConfig``).
         lm_dim: width of the language model.
@@ -116,6 +117,7 @@ class RecipeConfig:
     action_noise: float = 0.0
     conv_blocks: int = 1
     keypoints: int = 32
+    keypoint_temperature: float = 1.0
     state_conditioning: str = "both"
     lm_dim: int = 128
     lm_layers: int = 1
@@ -304,6 +306,7 @@ def build_policy(cfg: RecipeConfig, dataset: Any) -> Any:
             state_conditioning=cfg.state_conditioning,
         ),
         keypoints=cfg.keypoints,
+        keypoint_temperature=cfg.keypoint_temperature,
         router=RouterConfig(kind="scalar_mix", layers="all"),
         loss=LossConfig(time_sampler=cfg.time_sampler, repeats=cfg.flow_repeats),
         solver=cfg.solver,

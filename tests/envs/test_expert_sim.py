@@ -120,10 +120,13 @@ def test_outcomes_name_how_an_episode_ended():
         done = replay(ep.actions)
         assert done["outcome"] == "success" and done["object"] == "alphabet_soup_1"
         assert done["max_object_lift_m"] > 0.03 and done["closed_near_object"]
+        # Where the expert first commanded a close: within reach of the object.
+        assert np.linalg.norm(done["close_offset_m"]) < 0.1
         open_hand = ep.actions.copy()
         open_hand[:, -1] = -1.0
         hover = replay(open_hand)
         assert hover["outcome"] == "hover" and hover["min_gripper_object_m"] < 0.1
+        assert hover["close_offset_m"] is None
         still = np.zeros((20, 7))
         still[:, -1] = -1.0
         assert replay(still)["outcome"] == "never_reached"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 
 from flowvla.envs import rollout
@@ -154,3 +155,34 @@ def test_temporal_ensemble_weights_the_oldest_chunk_most():
         ensemble_action([(0, np.zeros((8, 7)))], 9, 0.1)
     with pytest.raises(ValueError, match="temporal_ensemble"):
         RolloutConfig(suite="libero_object", temporal_ensemble=-1.0)
+
+
+def test_action_smoothness_measures_the_arm_and_ignores_the_gripper_step():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=25, deadline=None)
+    @given(
+        st.integers(4, 40),
+        st.floats(-2, 2),
+        st.floats(-2, 2),
+        st.floats(-1, 1),
+        st.integers(0, 5),
+        st.integers(0, 39),
+    )
+    def check(t, slope, offset, curvature, dim, switch):
+        time = np.arange(t, dtype=np.float64)
+        a = np.zeros((t, 7))
+        a[:, dim] = offset + slope * time  # a straight line: no acceleration, no jerk
+        a[:, 6] = np.where(time < switch, -1.0, 1.0)  # the gripper's step counts for nothing
+        flat = rollout.action_smoothness(a)
+        assert flat == pytest.approx({"second_diff": 0.0, "third_diff": 0.0}, abs=1e-9)
+        a[:, (dim + 1) % 6] = curvature * time**2  # constant 2nd difference 2c, no 3rd
+        got = rollout.action_smoothness(a)
+        assert got["second_diff"] == pytest.approx(4 * curvature**2, abs=1e-9)
+        assert got["third_diff"] == pytest.approx(0.0, abs=1e-9)
+
+    check()
+    assert rollout.action_smoothness(np.zeros((2, 7))) == {"second_diff": 0.0, "third_diff": 0.0}
+    with pytest.raises(ValueError, match=r"actions: expected \[T, 7\]"):
+        rollout.action_smoothness(np.zeros((5, 6)))

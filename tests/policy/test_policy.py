@@ -323,6 +323,22 @@ def test_keypoints_without_state_condition_the_head_alone():
     assert not torch.allclose(a, b)
 
 
+def test_keypoint_temperature_sets_how_peaked_the_keypoints_start(tmp_path):
+    batch = make_batch(4, actions=False)
+    spread = {}
+    for temperature in (1.0, 0.05):
+        policy = tiny_policy(keypoints=4, keypoint_temperature=temperature)
+        assert policy.keypoints.log_temperature.exp().item() == pytest.approx(temperature)
+        _, info = policy.predict_action(batch, seed=0)
+        spread[temperature] = torch.tensor(info["keypoints"]).abs().mean()
+    # A peaked softmax puts a keypoint on a cell; a flat one averages the cells to the centre (0).
+    assert spread[0.05] > 2 * spread[1.0]
+    loaded = VLAPolicy.from_pretrained(policy.save_pretrained(tmp_path / "p"))
+    assert loaded.config.keypoint_temperature == 0.05
+    with pytest.raises(ValueError, match="keypoint_temperature: must be > 0"):
+        PolicyConfig.from_dict({**policy.config.to_dict(), "keypoint_temperature": 0.0})
+
+
 def test_keypoints_need_a_backbone_with_a_patch_grid():
     policy = tiny_policy()
     policy.backbone.patch_grid = None

@@ -1,0 +1,123 @@
+"""Sampling a trained policy in closed loop: ODE solver and NFE against success, with no retraining.
+
+One trained checkpoint, several ``solver@steps`` settings, every setting evaluated by the library's
+rollout runner on the same official init states with the same seeds, so the only thing that changes
+between rows is how the action chunk is integrated from noise. Per setting it reports success with
+its Wilson interval and the change against the first (reference) setting, the NFE, the latency of one
+chunk inside the control loop (``time_policy / replans`` of the episode records: batching, backbone
+and all solver steps), the episode length, the smoothness of the executed arm actions (mean squared
+2nd / 3rd differences, [`action_smoothness`][flowvla.envs.rollout.action_smoothness]) and how the
+failures ended.
+
+    python benchmarks/libero_sampling.py --policy RUN/checkpoint --tasks 0,1 --init-states 25 \\
+        --settings euler@10,euler@1,euler@2,euler@4,midpoint@5,ab2@4,dpm++2m@4 \\
+        --out benchmarks/results/libero_sampling
+
+Prints the table and writes ``<out>/sampling.json``; each setting's episode records stay under
+``<out>/<solver>@<steps>/`` and a re-run resumes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from flowvla.cli import index_list
+from flowvla.io import write_json_atomic
+
+
+def parse_settings(text: str) -> list[tuple[str, int]]:
+    """``"euler@10,ab2@4"`` -> ``[("euler", 10), ("ab2", 4)]``, solver names checked."""
+    from flowvla.solvers import available_solvers
+
+    out = []
+    for item in text.split(","):
+        name, sep, steps = item.strip().partition("@")
+        if not sep or not steps.isdigit() or int(steps) < 1:
+            raise SystemExit(f"--settings: {item!r} is not SOLVER@STEPS (e.g. euler@10)")
+        if name not in available_solvers():
+            raise SystemExit(f"--settings: unknown solver {name!r}; choose from {available_solvers()}")
+        out.append((name, int(steps)))
+    return out
+
+
+def base_config(policy: Any, args: argparse.Namespace) -> Any:
+    """The rollout settings every row shares (same episodes, seeds and step limit)."""
+    from flowvla.envs.rollout import RolloutConfig
+    from flowvla.policy import policy_identity
+
+    return RolloutConfig(
+        suite=args.suite,
+        tasks=args.tasks,
+        init_states=args.init_states,
+        replan_every=args.replan_every,
+        image_size=policy.backbone.image_size[0],
+        depth=policy.fusion is not None,
+        state_dim=policy.config.state_dim or None,
+        video="none",
+        workers=args.workers,
+        seed=args.seed,
+        max_steps=args.max_steps,
+        progress=not args.quiet,
+        predict_kwargs={"seed": args.seed, "diagnostics": False},
+        policy_id=policy_identity(policy, args.policy),
+    )
+
+
+def eval_options(p: argparse.ArgumentParser) -> None:
+    """The options of a closed-loop comparison (shared with ``libero_robustness.py``)."""
+    p.add_argument("--policy", required=True, help="a directory written by save_pretrained")
+    p.add_argument("--suite", default="libero_object")
+    p.add_argument("--tasks", type=index_list, default=[0, 1])
+    p.add_argument("--init-states", type=int, default=25)
+    p.add_argument("--replan-every", type=int, default=8)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-steps", type=int, help="episode step limit (default: the suite's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace, variants: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
+    """Load the policy, compare ``variants`` on the same episodes, print the table, write JSON."""
+    import torch
+
+    from flowvla.envs.variants import compare_variants, format_table
+    from flowvla.policy import VLAPolicy
+
+    torch.set_num_threads(args.threads)
+    policy = VLAPolicy.from_pretrained(args.policy).eval()
+    base = base_config(policy, args)
+    rows = compare_variants(policy, base, variants, args.out)
+    print(format_table(rows))
+    result = {
+        "policy": str(args.policy),
+        "suite": args.suite,
+        "tasks": args.tasks,
+        "init_states": args.init_states,
+        "replan_every": args.replan_every,
+        "seed": args.seed,
+        "rows": rows,
+    }
+    write_json_atomic(Path(args.out) / f"{name}.json", result)
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    eval_options(p)
+    p.add_argument("--settings", default="euler@10,euler@1,euler@2,euler@4")
+    p.add_argument("--out", default="benchmarks/results/libero_sampling")
+    args = p.parse_args(argv)
+    variants = {
+        f"{solver}@{steps}": {
+            "predict_kwargs": {"seed": args.seed, "diagnostics": False, "solver": solver, "steps": steps}
+        }
+        for solver, steps in parse_settings(args.settings)
+    }
+    return run(args, variants, "sampling")
+
+
+if __name__ == "__main__":
+    main()

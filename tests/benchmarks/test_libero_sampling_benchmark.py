@@ -1,0 +1,58 @@
+"""benchmarks/libero_sampling.py: settings parsing, and a tiny closed-loop run through the real runner."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location(
+        "libero_sampling", ROOT / "benchmarks" / "libero_sampling.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_settings_name_a_known_solver_and_a_step_count():
+    bench = load_benchmark()
+    assert bench.parse_settings("euler@10, ab2@4") == [("euler", 10), ("ab2", 4)]
+    for bad, why in [
+        ("euler", "SOLVER@STEPS"),
+        ("euler@0", "SOLVER@STEPS"),
+        ("leapfrog@2", "unknown solver"),
+    ]:
+        with pytest.raises(SystemExit, match=why):
+            bench.parse_settings(bad)
+
+
+def test_every_setting_runs_the_same_episodes_and_reports_its_nfe(tmp_path):
+    pytest.importorskip("transformers")
+    pytest.importorskip("libero", reason="LIBERO is not installed (see docs/libero.md)")
+    from flowvla.backbones.composed import ComposedBackbone
+    from flowvla.envs.libero_setup import LiberoSetupError, prepare_libero
+    from flowvla.policy import HeadConfig, PolicyConfig, VLAPolicy
+
+    try:
+        prepare_libero()
+    except LiberoSetupError as err:
+        pytest.skip(str(err))
+    texts = ["pick up the alphabet soup and place it in the basket"]
+    bb = ComposedBackbone.tiny(texts, image_size=32, vision="conv", conv_channels=(8, 8), lm_dim=32)
+    policy = VLAPolicy(PolicyConfig(backbone=bb.spec(), horizon=4, head=HeadConfig(dim=32, depth=1)), bb)
+    ckpt = policy.save_pretrained(tmp_path / "policy")
+    argv = ["--policy", str(ckpt), "--tasks", "0", "--init-states", "1", "--max-steps", "4", "--workers", "1"]
+    argv += ["--settings", "euler@2,midpoint@2", "--out", str(tmp_path / "out"), "--quiet"]
+    result = load_benchmark().main(argv)
+    rows = {r["variant"]: r for r in result["rows"]}
+    assert rows["euler@2"]["nfe"] == 2 and rows["midpoint@2"]["nfe"] == 4
+    assert rows["euler@2"]["delta_points"] == 0 and rows["euler@2"]["latency_ratio"] == 1
+    for r in rows.values():
+        assert r["episodes"] == 1 and r["mean_steps"] == 4 and r["second_diff"] >= 0
+    assert json.loads((tmp_path / "out" / "sampling.json").read_text())["rows"] == result["rows"]
