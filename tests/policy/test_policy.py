@@ -10,7 +10,7 @@ from flowvla.diagnostics import main as diagnostics_main
 from flowvla.policy import BatchError, PolicyConfig, VLAPolicy, chunk_differences_penalty
 from flowvla.policy.config import LossConfig
 from tests.dit.helpers import randomize_
-from tests.policy.helpers import A, H, S, V, make_batch, tiny_policy
+from tests.policy.helpers import IMG, A, H, S, V, make_batch, tiny_policy
 
 ROUTERS = ["fixed", "scalar_mix", "sample_gated", "topk"]
 FUSIONS = ["none", "global", "add", "concat", "gated", "region"]
@@ -337,6 +337,12 @@ def test_keypoint_temperature_sets_how_peaked_the_keypoints_start(tmp_path):
     assert loaded.config.keypoint_temperature == 0.05
     with pytest.raises(ValueError, match="keypoint_temperature: must be > 0"):
         PolicyConfig.from_dict({**policy.config.to_dict(), "keypoint_temperature": 0.0})
+
+
+def test_observation_settings_say_what_a_rollout_must_render():
+    assert tiny_policy().observation_settings() == {"image_size": IMG, "depth": False, "state_dim": S}
+    assert tiny_policy(state_dim=0).observation_settings()["state_dim"] is None
+    assert tiny_policy(fusion="global").observation_settings()["depth"] is True
 
 
 def test_keypoints_need_a_backbone_with_a_patch_grid():
