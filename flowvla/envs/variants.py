@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from flowvla.envs.rollout import Policy, RolloutConfig, evaluate
+from flowvla.envs.rollout import Policy, RolloutConfig, evaluate, load_records
 
 __all__ = ["compare_variants", "format_table"]
 
@@ -52,8 +52,7 @@ def compare_variants(
             raise ValueError(f"variants: {name!r} is not usable as a folder name")
         cfg = dataclasses.replace(base, out_dir=str(Path(out_dir) / name), **overrides)
         summary = evaluate(policy, cfg)
-        path = Path(cfg.out_dir) / "episodes.jsonl"
-        records = [json.loads(line) for line in path.read_text().splitlines()]
+        records = load_records(Path(cfg.out_dir) / "episodes.jsonl")
         latency = [r["time_policy"] / r["replans"] for r in records if r["replans"]]
         rows.append(
             {
