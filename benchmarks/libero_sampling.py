@@ -52,6 +52,7 @@ def base_config(policy: Any, args: argparse.Namespace) -> Any:
         tasks=args.tasks,
         init_states=args.init_states,
         replan_every=args.replan_every,
+        replan_at_gripper=args.replan_at_gripper,
         **policy.observation_settings(),
         video="none",
         workers=args.workers,
@@ -70,6 +71,17 @@ def eval_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks", type=index_list, default=[0, 1])
     p.add_argument("--init-states", type=int, default=25)
     p.add_argument("--replan-every", type=int, default=8)
+    p.add_argument(
+        "--replan-at-gripper",
+        action="store_true",
+        help="cut each chunk before its first gripper toggle and re-plan there",
+    )
+    p.add_argument(
+        "--weights",
+        choices=("auto", "raw", "ema"),
+        default="auto",
+        help="which weights of the checkpoint (auto: EMA when saved)",
+    )
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
@@ -85,7 +97,7 @@ def run(args: argparse.Namespace, variants: dict[str, dict[str, Any]], name: str
     from flowvla.policy import VLAPolicy
 
     torch.set_num_threads(args.threads)
-    policy = VLAPolicy.from_pretrained(args.policy).eval()
+    policy = VLAPolicy.from_pretrained(args.policy, weights=args.weights).eval()
     base = base_config(policy, args)
     rows = compare_variants(policy, base, variants, args.out)
     print(format_table(rows))
@@ -95,6 +107,8 @@ def run(args: argparse.Namespace, variants: dict[str, dict[str, Any]], name: str
         "tasks": args.tasks,
         "init_states": args.init_states,
         "replan_every": args.replan_every,
+        "replan_at_gripper": args.replan_at_gripper,
+        "weights": policy.loaded_weights,
         "seed": args.seed,
         "rows": rows,
     }

@@ -98,6 +98,7 @@ def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
         init_states=args.init_states,
         replan_every=args.replan_every,
         temporal_ensemble=args.temporal_ensemble,
+        replan_at_gripper=args.replan_at_gripper,
         **policy.observation_settings(),
         out_dir=args.out,
         video=args.video,
@@ -166,6 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--init-states", type=int, default=50)
     e.add_argument("--replan-every", type=int, default=8)
     e.add_argument("--temporal-ensemble", type=float, help="ACT's ensembling decay m (default: off)")
+    e.add_argument(
+        "--replan-at-gripper",
+        action="store_true",
+        help="cut each chunk before its first gripper toggle and re-plan there",
+    )
     e.add_argument("--solver", help="ODE solver, e.g. euler, heun, rk4 (default: the policy's)")
     e.add_argument("--solver-steps", type=int, help="ODE solver steps (default: the policy's)")
     e.add_argument("--max-steps", type=int)

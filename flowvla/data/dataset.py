@@ -10,7 +10,9 @@ An item at step ``t`` of an episode of length ``T`` (unbatched batch contract, s
     state_mask   [S] bool                True on the dims that came from the data
     actions      [H, A] float32          actions t .. t+H-1; past the episode's end the last action
                                          is repeated
-    action_mask  [H] bool                True for t + h < T (real actions)
+    action_mask  [H] bool                True for t + h < T (real actions) and, in demonstrations
+                                         recorded with injected noise, for steps reached without
+                                         noise since t (see ``ChunkDataset``)
     depth, intrinsics, extrinsics        with ``geometry=True``, when the source has them
     episode_index, frame_index           int
 
@@ -39,6 +41,7 @@ __all__ = [
     "EpisodeSubset",
     "HDF5Source",
     "frame_instructions",
+    "perturbed_steps",
     "split_episodes",
 ]
 
@@ -139,6 +142,12 @@ class HDF5Source:
         rd, i = self._at(e)
         return rd.observed_steps(i)
 
+    def perturbed_steps(self, e: int) -> np.ndarray:
+        """``[T]`` bool: the steps at which the simulator executed something other than the label
+        (noise injected while recording; all False for a clean demonstration)."""
+        rd, i = self._at(e)
+        return perturbed_steps(rd.actions(i), rd.executed_actions(i))
+
     def images(self, e: int, t: int) -> np.ndarray:
         if self._frames is not None:
             k = self._strides[e]
@@ -191,6 +200,10 @@ class EpisodeSubset:
     def actions(self, e: int) -> np.ndarray:
         return self.source.actions(self.episodes[e])
 
+    def perturbed_steps(self, e: int) -> np.ndarray:
+        """The source's ``perturbed_steps`` (all False where it has none)."""
+        return source_perturbed_steps(self.source, self.episodes[e])
+
     def states(self, e: int) -> np.ndarray:
         return self.source.states(self.episodes[e])
 
@@ -199,6 +212,26 @@ class EpisodeSubset:
 
     def geometry(self, e: int, t: int) -> dict[str, np.ndarray] | None:
         return self.source.geometry(self.episodes[e], t)
+
+
+def perturbed_steps(actions: np.ndarray, executed: np.ndarray) -> np.ndarray:
+    """``[T]`` bool: where the executed ``[T, A]`` actions differ from the ``[T, A]`` labels."""
+    if actions.shape != executed.shape:
+        raise ValueError(f"executed has shape {executed.shape} but actions has {actions.shape}")
+    return np.any(actions != executed, axis=-1)
+
+
+def source_perturbed_steps(source: EpisodeSource, e: int) -> np.ndarray:
+    """``[T]`` bool: the perturbed steps of episode ``e`` of ``source`` (all False for a source that
+    records none)."""
+    per_step = getattr(source, "perturbed_steps", None)
+    n = source.episode_length(e)
+    if per_step is None:
+        return np.zeros(n, dtype=bool)
+    out = np.asarray(per_step(e), dtype=bool)
+    if out.shape != (n,):
+        raise ValueError(f"episode {e}: perturbed_steps has shape {out.shape}, expected ({n},)")
+    return out
 
 
 def frame_instructions(source: EpisodeSource, e: int) -> list[str]:
@@ -259,6 +292,12 @@ class ChunkDataset(torch.utils.data.Dataset):
             state (default: raw values; the policy may normalise itself).
         seed: base seed of the augmentation; item ``k`` of epoch-less sampling uses ``seed + k`` mixed
             with the worker's torch seed, so workers differ and a run is reproducible.
+        mask_perturbed: in demonstrations recorded with injected noise (a source with
+            ``perturbed_steps``), mask each chunk's actions from the first perturbed step after ``t``
+            on. The label at step ``t + h`` is the expert's choice in the state the executed actions
+            led to; once noise was executed between ``t`` and ``t + h``, that state depends on noise
+            nothing observed at ``t`` predicts, so those labels would teach phantom corrections. The
+            label at a perturbed step itself stays (the state was reached without noise since ``t``).
     """
 
     def __init__(
@@ -270,6 +309,7 @@ class ChunkDataset(torch.utils.data.Dataset):
         geometry: bool = False,
         normalizers: dict[str, Normalizer] | None = None,
         seed: int = 0,
+        mask_perturbed: bool = True,
     ) -> None:
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
@@ -290,6 +330,13 @@ class ChunkDataset(torch.utils.data.Dataset):
             if len(a) != n or len(s) != n:
                 raise ValueError(f"episode {e}: {len(a)} actions and {len(s)} states for length {n}")
         self.state_dim = state_dim or self._states[0].shape[-1]
+        # Perturbed steps before each step (c[t] = perturbed steps in [0, t)), for the chunk masks.
+        self._perturbed_before = [
+            np.concatenate([[0], np.cumsum(source_perturbed_steps(source, e))]).astype(np.int64)
+            if mask_perturbed
+            else np.zeros(len(a) + 1, dtype=np.int64)
+            for e, a in enumerate(self._actions)
+        ]
         # Items are the steps that have views: every step, or every k-th for strided renders.
         observed = getattr(source, "observed_steps", None)
         self._steps = [
@@ -318,11 +365,14 @@ class ChunkDataset(torch.utils.data.Dataset):
         return e, int(self._steps[e][index - self._starts[e]])
 
     def action_chunk(self, e: int, t: int) -> tuple[np.ndarray, np.ndarray]:
-        """``([H, A] actions, [H] mask)`` from step ``t`` of episode ``e``; padded with the last action."""
+        """``([H, A] actions, [H] mask)`` from step ``t`` of episode ``e``; padded with the last action.
+        The mask is False past the episode's end and after a perturbed step (``mask_perturbed``)."""
         a = self._actions[e]
         idx = np.arange(t, t + self.horizon)
-        mask = idx < len(a)
-        return a[np.minimum(idx, len(a) - 1)], mask
+        inside = np.minimum(idx, len(a) - 1)
+        c = self._perturbed_before[e]
+        mask = (idx < len(a)) & (c[inside] == c[t])
+        return a[inside], mask
 
     def item_tasks(self) -> tuple[list[str], np.ndarray]:
         """Task names (the distinct instructions, in order of first appearance) and each item's task

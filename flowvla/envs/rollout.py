@@ -55,6 +55,7 @@ __all__ = [
     "StaleRecordsError",
     "action_smoothness",
     "evaluate",
+    "gripper_toggles",
     "load_records",
     "run_episode",
     "summarize",
@@ -116,6 +117,10 @@ class RolloutConfig:
             ``i``-th oldest of them (``m`` is this value, ``i = 0`` the oldest, as in ACT).
             ``None``: execute each chunk's actions as predicted. Combine with a small
             ``replan_every`` (1 re-plans every step, as ACT does).
+        replan_at_gripper: cut a chunk just before its first gripper toggle (open <-> close, the
+            sign of the last action dimension) and re-plan there, so the gripper only changes as the
+            first action of a chunk predicted from the current observation, not from one taken
+            ``replan_every`` steps earlier. Costs extra predictions around grasps and releases.
         hard_reset: rebuild the MuJoCo model at every reset, as LIBERO's evaluation does.
         progress: show a progress bar (tqdm when installed).
         policy_id: JSON-safe identity of the evaluated policy (path, weights hash, training step ...),
@@ -150,6 +155,7 @@ class RolloutConfig:
     seed: int = 0
     predict_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     temporal_ensemble: float | None = None
+    replan_at_gripper: bool = False
     hard_reset: bool = True
     progress: bool = True
     policy_id: dict[str, Any] | None = None
@@ -180,6 +186,11 @@ class RolloutConfig:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
         if self.temporal_ensemble is not None and self.temporal_ensemble < 0:
             raise ValueError(f"temporal_ensemble must be >= 0 or None, got {self.temporal_ensemble}")
+        if self.replan_at_gripper and self.temporal_ensemble is not None:
+            raise ValueError(
+                "replan_at_gripper with temporal_ensemble: an ensembled action mixes several chunks' "
+                "gripper commands, so there is no single toggle to cut at; choose one"
+            )
         if self.video not in ("none", "failures", "successes", "all", "first"):
             raise ValueError(f"video={self.video!r}: choose none, failures, successes, all or first")
         if self.video_format not in ("mp4", "gif"):
@@ -229,6 +240,7 @@ class RolloutConfig:
             "predict_kwargs": _jsonable(self.predict_kwargs),
             "temporal_ensemble": self.temporal_ensemble,
             # Only when set, so records of official evaluations written before these existed resume.
+            **({"replan_at_gripper": True} if self.replan_at_gripper else {}),
             **({"perturbation": self.perturbation.to_dict()} if self.perturbation else {}),
             **(
                 {"instructions": {str(k): v for k, v in self.instructions.items()}}
@@ -360,7 +372,11 @@ def run_episode(
     success = False
     last_debug: dict[str, Any] = {}
     executed: list[np.ndarray] = []
+    fresh = False  # the next queued action is the first of a chunk just predicted
     while steps < limit:
+        if cfg.replan_at_gripper and queue and executed and not fresh:
+            if gripper_toggles(executed[-1], queue[0]):
+                queue = []
         if not queue:
             t0 = time.perf_counter()
             obs = env.observe()
@@ -377,6 +393,7 @@ def run_episode(
             if cfg.temporal_ensemble is not None:
                 running = [(s0, c) for s0, c in running if s0 + len(c) > steps] + [(steps, chunk)]
             replans += 1
+            fresh = True
             last_debug = debug if isinstance(debug, dict) else {}
             if record_video:
                 frames.append(tile_views(obs["images"]))
@@ -392,6 +409,7 @@ def run_episode(
         t_physics += time.perf_counter() - t0
         tracker.update(action)
         executed.append(np.asarray(action, dtype=np.float64))
+        fresh = False
         steps += 1
         if result.success:
             success = True
@@ -422,6 +440,11 @@ def run_episode(
         perturbation=applied or None,
     )
     return rec, frames
+
+
+def gripper_toggles(previous: np.ndarray, action: np.ndarray) -> bool:
+    """Whether ``action`` switches the gripper against ``previous`` (closed: last dimension > 0)."""
+    return bool((previous[-1] > 0) != (action[-1] > 0))
 
 
 def action_smoothness(actions: np.ndarray) -> dict[str, float]:

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from flowvla.cli import fail, index_list
+from flowvla.envs.experts.episode import NoiseBursts
 from flowvla.envs.libero import DEFAULT_CAMERAS, LIBERO_SUITES, LiberoEnv
 from flowvla.envs.libero_setup import LiberoSetupError, set_libero_verbose
 from flowvla.envs.rollout import Progress, load_records, wilson_interval
@@ -97,6 +98,9 @@ class GenerateConfig:
         action_noise: DART-style noise on the executed translation actions while the expert's clean
             actions are recorded as labels (see
             [`run_expert_episode`][flowvla.envs.experts.episode.run_expert_episode]); 0: off.
+        noise_bursts: ``(length, gap)``: inject that noise in bursts of ``length`` steps about
+            ``gap`` steps apart, the expert's recovery executed clean in between (``None``: at every
+            step).
         compression: h5py compression of images (``None``, ``"gzip"``, ``"lzf"``).
         progress: show a progress bar.
     """
@@ -121,6 +125,7 @@ class GenerateConfig:
     hard_reset: bool = False
     image_convention: str = "opengl"
     action_noise: float = 0.0
+    noise_bursts: tuple[int, int] | None = None
     compression: str | None = None
     progress: bool = True
 
@@ -152,6 +157,11 @@ class GenerateConfig:
             raise ValueError(f"image_stride must be >= 1, got {self.image_stride}")
         if self.action_noise < 0:
             raise ValueError(f"action_noise must be >= 0, got {self.action_noise}")
+        if self.noise_bursts is not None:
+            # The schedule checks itself; built here so a bad one fails before any episode runs.
+            length, gap = (int(v) for v in self.noise_bursts)
+            NoiseBursts(length, gap, np.random.default_rng(0))
+            self.noise_bursts = (length, gap)
         if self.image_convention not in ("opengl", "opencv"):
             raise ValueError(f"image_convention={self.image_convention!r}: choose 'opengl' or 'opencv'")
         self.cameras = list(self.cameras)
@@ -366,6 +376,7 @@ def _run_attempt(cfg: GenerateConfig, suite: str, task: int, attempt: int) -> di
         max_steps=cfg.max_steps,
         settle_steps=cfg.settle_steps,
         action_noise=cfg.action_noise,
+        noise_bursts=cfg.noise_bursts,
     )
     t1 = time.perf_counter()
     rec.update(success=ep.success, steps=ep.steps, retries=ep.retries, phases=ep.phases, time_plan=t1 - t0)
@@ -601,6 +612,13 @@ def generate(cfg: GenerateConfig) -> dict[str, Any]:
     return overall
 
 
+def _burst_pair(text: str) -> tuple[int, int]:
+    parts = text.split(",")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"{text!r} is not LENGTH,GAP (e.g. 6,30)")
+    return int(parts[0]), int(parts[1])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m flowvla.recipes.generate --suites libero_object --demos-per-task 50 --out DIR``."""
     p = argparse.ArgumentParser(
@@ -632,6 +650,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--action-noise", type=float, default=0.0, help="DART noise std on executed translation actions"
     )
+    p.add_argument(
+        "--noise-bursts",
+        metavar="LENGTH,GAP",
+        type=_burst_pair,
+        help="inject the noise in bursts of LENGTH steps about GAP steps apart (default: every step)",
+    )
     p.add_argument("--image-convention", default="opengl", choices=["opengl", "opencv"])
     p.add_argument("--compression", default=None, choices=["gzip", "lzf"])
     p.add_argument("--no-progress", action="store_true")
@@ -661,6 +685,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             compression=a.compression,
             hard_reset=a.hard_reset,
             action_noise=a.action_noise,
+            noise_bursts=a.noise_bursts,
             progress=not a.no_progress,
         )
         summary = generate(cfg)

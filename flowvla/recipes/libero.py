@@ -69,6 +69,10 @@ class RecipeConfig:
         action_noise: DART-style noise injected into the scripted expert's executed translation
             actions while its clean corrections are the labels (see
             [`GenerateConfig`][flowvla.recipes.generate.GenerateConfig]); 0: clean demonstrations.
+        noise_bursts: ``[length, gap]``: inject ``action_noise`` in bursts of ``length`` steps about
+            ``gap`` steps apart, with the expert's recovery executed clean in between (chunks are
+            masked from the next perturbed step on, see
+            [`ChunkDataset`][flowvla.data.dataset.ChunkDataset]); None: at every step.
         conv_channels: the ConvEncoder's widths (output stride ``2 ** len``).
         conv_blocks: residual blocks per ConvEncoder stage (0: one plain convolution per stage).
         keypoints: spatial-softmax keypoints per view given straight to the flow head (see
@@ -96,6 +100,8 @@ class RecipeConfig:
         replan_every: actions executed from each chunk before predicting again.
         temporal_ensemble: ACT's temporal ensembling weight decay at evaluation (see
             [`RolloutConfig`][flowvla.envs.rollout.RolloutConfig]); None: off.
+        replan_at_gripper: at evaluation, cut each chunk before its first gripper toggle and re-plan
+            there (``RolloutConfig.replan_at_gripper``).
         solver: ODE solver at evaluation.
         solver_steps: solver steps at evaluation.
         eval_workers: simulator processes for evaluation.
@@ -115,6 +121,7 @@ class RecipeConfig:
     conv_channels: list[int] = dataclasses.field(default_factory=lambda: [32, 64, 128, 256])
     use_state: bool = True
     action_noise: float = 0.0
+    noise_bursts: list[int] | None = None
     conv_blocks: int = 1
     keypoints: int = 32
     keypoint_temperature: float = 1.0
@@ -138,6 +145,7 @@ class RecipeConfig:
     init_states: int = 50
     replan_every: int = 8
     temporal_ensemble: float | None = None
+    replan_at_gripper: bool = False
     solver: str = "euler"
     solver_steps: int = 10
     eval_workers: int = 2
@@ -167,6 +175,12 @@ class RecipeConfig:
             raise ValueError(f"replan_every={self.replan_every} exceeds the chunk horizon {self.horizon}")
         if not 0 < self.init_states <= 50:
             raise ValueError(f"init_states={self.init_states}: LIBERO has 50 official init states per task")
+        if self.noise_bursts is not None:
+            if len(self.noise_bursts) != 2 or self.action_noise <= 0:
+                raise ValueError(
+                    f"noise_bursts={self.noise_bursts}: give [length, gap] together with action_noise > 0"
+                )
+            self.noise_bursts = [int(v) for v in self.noise_bursts]
         self.cameras = list(self.cameras)
         self.conv_channels = [int(c) for c in self.conv_channels]
 
@@ -186,6 +200,8 @@ class RecipeConfig:
         cams = "+".join(c.removeprefix("robot0_") for c in self.cameras)
         stride = f"_every{self.image_stride}" if self.image_stride > 1 else ""
         noise = f"_dart{self.action_noise:g}" if self.action_noise > 0 else ""
+        if self.noise_bursts:
+            noise += "_bursts{}x{}".format(*self.noise_bursts)
         return f"{self.suite}_{self.image_size}px{stride}_{cams}{noise}_seed{self.seed}"
 
 

@@ -339,3 +339,61 @@ def test_subset_keeps_the_steps_that_have_views():
     ds = ChunkDataset(sub, horizon=2)
     assert len(ds) == 2 and ds[1]["frame_index"] == 3
     assert EpisodeSubset(ArraySource([4]), [0]).observed_steps(0).tolist() == [0, 1, 2, 3]
+
+
+class PerturbedSource(ArraySource):
+    """ArraySource whose episodes were recorded with noise executed at the given steps."""
+
+    def __init__(self, lengths, perturbed):
+        super().__init__(lengths)
+        self.perturbed = perturbed
+
+    def perturbed_steps(self, e):
+        out = np.zeros(self.lengths[e], dtype=bool)
+        out[[t for t in self.perturbed[e] if t < self.lengths[e]]] = True
+        return out
+
+
+@given(
+    length=st.integers(1, 30),
+    noisy=st.lists(st.integers(0, 29), max_size=8),
+    horizon=st.integers(1, 16),
+    data=st.data(),
+)
+def test_chunks_stop_at_the_first_perturbed_step_after_t(length, noisy, horizon, data):
+    """Label t + h is kept iff no noise was executed in [t, t + h): the state it answers was reached
+    by clean steps from the observed one. The label at t itself always stays."""
+    src = PerturbedSource([length], [noisy])
+    ds = ChunkDataset(src, horizon=horizon)
+    t = data.draw(st.integers(0, length - 1))
+    mask = ds[t]["action_mask"].numpy()
+    p = src.perturbed_steps(0)
+    for h in range(horizon):
+        expected = t + h < length and not p[t : t + h].any()
+        assert mask[h] == expected, (t, h, np.flatnonzero(p))
+    assert mask[0]
+    # Turned off, only the episode's end masks; a clean source masks as before.
+    off = ChunkDataset(src, horizon=horizon, mask_perturbed=False)[t]["action_mask"].numpy()
+    np.testing.assert_array_equal(off, np.arange(t, t + horizon) < length)
+    clean = ChunkDataset(PerturbedSource([length], [[]]), horizon=horizon)[t]["action_mask"].numpy()
+    np.testing.assert_array_equal(clean, off)
+
+
+def test_perturbed_steps_are_read_from_executed_actions(tmp_path):
+    from flowvla.data.dataset import HDF5Source, perturbed_steps
+    from flowvla.data.hdf5 import LiberoHDF5Writer
+
+    a, s = episode_arrays(0, 9)
+    executed = a.copy()
+    executed[[2, 3, 7], 0] += 0.25
+    path = tmp_path / "noisy.hdf5"
+    with LiberoHDF5Writer(path, env_name="x", problem_info={"language_instruction": "x"}) as w:
+        w.add_demo(actions=a, obs={"ee_states": s[:, :6]}, executed_actions=executed)
+        w.add_demo(actions=a, obs={"ee_states": s[:, :6]})
+    src = HDF5Source([path], image_keys=(), state_keys=("ee_states",))
+    np.testing.assert_array_equal(np.flatnonzero(src.perturbed_steps(0)), [2, 3, 7])
+    assert not src.perturbed_steps(1).any()
+    sub = EpisodeSubset(src, [0])
+    np.testing.assert_array_equal(sub.perturbed_steps(0), src.perturbed_steps(0))
+    with pytest.raises(ValueError, match="executed has shape"):
+        perturbed_steps(a, a[:3])

@@ -157,3 +157,29 @@ def test_conjunctions_become_one_place_goal_per_object_in_order():
     ]
     with pytest.raises(UnsupportedGoalError, match=r"\(Turnon flat_stove_1\)"):
         place_goals(_fake_env([["on", "akita_black_bowl_1", "plate_1"], ["turnon", "flat_stove_1"]]))
+
+
+@given(st.integers(1, 8), st.integers(2, 40), st.integers(0, 2**16))
+def test_noise_bursts_have_their_length_and_gaps_in_range(length, gap, seed):
+    from flowvla.envs.experts.episode import NoiseBursts
+
+    b = NoiseBursts(length, gap, np.random.default_rng(seed))
+    flags, starts = [], []
+    for _ in range(400):
+        flags.append(b.step())
+        starts.append(b.starting)
+    text = "".join("x" if f else "." for f in flags)
+    runs = text.strip(".").replace(".", " ").split()
+    assert runs and all(len(r) == length for r in runs[:-1]) and len(runs[-1]) <= length
+    gaps = [len(g) for g in text.split("x") if g][:-1]  # the last stretch may be cut by the end
+    assert all(gap // 2 <= g <= 3 * gap // 2 for g in gaps)
+    assert sum(starts) == len(runs)  # `starting` marks each burst's first step
+
+
+def test_noise_bursts_reject_degenerate_schedules():
+    from flowvla.envs.experts.episode import NoiseBursts
+
+    with pytest.raises(ValueError, match="noise_bursts"):
+        NoiseBursts(0, 10, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="noise_bursts"):
+        NoiseBursts(3, 1, np.random.default_rng(0))

@@ -99,6 +99,20 @@ def test_injected_noise_moves_the_arm_off_path_while_labels_stay_the_experts():
             run_expert_episode(env, expert, seed=5, action_noise=-0.1)
 
 
+def test_noise_bursts_leave_clean_stretches_the_expert_recovers_in():
+    """With bursts, noise is executed only inside them; between them what ran is the label, and the
+    noisy episode still succeeds and replays."""
+    with LiberoEnv("libero_object", 0, render=False) as env:
+        ep = run_expert_episode(env, make_expert(env), seed=5, action_noise=0.3, noise_bursts=(6, 30))
+        assert ep.success
+        noisy = np.any(ep.executed_actions != ep.actions, axis=-1)
+        assert 0 < noisy.sum() < 0.4 * len(noisy)
+        env.reset(init_state=ep.init_state, settle_steps=10)
+        for a in ep.executed_actions:
+            res = env.step(a)
+        assert res.success
+
+
 def test_outcomes_name_how_an_episode_ended():
     """The tracker's readings come from the simulator: the expert's episode is a success; its own
     actions with the gripper held open reach the object without closing (hover); standing still never

@@ -374,3 +374,49 @@ def test_temporal_ensembling_executes_the_mixed_chunks(tmp_path):
     for t, a in enumerate(executed):
         np.testing.assert_allclose(a, ensemble_action(chunks[: t + 1], t, 0.5))
     assert executed[3][0] < 0.1 * 4  # older (smaller) predictions pull the mix down
+
+
+def test_replan_at_gripper_changes_the_gripper_only_as_a_fresh_chunks_first_action():
+    """Chunks closing at index 3, then 2, then 0: with the cut, the gripper closes only when a chunk
+    predicted at that very step says so; without it, the first chunk's close runs open loop."""
+    import numpy as np
+    import pytest
+
+    from flowvla.envs.libero import LiberoEnv
+    from flowvla.envs.rollout import RolloutConfig, gripper_toggles, run_episode
+
+    def closing_at(*firsts):
+        calls = []
+
+        class Policy:
+            def predict_action(self, batch, **kw):
+                k = firsts[min(len(calls), len(firsts) - 1)]
+                calls.append(k)
+                chunk = np.zeros((1, 8, 7))
+                chunk[0, :, -1] = np.where(np.arange(8) < k, -1.0, 1.0)
+                return chunk, {}
+
+        return Policy()
+
+    def run(**kw):
+        cfg = RolloutConfig(
+            suite="libero_object", tasks=[0], init_states=[0], max_steps=12, replan_every=8,
+            image_size=32, progress=False, **kw,
+        )  # fmt: skip
+        executed = []
+        with LiberoEnv("libero_object", 0, image_size=32) as env:
+            step = env.step
+            env.step = lambda a: (executed.append(np.array(a)), step(a))[1]
+            rec, _ = run_episode(env, closing_at(3, 2, 0), cfg, 0)
+        return rec, [a[-1] for a in executed[-rec.steps :]]
+
+    rec, grip = run(replan_at_gripper=True)
+    assert grip == [-1.0] * 5 + [1.0] * 7 and rec.replans == 3
+    assert rec.settings["replan_at_gripper"] is True
+    rec, grip = run()
+    assert grip == [-1.0] * 3 + [1.0] * 5 + [-1.0] * 2 + [1.0] * 2 and rec.replans == 2
+    assert "replan_at_gripper" not in rec.settings  # records of earlier runs still resume
+    assert gripper_toggles(np.array([0.0, -1.0]), np.array([0.0, 0.5]))
+    assert not gripper_toggles(np.array([0.0, 1.0]), np.array([0.0, 0.5]))
+    with pytest.raises(ValueError, match="replan_at_gripper with temporal_ensemble"):
+        RolloutConfig(suite="libero_object", replan_at_gripper=True, temporal_ensemble=0.1)

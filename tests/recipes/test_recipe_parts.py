@@ -46,6 +46,10 @@ def test_cache_key_names_what_was_rendered():
     assert a.data_key() != b.data_key() and "96px" in a.data_key() and "every3" in b.data_key()
     noisy = preset("default", image_stride=1, action_noise=0.2)
     assert "dart0.2" in noisy.data_key() and noisy.data_key() != a.data_key()
+    bursts = preset("default", image_stride=1, action_noise=0.2, noise_bursts=[6, 30])
+    assert bursts.data_key() == noisy.data_key().replace("_seed", "_bursts6x30_seed")
+    with pytest.raises(ValueError, match="noise_bursts"):
+        preset("default", noise_bursts=[6, 30])  # bursts of no noise
 
 
 @pytest.fixture(scope="module")

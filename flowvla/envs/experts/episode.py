@@ -18,7 +18,7 @@ import numpy as np
 from flowvla.envs.libero import DUMMY_ACTION
 from flowvla.typing import Float, typechecked
 
-__all__ = ["Expert", "ExpertEpisode", "run_expert_episode"]
+__all__ = ["Expert", "ExpertEpisode", "NoiseBursts", "run_expert_episode"]
 
 
 class Expert(Protocol):
@@ -67,6 +67,38 @@ class ExpertEpisode:
 
 
 @typechecked
+class NoiseBursts:
+    """When to inject noise: bursts of ``length`` steps, each after a clean stretch of ``gap // 2`` to
+    ``3 * gap // 2`` steps (uniform, drawn from ``rng``). Call ``step()`` once per step.
+
+    Raises:
+        ValueError: ``length < 1`` or ``gap < 2``.
+    """
+
+    def __init__(self, length: int, gap: int, rng: np.random.Generator) -> None:
+        if length < 1 or gap < 2:
+            raise ValueError(
+                f"noise_bursts=(length, gap) needs length >= 1 and gap >= 2, got {(length, gap)}"
+            )
+        self.length, self.gap, self.rng = int(length), int(gap), rng
+        self.burst_left, self.clean_left = 0, self._stretch()
+        self.starting = False  # the last step() began a burst
+
+    def _stretch(self) -> int:
+        return int(self.rng.integers(self.gap // 2, 3 * self.gap // 2 + 1))
+
+    def step(self) -> bool:
+        """Whether this step is noisy (and advance)."""
+        self.starting = False
+        if self.burst_left == 0:
+            if self.clean_left > 0:
+                self.clean_left -= 1
+                return False
+            self.burst_left, self.clean_left, self.starting = self.length, self._stretch(), True
+        self.burst_left -= 1
+        return True
+
+
 def run_expert_episode(
     env: Any,
     expert: Any,
@@ -79,6 +111,7 @@ def run_expert_episode(
     max_settle_drift: float = 0.1,
     action_noise: float = 0.0,
     noise_correlation: float = 0.8,
+    noise_bursts: tuple[int, int] | None = None,
 ) -> ExpertEpisode:
     """Reset ``env``, let ``expert`` act until success (or the step limit), and record it.
 
@@ -102,6 +135,11 @@ def run_expert_episode(
             with the correction back to it. 0: off.
         noise_correlation: AR(1) coefficient of the noise per step (0: white); correlated noise
             pushes the arm off its path for a few steps, as a policy's error would.
+        noise_bursts: ``(length, gap)``: inject the noise in bursts of ``length`` steps separated
+            by clean stretches of ``gap // 2`` to ``3 * gap // 2`` steps (uniform), instead of at every
+            step. After each burst the expert's recovery is executed as labelled, so action chunks
+            starting in or after a burst have clean labels up to the next one (what
+            [`ChunkDataset`][flowvla.data.dataset.ChunkDataset] masks by). ``None``: every step.
     """
     t0 = time.perf_counter()
     limit = max_steps or env.max_steps
@@ -142,6 +180,7 @@ def run_expert_episode(
     rng = np.random.default_rng(seed)
     noise = np.zeros(3)
     innovation = action_noise * np.sqrt(1.0 - noise_correlation**2)  # keeps the stationary std
+    bursts = NoiseBursts(*noise_bursts, rng=rng) if noise_bursts is not None else None
     expert.reset()
     actions, states, executed = [], [], []
     success, extra = False, 0
@@ -149,7 +188,12 @@ def run_expert_episode(
         a = expert.act() if not expert.finished else np.asarray(DUMMY_ACTION)
         states.append(env.get_sim_state())
         actions.append(np.asarray(a, dtype=np.float64))
-        if action_noise > 0 and not expert.finished:
+        noisy = action_noise > 0 and not expert.finished
+        if noisy and bursts is not None:
+            noisy = bursts.step()
+            if bursts.starting:
+                noise = action_noise * rng.standard_normal(3)  # each burst starts from the stationary law
+        if noisy:
             noise = noise_correlation * noise + innovation * rng.standard_normal(3)
             a = np.asarray(a, dtype=np.float64).copy()
             a[:3] = np.clip(a[:3] + noise, -1.0, 1.0)
