@@ -68,11 +68,13 @@ class RecipeConfig:
             only; the policy then has no state input at all).
         action_noise: DART-style noise injected into the scripted expert's executed translation
             actions while its clean corrections are the labels (see
-            [`GenerateConfig`][flowvla.recipes.generate.GenerateConfig]); 0: clean demonstrations.
+            [`GenerateConfig`][flowvla.recipes.generate.GenerateConfig]); 0: clean demonstrations
+            (``noise_bursts`` then has nothing to schedule and is dropped).
         noise_bursts: ``[length, gap]``: inject ``action_noise`` in bursts of ``length`` steps about
             ``gap`` steps apart, with the expert's recovery executed clean in between (chunks are
             masked from the next perturbed step on, see
-            [`ChunkDataset`][flowvla.data.dataset.ChunkDataset]); None: at every step.
+            [`ChunkDataset`][flowvla.data.dataset.ChunkDataset]); None: at every step (which hurt:
+            the recipe's chunk labels then hold little beyond their first step).
         conv_channels: the ConvEncoder's widths (output stride ``2 ** len``).
         conv_blocks: residual blocks per ConvEncoder stage (0: one plain convolution per stage).
         keypoints: spatial-softmax keypoints per view given straight to the flow head (see
@@ -120,8 +122,8 @@ class RecipeConfig:
     cameras: list[str] = dataclasses.field(default_factory=lambda: ["agentview", "robot0_eye_in_hand"])
     conv_channels: list[int] = dataclasses.field(default_factory=lambda: [32, 64, 128, 256])
     use_state: bool = True
-    action_noise: float = 0.0
-    noise_bursts: list[int] | None = None
+    action_noise: float = 0.3
+    noise_bursts: list[int] | None = dataclasses.field(default_factory=lambda: [6, 30])
     conv_blocks: int = 1
     keypoints: int = 32
     keypoint_temperature: float = 1.0
@@ -175,11 +177,13 @@ class RecipeConfig:
             raise ValueError(f"replan_every={self.replan_every} exceeds the chunk horizon {self.horizon}")
         if not 0 < self.init_states <= 50:
             raise ValueError(f"init_states={self.init_states}: LIBERO has 50 official init states per task")
+        if self.action_noise < 0:
+            raise ValueError(f"action_noise must be >= 0, got {self.action_noise}")
+        if self.action_noise == 0:
+            self.noise_bursts = None  # no noise to schedule: the same clean demonstrations
         if self.noise_bursts is not None:
-            if len(self.noise_bursts) != 2 or self.action_noise <= 0:
-                raise ValueError(
-                    f"noise_bursts={self.noise_bursts}: give [length, gap] together with action_noise > 0"
-                )
+            if len(self.noise_bursts) != 2:
+                raise ValueError(f"noise_bursts={self.noise_bursts}: give [length, gap], e.g. [6, 30]")
             self.noise_bursts = [int(v) for v in self.noise_bursts]
         self.cameras = list(self.cameras)
         self.conv_channels = [int(c) for c in self.conv_channels]
@@ -256,10 +260,12 @@ def parse_settings(items: Sequence[str]) -> dict[str, Any]:
 
 
 def preset(name: str = "default", **overrides: Any) -> RecipeConfig:
-    """The recipe ``name`` from [`PRESETS`][flowvla.recipes.libero.PRESETS], with ``overrides``."""
+    """The recipe ``name`` from [`PRESETS`][flowvla.recipes.libero.PRESETS], with ``overrides``
+    (``None`` is a value too: ``max_minutes=None`` lifts the time limit, ``noise_bursts=None`` injects
+    the noise at every step)."""
     if name not in PRESETS:
         raise ValueError(f"preset={name!r}: choose one of {sorted(PRESETS)}")
-    settings = {**PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}}
+    settings = {**PRESETS[name], **overrides}
     return RecipeConfig(name=name, **settings)
 
 

@@ -44,12 +44,15 @@ def test_bad_settings_are_named(overrides, match):
 def test_cache_key_names_what_was_rendered():
     a, b = preset("default", image_stride=1, action_noise=0.0), preset("default", image_stride=3)
     assert a.data_key() != b.data_key() and "96px" in a.data_key() and "every3" in b.data_key()
-    noisy = preset("default", image_stride=1, action_noise=0.2)
+    noisy = preset("default", image_stride=1, action_noise=0.2, noise_bursts=None)
     assert "dart0.2" in noisy.data_key() and noisy.data_key() != a.data_key()
     bursts = preset("default", image_stride=1, action_noise=0.2, noise_bursts=[6, 30])
     assert bursts.data_key() == noisy.data_key().replace("_seed", "_bursts6x30_seed")
+    # The default injects noise in bursts; without noise there is nothing to schedule.
+    assert "_dart0.3_bursts6x30_" in preset("default").data_key()
+    assert a.noise_bursts is None and "dart" not in a.data_key()
     with pytest.raises(ValueError, match="noise_bursts"):
-        preset("default", noise_bursts=[6, 30])  # bursts of no noise
+        preset("default", noise_bursts=[6])
 
 
 @pytest.fixture(scope="module")
