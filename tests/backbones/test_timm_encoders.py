@@ -76,14 +76,18 @@ def test_resnet18_with_groupnorm_has_no_batchnorm_and_a_stride_grid():
 
 
 def test_a_cnn_token_sees_its_own_cell_more_than_a_far_one():
-    """Row-major order is real: perturbing one corner changes its own token most."""
+    """Row-major order is real: perturbing one corner changes the tokens at that corner most (its own
+    cell or a neighbour: receptive fields overlap), and the far corner's hardly at all."""
+    torch.manual_seed(0)  # random-init weights: without a seed the peak can land on any neighbour
     enc = TimmEncoder("resnet18", image_size=128, norm_layer="groupnorm", feature_layer=2).eval()  # stride 8
     x = torch.randn(1, 3, 128, 128)
     y = x.clone()
     y[..., :8, -8:] += 3.0  # the top-right cell: row 0, column 15
     with torch.no_grad():
         change = (enc(y) - enc(x)).norm(dim=-1)[0].view(16, 16)
-    assert change.argmax() == 15 and change[0, 15] > 10 * change[15, 0]
+    row, col = divmod(int(change.argmax()), 16)
+    assert row <= 1 and col >= 14, (row, col)
+    assert change[0, 15] > 10 * change[15, 0]
 
 
 @settings(deadline=None, max_examples=8)
