@@ -66,7 +66,6 @@ class ExpertEpisode:
     executed_actions: np.ndarray | None = None
 
 
-@typechecked
 class NoiseBursts:
     """When to inject noise: bursts of ``length`` steps, each after a clean stretch of ``gap // 2`` to
     ``3 * gap // 2`` steps (uniform, drawn from ``rng``). Call ``step()`` once per step.
@@ -99,6 +98,7 @@ class NoiseBursts:
         return True
 
 
+@typechecked
 def run_expert_episode(
     env: Any,
     expert: Any,
