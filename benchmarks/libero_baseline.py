@@ -204,6 +204,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "train_minutes": minutes,
         "demos": len(source),
         "params": sum(p.numel() for p in model.parameters()),
+        "successes": summary["successes"],
+        "episodes": summary["episodes"],
         "success_rate": summary["success_rate"],
         "ci95": summary["ci95"],
         "tasks": {

@@ -3,9 +3,11 @@ under paraphrased instructions, shifted objects and a jittered camera.
 
 Every row runs the same official init states with the same seeds as the unperturbed reference; one
 thing changes per row ([`Perturbation`][flowvla.envs.perturb.Perturbation] for the simulator,
-``RolloutConfig.instructions`` for the words). Paraphrases come from the library's synonym table
-([`paraphrase`][flowvla.diagnostics.paraphrase]); the recipe trains on the tasks' own instructions
-only, so they are unseen in training.
+``RolloutConfig.instructions`` for the words). Paraphrases come from the library's word tables:
+``paraphrase`` from [`SYNONYMS`][flowvla.processing.instructions.SYNONYMS] (unseen unless the recipe
+trains a synonym-consistency loss on them) and ``held_out_paraphrase`` from
+[`HELD_OUT_SYNONYMS`][flowvla.processing.instructions.HELD_OUT_SYNONYMS], words no training table
+holds.
 
     python benchmarks/libero_robustness.py --policy RUN/checkpoint --tasks 0,1 --init-states 25 \\
         --object-shift 0.02,0.04 --camera 0.02:3 --out benchmarks/results/libero_robustness
@@ -50,13 +52,19 @@ def camera_settings(text: str) -> list[tuple[float, float]]:
 def variants(
     suite: str, tasks: list[int], object_shifts: list[float], cameras: list[tuple[float, float]]
 ) -> dict[str, dict[str, Any]]:
-    """The rows: the reference, a paraphrase of every task's instruction, then each perturbation."""
-    from flowvla.diagnostics import paraphrase
+    """The rows: the reference, two paraphrases of every task's instruction (trainable words and
+    held-out words), then each perturbation."""
     from flowvla.envs.libero import get_task
     from flowvla.envs.perturb import Perturbation
+    from flowvla.processing.instructions import held_out_paraphrase, paraphrase
 
     rows: dict[str, dict[str, Any]] = {"official": {}}
+    # "paraphrase" uses the words a synonym-consistency loss may train on; "held_out_paraphrase" words
+    # that no training table holds.
     rows["paraphrase"] = {"instructions": {t: paraphrase(get_task(suite, t).instruction) for t in tasks}}
+    rows["held_out_paraphrase"] = {
+        "instructions": {t: held_out_paraphrase(get_task(suite, t).instruction) for t in tasks}
+    }
     for shift in object_shifts:
         rows[f"objects+{100 * shift:g}cm"] = {"perturbation": Perturbation(object_shift_m=shift)}
     for shift, angle in cameras:

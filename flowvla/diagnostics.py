@@ -6,11 +6,13 @@ is shared) for:
 - ``baseline_l2``: the same input twice -- must be exactly 0 (anything else is non-determinism);
 - ``image_l2``: the same instruction with other images -- must be > 0 (the policy looks);
 - ``synonym_l2``: a paraphrased instruction -- should be small;
-- ``opposite_l2``: an instruction asking for the opposite -- should be large (``> synonym_l2``).
+- ``opposite_l2``: an instruction asking for the opposite -- should be large (``> synonym_l2``);
+- ``held_out_l2``: a paraphrase from words no consistency loss trained on
+  (``HELD_OUT_SYNONYMS``) -- should stay as small as ``synonym_l2`` and below ``opposite_l2``.
 
 Paraphrases and opposites come from the batch (``instruction_synonym`` / ``instruction_opposite``),
-from the caller, or from [`paraphrase`][flowvla.diagnostics.paraphrase] /
-[`opposite`][flowvla.diagnostics.opposite], small word-substitution tables for
+from the caller, or from [`paraphrase`][flowvla.processing.instructions.paraphrase] /
+[`opposite`][flowvla.processing.instructions.opposite], small word-substitution tables for
 LIBERO-style instructions. Command line::
 
     python -m flowvla.diagnostics --policy runs/policy --batch batch.pt --out sensitivity.json
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,65 +29,25 @@ from typing import Any
 
 import torch
 
-__all__ = ["OPPOSITES", "SYNONYMS", "main", "opposite", "paraphrase", "sensitivity_report"]
+from flowvla.processing.instructions import (
+    HELD_OUT_SYNONYMS,
+    OPPOSITES,
+    SYNONYMS,
+    held_out_paraphrase,
+    opposite,
+    paraphrase,
+)
 
-#: Phrase -> paraphrase (whole words; the first matching entries are applied once each).
-SYNONYMS: dict[str, str] = {
-    "pick up": "grab",
-    "place": "put",
-    "put": "place",
-    "push": "press",
-    "turn on": "switch on",
-    "turn off": "switch off",
-    "close": "shut",
-    "open": "pull open",
-    "on top of": "onto",
-    "bottom": "lowest",
-    "top": "upper",
-}
-#: Phrase -> its opposite (both directions are listed).
-OPPOSITES: dict[str, str] = {
-    "open": "close",
-    "close": "open",
-    "turn on": "turn off",
-    "turn off": "turn on",
-    "left": "right",
-    "right": "left",
-    "top": "bottom",
-    "bottom": "top",
-    "front": "back",
-    "back": "front",
-    "push": "pull",
-    "pull": "push",
-    "pick up": "put down",
-    "on top of": "under",
-    "into": "out of",
-}
-
-
-def _substitute(text: str, table: Mapping[str, str]) -> str:
-    # One pass over the text with all phrases, longest first, so "turn on" wins over "on" and a
-    # swapped word is never swapped back.
-    phrases = sorted(table, key=len, reverse=True)
-    pattern = re.compile(r"\b(" + "|".join(re.escape(p) for p in phrases) + r")\b", re.IGNORECASE)
-    return pattern.sub(lambda m: table[m.group(0).lower()], text)
-
-
-def _rewrite(instruction: str, table: Mapping[str, str], what: str) -> str:
-    out = _substitute(instruction, table)
-    if out == instruction:
-        raise ValueError(f"instruction: no {what} rule applies to {instruction!r}; pass them explicitly")
-    return out
-
-
-def paraphrase(instruction: str) -> str:
-    """A same-meaning rewording from ``SYNONYMS``; raises ``ValueError`` if no phrase applies."""
-    return _rewrite(instruction, SYNONYMS, "paraphrase")
-
-
-def opposite(instruction: str) -> str:
-    """An instruction asking for the opposite, from ``OPPOSITES``; ``ValueError`` if none applies."""
-    return _rewrite(instruction, OPPOSITES, "opposite")
+__all__ = [
+    "HELD_OUT_SYNONYMS",
+    "OPPOSITES",
+    "SYNONYMS",
+    "held_out_paraphrase",
+    "main",
+    "opposite",
+    "paraphrase",
+    "sensitivity_report",
+]
 
 
 def _other_images(batch: Mapping[str, Any]) -> dict[str, Any]:
@@ -115,6 +76,7 @@ def sensitivity_report(
     *,
     synonyms: Sequence[str] | None = None,
     opposites: Sequence[str] | None = None,
+    held_out: Sequence[str] | None = None,
     other_batch: Mapping[str, Any] | None = None,
     seed: int = 0,
     solver: str | None = None,
@@ -126,9 +88,12 @@ def sensitivity_report(
         policy: anything with ``predict_action(batch, solver=, steps=, seed=) -> (actions, info)``.
         batch: the inputs (``images``, ``instruction``, ``state``, ...).
         synonyms: one paraphrase per sample (default: the batch's ``instruction_synonym``, else
-            [`paraphrase`][flowvla.diagnostics.paraphrase]).
+            [`paraphrase`][flowvla.processing.instructions.paraphrase]).
         opposites: one opposite per sample (default: ``instruction_opposite``, else
-            [`opposite`][flowvla.diagnostics.opposite]).
+            [`opposite`][flowvla.processing.instructions.opposite]).
+        held_out: one held-out paraphrase per sample (default:
+            [`held_out_paraphrase`][flowvla.processing.instructions.held_out_paraphrase]; when no
+            held-out rule applies to some instruction, the row is left out and ``skipped`` says why).
         other_batch: the batch with other images (default: images rolled across the batch).
         seed: noise seed shared by every prediction.
         solver: solver name (default: the policy's).
@@ -137,7 +102,17 @@ def sensitivity_report(
     instructions = list(batch["instruction"])
     synonyms = list(synonyms or batch.get("instruction_synonym") or [paraphrase(s) for s in instructions])
     opposites = list(opposites or batch.get("instruction_opposite") or [opposite(s) for s in instructions])
-    for name, values in (("synonyms", synonyms), ("opposites", opposites)):
+    skipped: dict[str, str] = {}
+    if held_out is None:
+        try:
+            held_out = [held_out_paraphrase(s) for s in instructions]
+        except ValueError as e:
+            skipped["held_out_l2"] = str(e)
+    rows = [("synonyms", synonyms), ("opposites", opposites)]
+    if held_out is not None:
+        held_out = list(held_out)
+        rows.append(("held_out", held_out))
+    for name, values in rows:
         if len(values) != len(instructions):
             raise ValueError(f"{name}: {len(values)} instructions for a batch of {len(instructions)}")
 
@@ -151,6 +126,8 @@ def sensitivity_report(
         "synonym_l2": _l2(reference, predict({**batch, "instruction": synonyms})),
         "opposite_l2": _l2(reference, predict({**batch, "instruction": opposites})),
     }
+    if held_out is not None:
+        distances["held_out_l2"] = _l2(reference, predict({**batch, "instruction": held_out}))
     scale = reference.float().flatten(1).norm(dim=1).mean().clamp_min(1e-12)
     report: dict[str, Any] = {k: float(v.mean()) for k, v in distances.items()}
     report["relative"] = {k: float(v.mean() / scale) for k, v in distances.items()}
@@ -161,6 +138,13 @@ def sensitivity_report(
         "looks_at_images": report["image_l2"] > 0.0,
         "opposite_beyond_synonym": report["opposite_l2"] > report["synonym_l2"],
     }
+    if held_out is not None:
+        report["instructions"]["held_out"] = held_out
+        # How far new words move the actions, in units of the trained synonyms' distance.
+        report["held_out_over_synonym"] = report["held_out_l2"] / max(report["synonym_l2"], 1e-12)
+        report["checks"]["held_out_below_opposite"] = report["held_out_l2"] < report["opposite_l2"]
+    if skipped:
+        report["skipped"] = skipped
     report.update(seed=seed, solver=solver, steps=steps)
     return report
 

@@ -14,6 +14,7 @@ An item at step ``t`` of an episode of length ``T`` (unbatched batch contract, s
                                          recorded with injected noise, for steps reached without
                                          noise since t (see ``ChunkDataset``)
     depth, intrinsics, extrinsics        with ``geometry=True``, when the source has them
+    instruction_synonym, _opposite str   with ``instruction_pairs=True``
     episode_index, frame_index           int
 
 Sources are anything implementing [`EpisodeSource`][flowvla.data.dataset.EpisodeSource] (the HDF5 and LeRobot
@@ -34,6 +35,7 @@ from flowvla.data.augment import ImageAugment
 from flowvla.data.batch import pad_state
 from flowvla.data.hdf5 import LiberoHDF5Reader
 from flowvla.data.stats import FeatureStats, Normalizer, compute_stats
+from flowvla.processing.instructions import SYNONYMS, opposite, rewrite
 
 __all__ = [
     "ChunkDataset",
@@ -87,6 +89,8 @@ class HDF5Source:
         paths: HDF5 files; each is one task with its own instruction.
         episodes_per_file: use only the first this-many demonstrations of each file (default: all),
             e.g. to study success against the number of demonstrations per task.
+        first_episode: skip this many demonstrations at the start of each file (e.g. the training
+            ones, to read the held-out episodes generated after them).
         preload: read every used frame into memory once (uint8, upright), so items cost no file
             access; ``V * 3 * H * W`` bytes per frame (about 55 KB at 96 px with two views).
         **reader_kwargs: passed to each [`LiberoHDF5Reader`][flowvla.data.hdf5.LiberoHDF5Reader].
@@ -97,6 +101,7 @@ class HDF5Source:
         paths: Sequence[str | os.PathLike],
         episodes_per_file: int | None = None,
         preload: bool = False,
+        first_episode: int = 0,
         **reader_kwargs: Any,
     ) -> None:
         if isinstance(paths, (str, os.PathLike)):
@@ -105,12 +110,18 @@ class HDF5Source:
             raise ValueError("paths is empty")
         if episodes_per_file is not None and episodes_per_file < 1:
             raise ValueError(f"episodes_per_file: must be >= 1, got {episodes_per_file}")
+        if first_episode < 0:
+            raise ValueError(f"first_episode: must be >= 0, got {first_episode}")
         self.readers = [LiberoHDF5Reader(p, **reader_kwargs) for p in paths]
         self._index: list[tuple[int, int]] = [
             (r, i)
             for r, rd in enumerate(self.readers)
-            for i in range(min(len(rd), episodes_per_file or len(rd)))
+            for i in range(first_episode, min(len(rd), first_episode + (episodes_per_file or len(rd))))
         ]
+        if not self._index:
+            raise ValueError(
+                f"no episodes: every file has at most first_episode={first_episode} demonstrations"
+            )
         self._frames: list[np.ndarray] | None = None
         if preload:
             self._frames = [self.readers[r].images(i, slice(None)) for r, i in self._index]
@@ -298,6 +309,11 @@ class ChunkDataset(torch.utils.data.Dataset):
             led to; once noise was executed between ``t`` and ``t + h``, that state depends on noise
             nothing observed at ``t`` predicts, so those labels would teach phantom corrections. The
             label at a perturbed step itself stays (the state was reached without noise since ``t``).
+        instruction_pairs: also give each item ``instruction_synonym`` (its instruction reworded by
+            [`SYNONYMS`][flowvla.processing.instructions.SYNONYMS], unchanged where no phrase applies)
+            and ``instruction_opposite`` (by [`opposite`][flowvla.processing.instructions.opposite]),
+            what the policy's synonym-consistency and contrast losses read. Every task needs an
+            opposite (a ``ValueError`` names the first that has none).
     """
 
     def __init__(
@@ -310,6 +326,7 @@ class ChunkDataset(torch.utils.data.Dataset):
         normalizers: dict[str, Normalizer] | None = None,
         seed: int = 0,
         mask_perturbed: bool = True,
+        instruction_pairs: bool = False,
     ) -> None:
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
@@ -351,6 +368,12 @@ class ChunkDataset(torch.utils.data.Dataset):
             for e in range(len(source))
         ]
         self._task_names = list(ids)
+        # Task name -> (synonym, opposite), worded once per task rather than per item.
+        self._pairs = (
+            {name: (rewrite(name, SYNONYMS), opposite(name)) for name in self._task_names}
+            if instruction_pairs
+            else None
+        )
         if geometry and source.geometry(0, 0) is None:
             raise ValueError("geometry=True but the source has no metric depth with camera matrices")
 
@@ -408,6 +431,8 @@ class ChunkDataset(torch.utils.data.Dataset):
             "episode_index": e,
             "frame_index": t,
         }
+        if self._pairs is not None:
+            item["instruction_synonym"], item["instruction_opposite"] = self._pairs[item["instruction"]]
         depth = intr = None
         if self.geometry:
             geo = self.source.geometry(e, t)

@@ -1,10 +1,107 @@
-"""Instruction normalisation: the same task phrased with stray whitespace or case maps to one string."""
+"""Instruction text: normalisation, and word tables that reword LIBERO-style instructions.
+
+Three small tables rewrite whole phrases (longest first, one pass, so a swapped word is never
+swapped back):
+
+- ``SYNONYMS``: same-meaning rewordings, the ones a consistency loss may train on;
+- ``HELD_OUT_SYNONYMS``: other same-meaning rewordings, sharing no replacement with ``SYNONYMS``,
+  kept out of training so an evaluation can ask whether consistency generalises to new words;
+- ``OPPOSITES``: an instruction asking for the opposite.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
-__all__ = ["normalize_instruction"]
+__all__ = [
+    "HELD_OUT_SYNONYMS",
+    "OPPOSITES",
+    "SYNONYMS",
+    "held_out_paraphrase",
+    "normalize_instruction",
+    "opposite",
+    "paraphrase",
+    "rewrite",
+]
+
+SYNONYMS: dict[str, str] = {
+    "pick up": "grab",
+    "place": "put",
+    "put": "place",
+    "push": "press",
+    "turn on": "switch on",
+    "turn off": "switch off",
+    "close": "shut",
+    "open": "pull open",
+    "on top of": "onto",
+    "bottom": "lowest",
+    "top": "upper",
+}
+"""Phrase -> same-meaning paraphrase: the rewordings a consistency loss may train on."""
+HELD_OUT_SYNONYMS: dict[str, str] = {
+    "pick up": "lift",
+    "place": "set",
+    "put": "set",
+    "push": "nudge",
+    "turn on": "power on",
+    "turn off": "power off",
+    "close": "seal",
+    "open": "swing open",
+    "on top of": "atop",
+    "bottom": "lower",
+    "top": "highest",
+}
+"""Phrase -> a paraphrase whose new words appear nowhere in ``SYNONYMS`` (for held-out evaluation)."""
+OPPOSITES: dict[str, str] = {
+    "open": "close",
+    "close": "open",
+    "turn on": "turn off",
+    "turn off": "turn on",
+    "left": "right",
+    "right": "left",
+    "top": "bottom",
+    "bottom": "top",
+    "front": "back",
+    "back": "front",
+    "push": "pull",
+    "pull": "push",
+    "pick up": "put down",
+    "on top of": "under",
+    "into": "out of",
+}
+"""Phrase -> its opposite (both directions are listed)."""
+
+
+def rewrite(instruction: str, table: Mapping[str, str]) -> str:
+    """``instruction`` with every phrase of ``table`` replaced in one pass (whole words, case-insensitive,
+    longest phrase first); unchanged when no phrase occurs."""
+    phrases = sorted(table, key=len, reverse=True)
+    pattern = re.compile(r"\b(" + "|".join(re.escape(p) for p in phrases) + r")\b", re.IGNORECASE)
+    return pattern.sub(lambda m: table[m.group(0).lower()], instruction)
+
+
+def _rewrite_or_raise(instruction: str, table: Mapping[str, str], what: str) -> str:
+    out = rewrite(instruction, table)
+    if out == instruction:
+        raise ValueError(f"instruction: no {what} rule applies to {instruction!r}; pass them explicitly")
+    return out
+
+
+def paraphrase(instruction: str) -> str:
+    """A same-meaning rewording from ``SYNONYMS``; raises ``ValueError`` if no phrase applies."""
+    return _rewrite_or_raise(instruction, SYNONYMS, "paraphrase")
+
+
+def held_out_paraphrase(instruction: str) -> str:
+    """A same-meaning rewording from ``HELD_OUT_SYNONYMS``; raises ``ValueError`` if no phrase applies."""
+    return _rewrite_or_raise(instruction, HELD_OUT_SYNONYMS, "held-out paraphrase")
+
+
+def opposite(instruction: str) -> str:
+    """An instruction asking for the opposite, from ``OPPOSITES``; ``ValueError`` if none applies."""
+    return _rewrite_or_raise(instruction, OPPOSITES, "opposite")
+
 
 _SPACE = re.compile(r"\s+")  # unicode-aware: tabs, newlines, NBSP, ideographic space ...
 _TRAILING = ".!?;:,"

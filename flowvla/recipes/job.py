@@ -17,12 +17,13 @@ from flowvla.recipes.libero import (
     _say,
     build_dataset,
     build_policy,
+    build_val_dataset,
     default_cache_dir,
     elapsed,
     save_recipe,
 )
 
-__all__ = ["ensure_demos", "run_job"]
+__all__ = ["check_resumable", "ensure_demos", "run_job"]
 
 RUN_FILE = "run.json"
 
@@ -43,12 +44,13 @@ def ensure_demos(
         out_dir=str(folder),
         suites=[cfg.suite],
         tasks=cfg.tasks,
-        demos_per_task=cfg.demos_per_task,
+        demos_per_task=cfg.demos_per_task + cfg.val_demos_per_task,
         image_size=cfg.image_size,
         image_stride=cfg.image_stride,
         action_noise=cfg.action_noise,
         noise_bursts=cfg.noise_bursts,
         cameras=cfg.cameras,
+        depth=cfg.needs_depth,
         workers=cfg.gen_workers,
         seed=cfg.seed,
         progress=progress,
@@ -59,13 +61,30 @@ def ensure_demos(
         s = summary["tasks"][f"{cfg.suite}/{t}"]
         if not s.get("supported", True):
             raise RuntimeError(f"{cfg.suite} task {t}: the scripted expert cannot solve it ({s['reason']})")
-        if s["demos"] < cfg.demos_per_task:
+        if s["demos"] < cfg.demos_per_task + cfg.val_demos_per_task:
             raise RuntimeError(
-                f"{cfg.suite} task {t}: only {s['demos']} of {cfg.demos_per_task} demonstrations after "
+                f"{cfg.suite} task {t}: only {s['demos']} of {cfg.demos_per_task + cfg.val_demos_per_task} "
+                "demonstrations after "
                 f"{s['attempts']} attempts (expert success {s['expert_success_rate']:.0%})"
             )
         files.append(folder / cfg.suite / s["dataset"])
     return files, summary
+
+
+def check_resumable(cfg: RecipeConfig, out: Path) -> None:
+    """Refuse to run ``cfg`` into a folder holding a run of another recipe (naming the settings that
+    differ). A run saved before a setting existed holds that setting's default."""
+    recipe_file = Path(out) / "recipe.json"
+    if not recipe_file.is_file():
+        return
+    before = RecipeConfig.from_dict(json.loads(recipe_file.read_text())).to_dict()
+    ours = cfg.to_dict()
+    changed = sorted(k for k in ours if before.get(k) != ours[k])
+    if changed:
+        raise ValueError(
+            f"out={str(out)!r} holds a run of another recipe (settings {changed} differ); "
+            "use a new out folder, or the same settings to resume"
+        )
 
 
 def _load_run(out: Path) -> dict[str, Any]:
@@ -80,20 +99,17 @@ def run_job(
     cache_dir: str | Path | None = None,
     progress: bool = True,
     parity: bool = True,
+    trained: Path | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) every phase; see [`run_recipe`][flowvla.recipes.libero.run_recipe]."""
+    """Run (or resume) every phase; see [`run_recipe`][flowvla.recipes.libero.run_recipe].
+
+    ``trained``: a checkpoint of this recipe's training trained elsewhere (e.g. by another variant of a
+    sweep that differs only in how it is evaluated); the training phase then loads it instead.
+    """
     import torch
 
     out.mkdir(parents=True, exist_ok=True)
-    recipe_file = out / "recipe.json"
-    if recipe_file.is_file():
-        before = json.loads(recipe_file.read_text())
-        if before != cfg.to_dict():
-            changed = sorted(k for k in cfg.to_dict() if before.get(k) != cfg.to_dict()[k])
-            raise ValueError(
-                f"out={str(out)!r} holds a run of another recipe (settings {changed} differ); "
-                "use a new out folder, or the same settings to resume"
-            )
+    check_resumable(cfg, out)
     save_recipe(cfg, out)
     run = _load_run(out)
     run["recipe"] = cfg.to_dict()
@@ -125,13 +141,18 @@ def run_job(
 
     # 3. training
     t0 = time.perf_counter()
-    _say(f"[3/6] training ({cfg.steps} steps, batch {cfg.batch_size})")
     torch.set_num_threads(cfg.threads)
-    from flowvla.recipes.train import train_policy
+    from flowvla.recipes.train import load_trained, train_policy
 
-    policy, train_report = train_policy(cfg, dataset, out, progress=progress)
-    run["train"] = train_report
-    done("train", time.perf_counter() - t0, f"{train_report['step']} steps")
+    if trained is not None:
+        _say(f"[3/6] training: reusing {trained}")
+        policy, run["train"] = load_trained(cfg, Path(trained))
+        done("train", time.perf_counter() - t0, f"reused {trained}")
+    else:
+        _say(f"[3/6] training ({cfg.steps} steps, batch {cfg.batch_size})")
+        val = build_val_dataset(cfg, files)
+        policy, run["train"] = train_policy(cfg, dataset, out, progress=progress, val_dataset=val)
+        done("train", time.perf_counter() - t0, f"{run['train']['step']} steps")
 
     # 4. evaluation on the official init states
     t0 = time.perf_counter()
@@ -143,6 +164,8 @@ def run_job(
     table = success_table(summary)
     write_json_atomic(out / "success.json", table)
     run["success"] = table
+    keys = ("mean_steps", "mean_episode_s", "mean_second_diff", "mean_third_diff")
+    run["eval_summary"] = {k: summary[k] for k in keys if k in summary}
     done("eval", time.perf_counter() - t0, f"{n} episodes, {cfg.eval_workers} workers")
     print(format_success_table(table))
 
@@ -214,7 +237,8 @@ def sensitivity_batch(cfg: RecipeConfig, files: list[Path], per_task: int = 2) -
         first, last = dataset._starts[e], dataset._starts[e + 1]
         items.append(dataset[first + (last - first) // 3])
     batch = collate(items)
-    return {k: batch[k] for k in ("images", "instruction", "state")}
+    keys = ("images", "instruction", "state", "depth", "intrinsics", "extrinsics")
+    return {k: batch[k] for k in keys if k in batch}
 
 
 __all__ += ["build_policy", "elapsed", "evaluate_policy", "sensitivity_batch"]

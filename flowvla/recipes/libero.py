@@ -40,14 +40,18 @@ from typing import Any
 from flowvla.io import write_json_atomic
 
 __all__ = [
+    "EVAL_SETTINGS",
     "PRESETS",
     "RecipeConfig",
     "build_dataset",
     "build_policy",
+    "build_val_dataset",
     "default_cache_dir",
     "parse_settings",
     "preset",
     "run_recipe",
+    "tokenizer_texts",
+    "training_settings",
 ]
 
 
@@ -75,6 +79,10 @@ class RecipeConfig:
             masked from the next perturbed step on, see
             [`ChunkDataset`][flowvla.data.dataset.ChunkDataset]); None: at every step (which hurt:
             the recipe's chunk labels then hold little beyond their first step).
+        vision: the per-view image encoder: ``"conv"`` (a GroupNorm ResNet,
+            [`ConvEncoder`][flowvla.backbones.conv.ConvEncoder]), ``"vit"`` (a small SigLIP-style
+            ViT with the ConvEncoder's patch size and last width) or ``"timm:<model>"`` (a
+            random-init timm model with GroupNorm, e.g. ``"timm:resnet18"``; needs the ``timm`` extra).
         conv_channels: the ConvEncoder's widths (output stride ``2 ** len``).
         conv_blocks: residual blocks per ConvEncoder stage (0: one plain convolution per stage).
         keypoints: spatial-softmax keypoints per view given straight to the flow head (see
@@ -87,6 +95,19 @@ class RecipeConfig:
         num_heads: attention heads of the language model.
         head_dim: width of the flow head (DiT).
         head_depth: its blocks.
+        router: how the head reads the language model's hidden layers: ``"fixed"``,
+            ``"scalar_mix"``, ``"sample_gated"`` or ``"topk"`` (``RouterConfig.kind``).
+        router_layers: which layers (a [`select_layers`][flowvla.routing.base.select_layers] rule:
+            ``"all"``, ``"last"``, an index ...): the fixed choice or the learned router's candidates.
+        fusion: the 2D-3D geometry branch fused into the image tokens (``"none"`` or a ``FUSIONS``
+            name: ``"global"``, ``"gated"``, ``"region"`` ...); anything but ``"none"`` renders metric
+            depth into the demonstrations and at evaluation.
+        smoothness_weight: weight of the squared 2nd differences of the predicted clean chunk.
+        jerk_weight: weight of its squared 3rd differences.
+        synonym_weight: weight of the synonym-consistency loss (the chunk for an instruction reworded
+            by ``SYNONYMS`` must match; the word tables' variants join the tokenizer's texts).
+        contrast_weight: weight of the contrast loss (the chunk for the opposite instruction must be
+            at least a margin away).
         horizon: actions per predicted chunk.
         flow_repeats: flow-matching time/noise draws per sample and step (they share one encoding).
         time_sampler: the flow-matching time distribution.
@@ -98,6 +119,8 @@ class RecipeConfig:
         ema_decay: decay of the weights' exponential moving average used for evaluation (0: off).
         shift: random-shift augmentation in pixels (pad and crop back), 0: off.
         threads: torch threads for training.
+        val_demos_per_task: further demonstrations per task, held out of training, for the flow
+            loss on unseen episodes (logged at the end of training; 0: none).
         init_states: official init states evaluated per task (the first ``n``).
         replan_every: actions executed from each chunk before predicting again.
         temporal_ensemble: ACT's temporal ensembling weight decay at evaluation (see
@@ -106,6 +129,8 @@ class RecipeConfig:
             there (``RolloutConfig.replan_at_gripper``).
         solver: ODE solver at evaluation.
         solver_steps: solver steps at evaluation.
+        eval_weights: which weights are evaluated: ``"auto"`` (EMA when trained with it), ``"ema"``
+            or ``"raw"``.
         eval_workers: simulator processes for evaluation.
         gen_workers: processes for generating demonstrations.
         video: which evaluation episodes get a video (see ``RolloutConfig.video``).
@@ -119,6 +144,7 @@ class RecipeConfig:
     demos_per_task: int = 50
     image_size: int = 96
     image_stride: int = 3
+    vision: str = "conv"
     cameras: list[str] = dataclasses.field(default_factory=lambda: ["agentview", "robot0_eye_in_hand"])
     conv_channels: list[int] = dataclasses.field(default_factory=lambda: [32, 64, 128, 256])
     use_state: bool = True
@@ -133,6 +159,13 @@ class RecipeConfig:
     num_heads: int = 4
     head_dim: int = 128
     head_depth: int = 4
+    router: str = "scalar_mix"
+    router_layers: Any = "all"
+    fusion: str = "none"
+    smoothness_weight: float = 0.0
+    jerk_weight: float = 0.0
+    synonym_weight: float = 0.0
+    contrast_weight: float = 0.0
     horizon: int = 16
     flow_repeats: int = 4
     time_sampler: str = "beta"
@@ -144,12 +177,14 @@ class RecipeConfig:
     ema_decay: float = 0.999
     shift: int = 6
     threads: int = 2
+    val_demos_per_task: int = 0
     init_states: int = 50
     replan_every: int = 8
     temporal_ensemble: float | None = None
     replan_at_gripper: bool = False
     solver: str = "euler"
     solver_steps: int = 10
+    eval_weights: str = "auto"
     eval_workers: int = 2
     gen_workers: int = 2
     video: str = "first"
@@ -166,10 +201,21 @@ class RecipeConfig:
         if not self.tasks or any(not 0 <= t < n for t in self.tasks):
             raise ValueError(f"tasks={self.tasks}: give task indices in [0, {n}) of {self.suite}")
         stride = 2 ** len(self.conv_channels)
-        if self.image_size % stride:
+        if self.vision in ("conv", "vit") and self.image_size % stride:
             raise ValueError(
                 f"image_size={self.image_size} is not a multiple of the encoder's stride {stride}"
             )
+        if self.vision not in ("conv", "vit") and not self.vision.startswith("timm:"):
+            raise ValueError(f"vision={self.vision!r}: choose 'conv', 'vit' or 'timm:<model name>'")
+        if self.eval_weights not in ("auto", "ema", "raw"):
+            raise ValueError(f"eval_weights={self.eval_weights!r}: choose 'auto', 'ema' or 'raw'")
+        if self.val_demos_per_task < 0:
+            raise ValueError(f"val_demos_per_task must be >= 0, got {self.val_demos_per_task}")
+        for name in ("smoothness_weight", "jerk_weight", "synonym_weight", "contrast_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if isinstance(self.router_layers, (list, tuple)):
+            self.router_layers = [int(v) for v in self.router_layers]
         for name in ("demos_per_task", "batch_size", "steps", "horizon", "init_states", "replan_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -206,12 +252,23 @@ class RecipeConfig:
         noise = f"_dart{self.action_noise:g}" if self.action_noise > 0 else ""
         if self.noise_bursts:
             noise += "_bursts{}x{}".format(*self.noise_bursts)
-        return f"{self.suite}_{self.image_size}px{stride}_{cams}{noise}_seed{self.seed}"
+        depth = "_depth" if self.needs_depth else ""
+        return f"{self.suite}_{self.image_size}px{stride}_{cams}{depth}{noise}_seed{self.seed}"
+
+    @property
+    def needs_depth(self) -> bool:
+        """Whether the demonstrations and the evaluation render metric depth (the geometry branch's input)."""
+        return self.fusion != "none"
+
+    @property
+    def instruction_pairs(self) -> bool:
+        """Whether training items carry a synonym and an opposite instruction (for the language losses)."""
+        return self.synonym_weight > 0 or self.contrast_weight > 0
 
 
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
-    "libero_object": {"tasks": list(range(10)), "steps": 6000, "max_minutes": 120.0},
+    "libero_object": {"tasks": list(range(10)), "steps": 8000, "max_minutes": 120.0},
     "toy": {
         "tasks": [0],
         "demos_per_task": 1,
@@ -278,24 +335,73 @@ def default_cache_dir() -> Path:
 def build_dataset(cfg: RecipeConfig, files: Sequence[str | os.PathLike], augment: bool = True) -> Any:
     """The training items of ``files`` (first ``demos_per_task`` demonstrations of each task file),
     with the benchmark's instruction wording and random-shift augmentation."""
+    return _chunks(cfg, files, first=0, count=cfg.demos_per_task, augment=augment)
+
+
+def build_val_dataset(cfg: RecipeConfig, files: Sequence[str | os.PathLike]) -> Any:
+    """The held-out items: the ``val_demos_per_task`` demonstrations after the training ones in each
+    task file, unaugmented; None when the recipe holds none out."""
+    if not cfg.val_demos_per_task:
+        return None
+    return _chunks(cfg, files, first=cfg.demos_per_task, count=cfg.val_demos_per_task, augment=False)
+
+
+def _chunks(
+    cfg: RecipeConfig, files: Sequence[str | os.PathLike], *, first: int, count: int, augment: bool
+) -> Any:
     from flowvla.data.augment import ImageAugment
     from flowvla.data.dataset import ChunkDataset, HDF5Source
 
     source = HDF5Source(
-        files, episodes_per_file=cfg.demos_per_task, preload=True, instruction="from_bddl_file_name"
+        files,
+        episodes_per_file=count,
+        first_episode=first,
+        preload=True,
+        instruction="from_bddl_file_name",
     )
     aug = ImageAugment(shift=cfg.shift) if augment and cfg.shift else None
-    return ChunkDataset(source, cfg.horizon, augment=aug, seed=cfg.seed)
+    return ChunkDataset(
+        source,
+        cfg.horizon,
+        augment=aug,
+        geometry=cfg.needs_depth,
+        instruction_pairs=cfg.instruction_pairs,
+        seed=cfg.seed,
+    )
+
+
+def tokenizer_texts(cfg: RecipeConfig, instructions: Sequence[str]) -> list[str]:
+    """The texts the recipe's tokenizer is trained on: the task instructions and, when a language loss
+    trains on rewordings, their ``SYNONYMS`` / ``OPPOSITES`` variants (so those words are tokens too).
+    The held-out paraphrases are never added."""
+    from flowvla.processing.instructions import SYNONYMS, opposite, rewrite
+
+    texts = set(instructions)
+    if cfg.instruction_pairs:
+        texts |= {rewrite(t, SYNONYMS) for t in instructions} | {opposite(t) for t in instructions}
+    return sorted(texts)
+
+
+def _vision(cfg: RecipeConfig) -> Any:
+    """The ``vision`` argument of ``ComposedBackbone.tiny`` for ``cfg.vision``."""
+    if not cfg.vision.startswith("timm:"):
+        return cfg.vision
+    import torch
+
+    from flowvla.backbones.timm_encoders import TimmEncoder
+
+    torch.manual_seed(cfg.seed)
+    return TimmEncoder(cfg.vision.removeprefix("timm:"), image_size=cfg.image_size, norm_layer="groupnorm")
 
 
 def build_policy(cfg: RecipeConfig, dataset: Any) -> Any:
     """A fresh [`VLAPolicy`][flowvla.policy.VLAPolicy] for ``cfg``, with ``dataset``'s statistics and a
     tokenizer trained on its instructions."""
     from flowvla.backbones.composed import ComposedBackbone
-    from flowvla.policy import HeadConfig, LossConfig, PolicyConfig, RouterConfig, VLAPolicy
+    from flowvla.policy import FusionConfig, HeadConfig, LossConfig, PolicyConfig, RouterConfig, VLAPolicy
 
     source = dataset.source
-    texts = sorted({source.instruction(e) for e in range(len(source))})
+    texts = tokenizer_texts(cfg, [source.instruction(e) for e in range(len(source))])
     item = dataset[0]
     views, _, height, width = item["images"].shape
     if (height, width) != (cfg.image_size, cfg.image_size) or views != len(cfg.cameras):
@@ -306,7 +412,10 @@ def build_policy(cfg: RecipeConfig, dataset: Any) -> Any:
     backbone = ComposedBackbone.tiny(
         texts,
         image_size=cfg.image_size,
-        vision="conv",
+        vision=_vision(cfg),
+        patch_size=2 ** len(cfg.conv_channels),
+        vision_dim=cfg.conv_channels[-1],
+        vision_layers=2,
         conv_channels=cfg.conv_channels,
         conv_blocks=cfg.conv_blocks,
         lm_dim=cfg.lm_dim,
@@ -329,8 +438,16 @@ def build_policy(cfg: RecipeConfig, dataset: Any) -> Any:
         ),
         keypoints=cfg.keypoints,
         keypoint_temperature=cfg.keypoint_temperature,
-        router=RouterConfig(kind="scalar_mix", layers="all"),
-        loss=LossConfig(time_sampler=cfg.time_sampler, repeats=cfg.flow_repeats),
+        router=RouterConfig(kind=cfg.router, layers=cfg.router_layers),
+        fusion=FusionConfig(kind=cfg.fusion),
+        loss=LossConfig(
+            time_sampler=cfg.time_sampler,
+            repeats=cfg.flow_repeats,
+            smoothness_weight=cfg.smoothness_weight,
+            jerk_weight=cfg.jerk_weight,
+            synonym_weight=cfg.synonym_weight,
+            contrast_weight=cfg.contrast_weight,
+        ),
         solver=cfg.solver,
         steps=cfg.solver_steps,
     )
@@ -346,6 +463,29 @@ def run_recipe(cfg: RecipeConfig, out_dir: str | os.PathLike, **kwargs: Any) -> 
     from flowvla.recipes.job import run_job
 
     return run_job(cfg, Path(out_dir), **kwargs)
+
+
+EVAL_SETTINGS = frozenset(
+    {
+        "name",
+        "init_states",
+        "replan_every",
+        "temporal_ensemble",
+        "replan_at_gripper",
+        "solver",
+        "solver_steps",
+        "eval_weights",
+        "eval_workers",
+        "video",
+        "max_steps",
+    }
+)
+"""Settings that change only how a trained policy is evaluated (or what the run is called)."""
+
+
+def training_settings(cfg: RecipeConfig) -> dict[str, Any]:
+    """The settings that decide the trained weights: every setting but ``EVAL_SETTINGS``."""
+    return {k: v for k, v in cfg.to_dict().items() if k not in EVAL_SETTINGS}
 
 
 def load_recipe(out_dir: str | os.PathLike) -> RecipeConfig:

@@ -313,3 +313,27 @@ def test_from_pretrained_takes_a_built_tower_and_its_normalisation(composed_clas
     assert loaded.image_std.flatten().tolist() == pytest.approx([0.229, 0.224, 0.225])  # DINOv2's, not 0.5
     out = loaded(torch.zeros(1, 1, 3, 28, 28, dtype=torch.uint8), TEXTS[:1])
     assert out.image_token_mask.sum() == 4
+
+
+def test_the_recipe_trains_a_policy_on_a_timm_resnet():
+    """``RecipeConfig.vision="timm:resnet18"``: a random-init GroupNorm ResNet-18 per view, its stride-32
+    feature map as the patch tokens and the keypoints' input."""
+    pytest.importorskip("transformers")
+    from flowvla.data.batch import collate
+    from flowvla.data.dataset import ChunkDataset
+    from flowvla.recipes.libero import build_policy, preset
+    from tests.data.helpers import BlockSource
+
+    cfg = preset("toy", vision="timm:resnet18", image_size=64, horizon=8)
+    ds = ChunkDataset(BlockSource([6, 5], h=64, w=64), horizon=8)
+    policy = build_policy(cfg, ds)
+    encoder = policy.backbone.vision
+    assert isinstance(encoder, TimmEncoder) and encoder.patch_grid.patch_size == (32, 32)
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in encoder.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in encoder.modules())
+    batch = collate([ds[i] for i in (0, 4, 8)])
+    loss = policy(batch).loss
+    loss.backward()
+    assert torch.isfinite(loss)
+    actions, _ = policy.predict_action({k: batch[k] for k in ("images", "instruction", "state")}, seed=0)
+    assert actions.shape == (3, 8, 7)

@@ -32,9 +32,16 @@ def episode_arrays(episode: int, length: int, state_dim: int = 8) -> tuple[np.nd
 
 
 def write_official_hdf5(
-    path: Path, lengths: list[int], instruction: str = "put the bowl on the plate", h: int = 12, w: int = 16
+    path: Path,
+    lengths: list[int],
+    instruction: str = "put the bowl on the plate",
+    h: int = 12,
+    w: int = 16,
+    depth: bool = False,
+    bddl_file_name: str = "x.bddl",
 ) -> None:
-    """An HDF5 file laid out like LIBERO's ``create_dataset.py`` output (images stored bottom-up)."""
+    """An HDF5 file laid out like LIBERO's ``create_dataset.py`` output (images stored bottom-up); with
+    ``depth``, also metric depth (0.5-2 m) and pinhole camera matrices per view, as our generator writes."""
     import h5py
 
     with h5py.File(path, "w") as f:
@@ -48,7 +55,7 @@ def write_official_hdf5(
             }
         )
         g.attrs["macros_image_convention"] = "opengl"
-        g.attrs["bddl_file_name"] = "x.bddl"
+        g.attrs["bddl_file_name"] = bddl_file_name
         g.attrs["bddl_file_content"] = "(define ...)"
         g.attrs["env_args"] = json.dumps({"type": 1, "env_name": "x", "env_kwargs": {}})
         total = 0
@@ -61,6 +68,18 @@ def write_official_hdf5(
             o.create_dataset("ee_states", data=states[:, :6])
             o.create_dataset("gripper_states", data=states[:, 6:8])
             o.create_dataset("joint_states", data=np.zeros((n, 7)))
+            if depth:
+                rng = np.random.default_rng(i)
+                k = np.array([[w, 0, w / 2], [0, w, h / 2], [0, 0, 1]], dtype=np.float32)
+                for view in ("agentview", "eye_in_hand"):
+                    z = o.create_dataset(
+                        f"{view}_depth", data=rng.uniform(0.5, 2.0, (n, h, w, 1)).astype(np.float32)
+                    )
+                    z.attrs["units"] = "m"
+                    o.create_dataset(f"{view}_intrinsics", data=np.tile(k, (n, 1, 1)))
+                    o.create_dataset(
+                        f"{view}_extrinsics", data=np.tile(np.eye(4, dtype=np.float32), (n, 1, 1))
+                    )
             d.create_dataset("actions", data=actions)
             d.create_dataset("states", data=np.zeros((n, 20)))
             d.attrs["num_samples"] = n

@@ -232,6 +232,45 @@ def test_episodes_per_file_keeps_the_first_demos_of_each_file(tmp_path):
         np.testing.assert_array_equal(preloaded.images(e, t), src.images(e, t))
 
 
+def test_first_episode_reads_the_held_out_demos_after_the_training_ones(tmp_path):
+    from .helpers import write_official_hdf5
+
+    pytest.importorskip("h5py")
+    from flowvla.data.dataset import HDF5Source
+
+    paths = [tmp_path / "a.hdf5", tmp_path / "b.hdf5"]
+    write_official_hdf5(paths[0], [5, 4, 6, 7], instruction="a")
+    write_official_hdf5(paths[1], [3, 8], instruction="b")
+    train = HDF5Source(paths, episodes_per_file=2)
+    held_out = HDF5Source(paths, episodes_per_file=1, first_episode=2)
+    assert [train.episode_length(e) for e in range(len(train))] == [5, 4, 3, 8]
+    assert [held_out.episode_length(e) for e in range(len(held_out))] == [6]  # b has no third demo
+    rest = HDF5Source(paths, first_episode=1, preload=True)
+    assert [rest.episode_length(e) for e in range(len(rest))] == [4, 6, 7, 8]
+    np.testing.assert_array_equal(rest.images(3, 5), train.images(3, 5))
+    with pytest.raises(ValueError, match="no episodes"):
+        HDF5Source(paths, first_episode=4)
+    with pytest.raises(ValueError, match="first_episode"):
+        HDF5Source(paths, first_episode=-1)
+
+
+def test_instruction_pairs_give_every_item_a_synonym_and_an_opposite():
+    from flowvla.processing.instructions import SYNONYMS, opposite, rewrite
+
+    class Tasks(ArraySource):
+        def instruction(self, e):
+            return ["pick up the soup and place it in the basket", "open the drawer"][e % 2]
+
+    ds = ChunkDataset(Tasks([3, 2, 4]), horizon=2, instruction_pairs=True)
+    for k in range(len(ds)):
+        item = ds[k]
+        assert item["instruction_synonym"] == rewrite(item["instruction"], SYNONYMS)
+        assert item["instruction_opposite"] == opposite(item["instruction"])
+    assert "instruction_synonym" not in ChunkDataset(Tasks([3]), horizon=2)[0]
+    with pytest.raises(ValueError, match="no opposite rule applies to 'task 0'"):
+        ChunkDataset(ArraySource([3]), horizon=2, instruction_pairs=True)
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="horizon"):
         ChunkDataset(ArraySource([3]), horizon=0)

@@ -185,3 +185,114 @@ def test_a_policy_without_state_ignores_it(files):
     )
     torch.testing.assert_close(a, b)
     assert float(policy(batch).loss.detach()) > 0
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"vision": "resnet"}, "vision"),
+        ({"eval_weights": "best"}, "eval_weights"),
+        ({"val_demos_per_task": -1}, "val_demos_per_task"),
+        ({"contrast_weight": -0.1}, "contrast_weight"),
+    ],
+)
+def test_bad_ablation_settings_are_named(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        preset("default", **overrides)
+
+
+def test_a_geometry_branch_renders_depth_into_its_own_cache():
+    plain, fused = preset("default"), preset("default", fusion="gated")
+    assert not plain.needs_depth and "depth" not in plain.data_key()
+    assert fused.needs_depth and fused.data_key() == plain.data_key().replace("_dart", "_depth_dart")
+
+
+def test_training_settings_leave_out_only_how_a_policy_is_evaluated():
+    from flowvla.recipes.libero import EVAL_SETTINGS, training_settings
+
+    base = preset("default")
+    evaluated = preset("default", solver="midpoint", solver_steps=5, replan_every=4, eval_weights="raw")
+    assert training_settings(evaluated) == training_settings(base)
+    assert training_settings(preset("default", lr=1e-3)) != training_settings(base)
+    assert not EVAL_SETTINGS & set(training_settings(base))
+
+
+def test_a_run_saved_before_a_setting_existed_still_resumes(tmp_path):
+    from flowvla.recipes.job import check_resumable
+
+    cfg = preset("toy")
+    old = cfg.to_dict()
+    for key in ("fusion", "router", "val_demos_per_task", "eval_weights"):
+        old.pop(key)  # a recipe.json written by an older version
+    (tmp_path / "recipe.json").write_text(json.dumps(old))
+    check_resumable(cfg, tmp_path)
+    with pytest.raises(ValueError, match=r"\['fusion'\] differ"):
+        check_resumable(preset("toy", fusion="gated"), tmp_path)
+
+
+def test_an_eval_variant_reuses_only_a_checkpoint_trained_the_same_way(tmp_path):
+    from flowvla.recipes.libero import save_recipe
+    from flowvla.recipes.train import load_trained
+
+    save_recipe(preset("toy"), tmp_path)
+    with pytest.raises(ValueError, match=r"other settings: \['lr'\]"):
+        load_trained(preset("toy", lr=1e-3), tmp_path / "checkpoint")
+
+
+@pytest.fixture(scope="module")
+def depth_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("recipe_depth")
+    paths = [root / "a.hdf5", root / "b.hdf5"]
+    for path, lengths, thing in ((paths[0], [9, 7, 8], "soup"), (paths[1], [6, 5], "cheese")):
+        text = f"pick up the {thing} and place it in the basket"
+        bddl = f"libero/bddl_files/libero_object/{text.replace(' ', '_')}.bddl"
+        write_official_hdf5(path, lengths, text, h=16, w=16, depth=True, bddl_file_name=bddl)
+    return paths
+
+
+def test_the_ablation_factors_build_a_policy_that_trains(depth_files):
+    import torch
+
+    from flowvla.data.batch import collate
+    from flowvla.recipes.libero import build_val_dataset
+
+    cfg = preset(
+        "toy",
+        image_size=16,
+        conv_channels=[8, 8],
+        demos_per_task=1,
+        val_demos_per_task=1,
+        horizon=4,
+        replan_every=4,
+        lm_layers=2,
+        router="topk",
+        router_layers="all",
+        fusion="gated",
+        smoothness_weight=0.1,
+        jerk_weight=0.1,
+        synonym_weight=0.5,
+        contrast_weight=0.5,
+    )
+    ds = build_dataset(cfg, depth_files)
+    val = build_val_dataset(cfg, depth_files)
+    # Training: the first demo of each file; held out: the second.
+    assert [ds.source.episode_length(e) for e in range(2)] == [9, 6]
+    assert [val.source.episode_length(e) for e in range(2)] == [7, 5]
+    assert val.augment is None and build_val_dataset(preset("toy"), depth_files) is None
+    policy = build_policy(cfg, ds)
+    assert policy.fusion is not None and policy.observation_settings()["depth"]
+    assert policy.config.router.kind == "topk" and policy.config.loss.contrast_weight == 0.5
+    # The tokenizer learned the reworded instructions' words, so "grab" is not split into letters.
+    tok = policy.backbone.tokenizer
+    assert len(tok.tokenize("grab")) < len("grab")
+    batch = collate([ds[i] for i in (0, 5, 10)])
+    assert batch["instruction_opposite"][0].startswith("put down") and "depth" in batch
+    opt = torch.optim.AdamW(policy.parameters(), 1e-2)
+    for _ in range(3):  # the head's zero-initialised outputs ignore the instruction at first
+        losses = policy(batch)
+        opt.zero_grad()
+        losses.loss.backward()
+        opt.step()
+    for name in ("loss", "smoothness", "jerk", "synonym", "contrast"):
+        assert torch.isfinite(getattr(losses, name)), name
+    assert losses.contrast > 0 and losses.synonym > 0 and losses.smoothness > 0

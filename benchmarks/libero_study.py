@@ -1,0 +1,176 @@
+"""The recipe study: what the default recipe's success depends on, beside the regression baseline.
+
+    python benchmarks/libero_study.py --study minutes --cache /work/cache/demos   # 7/14/28/56 min
+    python benchmarks/libero_study.py --study demos                              # 10/25/50 per task
+    python benchmarks/libero_study.py --study factors --init-states 25           # one factor each
+    python benchmarks/libero_study.py --study factors --variants reference,no_wrist
+
+``minutes`` and ``demos`` train the recipe at each budget (the step count scales with the minutes, so
+every run finishes its learning-rate schedule) and, with ``--baseline``, the plain regression policy
+of ``benchmarks/libero_baseline.py`` on the same demonstrations with the same wall-clock budget and
+the same evaluation: the floor to beat. ``factors`` changes one thing of the recipe at a time: image
+size, vision encoder (ViT; ResNet-18 from timm when installed), random-shift augmentation, the wrist
+camera, the proprioceptive state, chunk length, re-plan interval, temporal ensembling, EMA, batch size
+and learning rate, solver steps; evaluation-only factors reuse the reference's checkpoint.
+
+Every run is a folder under ``benchmarks/results/libero_study_<study>/`` and resumes; the table is
+printed and written to ``study.json`` with a PNG of the curve (``minutes`` / ``demos``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from flowvla.cli import index_list
+from flowvla.recipes.libero import parse_settings, preset
+
+STEPS_PER_MINUTE = 2000 / 28  # the default recipe's pace on 2 CPU cores (2000 steps in 28 min)
+
+#: study -> {variant: overrides of the default recipe}; the first variant is the reference.
+STUDIES: dict[str, dict[str, dict[str, Any]]] = {
+    "minutes": {
+        f"min{m}": {"max_minutes": float(m), "steps": round(m * STEPS_PER_MINUTE)} for m in (28, 7, 14, 56)
+    },
+    "demos": {f"demos{n}": {"demos_per_task": n} for n in (50, 10, 25)},
+    "factors": {
+        "reference": {},
+        "image64": {"image_size": 64},
+        "vit": {"vision": "vit"},
+        "resnet18": {"vision": "timm:resnet18"},
+        "no_shift": {"shift": 0},
+        "no_wrist": {"cameras": ["agentview"]},
+        "no_state": {"use_state": False},
+        "horizon8": {"horizon": 8},
+        "horizon32": {"horizon": 32},
+        "replan4": {"replan_every": 4},
+        "replan16": {"replan_every": 16},
+        "ensemble": {"replan_every": 1, "temporal_ensemble": 0.1},
+        "no_ema": {"eval_weights": "raw"},
+        "batch16": {"batch_size": 16},
+        "lr5e-4": {"lr": 5e-4},
+        "euler@2": {"solver_steps": 2},
+    },
+}
+
+
+def baseline_row(cfg: Any, cache: str | None, out: Path, minutes: float) -> dict[str, Any]:
+    """The regression baseline on ``cfg``'s demonstrations, budget and evaluation (read back from
+    ``out/baseline.json`` when an earlier run finished it)."""
+    import json
+
+    done = out / "baseline.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    sys.path.insert(0, str(Path(__file__).parent))
+    import libero_baseline
+
+    from flowvla.recipes.libero import default_cache_dir
+
+    data = Path(cache) if cache else default_cache_dir()
+    result = libero_baseline.main(
+        [
+            "--data",
+            str(data / cfg.data_key() / cfg.suite),
+            "--suite",
+            cfg.suite,
+            "--tasks",
+            ",".join(map(str, cfg.tasks)),
+            "--demos-per-task",
+            str(cfg.demos_per_task),
+            "--minutes",
+            str(minutes),
+            "--init-states",
+            str(cfg.init_states),
+            "--threads",
+            str(cfg.threads),
+            "--out",
+            str(out),
+        ]
+    )
+    return result
+
+
+def curve_png(rows: list[dict[str, Any]], x_label: str, path: Path) -> None:
+    """Success (with Wilson intervals) against each row's ``x`` for the recipe and, where run, the
+    baseline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for who, key in (("flowvla recipe", "recipe"), ("regression baseline", "baseline")):
+        pts = sorted((r["x"], r[key]) for r in rows if r.get(key))
+        if not pts:
+            continue
+        xs = [x for x, _ in pts]
+        ys = [100 * p["success_rate"] for _, p in pts]
+        lo = [100 * (p["success_rate"] - p["ci95"][0]) for _, p in pts]
+        hi = [100 * (p["ci95"][1] - p["success_rate"]) for _, p in pts]
+        ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=who)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("success (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    from flowvla.io import write_json_atomic
+    from flowvla.recipes.sweep import format_sweep, run_sweep, variant_configs
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--study", required=True, choices=sorted(STUDIES))
+    ap.add_argument("--variants", help="comma-separated subset of the study's variants (default: all)")
+    ap.add_argument("--tasks", type=index_list, help="task indices (default: the default recipe's)")
+    ap.add_argument("--init-states", type=int, default=50, help="official init states per task")
+    ap.add_argument("--baseline", action="store_true", help="also train and evaluate the regression baseline")
+    ap.add_argument("--cache", help="demonstration cache (default: $FLOWVLA_CACHE or ~/.cache/flowvla)")
+    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="other recipe settings")
+    ap.add_argument("--results", default=str(Path(__file__).parent / "results"))
+    a = ap.parse_args(argv)
+    variants = STUDIES[a.study]
+    if a.variants:
+        wanted = [v.strip() for v in a.variants.split(",")]
+        unknown = sorted(set(wanted) - set(variants))
+        if unknown:
+            ap.error(f"--variants: {unknown} are not variants of {a.study} ({sorted(variants)})")
+        variants = {k: variants[k] for k in wanted}
+    extra = {"tasks": a.tasks} if a.tasks else {}
+    base = preset("default", init_states=a.init_states, **extra, **parse_settings(a.set))
+    out = Path(a.results) / f"libero_study_{a.study}"
+    rows = run_sweep(base, variants, out, cache_dir=a.cache, progress=sys.stderr.isatty())
+    print(format_sweep(rows))
+    result: dict[str, Any] = {"study": a.study, "base": base.to_dict(), "rows": rows}
+    if a.study in ("minutes", "demos"):
+        configs = variant_configs(base, variants)
+        x_key = "max_minutes" if a.study == "minutes" else "demos_per_task"
+        curve = []
+        for r in rows:
+            cfg = configs[r["variant"]]
+            point: dict[str, Any] = {"variant": r["variant"], "x": getattr(cfg, x_key), "recipe": r}
+            if a.baseline:
+                b = baseline_row(cfg, a.cache, out / f"baseline_{r['variant']}", cfg.max_minutes or 28.0)
+                point["baseline"] = {k: b[k] for k in ("success_rate", "ci95", "successes", "episodes")}
+            curve.append(point)
+        result["curve"] = curve
+        label = "training minutes (2 CPU cores)" if a.study == "minutes" else "demonstrations per task"
+        curve_png(curve, label, out / "study.png")
+        for p in curve:
+            b = p.get("baseline")
+            extra_txt = f"   baseline {b['successes']}/{b['episodes']}" if b else ""
+            print(
+                f"{x_key}={p['x']:g}: recipe {p['recipe']['successes']}/{p['recipe']['episodes']}{extra_txt}"
+            )
+    write_json_atomic(out / "study.json", result)
+    return result
+
+
+if __name__ == "__main__":
+    main()

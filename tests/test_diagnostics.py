@@ -1,0 +1,60 @@
+"""The sensitivity report's held-out paraphrase row, on a policy whose actions are a function of the
+instruction's words (so every distance is known)."""
+
+import pytest
+import torch
+
+from flowvla.diagnostics import sensitivity_report
+
+WEIGHTS = {"pick": 1.0, "up": 1.0, "grab": 2.2, "lift": 2.0, "put": 1.0, "down": 5.0}
+
+
+class WordPolicy:
+    """Actions ``[B, 2, 1]``: per sample, the sum of the ``WEIGHTS`` of its instruction's words."""
+
+    def predict_action(self, batch, solver=None, steps=None, seed=0):
+        rows = [sum(WEIGHTS.get(w, 0.0) for w in text.split()) for text in batch["instruction"]]
+        img = batch["images"].float().mean(dim=(1, 2, 3, 4))
+        return torch.tensor(rows)[:, None, None].repeat(1, 2, 1) + 1e-3 * img[:, None, None], {}
+
+
+def _batch(texts):
+    g = torch.Generator().manual_seed(0)
+    n = len(texts)
+    return {
+        "images": torch.randint(0, 255, (n, 1, 3, 4, 4), generator=g),
+        "instruction": texts,
+        "state": torch.zeros(n, 2),
+    }
+
+
+def test_held_out_paraphrase_is_measured_beside_the_trained_synonym():
+    report = sensitivity_report(WordPolicy(), _batch(["pick up the bowl", "pick up the mug"]))
+    assert report["instructions"]["held_out"] == ["lift the bowl", "lift the mug"]
+    # pick+up = 2; grab = 2.2; lift = 2.0; put+down = 6 -> per-sample distance |Δ| * sqrt(2).
+    assert report["synonym_l2"] == pytest.approx(0.2 * 2**0.5, rel=1e-5)
+    assert report["held_out_l2"] == pytest.approx(0.0, abs=1e-6)
+    assert report["opposite_l2"] == pytest.approx(4.0 * 2**0.5, rel=1e-5)
+    assert report["checks"]["held_out_below_opposite"] and "skipped" not in report
+    assert report["held_out_over_synonym"] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_without_a_held_out_rule_the_row_is_skipped_and_says_why():
+    batch = _batch(["wave at the bowl"])
+    report = sensitivity_report(
+        WordPolicy(), batch, synonyms=["wave to the bowl"], opposites=["ignore the bowl"]
+    )
+    assert "held_out_l2" not in report and "wave at the bowl" in report["skipped"]["held_out_l2"]
+    explicit = sensitivity_report(
+        WordPolicy(),
+        batch,
+        synonyms=["wave to the bowl"],
+        opposites=["grab the bowl"],
+        held_out=["greet the bowl"],
+    )
+    assert (
+        explicit["held_out_l2"] == pytest.approx(0.0, abs=1e-6)
+        and explicit["checks"]["held_out_below_opposite"]
+    )
+    with pytest.raises(ValueError, match="held_out"):
+        sensitivity_report(WordPolicy(), batch, synonyms=["a"], opposites=["b"], held_out=["c", "d"])
