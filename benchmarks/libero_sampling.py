@@ -13,6 +13,11 @@ failures ended.
         --settings euler@10,euler@1,euler@2,euler@4,midpoint@5,ab2@4,dpm++2m@4 \\
         --out benchmarks/results/libero_sampling
 
+``--bespoke euler@1,euler@2`` adds bespoke solvers (learned step times and scales, issue 16's learned
+solver route) fitted to the policy's own field on observations from its run's training demonstrations
+([`fit_run_solver`][flowvla.recipes.job.fit_run_solver]); each is kept as
+``<out>/bespoke-<base>@<steps>.json`` and its held-out end-point error printed.
+
 Prints the table and writes ``<out>/sampling.json``; each setting's episode records stay under
 ``<out>/<solver>@<steps>/`` and a re-run resumes them.
 """
@@ -120,6 +125,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     eval_options(p)
     p.add_argument("--settings", default="euler@10,euler@1,euler@2,euler@4")
+    p.add_argument(
+        "--bespoke",
+        help="bespoke solvers to fit to the policy's field and evaluate, BASE@STEPS (euler or midpoint), "
+        "e.g. euler@1,euler@2; fitted on the run's training demonstrations (--policy RUN/checkpoint)",
+    )
+    p.add_argument("--fit-iterations", type=int, default=300, help="Adam steps of each bespoke fit")
+    p.add_argument("--fit-samples", type=int, default=8, help="noise draws per observation in a fit")
     p.add_argument("--out", default="benchmarks/results/libero_sampling")
     args = p.parse_args(argv)
     variants = {
@@ -128,7 +140,54 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
         for solver, steps in parse_settings(args.settings)
     }
+    for base, steps in parse_bespoke(args.bespoke):
+        solver = bespoke_solver(args, base, steps)
+        variants[f"bespoke-{base}@{steps}"] = {
+            "predict_kwargs": {"seed": args.seed, "diagnostics": False, "solver": solver, "steps": steps}
+        }
     return run(args, variants, "sampling")
+
+
+def parse_bespoke(text: str | None) -> list[tuple[str, int]]:
+    """``"euler@2,midpoint@1"`` -> ``[("euler", 2), ("midpoint", 1)]`` (the bases a bespoke solver has)."""
+    out = []
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        base, sep, steps = item.strip().partition("@")
+        if base not in ("euler", "midpoint") or not sep or not steps.isdigit() or int(steps) < 1:
+            raise SystemExit(f"--bespoke: {item!r} is not euler@STEPS or midpoint@STEPS")
+        out.append((base, int(steps)))
+    return out
+
+
+def bespoke_solver(args: argparse.Namespace, base: str, steps: int) -> Any:
+    """The bespoke solver for ``--policy``'s run, fitted once and kept as
+    ``<out>/bespoke-<base>@<steps>.json``."""
+    from flowvla.recipes.job import fit_run_solver
+    from flowvla.solvers import BespokeSolver
+
+    path = Path(args.out) / f"bespoke-{base}@{steps}.json"
+    if path.is_file():
+        return BespokeSolver.load(path)
+    run_dir = Path(args.policy).parent
+    if not (run_dir / "recipe.json").is_file():
+        raise SystemExit(f"--bespoke: {run_dir} is not a recipe run folder (give --policy RUN/checkpoint)")
+    solver = fit_run_solver(
+        run_dir,
+        steps=steps,
+        base=base,
+        iterations=args.fit_iterations,
+        samples=args.fit_samples,
+        seed=args.seed,
+    )
+    i = solver.info
+    print(
+        f"bespoke-{base}@{steps}: fitted in {i['seconds']:.0f} s; held-out error {i['held_out_error']:.4f} "
+        f"(plain {base}@{steps} {i['held_out_base_error']:.4f}, euler@10 {i['held_out_euler10_error']:.4f})"
+    )
+    solver.save(path)
+    return solver
 
 
 if __name__ == "__main__":

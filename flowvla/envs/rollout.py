@@ -313,6 +313,8 @@ def _jsonable(x: Any) -> Any:
         return x.item()
     if isinstance(x, (str, int, float, bool)) or x is None:
         return x
+    if callable(getattr(x, "to_dict", None)):  # e.g. a fitted solver: its coefficients, not its repr
+        return _jsonable(x.to_dict())
     return repr(x)
 
 

@@ -374,7 +374,8 @@ class VLAPolicy(nn.Module):
             batch: images, instructions, state (+ depth / cameras for the geometry branch).
             solver: a solver name (default ``config.solver``) or a [`Solver`][flowvla.solvers.base.Solver]
                 instance (e.g. a fitted [`BespokeSolver`][flowvla.solvers.bespoke.BespokeSolver]).
-            steps: solver steps (default ``config.steps``).
+            steps: solver steps (default: the solver's own ``steps`` when it was fitted for a fixed
+                number, else ``config.steps``).
             seed: seeds the initial noise: the same batch and seed give the same actions.
             diagnostics: compute the per-layer and per-block statistics of ``debug_info``.
             use_context_cache: project the context once (default); ``False`` re-projects it at every
@@ -401,7 +402,9 @@ class VLAPolicy(nn.Module):
             generator = None
             if seed is not None:
                 generator = torch.Generator(device=device).manual_seed(seed)
-            solver, steps = solver or self.config.solver, steps or self.config.steps
+            # A solver fitted for a fixed number of steps (a bespoke solver) brings its own.
+            steps = steps or getattr(solver, "steps", None) or self.config.steps
+            solver = solver or self.config.solver
             blocks = record_block_stats(self.head.blocks) if diagnostics else _NullRecorder()
             with blocks as block_stats:
                 solution = self.head.sample(

@@ -225,8 +225,19 @@ def evaluate_policy(cfg: RecipeConfig, policy: Any, out: Path, *, progress: bool
 
 def sensitivity_batch(cfg: RecipeConfig, files: list[Path], per_task: int = 2) -> dict[str, Any]:
     """Observations from the middle of the first demonstrations of each task, unaugmented."""
+    return observation_batch(cfg, files, per_task=per_task, points=(1 / 3,))
+
+
+def observation_batch(
+    cfg: RecipeConfig, files: list[Path], *, per_task: int, points: tuple[float, ...]
+) -> dict[str, Any]:
+    """Policy inputs from the first ``per_task`` training demonstrations of each task, at each fraction
+    ``points`` of the way through the episode (unaugmented): observations like the ones the policy
+    meets, e.g. to fit a solver to its field on."""
     from flowvla.data.batch import collate
 
+    if per_task < 1 or not points or not all(0 <= p < 1 for p in points):
+        raise ValueError(f"per_task must be >= 1 and points in [0, 1), got {per_task}, {points}")
     dataset = build_dataset(cfg, files, augment=False)
     items, seen = [], {}
     for e in range(len(dataset.source)):
@@ -235,10 +246,46 @@ def sensitivity_batch(cfg: RecipeConfig, files: list[Path], per_task: int = 2) -
             continue
         seen[task] = seen.get(task, 0) + 1
         first, last = dataset._starts[e], dataset._starts[e + 1]
-        items.append(dataset[first + (last - first) // 3])
+        # + 1e-9: a third of 9 items is item 3, not the 2 that 9 * (1 / 3) = 2.9999999999999996 floors to.
+        items.extend(dataset[first + int((last - first) * p + 1e-9)] for p in points)
     batch = collate(items)
     keys = ("images", "instruction", "state", "depth", "intrinsics", "extrinsics")
     return {k: batch[k] for k in keys if k in batch}
 
 
-__all__ += ["build_policy", "elapsed", "evaluate_policy", "sensitivity_batch"]
+def fit_run_solver(
+    run_dir: str | Path,
+    *,
+    steps: int,
+    base: str = "euler",
+    per_task: int = 4,
+    points: tuple[float, ...] = (0.1, 0.35, 0.6, 0.85),
+    **fit_kwargs: Any,
+) -> Any:
+    """A bespoke solver fitted to the trained policy of a recipe run (``run_dir/checkpoint``, the
+    weights its recipe evaluates) on observations from its own training demonstrations; see
+    [`fit_policy_solver`][flowvla.policy.solver_fit.fit_policy_solver]."""
+    from flowvla.policy import VLAPolicy
+    from flowvla.policy.solver_fit import fit_policy_solver
+    from flowvla.recipes.libero import load_recipe
+
+    run_dir = Path(run_dir)
+    cfg = load_recipe(run_dir)
+    files = [Path(f) for f in _load_run(run_dir)["phases"]["data"]["files"]]
+    policy = VLAPolicy.from_pretrained(run_dir / "checkpoint", weights=cfg.eval_weights)
+    batch = observation_batch(cfg, files, per_task=per_task, points=points)
+    solver = fit_policy_solver(policy, batch, steps=steps, base=base, **fit_kwargs)
+    solver.info.update(
+        run=str(run_dir), weights=policy.loaded_weights, points=list(points), per_task=per_task
+    )
+    return solver
+
+
+__all__ += [
+    "build_policy",
+    "elapsed",
+    "evaluate_policy",
+    "fit_run_solver",
+    "observation_batch",
+    "sensitivity_batch",
+]

@@ -224,6 +224,11 @@ class BespokeSolver(Solver):
         x = xbar if p.scale[-1] == 1.0 else xbar / p.scale[-1]
         return ODESolution(x=x, nfe=self.nfe, grid=tuple(times), trajectory=traj, steps=self.steps)
 
+    def to_dict(self) -> dict:
+        """The solver's identity as JSON values: its name and learned coefficients (what an evaluation
+        record stores, so records of two different fits never pass for each other)."""
+        return {"solver": self.name, "params": asdict(self.params)}
+
     def save(self, path: str | os.PathLike) -> Path:
         """Write the solver as JSON (atomically); floats round-trip exactly."""
         return write_json_atomic(path, {"format": FORMAT, "params": asdict(self.params), "info": self.info})

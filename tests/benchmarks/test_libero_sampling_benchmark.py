@@ -30,6 +30,11 @@ def test_settings_name_a_known_solver_and_a_step_count():
     ]:
         with pytest.raises(SystemExit, match=why):
             bench.parse_settings(bad)
+    assert bench.parse_bespoke("euler@2, midpoint@1") == [("euler", 2), ("midpoint", 1)]
+    assert bench.parse_bespoke(None) == []
+    for bad in ("ab2@2", "euler", "euler@0"):
+        with pytest.raises(SystemExit, match="--bespoke"):
+            bench.parse_bespoke(bad)
 
 
 def test_every_setting_runs_the_same_episodes_and_reports_its_nfe(tmp_path):

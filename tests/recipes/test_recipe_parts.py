@@ -92,6 +92,23 @@ def test_dataset_keeps_the_first_demos_per_task_and_the_policy_trains(files):
     assert actions.shape == (3, 4, 7) and torch.isfinite(actions).all()
 
 
+def test_observation_batches_sample_each_task_through_its_episodes(files):
+    from flowvla.recipes.job import observation_batch, sensitivity_batch
+
+    cfg = preset("toy", image_size=16, conv_channels=[8, 8], demos_per_task=2, horizon=4, replan_every=4)
+    # Both files name the same task (their BDDL file names are equal), so a task's first episodes are
+    # file a's two.
+    batch = observation_batch(cfg, files, per_task=2, points=(0.0, 0.5))
+    assert batch["images"].shape[0] == 4 and set(batch) == {"images", "instruction", "state"}
+    ds = build_dataset(cfg, files, augment=False)
+    first = ds[0]["images"], ds[4]["images"], ds[9]["images"], ds[9 + 3]["images"]  # episode lengths 9, 7
+    for got, want in zip(batch["images"], first, strict=True):
+        assert (got == want).all()
+    assert sensitivity_batch(cfg, files, per_task=3)["images"].shape[0] == 3
+    with pytest.raises(ValueError, match="points"):
+        observation_batch(cfg, files, per_task=1, points=(1.0,))
+
+
 def test_policy_refuses_data_of_another_size(files):
     cfg = preset("toy", image_size=32)
     with pytest.raises(ValueError, match="regenerate"):

@@ -86,3 +86,11 @@ def test_a_toy_sweep_runs_and_an_eval_variant_reuses_the_checkpoint(tmp_path):
     assert all(r["episodes"] == 1 and r["sensitivity"]["baseline_l2"] == 0.0 for r in rows)
     saved = json.loads((out / "sweep.json").read_text())
     assert [r["variant"] for r in saved["rows"]] == ["ref", "euler2"]
+    # A bespoke solver fitted to the run's trained policy on its own demonstrations' observations.
+    from flowvla.recipes.job import fit_run_solver
+
+    solver = fit_run_solver(
+        out / "ref", steps=1, per_task=1, points=(0.5,), iterations=2, samples=1, held_out_samples=1,
+        reference_tol=1e-3,
+    )  # fmt: skip
+    assert solver.steps == 1 and solver.info["observations"] == 1 and solver.info["run"] == str(out / "ref")
