@@ -79,7 +79,7 @@ FACTORS: dict[str, tuple[dict[str, Any], dict[str, dict[str, Any]]]] = {
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     from flowvla.io import write_json_atomic
-    from flowvla.recipes.sweep import format_sweep, run_sweep
+    from flowvla.recipes.sweep import format_sweep, run_sweep, select_variants
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--factor", required=True, choices=sorted(FACTORS))
@@ -94,12 +94,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--results", default=str(Path(__file__).parent / "results"))
     a = ap.parse_args(argv)
     shared, variants = FACTORS[a.factor]
-    if a.variants:
-        wanted = [v.strip() for v in a.variants.split(",")]
-        unknown = sorted(set(wanted) - set(variants))
-        if unknown:
-            ap.error(f"--variants: {unknown} are not variants of {a.factor} ({sorted(variants)})")
-        variants = {k: variants[k] for k in wanted}
+    try:
+        variants = select_variants(variants, a.variants)
+    except ValueError as e:
+        ap.error(f"--variants: {e}")
     given = {"suite": a.suite, "tasks": a.tasks}
     base = preset(
         a.preset,

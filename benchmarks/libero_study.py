@@ -123,7 +123,7 @@ def curve_png(rows: list[dict[str, Any]], x_label: str, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from flowvla.io import write_json_atomic
-    from flowvla.recipes.sweep import format_sweep, run_sweep, variant_configs
+    from flowvla.recipes.sweep import format_sweep, run_sweep, select_variants, variant_configs
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--study", required=True, choices=sorted(STUDIES))
@@ -136,12 +136,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--results", default=str(Path(__file__).parent / "results"))
     a = ap.parse_args(argv)
     variants = STUDIES[a.study]
-    if a.variants:
-        wanted = [v.strip() for v in a.variants.split(",")]
-        unknown = sorted(set(wanted) - set(variants))
-        if unknown:
-            ap.error(f"--variants: {unknown} are not variants of {a.study} ({sorted(variants)})")
-        variants = {k: variants[k] for k in wanted}
+    try:
+        variants = select_variants(variants, a.variants)
+    except ValueError as e:
+        ap.error(f"--variants: {e}")
     extra = {"tasks": a.tasks} if a.tasks else {}
     base = preset("default", init_states=a.init_states, **extra, **parse_settings(a.set))
     out = Path(a.results) / f"libero_study_{a.study}"

@@ -26,9 +26,23 @@ from typing import Any
 from flowvla.io import write_json_atomic
 from flowvla.recipes.libero import RecipeConfig, training_settings
 
-__all__ = ["final_loss", "format_sweep", "run_sweep", "sweep_row", "variant_configs"]
+__all__ = ["final_loss", "format_sweep", "run_sweep", "select_variants", "sweep_row", "variant_configs"]
 
 SWEEP_FILE = "sweep.json"
+
+
+def select_variants(
+    variants: Mapping[str, Mapping[str, Any]], names: str | None
+) -> dict[str, Mapping[str, Any]]:
+    """The variants named in ``names`` (comma-separated, in that order), or all of them for None / ""
+    (a command line's ``--variants``); an unknown name is a ``ValueError`` listing the known ones."""
+    if not names:
+        return dict(variants)
+    wanted = [v.strip() for v in names.split(",") if v.strip()]
+    unknown = sorted(set(wanted) - set(variants))
+    if unknown:
+        raise ValueError(f"{unknown} are not variants here (choose from {sorted(variants)})")
+    return {k: variants[k] for k in wanted}
 
 
 def variant_configs(base: RecipeConfig, variants: Mapping[str, Mapping[str, Any]]) -> dict[str, RecipeConfig]:
