@@ -20,6 +20,7 @@ printed and written to ``study.json`` with a PNG of the curve (``minutes`` / ``d
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -56,24 +57,20 @@ STUDIES: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-def baseline_row(cfg: Any, cache: str | None, out: Path, minutes: float) -> dict[str, Any]:
-    """The regression baseline on ``cfg``'s demonstrations, budget and evaluation (read back from
-    ``out/baseline.json`` when an earlier run finished it)."""
-    import json
-
+def baseline_row(cfg: Any, files: list[str], out: Path, minutes: float) -> dict[str, Any]:
+    """The regression baseline on the recipe run's own demonstration ``files`` (its tasks only), with
+    its demos per task, budget and evaluation (read back from ``out/baseline.json`` when an earlier run
+    finished it)."""
     done = out / "baseline.json"
     if done.is_file():
         return json.loads(done.read_text())
     sys.path.insert(0, str(Path(__file__).parent))
     import libero_baseline
 
-    from flowvla.recipes.libero import default_cache_dir
-
-    data = Path(cache) if cache else default_cache_dir()
-    result = libero_baseline.main(
+    return libero_baseline.main(
         [
             "--data",
-            str(data / cfg.data_key() / cfg.suite),
+            *files,
             "--suite",
             cfg.suite,
             "--tasks",
@@ -90,7 +87,6 @@ def baseline_row(cfg: Any, cache: str | None, out: Path, minutes: float) -> dict
             str(out),
         ]
     )
-    return result
 
 
 def curve_png(rows: list[dict[str, Any]], x_label: str, path: Path) -> None:
@@ -154,7 +150,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             cfg = configs[r["variant"]]
             point: dict[str, Any] = {"variant": r["variant"], "x": getattr(cfg, x_key), "recipe": r}
             if a.baseline:
-                b = baseline_row(cfg, a.cache, out / f"baseline_{r['variant']}", cfg.max_minutes or 28.0)
+                run = json.loads((out / r["variant"] / "run.json").read_text())
+                files = run["phases"]["data"]["files"]
+                b = baseline_row(cfg, files, out / f"baseline_{r['variant']}", cfg.max_minutes or 28.0)
                 point["baseline"] = {k: b[k] for k in ("success_rate", "ci95", "successes", "episodes")}
             curve.append(point)
         result["curve"] = curve

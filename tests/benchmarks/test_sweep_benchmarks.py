@@ -79,3 +79,18 @@ def test_variants_are_selected_by_name_and_unknown_ones_refused():
     ):
         with pytest.raises(SystemExit):
             load(name).main([*flag, "--variants", "nonsense"])
+
+
+def test_the_study_curve_plots_the_recipe_beside_the_baseline(tmp_path):
+    pytest.importorskip("matplotlib")
+    study = load("libero_study")
+
+    def point(x, rate):
+        return {"success_rate": rate, "ci95": [rate - 0.1, min(1.0, rate + 0.1)]}
+
+    rows = [
+        {"x": 28, "recipe": point(28, 0.97), "baseline": point(28, 0.56)},
+        {"x": 7, "recipe": point(7, 0.6)},  # a budget the baseline was not run at
+    ]
+    study.curve_png(rows, "training minutes", tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
