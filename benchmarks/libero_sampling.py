@@ -163,13 +163,23 @@ def parse_bespoke(text: str | None) -> list[tuple[str, int]]:
 
 def bespoke_solver(args: argparse.Namespace, base: str, steps: int) -> Any:
     """The bespoke solver for ``--policy``'s run, fitted once and kept as
-    ``<out>/bespoke-<base>@<steps>.json``."""
+    ``<out>/bespoke-<base>@<steps>.json``; refitted when the kept one was fitted to another policy or
+    with other fit settings."""
     from flowvla.recipes.job import fit_run_solver
     from flowvla.solvers import BespokeSolver
 
     path = Path(args.out) / f"bespoke-{base}@{steps}.json"
+    fit = {
+        "policy": str(Path(args.policy).resolve()),
+        "iterations": args.fit_iterations,
+        "samples": args.fit_samples,
+        "seed": args.seed,
+    }
     if path.is_file():
-        return BespokeSolver.load(path)
+        kept = BespokeSolver.load(path)
+        if kept.info.get("fit_settings") == fit:
+            return kept
+        print(f"{path}: fitted with {kept.info.get('fit_settings')}, not {fit}; fitting again")
     run_dir = Path(args.policy).parent
     if not (run_dir / "recipe.json").is_file():
         raise SystemExit(f"--bespoke: {run_dir} is not a recipe run folder (give --policy RUN/checkpoint)")
@@ -181,6 +191,7 @@ def bespoke_solver(args: argparse.Namespace, base: str, steps: int) -> Any:
         samples=args.fit_samples,
         seed=args.seed,
     )
+    solver.info["fit_settings"] = fit
     i = solver.info
     print(
         f"bespoke-{base}@{steps}: fitted in {i['seconds']:.0f} s; held-out error {i['held_out_error']:.4f} "

@@ -545,6 +545,7 @@ def generate(cfg: GenerateConfig) -> dict[str, Any]:
     progress = Progress(remaining, cfg.progress, "demos")
     budget = cfg.max_episodes if cfg.max_episodes is not None else float("inf")
 
+    made = 0  # attempts run by this call (the rest were read back from the logs)
     pool = None
     if cfg.workers > 1:
         pool = cf.ProcessPoolExecutor(
@@ -564,6 +565,8 @@ def generate(cfg: GenerateConfig) -> dict[str, Any]:
             next_attempt = 0
 
             def record(rec: dict[str, Any], done=done, log_path=log_path) -> None:
+                nonlocal made
+                made += 1
                 done[int(rec["attempt"])] = rec
                 with open(log_path, "a") as f:
                     f.write(json.dumps(rec) + "\n")
@@ -607,6 +610,7 @@ def generate(cfg: GenerateConfig) -> dict[str, Any]:
         "tasks": summaries,
         "complete": all(s.get("complete", True) for s in summaries.values()),
         "demos": sum(s.get("demos", 0) for s in summaries.values()),
+        "attempts_this_call": made,
     }
     write_json_atomic(out / "summary.json", overall)
     return overall

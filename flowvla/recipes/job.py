@@ -122,8 +122,8 @@ def run_job(
     t0 = time.perf_counter()
     _say(f"[1/6] demonstrations: {cfg.demos_per_task} per task for {cfg.suite} tasks {cfg.tasks}")
     files, gen = ensure_demos(cfg, cache_dir, progress=progress)
-    gen_seconds = sum(s.get("seconds_total", 0.0) for s in gen["tasks"].values())
-    note = "reused from the cache" if time.perf_counter() - t0 < 0.5 * max(gen_seconds, 1) else "generated"
+    made = gen["attempts_this_call"]
+    note = f"generated ({made} attempts)" if made else "reused from the cache"
     done("data", time.perf_counter() - t0, note, files=[str(f) for f in files])
 
     # 2. parity (before any training)
@@ -238,7 +238,8 @@ def observation_batch(
 
     if per_task < 1 or not points or not all(0 <= p < 1 for p in points):
         raise ValueError(f"per_task must be >= 1 and points in [0, 1), got {per_task}, {points}")
-    dataset = build_dataset(cfg, files, augment=False)
+    # Only the first demonstrations are read: no need to load every frame of a 500-demo suite.
+    dataset = build_dataset(cfg, files, augment=False, episodes_per_task=per_task, preload=False)
     items, seen = [], {}
     for e in range(len(dataset.source)):
         task = dataset.source.instruction(e)

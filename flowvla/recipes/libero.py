@@ -332,10 +332,22 @@ def default_cache_dir() -> Path:
 
 
 # ------------------------------------------------------------------------------------- the parts
-def build_dataset(cfg: RecipeConfig, files: Sequence[str | os.PathLike], augment: bool = True) -> Any:
+def build_dataset(
+    cfg: RecipeConfig,
+    files: Sequence[str | os.PathLike],
+    augment: bool = True,
+    *,
+    episodes_per_task: int | None = None,
+    preload: bool = True,
+) -> Any:
     """The training items of ``files`` (first ``demos_per_task`` demonstrations of each task file),
-    with the benchmark's instruction wording and random-shift augmentation."""
-    return _chunks(cfg, files, first=0, count=cfg.demos_per_task, augment=augment)
+    with the benchmark's instruction wording and random-shift augmentation.
+
+    ``episodes_per_task`` reads only that many of them (at most ``demos_per_task``); ``preload=False``
+    reads frames on access instead of loading them all first (for a few items of a large cache).
+    """
+    count = cfg.demos_per_task if episodes_per_task is None else min(episodes_per_task, cfg.demos_per_task)
+    return _chunks(cfg, files, first=0, count=count, augment=augment, preload=preload)
 
 
 def build_val_dataset(cfg: RecipeConfig, files: Sequence[str | os.PathLike]) -> Any:
@@ -347,7 +359,13 @@ def build_val_dataset(cfg: RecipeConfig, files: Sequence[str | os.PathLike]) -> 
 
 
 def _chunks(
-    cfg: RecipeConfig, files: Sequence[str | os.PathLike], *, first: int, count: int, augment: bool
+    cfg: RecipeConfig,
+    files: Sequence[str | os.PathLike],
+    *,
+    first: int,
+    count: int,
+    augment: bool,
+    preload: bool = True,
 ) -> Any:
     from flowvla.data.augment import ImageAugment
     from flowvla.data.dataset import ChunkDataset, HDF5Source
@@ -356,7 +374,7 @@ def _chunks(
         files,
         episodes_per_file=count,
         first_episode=first,
-        preload=True,
+        preload=preload,
         instruction="from_bddl_file_name",
     )
     aug = ImageAugment(shift=cfg.shift) if augment and cfg.shift else None

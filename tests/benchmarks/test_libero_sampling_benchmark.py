@@ -37,6 +37,39 @@ def test_settings_name_a_known_solver_and_a_step_count():
             bench.parse_bespoke(bad)
 
 
+def test_a_kept_bespoke_solver_is_reused_only_for_the_same_policy_and_fit_settings(tmp_path, monkeypatch):
+    import argparse
+
+    import flowvla.recipes.job as job
+    from flowvla.solvers import BespokeSolver
+
+    bench = load_benchmark()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "recipe.json").write_text("{}")
+    fits = []
+
+    def fit(run_dir, *, steps, base, **kwargs):  # the fit itself is tested in tests/policy/test_solver_fit.py
+        fits.append(kwargs)
+        errors = {"held_out_error": 0.1, "held_out_base_error": 0.2, "held_out_euler10_error": 0.1}
+        info = {"seconds": 0.0, **errors}
+        return BespokeSolver(BespokeSolver.identity(base, steps).params, info=info)
+
+    monkeypatch.setattr(job, "fit_run_solver", fit)
+    args = argparse.Namespace(
+        out=str(tmp_path / "out"), policy=str(run / "checkpoint"), fit_iterations=5, fit_samples=2, seed=0
+    )
+    first = bench.bespoke_solver(args, "euler", 2)
+    assert len(fits) == 1 and (tmp_path / "out" / "bespoke-euler@2.json").is_file()
+    again = bench.bespoke_solver(args, "euler", 2)
+    assert len(fits) == 1 and again.params == first.params  # read back, not refitted
+    args.fit_iterations = 50
+    bench.bespoke_solver(args, "euler", 2)
+    assert len(fits) == 2 and fits[-1]["iterations"] == 50  # other settings: fitted again
+    saved = BespokeSolver.load(tmp_path / "out" / "bespoke-euler@2.json")
+    assert saved.info["fit_settings"]["iterations"] == 50
+
+
 def test_every_setting_runs_the_same_episodes_and_reports_its_nfe(tmp_path):
     pytest.importorskip("transformers")
     pytest.importorskip("libero", reason="LIBERO is not installed (see docs/libero.md)")

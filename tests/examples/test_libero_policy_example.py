@@ -89,6 +89,7 @@ def test_the_main_job_runs_every_phase_at_toy_size(example, tmp_path):
     report = (out / "report.md").read_text()
     assert "Success" in report and "parity" in report and "loss.png" in report
     assert set(run["phases"]) == {"data", "parity", "train", "eval", "sensitivity"}
+    assert run["phases"]["data"]["note"].startswith("generated (")
     # A second run reuses the cached demonstrations and the finished phases.
     again = example.main(
         ["run", "--preset", "toy", "--out", str(out), "--cache", str(tmp_path / "cache"), "--quiet"]

@@ -90,10 +90,12 @@ def test_interrupted_generation_resumes_without_duplicates(libero_ready, tmp_pat
     first = generate(GenerateConfig(**base, max_episodes=1))  # "killed" after one episode
     s = first["tasks"]["libero_object/1"]
     assert not first["complete"] and s["attempts"] == 1 and s["demos"] == 1
+    assert first["attempts_this_call"] == 1
     name = s["task_name"]
     second = generate(GenerateConfig(**base))
     s = second["tasks"]["libero_object/1"]
     assert second["complete"] and s["demos"] == 2 and s["demos_from_attempts"] == [0, 1]
+    assert second["attempts_this_call"] == 1  # only the missing attempt ran
     assert s["expert_success_rate"] == 1.0 and s["supported"]
 
     log = [
@@ -113,7 +115,7 @@ def test_interrupted_generation_resumes_without_duplicates(libero_ready, tmp_pat
     assert summary["demos"] == 2 and summary["complete"]
 
     third = generate(GenerateConfig(**base))  # nothing left to do: no new attempts, same data
-    assert third["tasks"]["libero_object/1"]["attempts"] == 2
+    assert third["tasks"]["libero_object/1"]["attempts"] == 2 and third["attempts_this_call"] == 0
 
 
 @pytest.mark.libero
