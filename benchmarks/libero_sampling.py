@@ -18,6 +18,11 @@ solver route) fitted to the policy's own field on observations from its run's tr
 ([`fit_run_solver`][flowvla.recipes.job.fit_run_solver]); each is kept as
 ``<out>/bespoke-<base>@<steps>.json`` and its held-out end-point error printed.
 
+``--fitted-grid ab2@4:ode,ab2@4:demos`` adds named solvers on time grids fitted to the same field
+([`fit_run_grid`][flowvla.recipes.job.fit_run_grid]): ``ode`` fits the end point of an accurate solve,
+``demos`` the demonstrated chunks (an offline task metric); each is kept as
+``<out>/grid-<solver>@<steps>-<target>.json`` beside its held-out errors (``.info.json``).
+
 Prints the table and writes ``<out>/sampling.json``; each setting's episode records stay under
 ``<out>/<solver>@<steps>/`` and a re-run resumes them.
 """
@@ -130,6 +135,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="bespoke solvers to fit to the policy's field and evaluate, BASE@STEPS (euler or midpoint), "
         "e.g. euler@1,euler@2; fitted on the run's training demonstrations (--policy RUN/checkpoint)",
     )
+    p.add_argument(
+        "--fitted-grid",
+        help="named solvers on time grids fitted to the policy's field, SOLVER@STEPS:TARGET with TARGET "
+        "ode or demos, e.g. ab2@4:ode,ab2@4:demos (fitted on the run's training demonstrations)",
+    )
     p.add_argument("--fit-iterations", type=int, default=300, help="Adam steps of each bespoke fit")
     p.add_argument("--fit-samples", type=int, default=8, help="noise draws per observation in a fit")
     p.add_argument("--out", default="benchmarks/results/libero_sampling")
@@ -145,7 +155,67 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         variants[f"bespoke-{base}@{steps}"] = {
             "predict_kwargs": {"seed": args.seed, "diagnostics": False, "solver": solver, "steps": steps}
         }
+    for solver, steps, target in parse_fitted_grids(args.fitted_grid):
+        grid = fitted_grid(args, solver, steps, target)
+        variants[f"{solver}@{steps}-fitted-{target}"] = {
+            "predict_kwargs": {"seed": args.seed, "diagnostics": False, "solver": solver, "grid": grid.times}
+        }
     return run(args, variants, "sampling")
+
+
+def parse_fitted_grids(text: str | None) -> list[tuple[str, int, str]]:
+    """``"ab2@4:ode,euler@2:demos"`` -> ``[("ab2", 4, "ode"), ("euler", 2, "demos")]``."""
+    out = []
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        setting, sep, target = item.strip().rpartition(":")
+        if not sep or target not in ("ode", "demos"):
+            raise SystemExit(f"--fitted-grid: {item!r} is not SOLVER@STEPS:ode or SOLVER@STEPS:demos")
+        try:
+            ((solver, steps),) = parse_settings(setting)
+        except (SystemExit, ValueError):
+            raise SystemExit(
+                f"--fitted-grid: {item!r} is not SOLVER@STEPS:TARGET with a known solver"
+            ) from None
+        out.append((solver, steps, target))
+    return out
+
+
+def fitted_grid(args: argparse.Namespace, solver: str, steps: int, target: str) -> Any:
+    """The grid for ``--policy``'s run, fitted once and kept as ``<out>/grid-<solver>@<steps>-<target>.json``
+    (its held-out errors and fit settings in ``.info.json``); refitted when those settings differ."""
+    import json
+
+    from flowvla.io import write_json_atomic
+    from flowvla.recipes.job import fit_run_grid
+    from flowvla.solvers import FittedGrid
+
+    path = Path(args.out) / f"grid-{solver}@{steps}-{target}.json"
+    info_path = path.with_suffix(".info.json")
+    fit = {"policy": str(Path(args.policy).resolve()), "samples": args.fit_samples, "seed": args.seed}
+    if path.is_file() and info_path.is_file():
+        if json.loads(info_path.read_text()).get("fit_settings") == fit:
+            return FittedGrid.load(path)
+        print(f"{path}: fitted with other settings than {fit}; fitting again")
+    run_dir = Path(args.policy).parent
+    if not (run_dir / "recipe.json").is_file():
+        raise SystemExit(
+            f"--fitted-grid: {run_dir} is not a recipe run folder (give --policy RUN/checkpoint)"
+        )
+    grid, info = fit_run_grid(
+        run_dir, solver=solver, steps=steps, target=target, samples=args.fit_samples, seed=args.seed
+    )
+    info["fit_settings"] = fit
+    errors = ", ".join(
+        f"to the {k} {info[f'held_out_{k}_error']:.4f} (uniform {info[f'held_out_{k}_error_uniform']:.4f})"
+        for k in ("ode", "demo")
+    )
+    times = [round(t, 3) for t in grid.times]
+    print(f"{solver}@{steps} grid fitted to {target} in {info['seconds']:.0f} s: {times}; held out, {errors}")
+    grid.save(path)
+    write_json_atomic(info_path, info)
+    return grid
 
 
 def parse_bespoke(text: str | None) -> list[tuple[str, int]]:

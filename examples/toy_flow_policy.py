@@ -68,6 +68,44 @@ class VelocityMLP(nn.Module):
         return self.net(inp).view_as(x)
 
 
+def off_mode(x: torch.Tensor, goal: torch.Tensor) -> float:
+    """RMS distance of each chunk to the nearer of its goal's two demonstrated paths."""
+    d = (x[:, None] - true_paths(goal)).square().mean((-1, -2)).min(1).values
+    return float(d.mean().sqrt())
+
+
+def train(
+    model: nn.Module,
+    steps: int,
+    generator: torch.Generator,
+    objective: FlowMatchingObjective | None = None,
+    data_generator: torch.Generator | None = None,
+    log: bool = True,
+) -> float:
+    """Train ``model`` for ``steps`` AdamW steps (cosine schedule) on batches of 256 fresh demonstrations.
+
+    ``objective`` defaults to ``FlowMatchingObjective(repeats=2)`` (two time draws per chunk, goal
+    shared); ``generator`` draws its ``(t, z)`` and, unless ``data_generator`` is given, the
+    demonstrations too. Leaves the model in eval mode and returns the last loss.
+    """
+    if objective is None:
+        objective = FlowMatchingObjective(repeats=2)
+    data_generator = generator if data_generator is None else data_generator
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    for step in range(steps):
+        goal, chunk = demonstrations(256, data_generator)
+        loss = objective(model, chunk, goal=goal, generator=generator).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if log and (step % 500 == 0 or step == steps - 1):
+            print(f"step {step:5d}  flow-matching loss {loss.item():.4f}")
+    model.eval()
+    return loss.item()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=3000)
@@ -76,29 +114,12 @@ def main() -> None:
     gen = torch.Generator().manual_seed(0)
 
     model = VelocityMLP()
-    objective = FlowMatchingObjective(repeats=2)  # two time draws per chunk, goal shared
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, args.steps)
-    for step in range(args.steps):
-        goal, chunk = demonstrations(256, gen)
-        loss = objective(model, chunk, goal=goal, generator=gen).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 500 == 0 or step == args.steps - 1:
-            print(f"step {step:5d}  flow-matching loss {loss.item():.4f}")
-    model.eval()
+    train(model, args.steps, gen)
 
     test_goal, _ = demonstrations(512, torch.Generator().manual_seed(1))
     fit_goal, _ = demonstrations(128, torch.Generator().manual_seed(2))
     z_test = torch.randn(512, H, A, generator=torch.Generator().manual_seed(3))
     z_fit = torch.randn(128, H, A, generator=torch.Generator().manual_seed(4))
-
-    def off_mode(x: torch.Tensor, goal: torch.Tensor) -> float:
-        """RMS distance of each chunk to the nearer of its goal's two demonstrated paths."""
-        d = (x[:, None] - true_paths(goal)).square().mean((-1, -2)).min(1).values
-        return float(d.mean().sqrt())
 
     with torch.no_grad():
         fine = DormandPrince54Solver(atol=1e-6, rtol=1e-6, max_nfe=5000)

@@ -437,8 +437,9 @@ def prepare_libero(
         gl_backend: ``"egl"`` / ``"osmesa"`` to force one (default: see
             [`select_gl_backend`][flowvla.envs.libero_setup.select_gl_backend]).
         config_dir: where to write LIBERO's ``config.yaml`` when no usable one exists (default:
-            ``$FLOWVLA_CACHE/libero``). An existing usable config at ``$LIBERO_CONFIG_PATH`` (or
-            ``~/.libero``) is kept, so a user's custom dataset folder survives.
+            ``$FLOWVLA_CACHE/libero/<install>``, one folder per LIBERO install). An existing usable
+            config at ``$LIBERO_CONFIG_PATH`` (or ``~/.libero``) is kept, so a user's custom dataset
+            folder survives.
 
     Returns:
         The paths found and the GL backend in use.
@@ -464,7 +465,7 @@ def prepare_libero(
         if config_dir is None and _config_is_usable(_read_config(user_dir / "config.yaml")):
             config_file = user_dir / "config.yaml"
         else:
-            target_dir = Path(config_dir).expanduser() if config_dir else _cache_dir() / "libero"
+            target_dir = Path(config_dir).expanduser() if config_dir else _default_config_dir(root, asset_dir)
             existing = _read_config(target_dir / "config.yaml")
             wanted = {"bddl_files": str(root / "bddl_files"), "assets": str(asset_dir)}
             if not (_config_is_usable(existing) and all(existing.get(k) == v for k, v in wanted.items())):
@@ -478,6 +479,16 @@ def prepare_libero(
     libero_pkg._assets_path_cache = str(asset_dir)
     _PREPARED = LiberoPaths(root=root, assets=asset_dir, config_file=config_file, gl_backend=backend)
     return _PREPARED
+
+
+def _default_config_dir(root: Path, asset_dir: Path) -> Path:
+    """``$FLOWVLA_CACHE/libero/<install>``: one config per LIBERO install. LIBERO re-reads its config
+    whenever it builds a task, so two virtualenvs sharing one file would each rewrite it under the
+    other's running processes (which then look for task files in the other install)."""
+    import hashlib
+
+    key = hashlib.sha256(f"{root.resolve()}\n{asset_dir.resolve()}".encode()).hexdigest()[:12]
+    return _cache_dir() / "libero" / key
 
 
 def _smoke_test(suite: str, size: int) -> dict[str, float]:

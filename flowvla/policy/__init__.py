@@ -12,7 +12,7 @@ from flowvla.policy.config import FusionConfig, HeadConfig, LossConfig, PolicyCo
 from flowvla.policy.debug import layer_rms, record_block_stats, token_signatures
 from flowvla.policy.identity import checkpoint_step, policy_identity, weights_digest
 from flowvla.policy.policy import PolicyLosses, VLAPolicy, chunk_differences_penalty
-from flowvla.policy.solver_fit import fit_policy_solver
+from flowvla.policy.solver_fit import fit_policy_grid, fit_policy_solver
 
 __all__ = [
     "BACKBONES",
@@ -30,6 +30,7 @@ __all__ = [
     "check_batch",
     "checkpoint_step",
     "chunk_differences_penalty",
+    "fit_policy_grid",
     "fit_policy_solver",
     "layer_rms",
     "policy_identity",

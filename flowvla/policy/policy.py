@@ -18,6 +18,7 @@ actions are returned in the dataset's units.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import shutil
@@ -43,7 +44,7 @@ from flowvla.policy.checks import check_batch
 from flowvla.policy.config import PolicyConfig
 from flowvla.policy.debug import layer_rms, record_block_stats, token_signatures
 from flowvla.routing import RoutedContexts
-from flowvla.solvers import Solver
+from flowvla.solvers import FittedGrid, Solver
 from flowvla.typing import Float, Tensor, typechecked
 
 __all__ = ["PolicyLosses", "VLAPolicy", "chunk_differences_penalty"]
@@ -356,6 +357,28 @@ class VLAPolicy(nn.Module):
 
     # ---- inference ------------------------------------------------------------------------------
 
+    def _sampling(
+        self, solver: str | Solver | None, steps: int | None, grid: str | Sequence[float] | FittedGrid
+    ) -> tuple[str | Solver, int, str | list[float]]:
+        """Resolve ``predict_action``'s solver, step count and grid (names or times) against each other."""
+        if isinstance(grid, FittedGrid):
+            if solver is not None and solver != grid.solver:
+                raise ValueError(
+                    f"grid: fitted for solver {grid.solver!r}, but solver={solver!r} was asked for"
+                )
+            solver, grid = grid.solver, list(grid.times)
+        if not isinstance(grid, str):
+            times = [float(t) for t in grid]
+            ok = len(times) >= 2 and times[0] == 0.0 and times[-1] == 1.0
+            if not ok or any(b <= a for a, b in itertools.pairwise(times)):
+                raise ValueError(f"grid: expected increasing times from 0.0 to 1.0, got {times}")
+            if steps is not None and steps != len(times) - 1:
+                raise ValueError(f"grid: {len(times) - 1} steps, but steps={steps} was asked for")
+            steps, grid = len(times) - 1, times
+        # A solver fitted for a fixed number of steps (a bespoke solver) brings its own.
+        steps = steps or getattr(solver, "steps", None) or self.config.steps
+        return solver or self.config.solver, steps, grid
+
     @torch.no_grad()
     @typechecked
     def predict_action(
@@ -364,6 +387,7 @@ class VLAPolicy(nn.Module):
         *,
         solver: str | Solver | None = None,
         steps: int | None = None,
+        grid: str | Sequence[float] | FittedGrid = "uniform",
         seed: int | None = None,
         diagnostics: bool = True,
         use_context_cache: bool = True,
@@ -376,6 +400,9 @@ class VLAPolicy(nn.Module):
                 instance (e.g. a fitted [`BespokeSolver`][flowvla.solvers.bespoke.BespokeSolver]).
             steps: solver steps (default: the solver's own ``steps`` when it was fitted for a fixed
                 number, else ``config.steps``).
+            grid: where the steps fall: a grid name (see [`flowvla.solvers.grids`][flowvla.solvers.grids]),
+                ``steps + 1`` explicit times from 0 to 1, or a
+                [`FittedGrid`][flowvla.solvers.grid_fit.FittedGrid] (which also names its solver).
             seed: seeds the initial noise: the same batch and seed give the same actions.
             diagnostics: compute the per-layer and per-block statistics of ``debug_info``.
             use_context_cache: project the context once (default); ``False`` re-projects it at every
@@ -402,9 +429,7 @@ class VLAPolicy(nn.Module):
             generator = None
             if seed is not None:
                 generator = torch.Generator(device=device).manual_seed(seed)
-            # A solver fitted for a fixed number of steps (a bespoke solver) brings its own.
-            steps = steps or getattr(solver, "steps", None) or self.config.steps
-            solver = solver or self.config.solver
+            solver, steps, grid = self._sampling(solver, steps, grid)
             blocks = record_block_stats(self.head.blocks) if diagnostics else _NullRecorder()
             with blocks as block_stats:
                 solution = self.head.sample(
@@ -413,6 +438,7 @@ class VLAPolicy(nn.Module):
                     state,
                     solver=solver,
                     steps=steps,
+                    grid=grid,
                     generator=generator,
                     return_solution=True,
                     use_cache=use_context_cache,
@@ -433,6 +459,7 @@ class VLAPolicy(nn.Module):
                 "nfe": solution.nfe,
                 "solver": solver if isinstance(solver, str) else type(solver).__name__,
                 "steps": steps,
+                "grid": grid,
                 "seed": seed,
                 "batch_size": b,
                 "timings_s": timings,

@@ -229,11 +229,17 @@ def sensitivity_batch(cfg: RecipeConfig, files: list[Path], per_task: int = 2) -
 
 
 def observation_batch(
-    cfg: RecipeConfig, files: list[Path], *, per_task: int, points: tuple[float, ...]
+    cfg: RecipeConfig,
+    files: list[Path],
+    *,
+    per_task: int,
+    points: tuple[float, ...],
+    with_actions: bool = False,
 ) -> dict[str, Any]:
     """Policy inputs from the first ``per_task`` training demonstrations of each task, at each fraction
     ``points`` of the way through the episode (unaugmented): observations like the ones the policy
-    meets, e.g. to fit a solver to its field on."""
+    meets, e.g. to fit a solver to its field on. ``with_actions`` adds the demonstrated chunks
+    (``actions``, ``action_mask``)."""
     from flowvla.data.batch import collate
 
     if per_task < 1 or not points or not all(0 <= p < 1 for p in points):
@@ -251,6 +257,7 @@ def observation_batch(
         items.extend(dataset[first + int((last - first) * p + 1e-9)] for p in points)
     batch = collate(items)
     keys = ("images", "instruction", "state", "depth", "intrinsics", "extrinsics")
+    keys += ("actions", "action_mask") if with_actions else ()
     return {k: batch[k] for k in keys if k in batch}
 
 
@@ -266,15 +273,9 @@ def fit_run_solver(
     """A bespoke solver fitted to the trained policy of a recipe run (``run_dir/checkpoint``, the
     weights its recipe evaluates) on observations from its own training demonstrations; see
     [`fit_policy_solver`][flowvla.policy.solver_fit.fit_policy_solver]."""
-    from flowvla.policy import VLAPolicy
     from flowvla.policy.solver_fit import fit_policy_solver
-    from flowvla.recipes.libero import load_recipe
 
-    run_dir = Path(run_dir)
-    cfg = load_recipe(run_dir)
-    files = [Path(f) for f in _load_run(run_dir)["phases"]["data"]["files"]]
-    policy = VLAPolicy.from_pretrained(run_dir / "checkpoint", weights=cfg.eval_weights)
-    batch = observation_batch(cfg, files, per_task=per_task, points=points)
+    policy, batch = _run_policy_and_batch(run_dir, per_task, points, with_actions=False)
     solver = fit_policy_solver(policy, batch, steps=steps, base=base, **fit_kwargs)
     solver.info.update(
         run=str(run_dir), weights=policy.loaded_weights, points=list(points), per_task=per_task
@@ -282,10 +283,47 @@ def fit_run_solver(
     return solver
 
 
+def fit_run_grid(
+    run_dir: str | Path,
+    *,
+    solver: str,
+    steps: int,
+    target: str = "ode",
+    per_task: int = 4,
+    points: tuple[float, ...] = (0.1, 0.35, 0.6, 0.85),
+    **fit_kwargs: Any,
+) -> tuple[Any, dict[str, Any]]:
+    """A time grid for ``solver`` fitted to the trained policy of a recipe run, on observations (and,
+    for ``target="demos"``, the demonstrated chunks) of its own training demonstrations; see
+    [`fit_policy_grid`][flowvla.policy.solver_fit.fit_policy_grid]. Returns ``(grid, info)``."""
+    from flowvla.policy.solver_fit import fit_policy_grid
+
+    policy, batch = _run_policy_and_batch(run_dir, per_task, points, with_actions=True)
+    grid, info = fit_policy_grid(policy, batch, solver=solver, steps=steps, target=target, **fit_kwargs)
+    info.update(run=str(run_dir), weights=policy.loaded_weights, points=list(points), per_task=per_task)
+    return grid, info
+
+
+def _run_policy_and_batch(
+    run_dir: str | Path, per_task: int, points: tuple[float, ...], *, with_actions: bool
+) -> tuple[Any, dict[str, Any]]:
+    """A recipe run's evaluated policy and an observation batch from its training demonstrations."""
+    from flowvla.policy import VLAPolicy
+    from flowvla.recipes.libero import load_recipe
+
+    run_dir = Path(run_dir)
+    cfg = load_recipe(run_dir)
+    files = [Path(f) for f in _load_run(run_dir)["phases"]["data"]["files"]]
+    policy = VLAPolicy.from_pretrained(run_dir / "checkpoint", weights=cfg.eval_weights)
+    batch = observation_batch(cfg, files, per_task=per_task, points=points, with_actions=with_actions)
+    return policy, batch
+
+
 __all__ += [
     "build_policy",
     "elapsed",
     "evaluate_policy",
+    "fit_run_grid",
     "fit_run_solver",
     "observation_batch",
     "sensitivity_batch",

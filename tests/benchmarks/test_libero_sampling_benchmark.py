@@ -35,6 +35,11 @@ def test_settings_name_a_known_solver_and_a_step_count():
     for bad in ("ab2@2", "euler", "euler@0"):
         with pytest.raises(SystemExit, match="--bespoke"):
             bench.parse_bespoke(bad)
+    assert bench.parse_fitted_grids("ab2@4:ode, euler@2:demos") == [("ab2", 4, "ode"), ("euler", 2, "demos")]
+    assert bench.parse_fitted_grids(None) == []
+    for bad in ("ab2@4", "ab2@4:success", "leapfrog@2:ode", "ab2:ode", "ab2@4,euler@2:ode"):
+        with pytest.raises(SystemExit, match="--fitted-grid"):
+            bench.parse_fitted_grids(bad)
 
 
 def test_a_kept_bespoke_solver_is_reused_only_for_the_same_policy_and_fit_settings(tmp_path, monkeypatch):
@@ -68,6 +73,36 @@ def test_a_kept_bespoke_solver_is_reused_only_for_the_same_policy_and_fit_settin
     assert len(fits) == 2 and fits[-1]["iterations"] == 50  # other settings: fitted again
     saved = BespokeSolver.load(tmp_path / "out" / "bespoke-euler@2.json")
     assert saved.info["fit_settings"]["iterations"] == 50
+
+
+def test_a_kept_fitted_grid_is_reused_only_for_the_same_policy_and_fit_settings(tmp_path, monkeypatch):
+    import argparse
+
+    import flowvla.recipes.job as job
+    from flowvla.solvers import FittedGrid
+
+    bench = load_benchmark()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "recipe.json").write_text("{}")
+    fits = []
+
+    def fit(run_dir, *, solver, steps, target, **kwargs):  # the fit itself: tests/policy/test_solver_fit.py
+        fits.append(kwargs)
+        grid = FittedGrid(solver=solver, times=[0.0, 0.2, 1.0], fit_error=0.1, start="uniform")
+        errors = {f"held_out_{k}_error{u}": 0.1 for k in ("ode", "demo") for u in ("", "_uniform")}
+        return grid, {"seconds": 0.0, **errors}
+
+    monkeypatch.setattr(job, "fit_run_grid", fit)
+    args = argparse.Namespace(
+        out=str(tmp_path / "out"), policy=str(run / "checkpoint"), fit_samples=2, seed=0
+    )
+    first = bench.fitted_grid(args, "ab2", 2, "ode")
+    assert len(fits) == 1 and first.times == [0.0, 0.2, 1.0]
+    assert bench.fitted_grid(args, "ab2", 2, "ode") == first and len(fits) == 1  # read back
+    args.fit_samples = 8
+    bench.fitted_grid(args, "ab2", 2, "ode")
+    assert len(fits) == 2 and fits[-1]["samples"] == 8  # other settings: fitted again
 
 
 def test_every_setting_runs_the_same_episodes_and_reports_its_nfe(tmp_path):

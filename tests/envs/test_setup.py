@@ -109,3 +109,13 @@ def test_noise_filtered_unless_verbose(monkeypatch, caplog, capsys):
     with ls.quiet_stdout():
         print("[info] using task orders [0, 1, 2]")
     assert len(caplog.records) == 1 and "task orders" in capsys.readouterr().out
+
+
+def test_each_libero_install_gets_its_own_default_config_folder(tmp_path, monkeypatch):
+    # LIBERO re-reads its config at every task build: a folder shared by two virtualenvs would let one
+    # rewrite the paths under the other's running processes.
+    monkeypatch.setenv("FLOWVLA_CACHE", str(tmp_path))
+    a = ls._default_config_dir(tmp_path / "venv-a" / "libero", tmp_path / "assets")
+    b = ls._default_config_dir(tmp_path / "venv-b" / "libero", tmp_path / "assets")
+    assert a != b and a.parent == b.parent == tmp_path / "libero"
+    assert a == ls._default_config_dir(tmp_path / "venv-a" / "libero", tmp_path / "assets")

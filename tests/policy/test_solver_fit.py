@@ -4,7 +4,8 @@ sampled through predict_action, saved and reloaded bit for bit, and the policy l
 import pytest
 import torch
 
-from flowvla.policy.solver_fit import fit_policy_solver
+from flowvla.policy.solver_fit import fit_policy_grid, fit_policy_solver
+from flowvla.solvers import FittedGrid, grid_times
 from flowvla.solvers.bespoke import BespokeSolver
 from tests.policy.helpers import A, H, make_batch, tiny_policy
 
@@ -46,3 +47,54 @@ def test_bad_arguments_are_named(policy):
         fit_policy_solver(policy, batch, steps=2, samples=0)
     with pytest.raises(ValueError, match="base"):
         fit_policy_solver(policy, batch, steps=2, base="rk4", iterations=1)
+
+
+@pytest.mark.parametrize("target", ["ode", "demos"])
+def test_a_fitted_grid_is_never_worse_than_uniform_on_its_fit_and_samples_through_predict_action(
+    policy, target, tmp_path
+):
+    batch = make_batch(3, depth=False, actions=True)
+    batch["action_mask"][0, H // 2 :] = False  # masked steps of a demonstration do not count
+    grid, info = fit_policy_grid(
+        policy, batch, solver="ab2", steps=3, target=target, samples=2, held_out_samples=2, sweeps=1,
+        reference_tol=1e-4,
+    )  # fmt: skip
+    assert grid.solver == "ab2" and grid.steps == 3 and grid.times[0] == 0.0 and grid.times[-1] == 1.0
+    assert grid.fit_error <= grid.start_errors["uniform"]  # the best start is kept, then only improved
+    key = "held_out_ode_error" if target == "ode" else "held_out_demo_error"
+    assert info[key] > 0 and info[f"{key}_uniform"] > 0 and info["target"] == target
+    assert "held_out_demo_error" in info  # the batch has demonstrations: both errors are reported
+    assert policy.training  # left as it was
+    # Sampled through predict_action: the grid's times, its solver, steps = len(times) - 1.
+    obs = {k: v for k, v in batch.items() if k not in ("actions", "action_mask")}
+    actions, dbg = policy.predict_action(obs, grid=FittedGrid.load(grid.save(tmp_path / "g.json")), seed=0)
+    assert dbg["nfe"] == 3 and dbg["steps"] == 3 and dbg["grid"] == grid.times
+    same, _ = policy.predict_action(obs, solver="ab2", grid=grid.times, seed=0)
+    assert torch.equal(actions, same)
+
+
+def test_predict_action_grids_are_checked_and_uniform_times_equal_the_named_grid(policy):
+    obs = make_batch(2, depth=False, actions=False)
+    named, _ = policy.predict_action(obs, solver="euler", steps=4, seed=1)
+    explicit, dbg = policy.predict_action(obs, solver="euler", grid=grid_times("uniform", 4), seed=1)
+    assert torch.equal(named, explicit) and dbg["steps"] == 4
+    shifted, _ = policy.predict_action(obs, solver="euler", steps=4, grid="shifted", seed=1)
+    assert not torch.equal(named, shifted)
+    fitted = FittedGrid(solver="ab2", times=[0.0, 0.3, 1.0], fit_error=0.0, start="uniform")
+    for kwargs, match in [
+        ({"grid": [0.0, 0.6, 0.4, 1.0]}, "increasing times"),
+        ({"grid": [0.1, 0.5, 1.0]}, "increasing times"),
+        ({"grid": [0.0, 0.5, 1.0], "steps": 4}, "2 steps"),
+        ({"grid": fitted, "solver": "euler"}, "fitted for solver 'ab2'"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            policy.predict_action(obs, **kwargs)
+
+
+def test_a_demos_target_needs_demonstrations(policy):
+    with pytest.raises(ValueError, match="'actions'"):
+        fit_policy_grid(
+            policy, make_batch(2, depth=False, actions=False), solver="euler", steps=2, target="demos"
+        )
+    with pytest.raises(ValueError, match="target"):
+        fit_policy_grid(policy, make_batch(2, depth=False), solver="euler", steps=2, target="success")

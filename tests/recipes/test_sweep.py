@@ -94,3 +94,12 @@ def test_a_toy_sweep_runs_and_an_eval_variant_reuses_the_checkpoint(tmp_path):
         reference_tol=1e-3,
     )  # fmt: skip
     assert solver.steps == 1 and solver.info["observations"] == 1 and solver.info["run"] == str(out / "ref")
+    # A time grid fitted to the demonstrated chunks of the same observations.
+    from flowvla.recipes.job import fit_run_grid
+
+    grid, info = fit_run_grid(
+        out / "ref", solver="ab2", steps=2, target="demos", per_task=1, points=(0.5,), samples=1,
+        held_out_samples=1, sweeps=1, reference_tol=1e-3,
+    )  # fmt: skip
+    assert grid.steps == 2 and info["target"] == "demos" and info["observations"] == 1
+    assert grid.fit_error <= grid.start_errors["uniform"] and info["held_out_demo_error"] > 0
