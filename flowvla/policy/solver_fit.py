@@ -26,10 +26,17 @@ from typing import Any
 import torch
 
 from flowvla.data.batch import ACTION_MASK, ACTIONS
+from flowvla.flow.objective import masked_mse
 from flowvla.solvers import DormandPrince54Solver, FittedGrid, fit_time_grid, get_solver, grid_times
 from flowvla.solvers.bespoke import BespokeSolver, fit_bespoke_solver
 
 __all__ = ["fit_policy_grid", "fit_policy_solver"]
+
+
+def _noise(n: int, shape: tuple[int, ...], seed: int, device: torch.device) -> torch.Tensor:
+    """``n`` standard normal draws of ``shape``, seeded on the CPU (the same on every device)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn((n, *shape), generator=g, dtype=torch.float32).to(device)
 
 
 def _rms(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -92,8 +99,7 @@ def fit_policy_solver(
         b = kwargs["state"].shape[0]
         shape = (b, policy.config.horizon, policy.config.action_dim)
         device = kwargs["state"].device
-        g = torch.Generator().manual_seed(seed)
-        fit_noise = torch.randn((samples, *shape), generator=g, dtype=torch.float32).to(device)
+        fit_noise = _noise(samples, shape, seed, device)
         # Gradients flow to the solver's coefficients through the head, never into the head itself.
         for p in frozen:
             p.requires_grad_(False)
@@ -114,11 +120,7 @@ def fit_policy_solver(
         solver.info["teacher_nfe"] += fit_ref.nfe * samples
         info: dict[str, Any] = {"observations": b, "samples": samples}
         if held_out_samples:
-            noise = torch.randn(
-                (held_out_samples, *shape),
-                generator=torch.Generator().manual_seed(seed + 1),
-                dtype=torch.float32,
-            ).to(device)
+            noise = _noise(held_out_samples, shape, seed + 1, device)
             with torch.no_grad():
                 ref = DormandPrince54Solver(atol=1e-7, rtol=1e-7, max_nfe=100_000).solve(
                     policy.head, noise, [0.0, 1.0], **kwargs
@@ -144,11 +146,7 @@ def fit_policy_solver(
 
 def _masked_rms(x1: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> float:
     """RMS of ``x1 [*R, B, H, A] - target [B, H, A]`` over the valid steps of ``mask [B, H]``."""
-    err = (x1 - target).square()
-    if mask is None:
-        return float(err.mean().sqrt())
-    m = mask[..., None].to(err.dtype).expand_as(err)
-    return float(((err * m).sum() / m.sum().clamp_min(1.0)).sqrt())
+    return float(masked_mse(x1, target.expand_as(x1), mask)[0].sqrt())
 
 
 def fit_policy_grid(
@@ -213,12 +211,8 @@ def fit_policy_grid(
                 demos = policy._normalizers["actions"].normalize(demos)
             mask = batch.get(ACTION_MASK)
             mask = None if mask is None else mask.to(device)
-
-        def noise(n: int, s: int) -> torch.Tensor:
-            g = torch.Generator().manual_seed(s)
-            return torch.randn((n, *shape), generator=g, dtype=torch.float32).to(device)
-
-        fit_noise, test_noise = noise(samples, seed), noise(held_out_samples, seed + 1)
+        fit_noise = _noise(samples, shape, seed, device)
+        test_noise = _noise(held_out_samples, shape, seed + 1, device)
         accurate = DormandPrince54Solver(atol=reference_tol, rtol=reference_tol, max_nfe=100_000)
         with torch.no_grad():
             score = None
