@@ -23,6 +23,13 @@ solver route) fitted to the policy's own field on observations from its run's tr
 ``demos`` the demonstrated chunks (an offline task metric); each is kept as
 ``<out>/grid-<solver>@<steps>-<target>.json`` beside its held-out errors (``.info.json``).
 
+``--shortcut 1,2,4`` adds a shortcut student (issue 16's self-distillation route): the policy's flow
+head given a step-size input and distilled from the policy on its run's training demonstrations
+([`distill_run_shortcut`][flowvla.recipes.job.distill_run_shortcut]), sampled with
+``solver="shortcut"`` at each step count. The student is kept as ``<out>/shortcut-student/`` (a
+policy folder, with ``distill.json``: its held-out errors and settings) and distilled again when
+those settings differ.
+
 Prints the table and writes ``<out>/sampling.json``; each setting's episode records stay under
 ``<out>/<solver>@<steps>/`` and a re-run resumes them.
 """
@@ -141,6 +148,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "ode or demos, e.g. ab2@4:ode,ab2@4:demos (fitted on the run's training demonstrations)",
     )
     p.add_argument("--fit-iterations", type=int, default=300, help="Adam steps of each bespoke fit")
+    p.add_argument(
+        "--shortcut",
+        help="step counts at which to evaluate a shortcut student distilled from the policy, e.g. 1,2,4",
+    )
+    p.add_argument("--shortcut-iterations", type=int, default=2000, help="Adam steps of the distillation")
     p.add_argument("--fit-samples", type=int, default=8, help="noise draws per observation in a fit")
     p.add_argument("--out", default="benchmarks/results/libero_sampling")
     args = p.parse_args(argv)
@@ -160,7 +172,63 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         variants[f"{solver}@{steps}-fitted-{target}"] = {
             "predict_kwargs": {"seed": args.seed, "diagnostics": False, "solver": solver, "grid": grid.times}
         }
+    if args.shortcut:
+        from flowvla.policy import policy_identity
+
+        student, student_dir = shortcut_student(args)
+        student_id = policy_identity(student, student_dir)
+        for steps in index_list(args.shortcut):
+            variants[f"shortcut@{steps}"] = {
+                "policy": student,
+                "policy_id": student_id,
+                "predict_kwargs": {
+                    "seed": args.seed,
+                    "diagnostics": False,
+                    "solver": "shortcut",
+                    "steps": steps,
+                },
+            }
     return run(args, variants, "sampling")
+
+
+def shortcut_student(args: argparse.Namespace) -> tuple[Any, Path]:
+    """The shortcut student of ``--policy``'s run, distilled once and kept as a policy folder
+    ``<out>/shortcut-student/`` (``distill.json`` beside it); distilled again when the kept one came
+    from another policy or other settings."""
+    import json
+
+    import torch
+
+    from flowvla.policy import VLAPolicy
+    from flowvla.recipes.job import distill_run_shortcut
+
+    path = Path(args.out) / "shortcut-student"
+    settings = {
+        "policy": str(Path(args.policy).resolve()),
+        "iterations": args.shortcut_iterations,
+        "seed": args.seed,
+    }
+    info_path = path / "distill.json"
+    if info_path.is_file():
+        kept = json.loads(info_path.read_text())
+        if kept.get("settings") == settings:
+            return VLAPolicy.from_pretrained(path).eval(), path
+        print(f"{path}: distilled with {kept.get('settings')}, not {settings}; distilling again")
+    run_dir = Path(args.policy).parent
+    if not (run_dir / "recipe.json").is_file():
+        raise SystemExit(f"--shortcut: {run_dir} is not a recipe run folder (give --policy RUN/checkpoint)")
+    torch.set_num_threads(args.threads)
+    student, info = distill_run_shortcut(run_dir, iterations=args.shortcut_iterations, seed=args.seed)
+    student.save_pretrained(path)
+    info["settings"] = settings
+    write_json_atomic(info_path, info)
+    errors = {k: round(v, 4) for k, v in info.get("held_out_error", {}).items()}
+    euler = {k: round(v, 4) for k, v in info.get("held_out_teacher_euler", {}).items()}
+    print(
+        f"shortcut student: distilled in {info['seconds']:.0f} s; held-out error by steps {errors} "
+        f"(teacher Euler {euler})"
+    )
+    return student.eval(), path
 
 
 def parse_fitted_grids(text: str | None) -> list[tuple[str, int, str]]:

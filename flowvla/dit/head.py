@@ -92,6 +92,11 @@ class FlowActionHead(nn.Module):
         context_norm: LayerNorm each block's context before projecting it (VLM layers differ in scale).
         dropout: dropout in attention outputs and MLPs.
         time_scale: multiplier of ``t`` in the sinusoidal time features.
+        step_conditioning: also embed a step size ``d`` (added to the time conditioning; its last
+            layer starts at zero, so the head starts as the same field for every ``d``): the head
+            can then predict the average velocity over ``[t, t + d]``, a shortcut model's input
+            (see [`distill_policy_shortcut`][flowvla.policy.shortcut_distill.distill_policy_shortcut]
+            and the ``"shortcut"`` solver). ``d = 0`` (the default) is the instantaneous velocity.
     """
 
     def __init__(
@@ -114,6 +119,7 @@ class FlowActionHead(nn.Module):
         context_norm: bool = True,
         dropout: float = 0.0,
         time_scale: float = 1000.0,
+        step_conditioning: bool = False,
     ) -> None:
         super().__init__()
         if min(action_dim, horizon, context_dim, dim, depth, num_heads) < 1:
@@ -134,6 +140,7 @@ class FlowActionHead(nn.Module):
 
         self.action_in = nn.Linear(action_dim, dim)
         self.time_embed = TimestepEmbedder(dim, scale=time_scale)
+        self.step_embed: TimestepEmbedder | None = None
         uses_token = state_dim is not None and state_conditioning in ("token", "both")
         uses_adaln = state_dim is not None and state_conditioning in ("adaln", "both")
         self.state_in = nn.Linear(state_dim, dim) if uses_token else None
@@ -166,6 +173,8 @@ class FlowActionHead(nn.Module):
         self.final_adaLN = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
         self.action_out = nn.Linear(dim, action_dim)
         self._init_weights()
+        if step_conditioning:
+            self.add_step_conditioning()
 
     def _init_weights(self) -> None:
         # DiT initialisation: xavier linears, then zero the adaLN modulations and the output layer
@@ -181,6 +190,24 @@ class FlowActionHead(nn.Module):
         for layer in (self.final_adaLN[1], self.action_out):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
+
+    def add_step_conditioning(self) -> None:
+        """Give a head (e.g. a trained one, the teacher of a shortcut student) a step-size input.
+
+        The new embedding's output layer is zero, so the head is the same field as before for
+        every step size until it is trained; a head that has one already is an error.
+        """
+        if self.step_embed is not None:
+            raise ValueError("this head already takes a step size (step_conditioning)")
+        ref = self.time_embed.mlp[0].weight
+        embed = TimestepEmbedder(self.dim, scale=self.time_embed.scale).to(ref.device, ref.dtype)
+        nn.init.zeros_(embed.mlp[-1].weight)
+        self.step_embed = embed
+
+    @property
+    def step_conditioning(self) -> bool:
+        """Whether the head takes a step size (``forward(..., step=d)``)."""
+        return self.step_embed is not None
 
     @property
     def num_context_slots(self) -> int:
@@ -247,6 +274,7 @@ class FlowActionHead(nn.Module):
         state: Float[Tensor, "B S"] | None = None,
         *,
         cache: ContextCache | None = None,
+        step: Float[Tensor, "*R B"] | Float[Tensor, ""] | None = None,
     ) -> Float[Tensor, "*R B H A"]:
         """Velocity of ``noisy_actions`` at flow time ``t``.
 
@@ -260,6 +288,8 @@ class FlowActionHead(nn.Module):
             state: ``[B, S]`` robot state, required iff the head was built with ``state_dim``.
             cache: the output of [`encode_context`][flowvla.dit.head.FlowActionHead.encode_context] (reused
                 across solver steps).
+            step: step sizes ``d`` ``[*R, B]`` (or one scalar), only for a head built with
+                ``step_conditioning``: the average velocity over ``[t, t + d]``; ``None`` is ``d = 0``.
 
         Returns:
             The velocity, same shape and dtype as ``noisy_actions``.
@@ -279,6 +309,14 @@ class FlowActionHead(nn.Module):
         x = noisy_actions.reshape(-1, b, h, a).to(dtype)
         r = x.shape[0]
         cond = self.time_embed(t.expand(*lead, b).reshape(r, b))
+        if self.step_embed is not None:
+            d = step if step is not None else t.new_zeros(())
+            cond = cond + self.step_embed(d.expand(*lead, b).reshape(r, b))
+        elif step is not None:
+            raise ValueError(
+                "step: this head was built without step_conditioning, so it takes no step size "
+                "(distil a step-conditioned head with flowvla.policy.distill_policy_shortcut)"
+            )
         if self.state_cond is not None:
             cond = cond + self.state_cond(state.to(dtype))
         tokens = self.action_in(x)

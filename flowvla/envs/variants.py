@@ -34,7 +34,8 @@ def compare_variants(
         base: the shared settings (suite, tasks, init states, seed, ...); its ``out_dir`` is ignored.
         variants: name -> overrides of ``base`` (e.g. ``{"predict_kwargs": {...}}``); the first is the
             reference. A variant may not change the episodes compared (suite, tasks, init states,
-            seed).
+            seed). The key ``"policy"`` runs that variant with another policy (e.g. a distilled
+            student of ``policy``; give its ``policy_id`` too, so its records are not mixed up).
         out_dir: each variant's records go to ``<out_dir>/<name>/`` (a re-run resumes them).
 
     Returns:
@@ -50,8 +51,9 @@ def compare_variants(
             raise ValueError(f"variants[{name!r}]: may not change {sorted(changed)} (the episodes compared)")
         if not name or "/" in name:
             raise ValueError(f"variants: {name!r} is not usable as a folder name")
-        cfg = dataclasses.replace(base, out_dir=str(Path(out_dir) / name), **overrides)
-        summary = evaluate(policy, cfg)
+        settings = {k: v for k, v in overrides.items() if k != "policy"}
+        cfg = dataclasses.replace(base, out_dir=str(Path(out_dir) / name), **settings)
+        summary = evaluate(overrides.get("policy", policy), cfg)
         records = load_records(Path(cfg.out_dir) / "episodes.jsonl")
         latency = [r["time_policy"] / r["replans"] for r in records if r["replans"]]
         rows.append(
@@ -68,7 +70,7 @@ def compare_variants(
                 "third_diff": summary.get("mean_third_diff"),
                 "outcomes": summary["outcomes"],
                 "tasks": {k: [v["successes"], v["episodes"]] for k, v in summary["tasks"].items()},
-                "overrides": json.loads(json.dumps(overrides, default=_plain)),
+                "overrides": json.loads(json.dumps(settings, default=_plain)),
             }
         )
     ref = rows[0]

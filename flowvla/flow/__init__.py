@@ -9,7 +9,14 @@ from flowvla.flow.paths import (
     from_reverse_time_field,
     to_reverse_time_field,
 )
-from flowvla.flow.shortcut import ShortcutMLP, distill_shortcut, shortcut_loss, shortcut_sample
+from flowvla.flow.shortcut import (
+    ShortcutDraw,
+    ShortcutMLP,
+    distill_shortcut,
+    shortcut_loss,
+    shortcut_sample,
+    shortcut_targets,
+)
 from flowvla.flow.time_samplers import (
     BetaTimeSampler,
     LogitNormalTimeSampler,
@@ -27,6 +34,7 @@ __all__ = [
     "LinearPath",
     "LogitNormalTimeSampler",
     "PathSample",
+    "ShortcutDraw",
     "ShortcutMLP",
     "TimeSampler",
     "UniformTimeSampler",
@@ -38,5 +46,6 @@ __all__ = [
     "sample_gamma",
     "shortcut_loss",
     "shortcut_sample",
+    "shortcut_targets",
     "to_reverse_time_field",
 ]

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -32,7 +33,15 @@ from torch import nn
 from flowvla.flow.paths import VelocityFn
 from flowvla.typing import Float, Tensor, typechecked
 
-__all__ = ["ShortcutMLP", "distill_shortcut", "shortcut_loss", "shortcut_sample"]
+__all__ = [
+    "ShortcutDraw",
+    "ShortcutMLP",
+    "StudentFn",
+    "distill_shortcut",
+    "shortcut_loss",
+    "shortcut_sample",
+    "shortcut_targets",
+]
 
 
 class ShortcutMLP(nn.Module):
@@ -77,8 +86,16 @@ class ShortcutMLP(nn.Module):
         return self.out(h)
 
 
-def _student(model: nn.Module, x: Tensor, t: Tensor, d: Tensor) -> Tensor:
-    return model(x.reshape(x.shape[0], -1), t, d).reshape(x.shape)
+#: A shortcut student as a function: ``(x [B, *E], t [B], d [B]) -> [B, *E]``.
+StudentFn = Callable[[Tensor, Tensor, Tensor], Tensor]
+
+
+def _student(model: nn.Module | StudentFn) -> StudentFn:
+    """``model`` as a function of event-shaped states (a [`ShortcutMLP`][flowvla.flow.shortcut.ShortcutMLP]
+    works on flattened ones)."""
+    if isinstance(model, ShortcutMLP):
+        return lambda x, t, d: model(x.reshape(x.shape[0], -1), t, d).reshape(x.shape)
+    return model
 
 
 @typechecked
@@ -87,17 +104,38 @@ def shortcut_sample(model: nn.Module, x0: Float[Tensor, "B ..."], steps: int) ->
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps: must be a positive integer, got {steps!r}")
     b, d = x0.shape[0], 1.0 / steps
+    student = _student(model)
     x = x0
     dd = torch.full((b,), d, dtype=x0.dtype, device=x0.device)
     for i in range(steps):
         t = torch.full((b,), i * d, dtype=x0.dtype, device=x0.device)
-        x = x + d * _student(model, x, t, dd)
+        x = x + d * student(x, t, dd)
     return x
 
 
+@dataclass(frozen=True)
+class ShortcutDraw:
+    """One batch of shortcut training points and their targets (see
+    [`shortcut_targets`][flowvla.flow.shortcut.shortcut_targets]).
+
+    Attributes:
+        x: path points ``x_t`` ``[B, *E]``.
+        t: times ``[B]``.
+        d: step sizes ``[B]`` (0 on the distillation share).
+        target: the student's target at ``(x, t, d)``, ``[B, *E]`` (no gradient).
+        teacher_evaluations: teacher calls times samples spent on the targets.
+    """
+
+    x: Tensor
+    t: Tensor
+    d: Tensor
+    target: Tensor
+    teacher_evaluations: int
+
+
 @typechecked
-def shortcut_loss(
-    model: nn.Module,
+def shortcut_targets(
+    student: nn.Module | StudentFn,
     teacher: VelocityFn,
     data: Float[Tensor, "B ..."],
     noise: Float[Tensor, "B ..."],
@@ -105,20 +143,22 @@ def shortcut_loss(
     min_step: float = 1 / 128,
     consistency_fraction: float = 0.5,
     generator: torch.Generator | None = None,
-) -> tuple[Tensor, int]:
-    """One batch of the shortcut distillation objective (see module docs).
+) -> ShortcutDraw:
+    """Draw path points, times and step sizes for one batch and compute the shortcut targets.
+
+    Every network call sees the whole batch (the rows that need another target are chosen with
+    ``torch.where``), so ``student`` and ``teacher`` may be conditional fields that hold one context
+    per row (a policy head and its context cache).
 
     Args:
-        model: the student ``s(x [B, D], t [B], d [B])``.
+        student: ``s(x [B, *E], t [B], d [B])``, or a
+            [`ShortcutMLP`][flowvla.flow.shortcut.ShortcutMLP].
         teacher: the teacher field ``v(x [B, *E], t [B])``, per-sample times.
         data: target samples ``a`` ``[B, *E]``.
         noise: noise ``z`` ``[B, *E]``.
         min_step: the finest step ``d_min``; below it the teacher gives the half-step velocity.
         consistency_fraction: share of the batch trained on the self-consistency target.
         generator: seeds ``t`` and ``d``.
-
-    Returns:
-        ``(loss, teacher_evaluations)``: the mean squared error, and the teacher calls times samples.
     """
     if data.shape != noise.shape:
         raise ValueError(f"noise: expected the data's shape {tuple(data.shape)}, got {tuple(noise.shape)}")
@@ -126,6 +166,7 @@ def shortcut_loss(
         raise ValueError(f"min_step: must be in (0, 1], got {min_step}")
     if not 0 <= consistency_fraction <= 1:
         raise ValueError(f"consistency_fraction: must be in [0, 1], got {consistency_fraction}")
+    fn = _student(student)
     b, dev, dt = data.shape[0], data.device, data.dtype
     bc = round(consistency_fraction * b)
     levels = math.log2(1.0 / min_step)
@@ -134,32 +175,60 @@ def shortcut_loss(
     t = torch.rand(b, generator=generator, dtype=dt).to(dev) * (1 - d)
     shape = (b,) + (1,) * (data.dim() - 1)
     x = (1 - t.reshape(shape)) * noise + t.reshape(shape) * data
-    teacher_calls = 0
+    calls = 0
     with torch.no_grad():
-        target = torch.empty_like(data)
-        base = d == 0
+        base = (d == 0).reshape(shape)
+        target = torch.zeros_like(data)
         if bool(base.any()):
-            target[base] = teacher(x[base], t[base])
-            teacher_calls += int(base.sum())
-        cons = ~base
-        if bool(cons.any()):
-            xc, tc, half = x[cons], t[cons], d[cons] / 2
-            fine = half < min_step
+            target = torch.where(base, teacher(x, t).to(dt), target)
+            calls += b
+        if not bool(base.all()):
+            half = d / 2
+            fine = (half < min_step).reshape(shape)
+            h = half.reshape(shape)
 
             def half_step(xs: Tensor, ts: Tensor) -> Tensor:
-                nonlocal teacher_calls
-                out = _student(model, xs, ts, half)
-                if bool(fine.any()):
-                    out[fine] = teacher(xs[fine], ts[fine]).to(out.dtype)
-                    teacher_calls += int(fine.sum())
+                nonlocal calls
+                out = fn(xs, ts, half)
+                if bool((fine & ~base).any()):
+                    out = torch.where(fine, teacher(xs, ts).to(dt), out)
+                    calls += b
                 return out
 
-            s1 = half_step(xc, tc)
-            x_mid = xc + half.reshape((-1, *shape[1:])) * s1
-            s2 = half_step(x_mid, tc + half)
-            target[cons] = (s1 + s2) / 2
-    pred = _student(model, x, t, d)
-    return (pred - target).square().mean(), teacher_calls
+            s1 = half_step(x, t)
+            s2 = half_step(x + h * s1, t + half)
+            target = torch.where(base, target, (s1 + s2) / 2)
+    return ShortcutDraw(x=x, t=t, d=d, target=target, teacher_evaluations=calls)
+
+
+@typechecked
+def shortcut_loss(
+    model: nn.Module | StudentFn,
+    teacher: VelocityFn,
+    data: Float[Tensor, "B ..."],
+    noise: Float[Tensor, "B ..."],
+    *,
+    min_step: float = 1 / 128,
+    consistency_fraction: float = 0.5,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, int]:
+    """One batch of the shortcut distillation objective (see module docs and
+    [`shortcut_targets`][flowvla.flow.shortcut.shortcut_targets]).
+
+    Returns:
+        ``(loss, teacher_evaluations)``: the mean squared error, and the teacher calls times samples.
+    """
+    draw = shortcut_targets(
+        model,
+        teacher,
+        data,
+        noise,
+        min_step=min_step,
+        consistency_fraction=consistency_fraction,
+        generator=generator,
+    )
+    pred = _student(model)(draw.x, draw.t, draw.d)
+    return (pred - draw.target).square().mean(), draw.teacher_evaluations
 
 
 @typechecked

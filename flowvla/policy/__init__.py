@@ -12,6 +12,7 @@ from flowvla.policy.config import FusionConfig, HeadConfig, LossConfig, PolicyCo
 from flowvla.policy.debug import layer_rms, record_block_stats, token_signatures
 from flowvla.policy.identity import checkpoint_step, policy_identity, weights_digest
 from flowvla.policy.policy import PolicyLosses, VLAPolicy, chunk_differences_penalty
+from flowvla.policy.shortcut_distill import distill_policy_shortcut
 from flowvla.policy.solver_fit import fit_policy_grid, fit_policy_solver
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "check_batch",
     "checkpoint_step",
     "chunk_differences_penalty",
+    "distill_policy_shortcut",
     "fit_policy_grid",
     "fit_policy_solver",
     "layer_rms",

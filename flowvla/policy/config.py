@@ -30,6 +30,9 @@ class HeadConfig:
     #: ``"token"``, ``"adaln"`` (FiLM-style modulation of every block by the state) or ``"both"``.
     state_conditioning: str = "token"
     dropout: float = 0.0
+    #: the head also takes a step size (a shortcut student: see
+    #: [`distill_policy_shortcut`][flowvla.policy.shortcut_distill.distill_policy_shortcut]).
+    step_conditioning: bool = False
 
 
 @dataclass

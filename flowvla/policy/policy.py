@@ -174,6 +174,7 @@ class VLAPolicy(nn.Module):
             mlp_ratio=h.mlp_ratio,
             qk_norm=h.qk_norm,
             dropout=h.dropout,
+            step_conditioning=h.step_conditioning,
         )
         self.router = build_router(
             config.router, backbone.num_hidden_states, self.head.num_context_slots, backbone.hidden_size

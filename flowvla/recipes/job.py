@@ -304,6 +304,25 @@ def fit_run_grid(
     return grid, info
 
 
+def distill_run_shortcut(
+    run_dir: str | Path,
+    *,
+    per_task: int = 8,
+    points: tuple[float, ...] = (0.05, 0.175, 0.3, 0.425, 0.55, 0.675, 0.8, 0.925),
+    **distill_kwargs: Any,
+) -> tuple[Any, dict[str, Any]]:
+    """A shortcut student of the trained policy of a recipe run, distilled on observations and
+    demonstrated chunks of its own training demonstrations; see
+    [`distill_policy_shortcut`][flowvla.policy.shortcut_distill.distill_policy_shortcut]. Returns
+    ``(student, info)``."""
+    from flowvla.policy.shortcut_distill import distill_policy_shortcut
+
+    policy, batch = _run_policy_and_batch(run_dir, per_task, points, with_actions=True)
+    student, info = distill_policy_shortcut(policy, batch, **distill_kwargs)
+    info.update(run=str(run_dir), weights=policy.loaded_weights, points=list(points), per_task=per_task)
+    return student, info
+
+
 def _run_policy_and_batch(
     run_dir: str | Path, per_task: int, points: tuple[float, ...], *, with_actions: bool
 ) -> tuple[Any, dict[str, Any]]:
@@ -321,6 +340,7 @@ def _run_policy_and_batch(
 
 __all__ += [
     "build_policy",
+    "distill_run_shortcut",
     "elapsed",
     "evaluate_policy",
     "fit_run_grid",

@@ -26,7 +26,15 @@ from typing import Any
 from flowvla.io import write_json_atomic
 from flowvla.recipes.libero import RecipeConfig, training_settings
 
-__all__ = ["final_loss", "format_sweep", "run_sweep", "select_variants", "sweep_row", "variant_configs"]
+__all__ = [
+    "final_loss",
+    "format_sweep",
+    "run_sweep",
+    "select_variants",
+    "sweep_row",
+    "training_seconds",
+    "variant_configs",
+]
 
 SWEEP_FILE = "sweep.json"
 
@@ -118,6 +126,25 @@ def final_loss(log_path: str | Path, key: str = "action", fraction: float = 0.1)
     return float(sum(tail) / len(tail))
 
 
+def training_seconds(log_path: str | Path) -> float | None:
+    """Wall seconds of training summed over every call that wrote the log ``log_path`` (a resumed run
+    starts its ``seconds`` from 0 again; steps re-trained after a resume count, they were spent), or
+    None without a log. A run's own ``train.seconds`` holds only its last call."""
+    path = Path(log_path)
+    if not path.is_file():
+        return None
+    total = last = 0.0
+    for line in path.read_text().splitlines():
+        row = json.loads(line) if line.strip() else {}
+        sec = row.get("seconds")
+        if "event" in row or not isinstance(sec, (int, float)):
+            continue
+        if sec < last:  # a new call
+            total += last
+        last = float(sec)
+    return total + last
+
+
 def sweep_row(
     name: str, overrides: Mapping[str, Any], run: Mapping[str, Any], log_path: str | Path
 ) -> dict[str, Any]:
@@ -141,7 +168,7 @@ def sweep_row(
         "second_diff": eval_summary.get("mean_second_diff"),
         "third_diff": eval_summary.get("mean_third_diff"),
         "train_steps": train.get("step"),
-        "train_minutes": train.get("seconds", 0.0) / 60 if "reused_from" not in train else 0.0,
+        "train_minutes": 0.0 if "reused_from" in train else _train_seconds(train, log_path) / 60,
         "stopped": train.get("stopped"),
         "reused_from": train.get("reused_from"),
         "train_loss": final_loss(log_path),
@@ -153,6 +180,11 @@ def sweep_row(
         },
         "sensitivity_checks": sens.get("checks", {}),
     }
+
+
+def _train_seconds(train: Mapping[str, Any], log_path: str | Path) -> float:
+    from_log = training_seconds(log_path)
+    return from_log if from_log is not None else float(train.get("seconds", 0.0))
 
 
 def format_sweep(rows: list[dict[str, Any]]) -> str:

@@ -9,8 +9,8 @@
 | ``ab2`` | [`AdamsBashforth2Solver`][flowvla.solvers.adams_bashforth.AdamsBashforth2Solver] | 2 | 1 |
 | ``dpm++2m`` | [`DPMSolverPlusPlus2M`][flowvla.solvers.dpm_solver.DPMSolverPlusPlus2M] | 2 | 1 |
 | ``dopri5`` | [`DormandPrince54Solver`][flowvla.solvers.adaptive.DormandPrince54Solver] | 5 (adaptive) | 6 |
-| ``bosh3`` | [`BogackiShampine32Solver`][flowvla.solvers.adaptive.BogackiShampine32Solver] | 3 (adaptive) | 3
-|
+| ``bosh3`` | [BogackiShampine32Solver][flowvla.solvers.adaptive.BogackiShampine32Solver] | 3 (adaptive) | 3 |
+| ``shortcut`` | [`ShortcutSolver`][flowvla.solvers.shortcut.ShortcutSolver] (a shortcut head) | - | 1 |
 
 Time grids: [`uniform_grid`][flowvla.solvers.grids.uniform_grid],
 [`shifted_grid`][flowvla.solvers.grids.shifted_grid] (SD3 shift),
@@ -56,6 +56,7 @@ from flowvla.solvers.runge_kutta import (
     MidpointSolver,
     RK4Solver,
 )
+from flowvla.solvers.shortcut import ShortcutSolver
 
 __all__ = [
     "BOGACKI_SHAMPINE_32",
@@ -81,6 +82,7 @@ __all__ = [
     "NFEBudgetExceeded",
     "ODESolution",
     "RK4Solver",
+    "ShortcutSolver",
     "Solver",
     "VelocityFn",
     "available_solvers",

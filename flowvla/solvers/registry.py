@@ -11,6 +11,7 @@ from flowvla.solvers.base import ODESolution, Solver, VelocityFn
 from flowvla.solvers.dpm_solver import DPMSolverPlusPlus2M
 from flowvla.solvers.grids import grid_times
 from flowvla.solvers.runge_kutta import EulerSolver, HeunSolver, MidpointSolver, RK4Solver
+from flowvla.solvers.shortcut import ShortcutSolver
 from flowvla.typing import Float, Tensor, typechecked
 
 __all__ = ["available_solvers", "get_solver", "integrate", "register_solver"]
@@ -24,6 +25,7 @@ _REGISTRY: dict[str, Callable[..., Solver]] = {
     "dpm++2m": DPMSolverPlusPlus2M,
     "dopri5": DormandPrince54Solver,
     "bosh3": BogackiShampine32Solver,
+    "shortcut": ShortcutSolver,
 }
 
 

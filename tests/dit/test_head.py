@@ -287,3 +287,27 @@ def test_sampling_without_the_cache_gives_the_same_chunks():
     torch.testing.assert_close(draw(False), draw(True))
     with pytest.raises(ValueError, match="use_cache"):
         head.sample(cache=head.encode_context(ctx, mask), use_cache=False)
+
+
+@given(opts=head_options, steps=st.lists(st.floats(0.0, 1.0), min_size=2, max_size=2))
+def test_a_new_step_input_leaves_the_field_unchanged_until_trained(opts, steps):
+    import copy
+
+    head = _build(opts)
+    shortcut = copy.deepcopy(head)
+    shortcut.add_step_conditioning()
+    assert shortcut.step_conditioning and not head.step_conditioning
+    x, t, ctx, mask, state = _inputs(head, 2, 3)
+    with torch.no_grad():
+        plain = head(x, t, ctx, mask, state)
+        for d in steps:
+            assert torch.equal(shortcut(x, t, ctx, mask, state, step=torch.full_like(t, d)), plain)
+        # Once the step embedding has weights, the step size changes the prediction.
+        torch.nn.init.normal_(shortcut.step_embed.mlp[-1].weight, std=0.5)
+        small = shortcut(x, t, ctx, mask, state, step=torch.full_like(t, 0.0))
+        large = shortcut(x, t, ctx, mask, state, step=torch.full_like(t, 1.0))
+    assert not torch.allclose(small, large)
+    with pytest.raises(ValueError, match="step"):
+        head(x, t, ctx, mask, state, step=t)
+    with pytest.raises(ValueError, match="step"):
+        shortcut.add_step_conditioning()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flowvla.envs.rollout import ConstantPolicy, RolloutConfig
+from flowvla.envs.rollout import ConstantPolicy, RandomPolicy, RolloutConfig
 from flowvla.envs.variants import compare_variants, format_table
 
 
@@ -28,11 +28,19 @@ def test_rows_share_the_episodes_and_measure_against_the_first(tmp_path):
     except LiberoSetupError as err:
         pytest.skip(str(err))
     base = RolloutConfig(suite="libero_object", tasks=[0], init_states=[0, 1], image_size=32, progress=False)
-    rows = compare_variants(
-        ConstantPolicy(horizon=4), base, {"short": {"max_steps": 3}, "long": {"max_steps": 6}}, tmp_path
-    )
-    short, long = rows
-    assert [r["variant"] for r in rows] == ["short", "long"]
+    variants = {
+        "short": {"max_steps": 3},
+        "long": {"max_steps": 6},
+        # A variant may run another policy (a distilled student, ...): here one that moves.
+        "other": {"max_steps": 6, "policy": RandomPolicy(horizon=4, seed=1), "policy_id": {"name": "random"}},
+    }
+    rows = compare_variants(ConstantPolicy(horizon=4), base, variants, tmp_path)
+    short, long, other = rows
+    assert [r["variant"] for r in rows] == ["short", "long", "other"]
+    assert other["second_diff"] > 0 and other["overrides"] == {
+        "max_steps": 6,
+        "policy_id": {"name": "random"},
+    }
     assert short["mean_steps"] == 3 and long["mean_steps"] == 6 and long["episodes"] == 2
     assert short["delta_points"] == 0 and short["latency_ratio"] == 1 and long["successes"] == 0
     assert long["overrides"] == {"max_steps": 6}

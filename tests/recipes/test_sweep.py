@@ -10,7 +10,14 @@ pytest.importorskip("h5py")
 pytest.importorskip("transformers")
 
 from flowvla.recipes.libero import preset
-from flowvla.recipes.sweep import final_loss, format_sweep, run_sweep, sweep_row, variant_configs
+from flowvla.recipes.sweep import (
+    final_loss,
+    format_sweep,
+    run_sweep,
+    sweep_row,
+    training_seconds,
+    variant_configs,
+)
 
 
 def test_variants_are_checked_before_anything_runs():
@@ -25,6 +32,16 @@ def test_variants_are_checked_before_anything_runs():
         variant_configs(base, {"a/b": {}})
     with pytest.raises(ValueError, match="at least one"):
         variant_configs(base, {})
+
+
+def test_training_seconds_add_up_every_call_of_a_resumed_run(tmp_path):
+    # A first call stopped at 300 s; the resumed call counts from 0 again (an event row between).
+    rows = [{"step": 20, "seconds": 100.0}, {"step": 40, "seconds": 300.0}, {"event": "resume", "step": 40}]
+    rows += [{"step": 60, "seconds": 50.0}, {"step": 80, "seconds": 120.0}]
+    log = tmp_path / "log.jsonl"
+    log.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert training_seconds(log) == pytest.approx(420.0)
+    assert training_seconds(tmp_path / "missing.jsonl") is None
 
 
 def test_final_loss_averages_the_last_tenth_of_the_logged_steps(tmp_path):

@@ -1,5 +1,7 @@
 """Shortcut distillation: the student learns few-step sampling of an exact field; bad input is named."""
 
+import itertools
+
 import pytest
 import torch
 
@@ -50,3 +52,25 @@ def test_bad_arguments_name_the_argument(mixture):
         distill_shortcut(mixture, lambda n: torch.zeros(n, 2), (2,), iterations=0)
     with pytest.raises(ValueError, match="sample_data"):
         distill_shortcut(mixture, lambda n: torch.zeros(n, 3), (2,), iterations=1, batch_size=4)
+
+
+def test_the_shortcut_solver_hands_each_step_its_exact_size():
+    from flowvla.solvers import ShortcutSolver, get_solver
+
+    grid = [0.0, 0.1, 0.35, 1.0]
+    x0 = torch.randn(3, 4, dtype=torch.float64)
+    # A field that returns its step size: x(1) = x0 + sum h_i * h_i.
+    sol = ShortcutSolver().solve(lambda x, t, step: torch.full_like(x, float(step)), x0, grid)
+    sizes = [b - a for a, b in itertools.pairwise(grid)]
+    assert torch.allclose(sol.x, x0 + sum(h * h for h in sizes)) and sol.nfe == 3
+
+    # On a field that ignores the step size it is Euler, bit for bit.
+    def field(x, t, step=None):
+        return torch.sin(3 * x) * (1 + t)
+
+    euler = get_solver("euler").solve(field, x0, grid)
+    assert torch.equal(get_solver("shortcut").solve(field, x0, grid).x, euler.x)
+    with pytest.raises(ValueError, match="step"):
+        ShortcutSolver().solve(lambda x, t: x, x0, grid)
+    with pytest.raises(ValueError, match="step"):
+        ShortcutSolver().solve(field, x0, grid, step=0.5)
