@@ -89,6 +89,13 @@ def baseline_row(cfg: Any, files: list[str], out: Path, minutes: float) -> dict[
     )
 
 
+def baseline_outcomes(out: Path) -> dict[str, int] | None:
+    """How the baseline's episodes ended (its evaluation summary's ``outcomes``: the hover failure
+    the flow head should remove), or None when the summary is missing."""
+    path = out / "eval" / "summary.json"
+    return json.loads(path.read_text()).get("outcomes") if path.is_file() else None
+
+
 def curve_png(rows: list[dict[str, Any]], x_label: str, path: Path) -> None:
     """Success (with Wilson intervals) against each row's ``x`` for the recipe and, where run, the
     baseline."""
@@ -152,15 +159,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if a.baseline:
                 run = json.loads((out / r["variant"] / "run.json").read_text())
                 files = run["phases"]["data"]["files"]
-                b = baseline_row(cfg, files, out / f"baseline_{r['variant']}", cfg.max_minutes or 28.0)
+                b_out = out / f"baseline_{r['variant']}"
+                b = baseline_row(cfg, files, b_out, cfg.max_minutes or 28.0)
                 point["baseline"] = {k: b[k] for k in ("success_rate", "ci95", "successes", "episodes")}
+                point["baseline"]["outcomes"] = baseline_outcomes(b_out)
             curve.append(point)
         result["curve"] = curve
         label = "training minutes (2 CPU cores)" if a.study == "minutes" else "demonstrations per task"
         curve_png(curve, label, out / "study.png")
         for p in curve:
             b = p.get("baseline")
-            extra_txt = f"   baseline {b['successes']}/{b['episodes']}" if b else ""
+            extra_txt = f"   baseline {b['successes']}/{b['episodes']} {b['outcomes']}" if b else ""
             print(
                 f"{x_key}={p['x']:g}: recipe {p['recipe']['successes']}/{p['recipe']['episodes']}{extra_txt}"
             )

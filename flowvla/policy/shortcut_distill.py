@@ -90,7 +90,7 @@ def distill_policy_shortcut(
     *,
     iterations: int = 2000,
     batch_size: int = 64,
-    lr: float = 1e-4,
+    lr: float = 3e-4,
     min_step: float = 1 / 64,
     consistency_fraction: float = 0.5,
     held_out_samples: int = 2,
@@ -106,8 +106,8 @@ def distill_policy_shortcut(
             ``action_mask``), e.g. frames of the training demonstrations.
         iterations: Adam steps.
         batch_size: observations per step (drawn with replacement).
-        lr: peak learning rate (one-cycle schedule); the student starts as the teacher, so a
-            fine-tuning rate.
+        lr: peak learning rate (5% linear warm-up, then cosine); the student starts as the
+            teacher, so a fine-tuning rate.
         min_step: the finest step size; below it the teacher gives the half-step velocity.
         consistency_fraction: share of each batch on the self-consistency target (the rest match
             the teacher's velocity at step size 0).
@@ -156,7 +156,14 @@ def distill_policy_shortcut(
         head = student.head
         head.train()
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=iterations, pct_start=0.05)
+        warmup = max(1, iterations // 20)
+
+        def schedule(i: int) -> float:  # linear warm-up over 5%, then cosine to 0
+            if i < warmup:
+                return (i + 1) / warmup
+            return 0.5 * (1 + math.cos(math.pi * (i - warmup) / max(1, iterations - warmup)))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
         gen = torch.Generator().manual_seed(seed)
         teacher_evals, losses = 0, []
         for it in range(iterations):
