@@ -47,6 +47,17 @@ def tiny_policy(router="fixed", fusion="none", stats=True, seed=0, **overrides) 
     return VLAPolicy(config, backbone, st)
 
 
+def shaped_tiny_policy(scale: float = 0.05, seed: int = 3) -> VLAPolicy:
+    """A tiny policy whose head has random weights everywhere: a fresh head's zeroed output layers give
+    a trivial (zero) field, and a solver fitted to it or a student distilled from it learns nothing."""
+    p = tiny_policy()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in p.head.parameters():
+            param.add_(scale * torch.randn(param.shape, generator=g))
+    return p
+
+
 def make_batch(b: int = 2, seed: int = 0, actions: bool = True, depth: bool = True) -> dict:
     g = torch.Generator().manual_seed(seed)
     batch = {

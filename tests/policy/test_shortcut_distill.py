@@ -6,17 +6,12 @@ import pytest
 import torch
 
 from flowvla.policy import VLAPolicy, distill_policy_shortcut
-from tests.policy.helpers import A, H, make_batch, tiny_policy
+from tests.policy.helpers import A, H, make_batch, shaped_tiny_policy
 
 
 @pytest.fixture(scope="module")
 def teacher():
-    p = tiny_policy()
-    g = torch.Generator().manual_seed(3)
-    with torch.no_grad():  # a random-init head's zeroed outputs give a trivial field: give it a shape
-        for param in p.head.parameters():
-            param.add_(0.05 * torch.randn(param.shape, generator=g))
-    return p
+    return shaped_tiny_policy()
 
 
 @pytest.fixture(scope="module")

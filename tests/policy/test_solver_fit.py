@@ -7,17 +7,12 @@ import torch
 from flowvla.policy.solver_fit import fit_policy_grid, fit_policy_solver
 from flowvla.solvers import FittedGrid, grid_times
 from flowvla.solvers.bespoke import BespokeSolver
-from tests.policy.helpers import A, H, make_batch, tiny_policy
+from tests.policy.helpers import A, H, make_batch, shaped_tiny_policy
 
 
 @pytest.fixture(scope="module")
 def policy():
-    p = tiny_policy()
-    g = torch.Generator().manual_seed(3)
-    with torch.no_grad():  # a random-init head's zeroed outputs give a trivial field: give it a shape
-        for param in p.head.parameters():
-            param.add_(0.05 * torch.randn(param.shape, generator=g))
-    return p
+    return shaped_tiny_policy()
 
 
 def test_the_fit_improves_on_euler_and_samples_through_predict_action(policy, tmp_path):
