@@ -31,6 +31,7 @@ import torch
 from flowvla.data.batch import ACTION_MASK, ACTIONS
 from flowvla.flow.objective import masked_mse
 from flowvla.flow.shortcut import shortcut_targets
+from flowvla.policy.solver_fit import _noise, _rms
 from flowvla.solvers import DormandPrince54Solver, get_solver
 from flowvla.typing import Tensor
 
@@ -77,11 +78,6 @@ def _normalised_actions(policy: Any, batch: Mapping[str, Any], device: torch.dev
     if "actions" in policy._normalizers:
         actions = policy._normalizers["actions"].normalize(actions)
     return actions
-
-
-def _seeded_noise(shape: tuple[int, ...], seed: int, device: torch.device) -> Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(shape, generator=g, dtype=torch.float32).to(device)
 
 
 def distill_policy_shortcut(
@@ -226,15 +222,12 @@ def distill_policy_shortcut(
 def _held_out_errors(
     teacher: Any, student: Any, frozen: dict[str, Any], shape: tuple[int, ...], samples: int, seed: int
 ) -> dict[str, Any]:
-    noise = _seeded_noise((samples, *shape), seed, frozen["state"].device)
+    noise = _noise(samples, tuple(shape), seed, frozen["state"].device)
     tcache = teacher.encode_context(frozen["contexts"], frozen["mask"])
     scache = student.encode_context(frozen["contexts"], frozen["mask"])
     tk = {"cache": tcache, "state": frozen["state"]}
     sk = {"cache": scache, "state": frozen["state"]}
     ref = DormandPrince54Solver(atol=1e-6, rtol=1e-6, max_nfe=100_000).solve(teacher, noise, [0.0, 1.0], **tk)
-
-    def rms(x: Tensor) -> float:
-        return float((x - ref.x).square().mean().sqrt())
 
     def uniform(k: int) -> list[float]:
         return torch.linspace(0, 1, k + 1).tolist()
@@ -242,8 +235,10 @@ def _held_out_errors(
     shortcut, euler = get_solver("shortcut"), get_solver("euler")
     return {
         "held_out_samples": samples,
-        "held_out_error": {k: rms(shortcut.solve(student, noise, uniform(k), **sk).x) for k in STUDENT_STEPS},
+        "held_out_error": {
+            k: _rms(shortcut.solve(student, noise, uniform(k), **sk).x, ref.x) for k in STUDENT_STEPS
+        },
         "held_out_teacher_euler": {
-            k: rms(euler.solve(teacher, noise, uniform(k), **tk).x) for k in TEACHER_EULER_STEPS
+            k: _rms(euler.solve(teacher, noise, uniform(k), **tk).x, ref.x) for k in TEACHER_EULER_STEPS
         },
     }
