@@ -28,8 +28,18 @@ below an obstacle: two modes) and what each costs against the base training:
   included), against the model's training seconds and training evaluations (steps x batch x repeats,
   forward and backward).
 
+* **shortcut student** (route c, ``--shortcut-iterations N``, default 2000): each trained field is
+  copied into a student that also takes the step size ``d`` (Fourier features of ``d`` join the
+  first layer's input with zero weights, so the student starts as the teacher: its ``n`` shortcut
+  steps are the teacher's Euler@n), then trained with the shortcut self-consistency target
+  (``flowvla.flow.distill_shortcut``, conditional on the goal; ``d = 0`` rows regress the teacher's
+  own velocity) on fresh demonstration batches. Its cost: the distillation's seconds and teacher
+  evaluations. Unlike an ODE solver it is not bound to ``E[a | goal]`` at one step: ``s(z, 0, 1)``
+  can learn the whole map from noise to the end of the teacher's flow, which picks a mode.
+
 On held-out goals and noise, every model is sampled with Euler on the uniform grid at NFE 1, 2, 4,
-10 and with its bespoke solvers at NFE 1, 2, 4. Reported per configuration:
+10, with its bespoke solvers at NFE 1, 2, 4 and with its shortcut student at NFE 1, 2, 4. Reported
+per configuration:
 
 * ``off_mode``: the example's task metric, RMS distance of each sampled chunk to the nearer of its
   goal's two demonstrated paths (lower is better). The dopri5 solution's own ``off_mode`` is what
@@ -59,6 +69,7 @@ process (one intra-op thread by default, so CPU seconds approximate an idle core
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib.util
 import json
 import math
@@ -73,6 +84,8 @@ from flowvla.flow import (
     FlowMatchingObjective,
     LogitNormalTimeSampler,
     UniformTimeSampler,
+    distill_shortcut,
+    shortcut_sample,
 )
 from flowvla.solvers import DormandPrince54Solver, fit_bespoke_solver, get_solver, grid_times
 from flowvla.typing import set_typecheck, typecheck_enabled
@@ -90,6 +103,7 @@ SAMPLERS = {
 BASE = "beta"
 EULER_NFES = [1, 2, 4, 10]
 BESPOKE_STEPS = [1, 2, 4]
+SHORTCUT_STEPS = [1, 2, 4]
 BATCH, REPEATS = 256, 2  # the example's training batch and time draws per chunk
 
 
@@ -99,6 +113,32 @@ def load_example():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+class StepVelocityMLP(torch.nn.Module):
+    """The example's ``VelocityMLP`` with a step-size input: ``s(x, t, d | goal)`` for shortcut sampling.
+
+    Built from a trained field: its layers are copied, and the first layer gets Fourier features of
+    ``d`` as extra inputs with zero weights, so until trained the student *is* the teacher for every
+    ``d`` (``n`` shortcut steps = the teacher's Euler@n).
+    """
+
+    def __init__(self, teacher: torch.nn.Module) -> None:
+        super().__init__()
+        first = teacher.net[0]
+        self.register_buffer("freqs", teacher.freqs.clone())
+        grown = torch.nn.Linear(first.in_features + 2 * self.freqs.numel(), first.out_features)
+        with torch.no_grad():
+            grown.weight.zero_()
+            grown.weight[:, : first.in_features] = first.weight
+            grown.bias.copy_(first.bias)
+        layers = [grown] + [copy.deepcopy(m) for m in list(teacher.net)[1:]]
+        self.net = torch.nn.Sequential(*layers).requires_grad_(True)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, d: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        tf, df = t[:, None] * self.freqs, d[:, None] * self.freqs
+        inp = torch.cat([x.flatten(-2), goal, tf.sin(), tf.cos(), df.sin(), df.cos()], dim=-1)
+        return self.net(inp).view_as(x)
 
 
 def _rms(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -128,8 +168,17 @@ def time_stats(sampler, n: int = 200_000) -> dict:
     }
 
 
-def evaluate_model(toy, model, data: dict, *, iterations: int, lr: float) -> dict:
-    """Euler and bespoke-Euler samples of one trained ``model``, scored on the held-out data.
+def evaluate_model(
+    toy,
+    model,
+    data: dict,
+    *,
+    iterations: int,
+    lr: float,
+    shortcut_iterations: int = 0,
+    shortcut_lr: float = 3e-4,
+) -> dict:
+    """Euler, bespoke-Euler and shortcut-student samples of one trained ``model``, on the held-out data.
 
     Args:
         toy: the example module.
@@ -137,9 +186,12 @@ def evaluate_model(toy, model, data: dict, *, iterations: int, lr: float) -> dic
         data: ``test_goal``, ``z_test`` (held out) and ``fit_goal``, ``z_fit`` (for the fits).
         iterations: Adam steps per bespoke fit.
         lr: Adam learning rate of the fits.
+        shortcut_iterations: AdamW steps of the shortcut distillation (0: no student).
+        shortcut_lr: its peak learning rate.
 
     Returns:
-        ``{"dopri": ..., "euler": {nfe: ...}, "bespoke": {nfe: ...}, "reference_cost": ...}``.
+        ``{"dopri": ..., "euler": {nfe: ...}, "bespoke": {nfe: ...}, "shortcut": {nfe: ...},
+        "reference_cost": ..., "shortcut_cost": ...}``.
     """
     model.requires_grad_(False)
     test_goal, z_test, fit_goal, z_fit = data["test_goal"], data["z_test"], data["fit_goal"], data["z_fit"]
@@ -197,6 +249,37 @@ def evaluate_model(toy, model, data: dict, *, iterations: int, lr: float) -> dic
             },
             "params": solver.to_dict()["params"],
         }
+    if shortcut_iterations > 0:
+        demos = torch.Generator().manual_seed(20)  # other goals than the held-out and fitting ones
+
+        def draws(n: int) -> tuple[torch.Tensor, dict]:
+            goal, chunk = toy.demonstrations(n, demos)
+            return chunk, {"goal": goal}
+
+        torch.manual_seed(0)
+        with _Clock() as clock:
+            student, info = distill_shortcut(
+                model,
+                draws,
+                (toy.H, toy.A),
+                student=StepVelocityMLP(model),
+                iterations=shortcut_iterations,
+                batch_size=BATCH,
+                lr=shortcut_lr,
+            )
+        out["shortcut_cost"] = {
+            "seconds": clock.wall,
+            "cpu_seconds": clock.cpu,
+            "teacher_nfe": info["teacher_evaluations"],
+            "iterations": shortcut_iterations,
+            "lr": shortcut_lr,
+            "final_loss": info["final_loss"],
+        }
+        out["shortcut"] = {}
+        with torch.no_grad():
+            for steps in SHORTCUT_STEPS:
+                x = shortcut_sample(student, z_test, steps, goal=test_goal)
+                out["shortcut"][steps] = {"off_mode": toy.off_mode(x, test_goal), "ode_err": _rms(x, ref.x)}
     return out
 
 
@@ -207,7 +290,7 @@ def summarize(samplers: dict, models: dict, tolerance: float) -> dict[str, dict]
     for name, res in models.items():
         train = samplers[name]["train"]
         euler10 = res["euler"][10]["off_mode"]
-        for route in ("euler", "bespoke"):
+        for route in [r for r in ("euler", "bespoke", "shortcut") if r in res]:
             per = res[route]
             if route == "euler":  # route (a): the training run itself is the cost
                 cost = {
@@ -216,6 +299,10 @@ def summarize(samplers: dict, models: dict, tolerance: float) -> dict[str, dict]
                     "field_evals": train["field_evals"],
                 }
                 extra_cpu = train["cpu_seconds"] - base["train"]["cpu_seconds"]
+            elif route == "shortcut":  # route (c): the distillation, on top of the training
+                c = res["shortcut_cost"]
+                cost = {k: c[k] for k in ("seconds", "cpu_seconds", "teacher_nfe")}
+                extra_cpu = cost["cpu_seconds"]
             else:  # route (b): the fits and their reference, on top of the training
                 fits = [v["fit"] for v in per.values()] + [res["reference_cost"]]
                 cost = {
@@ -279,7 +366,7 @@ def plot(rows: dict[str, dict], path: Path) -> bool:
     colors: dict[str, str] = {}
     for key, r in rows.items():
         color = colors.setdefault(r["sampler"], f"C{len(colors)}")
-        style = "-o" if r["route"] == "euler" else "--s"
+        style = {"euler": "-o", "bespoke": "--s"}.get(r["route"], "-.^")
         for ax, metric in zip(axes, ("off_mode", "ode_err"), strict=True):
             ns = sorted(int(n) for n in r[metric])
             ax.plot(ns, [r[metric][str(n)] for n in ns], style, color=color, label=key)
@@ -291,7 +378,7 @@ def plot(rows: dict[str, dict], path: Path) -> bool:
         ax.set_xticklabels([str(n) for n in EULER_NFES])
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     axes[0].legend(fontsize=7, ncol=2)
-    fig.suptitle("toy flow policy: few-step sampling by training time distribution and solver")
+    fig.suptitle("toy flow policy: few-step sampling by training time distribution, solver and student")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -310,6 +397,13 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--iterations", type=int, default=None, help="Adam steps per bespoke fit")
     parser.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate of the bespoke fits")
+    parser.add_argument(
+        "--shortcut-iterations",
+        type=int,
+        default=None,
+        help="AdamW steps of each shortcut distillation (default 2000, 200 with --quick; 0: none)",
+    )
+    parser.add_argument("--shortcut-lr", type=float, default=3e-4, help="its peak learning rate")
     parser.add_argument("--tolerance", type=float, default=0.05, help="'reaches Euler@10' margin")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "toy_few_step")
@@ -320,6 +414,9 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--samplers: unknown {unknown}; choose from {list(SAMPLERS)}")
     steps = args.steps if args.steps is not None else (200 if args.quick else 3000)
     iterations = args.iterations if args.iterations is not None else (40 if args.quick else 300)
+    shortcut_iterations = (
+        args.shortcut_iterations if args.shortcut_iterations is not None else (200 if args.quick else 2000)
+    )
     n_test, n_fit = (256, 64) if args.quick else (512, 128)
 
     threads_before, checked_before = torch.get_num_threads(), typecheck_enabled()
@@ -365,13 +462,26 @@ def main(argv: list[str] | None = None) -> dict:
                 f"last loss {loss:.4f}",
                 flush=True,
             )
-            models[name] = evaluate_model(toy, model, data, iterations=iterations, lr=args.lr)
+            models[name] = evaluate_model(
+                toy,
+                model,
+                data,
+                iterations=iterations,
+                lr=args.lr,
+                shortcut_iterations=shortcut_iterations,
+                shortcut_lr=args.shortcut_lr,
+            )
             res = models[name]
             print(
                 f"{'':<14} dopri5 off_mode {res['dopri']['off_mode']:.4f}; Euler@1/2/4/10 "
                 + "/".join(f"{v['off_mode']:.4f}" for v in res["euler"].values())
                 + "; bespoke@1/2/4 "
-                + "/".join(f"{v['off_mode']:.4f}" for v in res["bespoke"].values()),
+                + "/".join(f"{v['off_mode']:.4f}" for v in res["bespoke"].values())
+                + (
+                    "; shortcut@1/2/4 " + "/".join(f"{v['off_mode']:.4f}" for v in res["shortcut"].values())
+                    if "shortcut" in res
+                    else ""
+                ),
                 flush=True,
             )
     finally:
@@ -391,6 +501,8 @@ def main(argv: list[str] | None = None) -> dict:
             "n_fit": n_fit,
             "bespoke_iterations": iterations,
             "bespoke_lr": args.lr,
+            "shortcut_iterations": shortcut_iterations,
+            "shortcut_lr": args.shortcut_lr,
             "tolerance": args.tolerance,
             "base": BASE,
             "threads": args.threads,
@@ -404,6 +516,8 @@ def main(argv: list[str] | None = None) -> dict:
                 "reference_cost": res["reference_cost"],
                 "euler": {str(n): v for n, v in res["euler"].items()},
                 "bespoke": {str(n): v for n, v in res["bespoke"].items()},
+                "shortcut": {str(n): v for n, v in res.get("shortcut", {}).items()},
+                "shortcut_cost": res.get("shortcut_cost"),
             }
             for name, res in models.items()
         },

@@ -26,6 +26,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -86,21 +87,26 @@ class ShortcutMLP(nn.Module):
         return self.out(h)
 
 
-#: A shortcut student as a function: ``(x [B, *E], t [B], d [B]) -> [B, *E]``.
+#: A shortcut student as a function: ``(x [B, *E], t [B], d [B], **cond) -> [B, *E]``.
 StudentFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
 def _student(model: nn.Module | StudentFn) -> StudentFn:
     """``model`` as a function of event-shaped states (a [`ShortcutMLP`][flowvla.flow.shortcut.ShortcutMLP]
-    works on flattened ones)."""
+    works on flattened ones and takes no conditioning)."""
     if isinstance(model, ShortcutMLP):
-        return lambda x, t, d: model(x.reshape(x.shape[0], -1), t, d).reshape(x.shape)
+        return lambda x, t, d, **cond: model(x.reshape(x.shape[0], -1), t, d).reshape(x.shape)
     return model
 
 
 @typechecked
-def shortcut_sample(model: nn.Module, x0: Float[Tensor, "B ..."], steps: int) -> Float[Tensor, "B ..."]:
-    """Sample ``x(1)`` from noise ``x0`` ``[B, *E]`` in ``steps`` equal shortcut steps (``steps`` NFE)."""
+def shortcut_sample(
+    model: nn.Module | StudentFn, x0: Float[Tensor, "B ..."], steps: int, **cond: Any
+) -> Float[Tensor, "B ..."]:
+    """Sample ``x(1)`` from noise ``x0`` ``[B, *E]`` in ``steps`` equal shortcut steps (``steps`` NFE).
+
+    ``cond`` (e.g. ``goal=`` ``[B, ...]``) is passed to every call ``model(x, t, d, **cond)``.
+    """
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps: must be a positive integer, got {steps!r}")
     b, d = x0.shape[0], 1.0 / steps
@@ -109,7 +115,7 @@ def shortcut_sample(model: nn.Module, x0: Float[Tensor, "B ..."], steps: int) ->
     dd = torch.full((b,), d, dtype=x0.dtype, device=x0.device)
     for i in range(steps):
         t = torch.full((b,), i * d, dtype=x0.dtype, device=x0.device)
-        x = x + d * student(x, t, dd)
+        x = x + d * student(x, t, dd, **cond)
     return x
 
 
@@ -234,9 +240,10 @@ def shortcut_loss(
 @typechecked
 def distill_shortcut(
     teacher: VelocityFn,
-    sample_data: Callable[[int], Tensor],
+    sample_data: Callable[[int], Tensor | tuple[Tensor, dict[str, Tensor]]],
     event_shape: tuple[int, ...],
     *,
+    student: nn.Module | None = None,
     iterations: int = 2000,
     batch_size: int = 256,
     lr: float = 1e-3,
@@ -246,27 +253,36 @@ def distill_shortcut(
     consistency_fraction: float = 0.5,
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
-) -> tuple[ShortcutMLP, dict]:
-    """Distil ``teacher`` into a [`ShortcutMLP`][flowvla.flow.shortcut.ShortcutMLP] student (Adam, cosine lr).
+) -> tuple[nn.Module, dict]:
+    """Distil ``teacher`` into a shortcut student (AdamW, one-cycle lr).
+
+    Conditional fields work too: ``sample_data`` then returns the targets with their conditioning,
+    ``(a [n, *E], {"goal": [n, ...], ...})``, and every call is ``teacher(x, t, **cond)`` and
+    ``student(x, t, d, **cond)`` with that batch's rows.
 
     Args:
-        teacher: the teacher field ``v(x [B, *E], t [B])`` (per-sample times).
-        sample_data: ``sample_data(n) -> [n, *E]`` draws of the target (a data set's actions, or
-            the teacher's own samples).
+        teacher: the teacher field ``v(x [B, *E], t [B], **cond)`` (per-sample times).
+        sample_data: ``sample_data(n)`` -> ``[n, *E]`` draws of the target (a data set's actions,
+            or the teacher's own samples), or ``(draws, cond)`` for a conditional field.
         event_shape: ``E``, the action-chunk shape.
-        iterations: Adam steps.
+        student: the model to train, called ``student(x [B, *E], t [B], d [B], **cond)``; trained in
+            place. A student started as a copy of the teacher whose step input does nothing yet
+            (``d``'s weights zero) starts from the teacher's Euler. Default: a new
+            [`ShortcutMLP`][flowvla.flow.shortcut.ShortcutMLP] (``hidden``, ``depth``, ``dtype``;
+            unconditional fields only).
+        iterations: AdamW steps.
         batch_size: path points per step.
         lr: peak learning rate.
-        hidden: the student's hidden width.
-        depth: the student's hidden layers.
+        hidden: the default student's hidden width.
+        depth: the default student's residual blocks.
         min_step: see [`shortcut_loss`][flowvla.flow.shortcut.shortcut_loss].
         consistency_fraction: see [`shortcut_loss`][flowvla.flow.shortcut.shortcut_loss].
-        seed: seeds the student's initialisation, the noise, ``t`` and ``d``.
-        dtype: the student's dtype.
+        seed: seeds the default student's initialisation, the noise, ``t`` and ``d``.
+        dtype: the default student's dtype and that of the noise.
 
     Returns:
         ``(student, info)``; ``info`` holds ``seconds``, ``teacher_evaluations`` (teacher calls x
-        samples), ``final_loss`` and ``parameters``.
+        samples), ``final_loss``, ``parameters`` (trainable) and ``iterations``.
     """
     if iterations < 1:
         raise ValueError(f"iterations: must be >= 1, got {iterations}")
@@ -276,21 +292,32 @@ def distill_shortcut(
         raise ValueError(f"lr: must be positive and finite, got {lr}")
     start = time.perf_counter()
     torch.manual_seed(seed)
-    model = ShortcutMLP(math.prod(event_shape), hidden=hidden, depth=depth).to(dtype)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    model = (
+        ShortcutMLP(math.prod(event_shape), hidden=hidden, depth=depth).to(dtype)
+        if student is None
+        else student
+    )
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("student: has no trainable parameters")
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=iterations, pct_start=0.05)
     gen = torch.Generator().manual_seed(seed)
+    fn = _student(model)
     teacher_evals, loss = 0, torch.tensor(float("nan"))
+    model.train()
     for _ in range(iterations):
-        data = sample_data(batch_size).to(dtype)
+        drawn = sample_data(batch_size)
+        data, cond = drawn if isinstance(drawn, tuple) else (drawn, {})
         if tuple(data.shape) != (batch_size, *event_shape):
             raise ValueError(
                 f"sample_data: returned shape {tuple(data.shape)}, expected {(batch_size, *event_shape)}"
             )
+        data = data.to(dtype)
         noise = torch.randn(data.shape, generator=gen, dtype=dtype)
         loss, calls = shortcut_loss(
-            model,
-            teacher,
+            lambda x, t, d, c=cond: fn(x, t, d, **c),
+            lambda x, t, c=cond: teacher(x, t, **c),
             data,
             noise,
             min_step=min_step,
@@ -307,7 +334,7 @@ def distill_shortcut(
         "seconds": time.perf_counter() - start,
         "teacher_evaluations": teacher_evals,
         "final_loss": float(loss.detach()),
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "parameters": sum(p.numel() for p in params),
         "iterations": iterations,
     }
     return model, info

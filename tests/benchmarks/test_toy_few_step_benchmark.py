@@ -15,7 +15,8 @@ def run(tmp_path_factory):
     bench = load_benchmark("toy_few_step")
     out = tmp_path_factory.mktemp("toy_few_step")
     # --quick with fewer training steps and fit iterations: ~10 s of CPU.
-    argv = ["--quick", "--steps", "60", "--iterations", "20", "--samplers", ",".join(SAMPLERS)]
+    argv = ["--quick", "--steps", "60", "--iterations", "20", "--shortcut-iterations", "30"]
+    argv += ["--samplers", ",".join(SAMPLERS)]
     returned = bench.main([*argv, "--out", str(out)])
     saved = json.loads((out / "toy_few_step.json").read_text())
     return bench, out, returned, saved
@@ -24,9 +25,12 @@ def run(tmp_path_factory):
 def test_json_has_every_row_and_nfe_with_finite_numbers(run):
     bench, _, returned, saved = run
     assert saved["rows"].keys() == returned["rows"].keys()
-    assert set(saved["rows"]) == {f"{s}/{r}" for s in SAMPLERS for r in ("euler", "bespoke")}
+    routes = ("euler", "bespoke", "shortcut")
+    assert set(saved["rows"]) == {f"{s}/{r}" for s in SAMPLERS for r in routes}
     for key, row in saved["rows"].items():
-        nfes = bench.EULER_NFES if row["route"] == "euler" else bench.BESPOKE_STEPS
+        nfes = {"euler": bench.EULER_NFES, "bespoke": bench.BESPOKE_STEPS}.get(
+            row["route"], bench.SHORTCUT_STEPS
+        )
         for metric in ("off_mode", "ode_err"):
             assert sorted(int(n) for n in row[metric]) == nfes, (key, metric)
             assert all(math.isfinite(v) and v >= 0 for v in row[metric].values()), (key, metric)
@@ -53,6 +57,35 @@ def test_bespoke_fit_is_no_worse_than_euler_on_its_fit_data(run):
         cost = saved["rows"][f"{name}/bespoke"]["cost"]
         fits = [r["fit"]["teacher_nfe"] for r in model["bespoke"].values()]
         assert cost["teacher_nfe"] == sum(fits) + model["reference_cost"]["teacher_nfe"]
+
+
+def test_shortcut_cost_counts_the_distillation(run):
+    _, _, _, saved = run
+    for name, model in saved["models"].items():
+        cost = model["shortcut_cost"]
+        assert cost["iterations"] == 30 and cost["teacher_nfe"] > 0 and cost["seconds"] > 0
+        assert saved["rows"][f"{name}/shortcut"]["cost"]["teacher_nfe"] == cost["teacher_nfe"]
+
+
+def test_an_untrained_student_is_its_teachers_euler():
+    """The step input starts with zero weights: n shortcut steps are exactly the teacher's Euler@n."""
+    import torch
+
+    from flowvla.flow import shortcut_sample
+    from flowvla.solvers import integrate
+
+    bench = load_benchmark("toy_few_step")
+    toy = bench.load_example()
+    torch.manual_seed(0)
+    teacher = toy.VelocityMLP(width=32)
+    student = bench.StepVelocityMLP(teacher)
+    goal, _ = toy.demonstrations(16, torch.Generator().manual_seed(0))
+    z = torch.randn(16, toy.H, toy.A, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        for n in (1, 2, 4):
+            euler = integrate(teacher, z, solver="euler", steps=n, goal=goal).x
+            torch.testing.assert_close(shortcut_sample(student, z, n, goal=goal), euler)
+    assert all(p.requires_grad for p in student.parameters())
 
 
 def test_euler_converges_to_the_models_own_ode_solution(run):
