@@ -28,7 +28,8 @@ below an obstacle: two modes) and what each costs against the base training:
   included), against the model's training seconds and training evaluations (steps x batch x repeats,
   forward and backward).
 
-* **shortcut student** (route c, ``--shortcut-iterations N``, default 2000): each trained field is
+* **shortcut student** (route c, ``--shortcut-iterations N``, default 6000, lr 1e-3, 75% of each
+  batch on the self-consistency target): each trained field is
   copied into a student that also takes the step size ``d`` (Fourier features of ``d`` join the
   first layer's input with zero weights, so the student starts as the teacher: its ``n`` shortcut
   steps are the teacher's Euler@n), then trained with the shortcut self-consistency target
@@ -176,7 +177,8 @@ def evaluate_model(
     iterations: int,
     lr: float,
     shortcut_iterations: int = 0,
-    shortcut_lr: float = 3e-4,
+    shortcut_lr: float = 1e-3,
+    shortcut_consistency: float = 0.75,
 ) -> dict:
     """Euler, bespoke-Euler and shortcut-student samples of one trained ``model``, on the held-out data.
 
@@ -188,6 +190,7 @@ def evaluate_model(
         lr: Adam learning rate of the fits.
         shortcut_iterations: AdamW steps of the shortcut distillation (0: no student).
         shortcut_lr: its peak learning rate.
+        shortcut_consistency: its share of self-consistency rows per batch.
 
     Returns:
         ``{"dopri": ..., "euler": {nfe: ...}, "bespoke": {nfe: ...}, "shortcut": {nfe: ...},
@@ -266,6 +269,7 @@ def evaluate_model(
                 iterations=shortcut_iterations,
                 batch_size=BATCH,
                 lr=shortcut_lr,
+                consistency_fraction=shortcut_consistency,
             )
         out["shortcut_cost"] = {
             "seconds": clock.wall,
@@ -273,6 +277,7 @@ def evaluate_model(
             "teacher_nfe": info["teacher_evaluations"],
             "iterations": shortcut_iterations,
             "lr": shortcut_lr,
+            "consistency_fraction": shortcut_consistency,
             "final_loss": info["final_loss"],
         }
         out["shortcut"] = {}
@@ -401,9 +406,15 @@ def main(argv: list[str] | None = None) -> dict:
         "--shortcut-iterations",
         type=int,
         default=None,
-        help="AdamW steps of each shortcut distillation (default 2000, 200 with --quick; 0: none)",
+        help="AdamW steps of each shortcut distillation (default 6000, 200 with --quick; 0: none)",
     )
-    parser.add_argument("--shortcut-lr", type=float, default=3e-4, help="its peak learning rate")
+    parser.add_argument("--shortcut-lr", type=float, default=1e-3, help="its peak learning rate")
+    parser.add_argument(
+        "--shortcut-consistency",
+        type=float,
+        default=0.75,
+        help="share of each distillation batch on the self-consistency target (the rest: d = 0)",
+    )
     parser.add_argument("--tolerance", type=float, default=0.05, help="'reaches Euler@10' margin")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "toy_few_step")
@@ -415,7 +426,7 @@ def main(argv: list[str] | None = None) -> dict:
     steps = args.steps if args.steps is not None else (200 if args.quick else 3000)
     iterations = args.iterations if args.iterations is not None else (40 if args.quick else 300)
     shortcut_iterations = (
-        args.shortcut_iterations if args.shortcut_iterations is not None else (200 if args.quick else 2000)
+        args.shortcut_iterations if args.shortcut_iterations is not None else (200 if args.quick else 6000)
     )
     n_test, n_fit = (256, 64) if args.quick else (512, 128)
 
@@ -470,6 +481,7 @@ def main(argv: list[str] | None = None) -> dict:
                 lr=args.lr,
                 shortcut_iterations=shortcut_iterations,
                 shortcut_lr=args.shortcut_lr,
+                shortcut_consistency=args.shortcut_consistency,
             )
             res = models[name]
             print(
@@ -503,6 +515,7 @@ def main(argv: list[str] | None = None) -> dict:
             "bespoke_lr": args.lr,
             "shortcut_iterations": shortcut_iterations,
             "shortcut_lr": args.shortcut_lr,
+            "shortcut_consistency": args.shortcut_consistency,
             "tolerance": args.tolerance,
             "base": BASE,
             "threads": args.threads,
