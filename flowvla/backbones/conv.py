@@ -53,6 +53,25 @@ class _ResidualStage(nn.Module):
         return self.blocks(x)
 
 
+class _StridedPointwise(nn.Conv2d):
+    """A bias-free 1x1 convolution with stride ``s``, computed as ``s``-subsampling then a unit-stride
+    1x1 convolution (the same result, parameters and state-dict keys as ``nn.Conv2d(c_in, c_out, 1,
+    s)``).
+
+    Why not ``nn.Conv2d`` itself: oneDNN's AVX2 kernel for the weight gradient of a strided 1x1
+    convolution on channels-last input with fewer input channels than its 8-wide block (2-7) writes
+    past its workspace (uxlfoundation/oneDNN#6035, still in torch 2.13): heap corruption with one
+    thread, silently wrong weight gradients (8x off) with two. Unit stride takes a different kernel.
+    """
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__(c_in, c_out, 1, stride, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        sh, sw = self.stride
+        return nn.functional.conv2d(x[:, :, ::sh, ::sw], self.weight)
+
+
 class _BasicBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, stride: int, groups: int) -> None:
         super().__init__()
@@ -62,7 +81,7 @@ class _BasicBlock(nn.Module):
         self.norm2 = _norm(c_out, groups)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), _norm(c_out, groups))
+            self.shortcut = nn.Sequential(_StridedPointwise(c_in, c_out, stride), _norm(c_out, groups))
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: Tensor) -> Tensor:

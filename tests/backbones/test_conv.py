@@ -63,3 +63,48 @@ def test_composed_conv_backbone_round_trips_through_its_spec(tmp_path):
     assert a.image_token_mask.sum(-1).tolist() == [2 * 64, 2 * 64]
     with pytest.raises(ValueError, match="vision"):
         ComposedBackbone.tiny(texts, image_size=32, vision="resnet")
+
+
+# A subprocess: the oneDNN kernel this guards against corrupts the heap, which would abort pytest.
+_GRADIENT_CHECK = """
+import sys, torch
+from flowvla.backbones.conv import ConvEncoder
+torch.set_num_threads(int(sys.argv[1]))
+torch.manual_seed(0)
+enc = ConvEncoder(32, (4, 6, 8))
+ref = ConvEncoder(32, (4, 6, 8)).double().to(memory_format=torch.contiguous_format)
+ref.load_state_dict(enc.state_dict())
+x = torch.rand(16, 3, 32, 32)
+enc(x).square().mean().backward()
+ref(x.double()).square().mean().backward()
+worst = max(
+    ((p.grad - q.grad).abs().max() / q.grad.abs().max()).item()
+    for p, q in zip(enc.parameters(), ref.parameters(), strict=True)
+)
+print(worst)
+"""
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_narrow_stages_get_the_float64_gradients_on_the_cpu(threads):
+    # Widths below 8 once went through a oneDNN strided 1x1 kernel that crashed (1 thread) or
+    # returned wrong weight gradients (2 threads) on AVX2 machines.
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-c", _GRADIENT_CHECK, str(threads)], capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert float(run.stdout) < 1e-4
+
+
+def test_strided_shortcut_equals_a_strided_1x1_convolution():
+    from flowvla.backbones.conv import _StridedPointwise
+
+    conv = _StridedPointwise(5, 7, 2).double()
+    plain = torch.nn.Conv2d(5, 7, 1, 2, bias=False).double()
+    plain.load_state_dict(conv.state_dict())
+    for size in (8, 9):  # odd sizes: both keep the first row and column, ceil(H / 2) of them
+        x = torch.randn(2, 5, size, size, dtype=torch.float64)
+        torch.testing.assert_close(conv(x), plain(x))
