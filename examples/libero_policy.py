@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from flowvla.cli import index_list
+from flowvla.envs.libero import DEFAULT_CAMERAS
 from flowvla.recipes.libero import PRESETS, parse_settings, preset
 
 
@@ -87,7 +88,9 @@ def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
         from flowvla.data.hdf5 import find_demo_files
         from flowvla.recipes.parity import check_parity
 
-        report = check_parity(find_demo_files([args.check_parity])[0], policy=policy, stats=None)
+        report = check_parity(
+            find_demo_files([args.check_parity])[0], policy=policy, stats=None, cameras=args.cameras
+        )
         print(report.summary(), file=sys.stderr)
         report.raise_if_failed()
     from flowvla.policy import policy_identity
@@ -99,6 +102,7 @@ def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
         replan_every=args.replan_every,
         temporal_ensemble=args.temporal_ensemble,
         replan_at_gripper=args.replan_at_gripper,
+        cameras=args.cameras,
         **policy.observation_settings(),
         out_dir=args.out,
         video=args.video,
@@ -163,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", allow_abbrev=False, help="evaluate a saved policy on official init states")
     e.add_argument("--policy", required=True, help="a directory written by save_pretrained")
     e.add_argument("--suite", default="libero_object")
+    e.add_argument(
+        "--cameras",
+        nargs="+",
+        default=list(DEFAULT_CAMERAS),
+        help="the views the policy was trained on, in order (a recipe's `cameras`)",
+    )
     e.add_argument("--tasks", type=index_list, help="task indices, e.g. 0,1 (default: all)")
     e.add_argument("--init-states", type=int, default=50)
     e.add_argument("--replan-every", type=int, default=8)

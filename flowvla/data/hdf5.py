@@ -168,6 +168,17 @@ def find_demo_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
     return unique
 
 
+def view_name(camera: str) -> str:
+    """LIBERO's HDF5 name of a robosuite camera's view, without the robot prefix:
+    ``"robot0_eye_in_hand"`` -> ``"eye_in_hand"``, ``"agentview"`` -> ``"agentview"``."""
+    return camera.removeprefix("robot0_")
+
+
+def image_keys_of(cameras: Sequence[str]) -> tuple[str, ...]:
+    """The ``obs/`` datasets holding ``cameras``' views, in their order (``<view>_rgb``)."""
+    return tuple(f"{view_name(c)}_rgb" for c in cameras)
+
+
 class LiberoHDF5Reader:
     """Random access to one LIBERO HDF5 file (one task's demonstrations).
 

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from flowvla.cli import fail, index_list
+from flowvla.data.hdf5 import view_name
 from flowvla.envs.experts.episode import NoiseBursts
 from flowvla.envs.libero import DEFAULT_CAMERAS, LIBERO_SUITES, LiberoEnv
 from flowvla.envs.libero_setup import LiberoSetupError, set_libero_verbose
@@ -196,11 +197,6 @@ def init_state_distance(
 
 
 # ---------------------------------------------------------------------------------------- one episode
-def _view_key(camera: str) -> str:
-    # LIBERO's HDF5 names views without robosuite's robot prefix: agentview, eye_in_hand.
-    return camera.removeprefix("robot0_")
-
-
 @typechecked
 def render_episode(
     env: LiberoEnv, states: Float[np.ndarray, "T D"], images: bool = True, image_stride: int = 1
@@ -231,7 +227,7 @@ def render_episode(
         if images and t % image_stride == 0:
             obs = env.observe()
             for v, cam in enumerate(env.cameras):
-                key = _view_key(cam)
+                key = view_name(cam)
                 row[f"{key}_rgb"] = obs["images"][v].transpose(1, 2, 0)
                 if "depth" in obs:
                     row[f"{key}_depth"] = obs["depth"][v]

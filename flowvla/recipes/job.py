@@ -133,7 +133,7 @@ def run_job(
 
         t0 = time.perf_counter()
         _say("[2/6] train/eval parity check")
-        report = check_parity(files[0], episode=0)
+        report = check_parity(files[0], episode=0, cameras=cfg.cameras)
         report.save(out / "parity.json")
         run["parity"] = report.to_dict()
         done("parity", time.perf_counter() - t0, "passed" if report.passed else "FAILED")

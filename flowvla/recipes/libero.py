@@ -369,6 +369,7 @@ def _chunks(
 ) -> Any:
     from flowvla.data.augment import ImageAugment
     from flowvla.data.dataset import ChunkDataset, HDF5Source
+    from flowvla.data.hdf5 import image_keys_of
 
     source = HDF5Source(
         files,
@@ -376,6 +377,7 @@ def _chunks(
         first_episode=first,
         preload=preload,
         instruction="from_bddl_file_name",
+        image_keys=image_keys_of(cfg.cameras),
     )
     aug = ImageAugment(shift=cfg.shift) if augment and cfg.shift else None
     return ChunkDataset(

@@ -24,10 +24,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from flowvla.envs.libero import DEFAULT_CAMERAS
 
 __all__ = ["ParityCheck", "ParityError", "ParityReport", "check_parity", "task_of_dataset"]
 
@@ -261,6 +264,7 @@ def check_parity(
     image_convention: str | None = None,
     instruction: str | None = "from_bddl_file_name",
     settle_steps: int = 10,
+    cameras: Sequence[str] = DEFAULT_CAMERAS,
 ) -> ParityReport:
     """Compare one recorded episode of a LIBERO HDF5 file with the simulator (see module docs).
 
@@ -275,14 +279,17 @@ def check_parity(
         instruction: what the training reader uses for the instruction (``"from_bddl_file_name"``:
             the benchmark's wording; ``None``: the file's ``problem_info``).
         settle_steps: dummy steps after reset, as evaluation does.
+        cameras: the views the training reader uses, as simulator camera names, in its order.
     """
     import time
 
-    from flowvla.data.hdf5 import LiberoHDF5Reader
+    from flowvla.data.hdf5 import LiberoHDF5Reader, image_keys_of
     from flowvla.envs.libero import LiberoEnv
 
     t0 = time.perf_counter()
-    reader = LiberoHDF5Reader(dataset, image_convention=image_convention, instruction=instruction)
+    reader = LiberoHDF5Reader(
+        dataset, image_keys_of(cameras), image_convention=image_convention, instruction=instruction
+    )
     if not 0 <= episode < len(reader):
         raise IndexError(f"episode={episode} out of range: {dataset} holds {len(reader)} demonstrations")
     suite, task = task_of_dataset(str(reader.attrs.get("bddl_file_name", "")))
@@ -294,9 +301,7 @@ def check_parity(
             f"every {reader.image_stride(episode)}"
         )
     height, width = reader.images(episode, 0).shape[-2:]
-    cameras = [k.removesuffix("_rgb") for k in reader.image_keys]
-    cameras = [c if c == "agentview" else f"robot0_{c}" for c in cameras]
-    env = LiberoEnv(suite, task, image_size=(height, width), cameras=cameras)
+    env = LiberoEnv(suite, task, image_size=(height, width), cameras=list(cameras))
     try:
         checks = [
             _replay_check(reader, episode, env, settle_steps),

@@ -92,6 +92,19 @@ def test_dataset_keeps_the_first_demos_per_task_and_the_policy_trains(files):
     assert actions.shape == (3, 4, 7) and torch.isfinite(actions).all()
 
 
+@pytest.mark.parametrize(
+    "cameras, views", [(["agentview"], [0]), (["robot0_eye_in_hand", "agentview"], [1, 0])]
+)
+def test_the_dataset_holds_the_recipes_cameras_in_its_order(files, cameras, views):
+    # A one-camera recipe once read the default two views and failed on its own one-view demos.
+    both = build_dataset(preset("toy", image_size=16, demos_per_task=2), files, augment=False)
+    some = build_dataset(
+        preset("toy", image_size=16, demos_per_task=2, cameras=cameras), files, augment=False
+    )
+    for i in (0, 10):
+        assert (some[i]["images"] == both[i]["images"][views]).all()
+
+
 def test_observation_batches_sample_each_task_through_its_episodes(files):
     from flowvla.recipes.job import observation_batch, sensitivity_batch
 
