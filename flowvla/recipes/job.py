@@ -151,8 +151,14 @@ def run_job(
     else:
         _say(f"[3/6] training ({cfg.steps} steps, batch {cfg.batch_size})")
         val = build_val_dataset(cfg, files)
-        policy, run["train"] = train_policy(cfg, dataset, out, progress=progress, val_dataset=val)
-        done("train", time.perf_counter() - t0, f"{run['train']['step']} steps")
+        prior = run.get("train")
+        policy, report = train_policy(cfg, dataset, out, progress=progress, val_dataset=val)
+        if prior is not None and report["step"] == report.get("resumed_from"):
+            # Finished earlier (all steps, or the budget spent): keep the report of the call that trained.
+            _say(f"      already trained: step {report['step']} ({report['stopped']})")
+        else:
+            run["train"] = report
+            done("train", time.perf_counter() - t0, f"{report['step']} steps")
 
     # 4. evaluation on the official init states
     t0 = time.perf_counter()

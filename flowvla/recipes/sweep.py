@@ -25,6 +25,7 @@ from typing import Any
 
 from flowvla.io import write_json_atomic
 from flowvla.recipes.libero import RecipeConfig, training_settings
+from flowvla.recipes.train import training_seconds
 
 __all__ = [
     "final_loss",
@@ -124,25 +125,6 @@ def final_loss(log_path: str | Path, key: str = "action", fraction: float = 0.1)
         return None
     tail = values[-max(1, math.ceil(fraction * len(values))) :]
     return float(sum(tail) / len(tail))
-
-
-def training_seconds(log_path: str | Path) -> float | None:
-    """Wall seconds of training summed over every call that wrote the log ``log_path`` (a resumed run
-    starts its ``seconds`` from 0 again; steps re-trained after a resume count, they were spent), or
-    None without a log. A run's own ``train.seconds`` holds only its last call."""
-    path = Path(log_path)
-    if not path.is_file():
-        return None
-    total = last = 0.0
-    for line in path.read_text().splitlines():
-        row = json.loads(line) if line.strip() else {}
-        sec = row.get("seconds")
-        if "event" in row or not isinstance(sec, (int, float)):
-            continue
-        if sec < last:  # a new call
-            total += last
-        last = float(sec)
-    return total + last
 
 
 def sweep_row(

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from flowvla.recipes.libero import RecipeConfig, build_policy
 
-__all__ = ["load_trained", "train_config", "train_policy"]
+__all__ = ["load_trained", "train_config", "train_policy", "training_seconds"]
 
 
-def train_config(cfg: RecipeConfig, out: Path, *, progress: bool = True) -> Any:
+def train_config(cfg: RecipeConfig, out: Path, *, progress: bool = True, minutes_spent: float = 0.0) -> Any:
     """The [`TrainConfig`][flowvla.training.TrainConfig] of a recipe (with held-out demonstrations,
-    the validation loss every quarter of the steps and at the last)."""
+    the validation loss every quarter of the steps and at the last). ``minutes_spent``: training
+    minutes earlier calls of this run used, taken off ``cfg.max_minutes`` (the budget is the run's,
+    not one call's; it must not be spent already)."""
+    budget = None if cfg.max_minutes is None else cfg.max_minutes - minutes_spent
+    if budget is not None and budget <= 0:
+        raise ValueError(
+            f"minutes_spent={minutes_spent:.1f}: the budget of {cfg.max_minutes} minutes is spent"
+        )
     from flowvla.training import TrainConfig
 
     return TrainConfig(
@@ -26,7 +34,7 @@ def train_config(cfg: RecipeConfig, out: Path, *, progress: bool = True) -> Any:
         log_every=max(1, min(50, cfg.steps // 100)),
         seed=cfg.seed,
         ema_decay=cfg.ema_decay,
-        max_minutes=cfg.max_minutes,
+        max_minutes=budget,
         val_every=max(1, cfg.steps // 4) if cfg.val_demos_per_task else 0,
         val_batches=8,
         progress=progress,
@@ -37,14 +45,25 @@ def train_policy(
     cfg: RecipeConfig, dataset: Any, out: Path, *, progress: bool = True, val_dataset: Any = None
 ) -> tuple[Any, dict]:
     """Train (or resume) the recipe's policy in ``out``; returns ``(policy with the weights
-    ``cfg.eval_weights`` names, report)``. ``val_dataset``: held-out items for the validation loss."""
+    ``cfg.eval_weights`` names, report)``. ``val_dataset``: held-out items for the validation loss.
+
+    ``cfg.max_minutes`` bounds the run's training summed over calls: a run resumed after its budget
+    ran out trains no further (its report then says ``"trained_this_call": False``), so calling the
+    job again gives the policy the first call evaluated.
+    """
     import flowvla.typing
     from flowvla.policy import VLAPolicy
-    from flowvla.training import latest_checkpoint, train
+    from flowvla.training import latest_checkpoint, read_trainer_state, train
 
     ckpt = latest_checkpoint(out)
+    spent = (training_seconds(out / "log.jsonl") or 0.0) / 60 if ckpt else 0.0
+    state = read_trainer_state(ckpt) if ckpt else None
+    if state is not None and cfg.max_minutes is not None and spent >= cfg.max_minutes:
+        step = int(state["step"])
+        report = {"step": step, "resumed_from": step, "stopped": "max_minutes", "trained_this_call": False}
+        return VLAPolicy.from_pretrained(ckpt, weights=cfg.eval_weights), report
     policy = VLAPolicy.from_pretrained(ckpt, weights="raw") if ckpt else build_policy(cfg, dataset)
-    tc = train_config(cfg, out, progress=progress)
+    tc = train_config(cfg, out, progress=progress, minutes_spent=spent if state is not None else 0.0)
     # Shape checks cost about a millisecond per item and call: off while training, on again after.
     was = flowvla.typing.typecheck_enabled()
     flowvla.typing.set_typecheck(False)
@@ -74,3 +93,22 @@ def load_trained(cfg: RecipeConfig, checkpoint: Path) -> tuple[Any, dict]:
     report = json.loads(run_file.read_text()).get("train", {}) if run_file.is_file() else {}
     policy = VLAPolicy.from_pretrained(checkpoint, weights=cfg.eval_weights)
     return policy, {**report, "reused_from": str(checkpoint)}
+
+
+def training_seconds(log_path: str | Path) -> float | None:
+    """Wall seconds of training summed over every call that wrote the log ``log_path`` (a resumed run
+    starts its ``seconds`` from 0 again; steps re-trained after a resume count, they were spent), or
+    None without a log. A run's own ``train.seconds`` holds only its last call."""
+    path = Path(log_path)
+    if not path.is_file():
+        return None
+    total = last = 0.0
+    for line in path.read_text().splitlines():
+        row = json.loads(line) if line.strip() else {}
+        sec = row.get("seconds")
+        if "event" in row or not isinstance(sec, (int, float)):
+            continue
+        if sec < last:  # a new call
+            total += last
+        last = float(sec)
+    return total + last

@@ -326,3 +326,35 @@ def test_the_ablation_factors_build_a_policy_that_trains(depth_files):
     for name in ("loss", "smoothness", "jerk", "synonym", "contrast"):
         assert torch.isfinite(getattr(losses, name)), name
     assert losses.contrast > 0 and losses.synonym > 0 and losses.smoothness > 0
+
+
+def test_the_training_budget_is_the_runs_not_one_calls(files, tmp_path):
+    # A sweep run again once trained on past its spent budget and evaluated other weights.
+    from flowvla.recipes.train import train_config, train_policy
+    from flowvla.training import train
+
+    cfg = preset(
+        "toy", image_size=16, conv_channels=[8, 8], demos_per_task=2, horizon=4, replan_every=4, steps=6,
+        max_minutes=1.0,
+    )  # fmt: skip
+    ds = build_dataset(cfg, files)
+    assert train_config(cfg, tmp_path, minutes_spent=0.25).max_minutes == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="budget"):
+        train_config(cfg, tmp_path, minutes_spent=1.0)
+    train(build_policy(cfg, ds), ds, train_config(cfg, tmp_path, progress=False), stop_after=3)
+    log = tmp_path / "log.jsonl"
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    last = max(i for i, r in enumerate(rows) if "event" not in r and "seconds" in r)
+
+    def spent(seconds):
+        rows[last]["seconds"] = seconds
+        log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    spent(61.0)  # as if the first call had stopped on its budget at step 3
+    weights = (tmp_path / "checkpoint" / "model.safetensors").read_bytes()
+    _, report = train_policy(cfg, ds, tmp_path, progress=False)
+    assert report == {"step": 3, "resumed_from": 3, "stopped": "max_minutes", "trained_this_call": False}
+    assert (tmp_path / "checkpoint" / "model.safetensors").read_bytes() == weights
+    spent(1.0)  # budget left: the run resumes and finishes its steps
+    _, report = train_policy(cfg, ds, tmp_path, progress=False)
+    assert report["resumed_from"] == 3 and report["step"] == 6 and report["stopped"] == "steps"

@@ -103,6 +103,12 @@ def test_a_toy_sweep_runs_and_an_eval_variant_reuses_the_checkpoint(tmp_path):
     assert all(r["episodes"] == 1 and r["sensitivity"]["baseline_l2"] == 0.0 for r in rows)
     saved = json.loads((out / "sweep.json").read_text())
     assert [r["variant"] for r in saved["rows"]] == ["ref", "euler2"]
+    # Run again: nothing trains, the same weights are evaluated, the training numbers stay.
+    weights = (out / "ref" / "checkpoint" / "model_ema.safetensors").read_bytes()
+    again = run_sweep(base, variants, out, cache_dir=tmp_path / "cache", progress=False)
+    assert (out / "ref" / "checkpoint" / "model_ema.safetensors").read_bytes() == weights
+    for key in ("heldout_loss", "train_steps", "stopped", "successes"):
+        assert again[0][key] == rows[0][key], key
     # A bespoke solver fitted to the run's trained policy on its own demonstrations' observations.
     from flowvla.recipes.job import fit_run_solver
 
