@@ -56,14 +56,15 @@ def train_policy(
     from flowvla.training import latest_checkpoint, read_trainer_state, train
 
     ckpt = latest_checkpoint(out)
-    spent = (training_seconds(out / "log.jsonl") or 0.0) / 60 if ckpt else 0.0
     state = read_trainer_state(ckpt) if ckpt else None
+    # Minutes earlier calls trained; a checkpoint without trainer state is not resumed.
+    spent = (training_seconds(out / "log.jsonl") or 0.0) / 60 if state is not None else 0.0
     if state is not None and cfg.max_minutes is not None and spent >= cfg.max_minutes:
         step = int(state["step"])
         report = {"step": step, "resumed_from": step, "stopped": "max_minutes", "trained_this_call": False}
         return VLAPolicy.from_pretrained(ckpt, weights=cfg.eval_weights), report
     policy = VLAPolicy.from_pretrained(ckpt, weights="raw") if ckpt else build_policy(cfg, dataset)
-    tc = train_config(cfg, out, progress=progress, minutes_spent=spent if state is not None else 0.0)
+    tc = train_config(cfg, out, progress=progress, minutes_spent=spent)
     # Shape checks cost about a millisecond per item and call: off while training, on again after.
     was = flowvla.typing.typecheck_enabled()
     flowvla.typing.set_typecheck(False)
@@ -78,8 +79,6 @@ def load_trained(cfg: RecipeConfig, checkpoint: Path) -> tuple[Any, dict]:
     """The policy of another run's ``checkpoint`` (``<run>/checkpoint``) for ``cfg``, which may differ
     from that run's recipe only in how it is evaluated; returns ``(policy, that run's training report
     with "reused_from")``."""
-    import json
-
     from flowvla.policy import VLAPolicy
     from flowvla.recipes.libero import load_recipe, training_settings
 
