@@ -6,7 +6,8 @@ hidden states of every layer (embedding output first) with the attention mask an
 image-token positions. A ``visual_hook`` receives the visual tokens where the architecture makes
 them, before they enter the language model (before the projector), as ``[B, V * N, Dv]`` ordered
 view, patch row, patch column on ``VisionLanguageBackbone.patch_grid``, and returns tokens of
-the same shape: that is where 2D-3D fusion goes.
+the same shape: that is where 2D-3D fusion goes. Passing back the ``visual_features`` a call
+returned re-reads the same images with other instructions without encoding them again.
 
 Legend: ``B`` batch, ``V`` views, ``N`` patches per view, ``T`` sequence tokens, ``D`` LM width,
 ``Dv`` visual width, ``L`` hidden-state layers.
@@ -94,9 +95,31 @@ class VisionLanguageBackbone(nn.Module, ABC):
         instructions: Sequence[str],
         *,
         visual_hook: VisualHook | None = None,
+        visual_features: Float[Tensor, "B VN Dv"] | None = None,
     ) -> BackboneOutput:
         """Run the VLM on images and instructions; see
-        [`BackboneOutput`][flowvla.backbones.base.BackboneOutput]."""
+        [`BackboneOutput`][flowvla.backbones.base.BackboneOutput].
+
+        ``visual_features`` ``[B, V * N, Dv]``: the ``visual_features`` an earlier call returned for
+        the same ``images``, to read them again with other ``instructions``: they replace the visual
+        tokens (``visual_hook`` must then be None, they were fused already), so the result equals a
+        full call on ``images``. Backbones that run their own vision tower may still run it.
+        """
+
+    @staticmethod
+    def check_visual_features(
+        visual_features: Tensor, expected: tuple[int, ...], visual_hook: VisualHook | None
+    ) -> None:
+        """Raise a clear error if reused ``visual_features`` do not fit this call."""
+        if visual_hook is not None:
+            raise ValueError(
+                "visual_features: given together with a visual_hook (reused features are fused already)"
+            )
+        if tuple(visual_features.shape) != tuple(expected):
+            raise ValueError(
+                f"visual_features: expected {tuple(expected)} [B, V * N, Dv] for these images, "
+                f"got {tuple(visual_features.shape)}"
+            )
 
     @typechecked
     def check_images(self, images: Shaped[Tensor, "..."]) -> None:

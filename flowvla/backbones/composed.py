@@ -185,13 +185,20 @@ class ComposedBackbone(VisionLanguageBackbone):
         instructions: Sequence[str],
         *,
         visual_hook: VisualHook | None = None,
+        visual_features: Float[Tensor, "B VN Dv"] | None = None,
     ) -> BackboneOutput:
-        """Hidden states of every LM layer for ``images`` and ``instructions`` (see the base class)."""
+        """Hidden states of every LM layer for ``images`` and ``instructions`` (see the base class);
+        given ``visual_features``, the vision encoder does not run."""
         self.check_images(images)
         b, v = images.shape[:2]
         if len(instructions) != b:
             raise ValueError(f"instructions: {len(instructions)} strings for a batch of {b} image sets")
-        visual = self.encode_images(images)
+        if visual_features is not None:
+            expected = (b, v * self.patch_grid.num_patches, self.visual_dim)
+            self.check_visual_features(visual_features, expected, visual_hook)
+            visual = visual_features
+        else:
+            visual = self.encode_images(images)
         if visual_hook is not None:
             fused = visual_hook(visual)
             if fused.shape != visual.shape:

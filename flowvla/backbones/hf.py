@@ -40,7 +40,7 @@ from flowvla.backbones.hf_adapters import HFAdapter, adapter_for
 from flowvla.extras import requires_extra
 from flowvla.geometry import PatchGrid
 from flowvla.processing import MultimodalProcessor
-from flowvla.typing import Shaped, Tensor, typechecked
+from flowvla.typing import Float, Shaped, Tensor, typechecked
 
 __all__ = ["HFVisionLanguageBackbone"]
 
@@ -442,6 +442,7 @@ class HFVisionLanguageBackbone(VisionLanguageBackbone):
         instructions: Sequence[str],
         *,
         visual_hook: VisualHook | None = None,
+        visual_features: Float[Tensor, "B VN Dv"] | None = None,
     ) -> BackboneOutput:
         """Run the VLM; see [`BackboneOutput`][flowvla.backbones.base.BackboneOutput].
 
@@ -449,9 +450,19 @@ class HFVisionLanguageBackbone(VisionLanguageBackbone):
             images: ``[B, V, 3, H, W]`` uint8, or float in ``[0, 1]``, at ``image_size``.
             instructions: ``B`` instruction strings.
             visual_hook: ``[B, V * N, Dv] -> [B, V * N, Dv]`` on the patch tokens before the projector.
+            visual_features: ``[B, V * N, Dv]`` patch tokens that replace the vision tower's before the
+                projector (the model's vision tower still runs: no compute is saved here).
         """
         self.check_images(images)
         batch, views = images.shape[:2]
+        if visual_features is not None:
+            expected = (batch, views * self.patch_grid.num_patches, self.visual_dim)
+            self.check_visual_features(visual_features, expected, visual_hook)
+            reused = visual_features
+
+            def visual_hook(patches: Tensor) -> Tensor:
+                return reused.to(patches.dtype)
+
         if isinstance(instructions, str) or len(instructions) != batch:
             got = "a str" if isinstance(instructions, str) else f"{len(instructions)}"
             raise ValueError(f"instructions: expected {batch} strings (one per sample), got {got}")

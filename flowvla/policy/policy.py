@@ -281,11 +281,20 @@ class VLAPolicy(nn.Module):
         batch: Mapping[str, Any],
         instructions: Sequence[str] | None = None,
         timings: dict[str, float] | None = None,
+        visual_features: Tensor | None = None,
     ) -> _Encoded:
-        hook = self._geometry_hook(batch, timings) if self.fusion is not None else None
+        """Backbone + router on ``batch``; ``visual_features`` (an earlier encoding's, fused already)
+        re-read the same images with other ``instructions`` without encoding them again."""
+        hook = None
+        if self.fusion is not None and visual_features is None:
+            hook = self._geometry_hook(batch, timings)
         images = batch[IMAGES].to(self._device())
         t0 = time.perf_counter()
-        out = self.backbone(images, list(instructions or batch[INSTRUCTION]), visual_hook=hook)
+        text = list(instructions or batch[INSTRUCTION])
+        if visual_features is None:
+            out = self.backbone(images, text, visual_hook=hook)
+        else:
+            out = self.backbone(images, text, visual_features=visual_features)
         t1 = time.perf_counter()
         mask = self._prefix_dropout(out.attention_mask, out.image_token_mask)
         routed = self.router(out.hidden_states, mask)
@@ -335,7 +344,9 @@ class VLAPolicy(nn.Module):
         jerk = chunk_differences_penalty(clean, 3, action_mask) if lc.jerk_weight else zero
 
         def clean_for(key: str) -> Tensor:
-            other = self._encode(batch, batch[key])
+            # Same images, other words: the visual tokens (vision encoder and fusion) are shared, so
+            # each consistency term costs a language-model pass, not a second image encoding.
+            other = self._encode(batch, batch[key], visual_features=enc.backbone.visual_features)
             other_cache = self.head.encode_context(other.routed.contexts, other.mask)
             return x_t + one_minus_t * self.head(x_t, t, state=state, cache=other_cache)
 

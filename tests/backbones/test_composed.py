@@ -187,3 +187,26 @@ def test_bad_images_are_rejected_naming_them(backbone, images, match):
 def test_instruction_count_must_match(backbone):
     with pytest.raises(ValueError, match="instructions"):
         backbone(_images(), TEXTS[:1])
+
+
+def test_reused_visual_features_equal_a_full_call_without_encoding_again(backbone):
+    images, other = _images(), ["turn on the stove", "open the top drawer"]
+    first = backbone(images, TEXTS[:2], visual_hook=lambda v: v + 0.5)
+    calls = []
+    handle = backbone.vision.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        reread = backbone(images, other, visual_features=first.visual_features)
+    finally:
+        handle.remove()
+    full = backbone(images, other, visual_hook=lambda v: v + 0.5)
+    assert not calls
+    assert all(torch.equal(a, b) for a, b in zip(full.hidden_states, reread.hidden_states, strict=True))
+    assert torch.equal(reread.visual_features, first.visual_features)
+
+
+def test_reused_visual_features_must_fit_and_come_without_a_hook(backbone):
+    features = backbone(_images(), TEXTS[:2]).visual_features
+    with pytest.raises(ValueError, match="visual_features: expected"):
+        backbone(_images(), TEXTS[:2], visual_features=features[:, :-1])
+    with pytest.raises(ValueError, match="visual_features: given together with a visual_hook"):
+        backbone(_images(), TEXTS[:2], visual_features=features, visual_hook=lambda v: v)

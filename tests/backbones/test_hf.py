@@ -349,6 +349,24 @@ def test_identity_hook_is_bitwise_and_a_shift_acts_from_the_image_tokens_on(back
         assert moved[~before & real].all()
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_given_visual_features_replace_the_towers_tokens(backbones, arch):
+    bb = backbones[arch]
+    imgs = images(2, 2, size=bb.image_size)
+    seen = {}
+
+    def keep(x):
+        seen["tokens"] = x + 0.25
+        return seen["tokens"]
+
+    hooked = run(bb, imgs, [LONG, SHORT], hook=keep)
+    with torch.no_grad():
+        given = bb(imgs, [LONG, SHORT], visual_features=seen["tokens"])
+    assert all(torch.equal(a, b) for a, b in zip(hooked.hidden_states, given.hidden_states, strict=True))
+    with pytest.raises(ValueError, match="visual_features: expected"):
+        bb(imgs, [LONG, SHORT], visual_features=seen["tokens"][:, :-1])
+
+
 @pytest.mark.parametrize("arch", ["paligemma", "llava"])
 def test_hook_gradients_flow_through_a_frozen_backbone(tokenizer, arch):
     bb = make_backbone(arch, tokenizer, freeze="all")

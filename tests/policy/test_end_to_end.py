@@ -74,3 +74,37 @@ def test_synonym_consistency_term_pulls_paraphrases_together():
         return report["synonym_l2"]
 
     assert synonym_l2(1.0) < 0.5 * synonym_l2(0.0)
+
+
+def _count_calls(module):
+    calls = []
+    module.register_forward_hook(lambda *_: calls.append(1))
+    return calls
+
+
+def test_consistency_terms_reuse_the_fused_visual_tokens():
+    """The paraphrase and the opposite re-read the anchor's fused visual tokens: one image encoding
+    and one geometry pass per step, and an unchanged instruction gives exactly the same chunk (a
+    reuse that skipped or repeated the fusion would not)."""
+    from tests.policy.helpers import make_batch
+
+    torch.manual_seed(0)
+    policy = tiny_policy(fusion="gated", loss=LossConfig(synonym_weight=1.0, contrast_weight=1.0))
+    with torch.no_grad():  # a fresh head's zeroed output layers would predict the same for any words
+        for param in policy.head.parameters():
+            param.add_(0.05 * torch.randn(param.shape))
+    vision, geometry = _count_calls(policy.backbone.vision), _count_calls(policy.geometry_encoder)
+    batch = make_batch(b=3)
+    batch["instruction_opposite"] = ["close the drawer", "open the drawer", "close the drawer"]
+    noise, t = torch.randn(3, H, A), torch.rand(3)
+    out = policy({**batch, "instruction_synonym": list(batch["instruction"])}, noise=noise, t=t)
+    assert out.synonym.item() == 0.0 and 0 < out.contrast.item() < 1.0  # margin 1: the chunks differ
+    assert (len(vision), len(geometry)) == (1, 1)
+    out = policy(
+        {**batch, "instruction_synonym": ["pull open the drawer", "shut the drawer", "shut the drawer"]},
+        noise=noise,
+        t=t,
+    )
+    assert out.synonym.item() > 0
+    out.synonym.backward()  # the paraphrase's loss reaches the vision encoder through the shared tokens
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.backbone.vision.parameters())
