@@ -39,9 +39,9 @@ def floats(text: str) -> list[float]:
 
 
 def camera_settings(text: str) -> list[tuple[float, float]]:
-    """``"0.02:3,0.04:6"`` -> ``[(0.02, 3.0), (0.04, 6.0)]`` (metres : degrees)."""
+    """``"0.02:3,0.04:6"`` -> ``[(0.02, 3.0), (0.04, 6.0)]`` (metres : degrees); ``""`` -> no camera rows."""
     out = []
-    for item in text.split(","):
+    for item in filter(str.strip, text.split(",")):
         shift, sep, angle = item.partition(":")
         if not sep:
             raise argparse.ArgumentTypeError(f"--camera: {item!r} is not SHIFT_M:ANGLE_DEG (e.g. 0.02:3)")

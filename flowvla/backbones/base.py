@@ -107,7 +107,7 @@ class VisionLanguageBackbone(nn.Module, ABC):
         """
 
     @staticmethod
-    def check_visual_features(
+    def _check_visual_features(
         visual_features: Tensor, expected: tuple[int, ...], visual_hook: VisualHook | None
     ) -> None:
         """Raise a clear error if reused ``visual_features`` do not fit this call."""

@@ -195,7 +195,7 @@ class ComposedBackbone(VisionLanguageBackbone):
             raise ValueError(f"instructions: {len(instructions)} strings for a batch of {b} image sets")
         if visual_features is not None:
             expected = (b, v * self.patch_grid.num_patches, self.visual_dim)
-            self.check_visual_features(visual_features, expected, visual_hook)
+            self._check_visual_features(visual_features, expected, visual_hook)
             visual = visual_features
         else:
             visual = self.encode_images(images)

@@ -457,7 +457,7 @@ class HFVisionLanguageBackbone(VisionLanguageBackbone):
         batch, views = images.shape[:2]
         if visual_features is not None:
             expected = (batch, views * self.patch_grid.num_patches, self.visual_dim)
-            self.check_visual_features(visual_features, expected, visual_hook)
+            self._check_visual_features(visual_features, expected, visual_hook)
             reused = visual_features
 
             def visual_hook(patches: Tensor) -> Tensor:

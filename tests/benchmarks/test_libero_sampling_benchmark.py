@@ -1,7 +1,9 @@
-"""benchmarks/libero_sampling.py: settings parsing, and a tiny closed-loop run through the real runner."""
+"""benchmarks/libero_sampling.py (and libero_robustness.py's rows): settings parsing, and a tiny
+closed-loop run through the real runner."""
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 from pathlib import Path
@@ -11,13 +13,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location(
-        "libero_sampling", ROOT / "benchmarks" / "libero_sampling.py"
-    )
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_benchmark():
+    return _load("libero_sampling")
 
 
 def test_settings_name_a_known_solver_and_a_step_count():
@@ -129,3 +133,11 @@ def test_every_setting_runs_the_same_episodes_and_reports_its_nfe(tmp_path):
     for r in rows.values():
         assert r["episodes"] == 1 and r["mean_steps"] == 4 and r["second_diff"] >= 0
     assert json.loads((tmp_path / "out" / "sampling.json").read_text())["rows"] == result["rows"]
+
+
+def test_robustness_camera_rows_parse_and_an_empty_list_gives_none():
+    robustness = _load("libero_robustness")
+    assert robustness.camera_settings("0.02:3,0.04:6") == [(0.02, 3.0), (0.04, 6.0)]
+    assert robustness.camera_settings("") == []  # only the instruction rows (and objects, if given)
+    with pytest.raises(argparse.ArgumentTypeError, match="SHIFT_M:ANGLE_DEG"):
+        robustness.camera_settings("0.02")
