@@ -458,10 +458,9 @@ class HFVisionLanguageBackbone(VisionLanguageBackbone):
         if visual_features is not None:
             expected = (batch, views * self.patch_grid.num_patches, self.visual_dim)
             self._check_visual_features(visual_features, expected, visual_hook)
-            reused = visual_features
 
             def visual_hook(patches: Tensor) -> Tensor:
-                return reused.to(patches.dtype)
+                return visual_features.to(patches.dtype)
 
         if isinstance(instructions, str) or len(instructions) != batch:
             got = "a str" if isinstance(instructions, str) else f"{len(instructions)}"

@@ -291,10 +291,7 @@ class VLAPolicy(nn.Module):
         images = batch[IMAGES].to(self._device())
         t0 = time.perf_counter()
         text = list(instructions or batch[INSTRUCTION])
-        if visual_features is None:
-            out = self.backbone(images, text, visual_hook=hook)
-        else:
-            out = self.backbone(images, text, visual_features=visual_features)
+        out = self.backbone(images, text, visual_hook=hook, visual_features=visual_features)
         t1 = time.perf_counter()
         mask = self._prefix_dropout(out.attention_mask, out.image_token_mask)
         routed = self.router(out.hidden_states, mask)
