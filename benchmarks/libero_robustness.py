@@ -12,6 +12,8 @@ holds.
     python benchmarks/libero_robustness.py --policy RUN/checkpoint --tasks 0,1 --init-states 25 \\
         --object-shift 0.02,0.04 --camera 0.02:3 --out benchmarks/results/libero_robustness
 
+``--rows official,objects+3cm`` keeps a subset (the first row is the reference of ``Δ pts``).
+
 Prints the table (``Δ pts`` is the drop against the reference) and writes
 ``<out>/robustness.json``; each row's episode records stay under ``<out>/<row>/``.
 """
@@ -75,14 +77,23 @@ def variants(
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    from flowvla.recipes.sweep import select_variants
+
     sampling = _sampling_module()
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sampling.eval_options(p)
     p.add_argument("--object-shift", type=floats, default=[0.02, 0.04], help="metres, comma-separated")
     p.add_argument("--camera", type=camera_settings, default=[(0.02, 3.0)], help="SHIFT_M:ANGLE_DEG, ...")
+    p.add_argument(
+        "--rows",
+        help="comma-separated subset of the rows, in that order (default: all; e.g. official,objects+3cm)",
+    )
     p.add_argument("--out", default="benchmarks/results/libero_robustness")
     args = p.parse_args(argv)
-    rows = variants(args.suite, args.tasks, args.object_shift, args.camera)
+    try:
+        rows = select_variants(variants(args.suite, args.tasks, args.object_shift, args.camera), args.rows)
+    except ValueError as e:
+        p.error(f"--rows: {e}")
     for name, v in rows.items():
         if "instructions" in v:
             for t, text in v["instructions"].items():

@@ -141,3 +141,18 @@ def test_robustness_camera_rows_parse_and_an_empty_list_gives_none():
     assert robustness.camera_settings("") == []  # only the instruction rows (and objects, if given)
     with pytest.raises(argparse.ArgumentTypeError, match="SHIFT_M:ANGLE_DEG"):
         robustness.camera_settings("0.02")
+
+
+def test_robustness_rows_keep_the_named_subset_in_order_and_refuse_unknown_names(capsys):
+    pytest.importorskip("libero")
+    robustness = _load("libero_robustness")
+    from flowvla.recipes.sweep import select_variants
+
+    rows = robustness.variants("libero_object", [0, 1], [0.03], [(0.02, 3.0)])
+    assert list(rows) == ["official", "paraphrase", "held_out_paraphrase", "objects+3cm", "camera+2cm+3deg"]
+    assert list(select_variants(rows, "objects+3cm,official")) == ["objects+3cm", "official"]
+    # An unknown row is refused before any policy is loaded (the path does not exist).
+    with pytest.raises(SystemExit):
+        robustness.main(["--policy", "/nonexistent", "--object-shift", "0.03", "--rows", "official,objects+2cm"])
+    err = capsys.readouterr().err
+    assert "--rows" in err and "objects+2cm" in err and "objects+3cm" in err
