@@ -8,7 +8,9 @@ is shared) for:
 - ``synonym_l2``: a paraphrased instruction -- should be small;
 - ``opposite_l2``: an instruction asking for the opposite -- should be large (``> synonym_l2``);
 - ``held_out_l2``: a paraphrase from words no consistency loss trained on
-  (``HELD_OUT_SYNONYMS``) -- should stay as small as ``synonym_l2`` and below ``opposite_l2``.
+  (``HELD_OUT_SYNONYMS``) -- should stay as small as ``synonym_l2`` and below ``opposite_l2``;
+- ``geometry_l2`` (batches with ``depth``): the same images with another sample's depth and cameras
+  -- 0 means the geometry branch is ignored (``image_l2`` changes both at once).
 
 Paraphrases and opposites come from the batch (``instruction_synonym`` / ``instruction_opposite``),
 from the caller, or from [`paraphrase`][flowvla.processing.instructions.paraphrase] /
@@ -66,6 +68,19 @@ def _other_images(batch: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _other_geometry(batch: Mapping[str, Any]) -> dict[str, Any]:
+    """Each sample keeps its images and gets the next sample's depth and cameras; a batch of one gets
+    its depth mirrored left-right."""
+    out = dict(batch)
+    if batch["depth"].shape[0] > 1:
+        for key in ("depth", "intrinsics", "extrinsics"):
+            if isinstance(batch.get(key), torch.Tensor):
+                out[key] = batch[key].roll(1, dims=0)
+    else:
+        out["depth"] = batch["depth"].flip(-1)
+    return out
+
+
 def _l2(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a.float() - b.float()).flatten(1).norm(dim=1)
 
@@ -82,7 +97,7 @@ def sensitivity_report(
     solver: str | None = None,
     steps: int | None = None,
 ) -> dict[str, Any]:
-    """The four distances (means over the batch, plus per-sample values) as a JSON-ready dict.
+    """The distances (means over the batch, plus per-sample values) as a JSON-ready dict.
 
     Args:
         policy: anything with ``predict_action(batch, solver=, steps=, seed=) -> (actions, info)``.
@@ -128,6 +143,8 @@ def sensitivity_report(
     }
     if held_out is not None:
         distances["held_out_l2"] = _l2(reference, predict({**batch, "instruction": held_out}))
+    if isinstance(batch.get("depth"), torch.Tensor):
+        distances["geometry_l2"] = _l2(reference, predict(_other_geometry(batch)))
     scale = reference.float().flatten(1).norm(dim=1).mean().clamp_min(1e-12)
     report: dict[str, Any] = {k: float(v.mean()) for k, v in distances.items()}
     report["relative"] = {k: float(v.mean() / scale) for k, v in distances.items()}
@@ -138,6 +155,8 @@ def sensitivity_report(
         "looks_at_images": report["image_l2"] > 0.0,
         "opposite_beyond_synonym": report["opposite_l2"] > report["synonym_l2"],
     }
+    if "geometry_l2" in report:
+        report["checks"]["uses_geometry"] = report["geometry_l2"] > 0.0
     if held_out is not None:
         report["instructions"]["held_out"] = held_out
         # How far new words move the actions, in units of the trained synonyms' distance.

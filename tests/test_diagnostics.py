@@ -58,3 +58,48 @@ def test_without_a_held_out_rule_the_row_is_skipped_and_says_why():
     )
     with pytest.raises(ValueError, match="held_out"):
         sensitivity_report(WordPolicy(), batch, synonyms=["a"], opposites=["b"], held_out=["c", "d"])
+
+
+class DepthPolicy:
+    """Actions ``[B, 2, 1]``: ``mean(images) / 255 + 10 * mean(depth)`` per sample, so the depth's
+    share of every distance is known."""
+
+    def predict_action(self, batch, solver=None, steps=None, seed=0):
+        img = batch["images"].float().mean(dim=(1, 2, 3, 4)) / 255
+        dep = batch["depth"].float().mean(dim=(1, 2, 3))
+        return (img + 10 * dep)[:, None, None].repeat(1, 2, 1), {}
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_geometry_row_changes_the_depth_alone(n):
+    g = torch.Generator().manual_seed(1)
+    batch = _batch(["pick up the bowl"] * n)
+    batch["depth"] = torch.rand(n, 1, 4, 4, generator=g)
+    if n == 1:  # a batch of one is compared with its own depth mirrored: make the mirror differ
+        batch["depth"][..., 0] += 1.0
+    report = sensitivity_report(DepthPolicy(), batch)
+    dep = batch["depth"].mean(dim=(1, 2, 3))
+    other = dep.roll(1) if n > 1 else batch["depth"].flip(-1).mean(dim=(1, 2, 3))
+    expected = (10 * (dep - other)).abs() * 2**0.5
+    assert report["per_sample"]["geometry_l2"] == pytest.approx(expected.tolist(), rel=1e-4, abs=1e-6)
+    assert report["checks"]["uses_geometry"] == (float(expected.mean()) > 0)
+    assert "geometry_l2" not in sensitivity_report(WordPolicy(), _batch(["pick up the bowl"]))
+
+
+@pytest.mark.parametrize(("fusion", "uses"), [("none", False), ("gated", False), ("global", True)])
+def test_geometry_row_tells_whether_a_policy_reads_its_depth(fusion, uses):
+    from tests.policy.helpers import make_batch, tiny_policy
+
+    # No geometry branch ignores depth; gated fusion starts closed (its value projection is 0), so
+    # at initialisation its actions do not depend on depth either; global fusion reads it at once.
+    # The head gets random weights: a fresh head's zeroed output layers would make every row 0.
+    policy = tiny_policy(fusion=fusion).eval()
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for param in policy.head.parameters():
+            param.add_(0.05 * torch.randn(param.shape, generator=g))
+    report = sensitivity_report(policy, make_batch(3, actions=False))
+    assert report["image_l2"] > 1e-6  # the rows can move at all
+    assert report["baseline_l2"] == 0.0
+    assert report["checks"]["uses_geometry"] is uses
+    assert (report["geometry_l2"] > 1e-6) if uses else (report["geometry_l2"] == 0.0)

@@ -8,6 +8,16 @@ from typing import Any
 
 __all__ = ["loss_curve_png", "success_table", "write_report"]
 
+#: The sensitivity report's distances, in the report's column order (a column shows when measured).
+_SENSITIVITY_COLUMNS = (
+    ("baseline_l2", "same input"),
+    ("image_l2", "other images"),
+    ("geometry_l2", "other depth, same images"),
+    ("synonym_l2", "paraphrase"),
+    ("held_out_l2", "held-out paraphrase"),
+    ("opposite_l2", "opposite instruction"),
+)
+
 
 def success_table(summary: dict[str, Any]) -> dict[str, Any]:
     """Per-task and overall success with Wilson 95% intervals, from a rollout summary."""
@@ -134,13 +144,13 @@ def write_report(out_dir: str | Path, run: dict[str, Any]) -> Path:
         lines += ["![loss curve](loss.png)", ""]
     sens = run.get("sensitivity")
     if sens is not None:
+        columns = [(k, label) for k, label in _SENSITIVITY_COLUMNS if k in sens]
         lines += [
             "## Sensitivity of the trained policy",
             "",
-            "| same input | other images | paraphrase | opposite instruction |",
-            "|---|---|---|---|",
-            f"| {sens['baseline_l2']:.4f} | {sens['image_l2']:.4f} | {sens['synonym_l2']:.4f} | "
-            f"{sens['opposite_l2']:.4f} |",
+            "| " + " | ".join(label for _, label in columns) + " |",
+            "|" + "---|" * len(columns),
+            "| " + " | ".join(f"{sens[k]:.4f}" for k, _ in columns) + " |",
             "",
             f"L2 distances between predicted action chunks (same noise); checks: {sens['checks']}.",
             "",

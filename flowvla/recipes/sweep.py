@@ -157,7 +157,7 @@ def sweep_row(
         "heldout_loss": val.get("action"),
         "sensitivity": {
             k: sens.get(k)
-            for k in ("baseline_l2", "image_l2", "synonym_l2", "opposite_l2", "held_out_l2")
+            for k in ("baseline_l2", "image_l2", "geometry_l2", "synonym_l2", "opposite_l2", "held_out_l2")
             if k in sens
         },
         "sensitivity_checks": sens.get("checks", {}),
