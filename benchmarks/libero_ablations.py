@@ -18,8 +18,8 @@ paraphrase). The factors:
   metric depth rendered with the demonstrations);
 - ``routing`` (on a 4-layer language model, so there are layers to choose from): fixed last layer,
   fixed middle layer, learned scalar mix, top-k;
-- ``losses``: the P1 terms off, smoothness + jerk, synonym consistency + opposite contrast, FiLM state
-  conditioning off (the state as a token only);
+- ``losses``: the P1 terms off, smoothness + jerk, synonym consistency + opposite contrast, synonym
+  consistency alone, FiLM state conditioning off (the state as a token only);
 - ``sampling``: Euler@10, midpoint@5, AB2@4, DPM++2M@4 on the first variant's checkpoint (no retraining).
 
 Run folders go to ``benchmarks/results/libero_ablations_<factor>/<variant>/`` (resumable: run the same
@@ -62,6 +62,8 @@ FACTORS: dict[str, tuple[dict[str, Any], dict[str, dict[str, Any]]]] = {
             "off": {},
             "smooth_jerk": {"smoothness_weight": 0.1, "jerk_weight": 0.1},
             "synonym_contrast": {"synonym_weight": 0.1, "contrast_weight": 0.1},
+            # Synonym consistency alone: no term pushes changed wordings apart.
+            "synonym": {"synonym_weight": 0.1},
             "film_off": {"state_conditioning": "token"},
         },
     ),
