@@ -153,6 +153,8 @@ def test_robustness_rows_keep_the_named_subset_in_order_and_refuse_unknown_names
     assert list(select_variants(rows, "objects+3cm,official")) == ["objects+3cm", "official"]
     # An unknown row is refused before any policy is loaded (the path does not exist).
     with pytest.raises(SystemExit):
-        robustness.main(["--policy", "/nonexistent", "--object-shift", "0.03", "--rows", "official,objects+2cm"])
+        robustness.main(
+            ["--policy", "/nonexistent", "--object-shift", "0.03", "--rows", "official,objects+2cm"]
+        )
     err = capsys.readouterr().err
     assert "--rows" in err and "objects+2cm" in err and "objects+3cm" in err

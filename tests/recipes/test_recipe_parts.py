@@ -168,6 +168,13 @@ def test_success_table_and_report(tmp_path):
     }
     text = write_report(tmp_path, run).read_text()
     assert "Success" in text and "loss.png" in text and "| **total** | **3.0** |" in text
+    # Only the measured distances get a column, each under its own name.
+    assert "| same input | other images | paraphrase | opposite instruction |" in text
+    assert "| 0.0000 | 0.5000 | 0.1000 | 0.3000 |" in text and "other depth" not in text
+    run["sensitivity"].update(geometry_l2=0.25, held_out_l2=0.2)
+    text = write_report(tmp_path, run).read_text()
+    assert "| 0.0000 | 0.5000 | 0.2500 | 0.1000 | 0.2000 | 0.3000 |" in text
+    assert "| other images | other depth, same images | paraphrase | held-out paraphrase |" in text
     assert np.isclose(o["success_rate"], o["successes"] / 10)
 
 
