@@ -43,6 +43,7 @@ from flowvla.processing.instructions import (
 __all__ = [
     "HELD_OUT_SYNONYMS",
     "OPPOSITES",
+    "SENSITIVITY_DISTANCES",
     "SYNONYMS",
     "held_out_paraphrase",
     "main",
@@ -52,32 +53,32 @@ __all__ = [
 ]
 
 
-def _other_images(batch: Mapping[str, Any]) -> dict[str, Any]:
-    """Each sample gets the next sample's images (and depth/cameras); a batch of one gets its views
-    mirrored left-right."""
-    out = dict(batch)
-    b = batch["images"].shape[0]
-    if b > 1:
-        for key in ("images", "depth", "intrinsics", "extrinsics"):
-            if isinstance(batch.get(key), torch.Tensor):
-                out[key] = batch[key].roll(1, dims=0)
-    else:
-        out["images"] = batch["images"].flip(-1)
-        if isinstance(batch.get("depth"), torch.Tensor):
-            out["depth"] = batch["depth"].flip(-1)
-    return out
+#: The distances a sensitivity report can hold, each with a short label, in the order tables show them.
+SENSITIVITY_DISTANCES: dict[str, str] = {
+    "baseline_l2": "same input",
+    "image_l2": "other images",
+    "geometry_l2": "other depth, same images",
+    "synonym_l2": "paraphrase",
+    "held_out_l2": "held-out paraphrase",
+    "opposite_l2": "opposite instruction",
+}
+
+_VIEW_KEYS = ("images", "depth", "intrinsics", "extrinsics")
+_GEOMETRY_KEYS = ("depth", "intrinsics", "extrinsics")
 
 
-def _other_geometry(batch: Mapping[str, Any]) -> dict[str, Any]:
-    """Each sample keeps its images and gets the next sample's depth and cameras; a batch of one gets
-    its depth mirrored left-right."""
+def _swap_views(batch: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    """Each sample gets the next sample's tensors under `keys`; in a batch of one, which has no next
+    sample, the images and depth among `keys` are mirrored left-right instead (cameras kept)."""
     out = dict(batch)
-    if batch["depth"].shape[0] > 1:
-        for key in ("depth", "intrinsics", "extrinsics"):
-            if isinstance(batch.get(key), torch.Tensor):
-                out[key] = batch[key].roll(1, dims=0)
+    present = [k for k in keys if isinstance(batch.get(k), torch.Tensor)]
+    if batch[present[0]].shape[0] > 1:
+        for key in present:
+            out[key] = batch[key].roll(1, dims=0)
     else:
-        out["depth"] = batch["depth"].flip(-1)
+        for key in present:
+            if key in ("images", "depth"):
+                out[key] = batch[key].flip(-1)
     return out
 
 
@@ -137,14 +138,16 @@ def sensitivity_report(
     reference = predict(batch)
     distances = {
         "baseline_l2": _l2(reference, predict(batch)),
-        "image_l2": _l2(reference, predict(other_batch if other_batch is not None else _other_images(batch))),
+        "image_l2": _l2(
+            reference, predict(other_batch if other_batch is not None else _swap_views(batch, _VIEW_KEYS))
+        ),
         "synonym_l2": _l2(reference, predict({**batch, "instruction": synonyms})),
         "opposite_l2": _l2(reference, predict({**batch, "instruction": opposites})),
     }
     if held_out is not None:
         distances["held_out_l2"] = _l2(reference, predict({**batch, "instruction": held_out}))
     if isinstance(batch.get("depth"), torch.Tensor):
-        distances["geometry_l2"] = _l2(reference, predict(_other_geometry(batch)))
+        distances["geometry_l2"] = _l2(reference, predict(_swap_views(batch, _GEOMETRY_KEYS)))
     scale = reference.float().flatten(1).norm(dim=1).mean().clamp_min(1e-12)
     report: dict[str, Any] = {k: float(v.mean()) for k, v in distances.items()}
     report["relative"] = {k: float(v.mean() / scale) for k, v in distances.items()}

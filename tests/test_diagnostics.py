@@ -88,16 +88,12 @@ def test_geometry_row_changes_the_depth_alone(n):
 
 @pytest.mark.parametrize(("fusion", "uses"), [("none", False), ("gated", False), ("global", True)])
 def test_geometry_row_tells_whether_a_policy_reads_its_depth(fusion, uses):
-    from tests.policy.helpers import make_batch, tiny_policy
+    from tests.policy.helpers import make_batch, shaped_tiny_policy
 
     # No geometry branch ignores depth; gated fusion starts closed (its value projection is 0), so
     # at initialisation its actions do not depend on depth either; global fusion reads it at once.
     # The head gets random weights: a fresh head's zeroed output layers would make every row 0.
-    policy = tiny_policy(fusion=fusion).eval()
-    g = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for param in policy.head.parameters():
-            param.add_(0.05 * torch.randn(param.shape, generator=g))
+    policy = shaped_tiny_policy(fusion=fusion).eval()
     report = sensitivity_report(policy, make_batch(3, actions=False))
     assert report["image_l2"] > 1e-6  # the rows can move at all
     assert report["baseline_l2"] == 0.0

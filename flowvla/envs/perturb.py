@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Perturbation", "free_objects", "jitter_cameras", "shift_objects"]
+__all__ = ["Perturbation", "free_objects", "jitter_cameras", "scatter_objects", "shift_objects"]
 
 _FREE_JOINT = 0  # mjtJoint.mjJNT_FREE
 
@@ -101,6 +101,27 @@ def shift_objects(env: Any, distance: float, rng: np.random.Generator) -> dict[s
     moved = {}
     for name, adr in sorted(free_objects(env).items()):
         d = distance * _unit(rng, 2)
+        sim.data.qpos[adr : adr + 2] += d
+        moved[name] = [round(float(v), 4) for v in d]
+    sim.forward()
+    return moved
+
+
+def scatter_objects(env: Any, radius: float, rng: np.random.Generator) -> dict[str, list[float]]:
+    """Move every free object to a point drawn uniformly from the disc of ``radius`` (m) around it,
+    in the table plane: layouts wider than LIBERO's placement regions, for training data that covers
+    the shifts [`shift_objects`][flowvla.envs.perturb.shift_objects] evaluates.
+
+    Returns:
+        body name -> the ``[dx, dy]`` applied.
+    """
+    if not (math.isfinite(radius) and radius >= 0):
+        raise ValueError(f"radius: must be a finite number >= 0, got {radius}")
+    sim = env.sim
+    moved = {}
+    for name, adr in sorted(free_objects(env).items()):
+        # sqrt of a uniform draw: uniform over the disc's area, not crowded at its centre.
+        d = radius * math.sqrt(rng.uniform()) * _unit(rng, 2)
         sim.data.qpos[adr : adr + 2] += d
         moved[name] = [round(float(v), 4) for v in d]
     sim.forward()

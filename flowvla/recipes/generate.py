@@ -32,6 +32,7 @@ import argparse
 import concurrent.futures as cf
 import dataclasses
 import json
+import math
 import multiprocessing as mp
 import os
 import time
@@ -47,6 +48,7 @@ from flowvla.data.hdf5 import view_name
 from flowvla.envs.experts.episode import NoiseBursts
 from flowvla.envs.libero import DEFAULT_CAMERAS, LIBERO_SUITES, LiberoEnv
 from flowvla.envs.libero_setup import LiberoSetupError, set_libero_verbose
+from flowvla.envs.perturb import scatter_objects
 from flowvla.envs.rollout import Progress, load_records, wilson_interval
 from flowvla.extras import MissingExtraError
 from flowvla.io import write_json_atomic
@@ -102,6 +104,11 @@ class GenerateConfig:
         noise_bursts: ``(length, gap)``: inject that noise in bursts of ``length`` steps about
             ``gap`` steps apart, the expert's recovery executed clean in between (``None``: at every
             step).
+        object_scatter_m: move every free object of each fresh layout to a random point within
+            this distance (m) before the expert starts (see
+            [`scatter_objects`][flowvla.envs.perturb.scatter_objects]): layouts wider than LIBERO's
+            placement regions, so a policy must find objects rather than remember where they lie.
+            0: LIBERO's own layouts.
         compression: h5py compression of images (``None``, ``"gzip"``, ``"lzf"``).
         progress: show a progress bar.
     """
@@ -127,6 +134,7 @@ class GenerateConfig:
     image_convention: str = "opengl"
     action_noise: float = 0.0
     noise_bursts: tuple[int, int] | None = None
+    object_scatter_m: float = 0.0
     compression: str | None = None
     progress: bool = True
 
@@ -158,6 +166,8 @@ class GenerateConfig:
             raise ValueError(f"image_stride must be >= 1, got {self.image_stride}")
         if self.action_noise < 0:
             raise ValueError(f"action_noise must be >= 0, got {self.action_noise}")
+        if not (math.isfinite(self.object_scatter_m) and self.object_scatter_m >= 0):
+            raise ValueError(f"object_scatter_m must be a finite number >= 0, got {self.object_scatter_m}")
         if self.noise_bursts is not None:
             # The schedule checks itself; built here so a bad one fails before any episode runs.
             length, gap = (int(v) for v in self.noise_bursts)
@@ -343,7 +353,16 @@ def _run_attempt(cfg: GenerateConfig, suite: str, task: int, attempt: int) -> di
     expert = make_expert(env)
     seed = attempt_seed(cfg.seed, suite, task, attempt)
     t0 = time.perf_counter()
-    fresh = env.reset(seed=seed)
+    scattered: dict[str, list[float]] = {}
+    scatter = None
+    if cfg.object_scatter_m:
+        # Its own stream, so the layout's draw does not shift the expert's noise draws.
+        rng = np.random.default_rng([seed, 1])
+
+        def scatter(e: LiberoEnv) -> None:
+            scattered.update(scatter_objects(e, cfg.object_scatter_m, rng))
+
+    fresh = env.reset(seed=seed, perturb=scatter)
     dist = float(init_state_distance(fresh, env.init_states, int(env.sim.model.nq)).min())
     rec: dict[str, Any] = {
         "suite": suite,
@@ -359,6 +378,7 @@ def _run_attempt(cfg: GenerateConfig, suite: str, task: int, attempt: int) -> di
         "file": None,
         "time_plan": 0.0,
         "time_render": 0.0,
+        **({"scatter": scattered} if scattered else {}),
     }
     if dist < cfg.official_tol:
         rec["reason"] = "layout overlaps an official init state"
@@ -656,6 +676,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=_burst_pair,
         help="inject the noise in bursts of LENGTH steps about GAP steps apart (default: every step)",
     )
+    p.add_argument(
+        "--object-scatter",
+        type=float,
+        default=0.0,
+        metavar="M",
+        help="move each object of every fresh layout to a random point within M metres (wider layouts)",
+    )
     p.add_argument("--image-convention", default="opengl", choices=["opengl", "opencv"])
     p.add_argument("--compression", default=None, choices=["gzip", "lzf"])
     p.add_argument("--no-progress", action="store_true")
@@ -686,6 +713,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             hard_reset=a.hard_reset,
             action_noise=a.action_noise,
             noise_bursts=a.noise_bursts,
+            object_scatter_m=a.object_scatter,
             progress=not a.no_progress,
         )
         summary = generate(cfg)

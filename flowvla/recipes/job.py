@@ -49,6 +49,7 @@ def ensure_demos(
         image_stride=cfg.image_stride,
         action_noise=cfg.action_noise,
         noise_bursts=cfg.noise_bursts,
+        object_scatter_m=cfg.object_scatter,
         cameras=cfg.cameras,
         depth=cfg.needs_depth,
         workers=cfg.gen_workers,

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -79,6 +80,10 @@ class RecipeConfig:
             masked from the next perturbed step on, see
             [`ChunkDataset`][flowvla.data.dataset.ChunkDataset]); None: at every step (which hurt:
             the recipe's chunk labels then hold little beyond their first step).
+        object_scatter: move each object of every demonstration's fresh layout to a random point
+            within this distance (m) before the expert starts
+            ([`GenerateConfig`][flowvla.recipes.generate.GenerateConfig]'s ``object_scatter_m``):
+            layouts wider than LIBERO's placement regions; 0: LIBERO's own.
         vision: the per-view image encoder: ``"conv"`` (a GroupNorm ResNet,
             [`ConvEncoder`][flowvla.backbones.conv.ConvEncoder]), ``"vit"`` (a small SigLIP-style
             ViT with the ConvEncoder's patch size and last width) or ``"timm:<model>"`` (a
@@ -150,6 +155,7 @@ class RecipeConfig:
     use_state: bool = True
     action_noise: float = 0.3
     noise_bursts: list[int] | None = dataclasses.field(default_factory=lambda: [6, 30])
+    object_scatter: float = 0.0
     conv_blocks: int = 1
     keypoints: int = 32
     keypoint_temperature: float = 1.0
@@ -225,6 +231,10 @@ class RecipeConfig:
             raise ValueError(f"init_states={self.init_states}: LIBERO has 50 official init states per task")
         if self.action_noise < 0:
             raise ValueError(f"action_noise must be >= 0, got {self.action_noise}")
+        if not (math.isfinite(self.object_scatter) and self.object_scatter >= 0):
+            raise ValueError(
+                f"object_scatter must be a finite number >= 0 (metres), got {self.object_scatter}"
+            )
         if self.action_noise == 0:
             self.noise_bursts = None  # no noise to schedule: the same clean demonstrations
         if self.noise_bursts is not None:
@@ -253,7 +263,8 @@ class RecipeConfig:
         if self.noise_bursts:
             noise += "_bursts{}x{}".format(*self.noise_bursts)
         depth = "_depth" if self.needs_depth else ""
-        return f"{self.suite}_{self.image_size}px{stride}_{cams}{depth}{noise}_seed{self.seed}"
+        scatter = f"_scatter{100 * self.object_scatter:g}cm" if self.object_scatter > 0 else ""
+        return f"{self.suite}_{self.image_size}px{stride}_{cams}{depth}{noise}{scatter}_seed{self.seed}"
 
     @property
     def needs_depth(self) -> bool:

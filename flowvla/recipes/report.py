@@ -6,17 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["loss_curve_png", "success_table", "write_report"]
+from flowvla.diagnostics import SENSITIVITY_DISTANCES
 
-#: The sensitivity report's distances, in the report's column order (a column shows when measured).
-_SENSITIVITY_COLUMNS = (
-    ("baseline_l2", "same input"),
-    ("image_l2", "other images"),
-    ("geometry_l2", "other depth, same images"),
-    ("synonym_l2", "paraphrase"),
-    ("held_out_l2", "held-out paraphrase"),
-    ("opposite_l2", "opposite instruction"),
-)
+__all__ = ["loss_curve_png", "success_table", "write_report"]
 
 
 def success_table(summary: dict[str, Any]) -> dict[str, Any]:
@@ -144,7 +136,7 @@ def write_report(out_dir: str | Path, run: dict[str, Any]) -> Path:
         lines += ["![loss curve](loss.png)", ""]
     sens = run.get("sensitivity")
     if sens is not None:
-        columns = [(k, label) for k, label in _SENSITIVITY_COLUMNS if k in sens]
+        columns = [(k, label) for k, label in SENSITIVITY_DISTANCES.items() if k in sens]
         lines += [
             "## Sensitivity of the trained policy",
             "",

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from flowvla.diagnostics import SENSITIVITY_DISTANCES
 from flowvla.io import write_json_atomic
 from flowvla.recipes.libero import RecipeConfig, training_settings
 from flowvla.recipes.train import training_seconds
@@ -155,11 +156,7 @@ def sweep_row(
         "reused_from": train.get("reused_from"),
         "train_loss": final_loss(log_path),
         "heldout_loss": val.get("action"),
-        "sensitivity": {
-            k: sens.get(k)
-            for k in ("baseline_l2", "image_l2", "geometry_l2", "synonym_l2", "opposite_l2", "held_out_l2")
-            if k in sens
-        },
+        "sensitivity": {k: sens[k] for k in SENSITIVITY_DISTANCES if k in sens},
         "sensitivity_checks": sens.get("checks", {}),
     }
 

@@ -89,6 +89,33 @@ def test_objects_move_exactly_the_distance_on_the_table_and_the_draw_repeats(env
     assert again == moved and other != moved
 
 
+def test_scattered_objects_stay_inside_the_disc_and_the_draw_repeats(env):
+    from flowvla.envs.perturb import free_objects, scatter_objects
+
+    names = free_objects(env)
+    before = env.reset(seed=4)
+
+    def scatter(seed, radius=0.04):
+        moved = {}
+        state = env.reset(
+            seed=4, perturb=lambda e: moved.update(scatter_objects(e, radius, np.random.default_rng(seed)))
+        )
+        return moved, state
+
+    moved, after = scatter(1)
+    radii = []
+    for n, a in names.items():
+        d = after[1 + a : 4 + a] - before[1 + a : 4 + a]  # a flattened state is [time, qpos, qvel]
+        np.testing.assert_allclose(d[:2], moved[n], atol=1e-4)
+        assert d[2] == 0
+        radii.append(np.hypot(*d[:2]))
+    assert max(radii) <= 0.04 and np.ptp(radii) > 1e-3
+    assert scatter(1)[0] == moved and scatter(2)[0] != moved
+    assert all(v == [0.0, 0.0] for v in scatter(1, radius=0.0)[0].values())
+    with pytest.raises(ValueError, match="radius: must be a finite number >= 0"):
+        scatter_objects(env, -0.01, np.random.default_rng(0))
+
+
 def test_camera_jitter_moves_the_view_by_the_distance_and_angle(env):
     def view(perturbation, seed=0):
         applied = {}

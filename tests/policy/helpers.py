@@ -47,10 +47,11 @@ def tiny_policy(router="fixed", fusion="none", stats=True, seed=0, **overrides) 
     return VLAPolicy(config, backbone, st)
 
 
-def shaped_tiny_policy(scale: float = 0.05, seed: int = 3) -> VLAPolicy:
-    """A tiny policy whose head has random weights everywhere: a fresh head's zeroed output layers give
-    a trivial (zero) field, and a solver fitted to it or a student distilled from it learns nothing."""
-    p = tiny_policy()
+def shaped_tiny_policy(scale: float = 0.05, seed: int = 3, **overrides) -> VLAPolicy:
+    """A tiny policy (`tiny_policy(**overrides)`) whose head has random weights everywhere: a fresh
+    head's zeroed output layers give a trivial (zero) field, and a solver fitted to it or a student
+    distilled from it learns nothing."""
+    p = tiny_policy(**overrides)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for param in p.head.parameters():

@@ -47,6 +47,7 @@ def test_init_state_distance_compares_qpos_only():
         ({"workers": 0}, "workers"),
         ({"cameras": []}, "cameras is empty"),
         ({"demos_per_task": 5, "max_attempts": 2}, "max_attempts"),
+        ({"object_scatter_m": -0.01}, "object_scatter_m"),
     ],
 )
 def test_bad_config_is_named(tmp_path, kwargs, match):
@@ -59,6 +60,8 @@ def test_cli_reports_unknown_suite(tmp_path, capsys):
 
     assert main(["--out", str(tmp_path), "--suites", "libero_nothing"]) == 2
     assert "libero_nothing" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path), "--object-scatter", "-0.02"]) == 2
+    assert "object_scatter_m must be a finite number >= 0" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------- simulator
@@ -116,6 +119,46 @@ def test_interrupted_generation_resumes_without_duplicates(libero_ready, tmp_pat
 
     third = generate(GenerateConfig(**base))  # nothing left to do: no new attempts, same data
     assert third["tasks"]["libero_object/1"]["attempts"] == 2 and third["attempts_this_call"] == 0
+
+
+@pytest.mark.libero
+def test_scattered_layouts_start_the_demonstration_and_are_logged(libero_ready, tmp_path):
+    from flowvla.data.hdf5 import LiberoHDF5Reader
+    from flowvla.envs.libero import LiberoEnv
+    from flowvla.envs.perturb import free_objects
+    from flowvla.recipes.generate import generate
+
+    cfg = GenerateConfig(
+        out_dir=str(tmp_path),
+        tasks=[1],
+        demos_per_task=1,
+        images=False,
+        progress=False,
+        object_scatter_m=0.04,
+    )
+    s = generate(cfg)["tasks"]["libero_object/1"]
+    assert s["demos"] == 1
+    name = s["task_name"]
+    (log,) = [
+        json.loads(x) for x in (tmp_path / "libero_object" / name / "attempts.jsonl").read_text().splitlines()
+    ]
+    shifts = np.array(list(log["scatter"].values()))
+    radii = np.hypot(shifts[:, 0], shifts[:, 1])
+    assert (radii <= 0.04 + 1e-4).all() and np.ptp(radii) > 1e-3  # inside the disc, not on its rim
+    init = LiberoHDF5Reader(tmp_path / "libero_object" / f"{name}_demo.hdf5", image_keys=()).demo_attrs(0)[
+        "init_state"
+    ]
+    # The demonstration starts from LIBERO's own layout for its seed, every object moved as logged.
+    with LiberoEnv("libero_object", 1, render=False) as env:
+        objects = free_objects(env)
+        fresh = env.reset(seed=log["seed"])
+    assert set(log["scatter"]) == set(objects)
+    for body, adr in objects.items():
+        # A flattened state is [time, qpos, qvel].
+        np.testing.assert_allclose(
+            init[1 + adr : 3 + adr] - fresh[1 + adr : 3 + adr], log["scatter"][body], atol=1e-4
+        )
+    assert log["official_distance"] > 1e-3
 
 
 @pytest.mark.libero

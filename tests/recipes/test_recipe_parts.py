@@ -53,6 +53,12 @@ def test_cache_key_names_what_was_rendered():
     assert a.noise_bursts is None and "dart" not in a.data_key()
     with pytest.raises(ValueError, match="noise_bursts"):
         preset("default", noise_bursts=[6])
+    # Scattered layouts are other demonstrations: a folder of their own.
+    scattered = preset("default", object_scatter=0.04)
+    assert scattered.data_key() == preset("default").data_key().replace("_seed", "_scatter4cm_seed")
+    for bad in (-0.01, float("nan")):
+        with pytest.raises(ValueError, match="object_scatter must be a finite number >= 0"):
+            preset("default", object_scatter=bad)
 
 
 @pytest.fixture(scope="module")
