@@ -46,6 +46,7 @@ __all__ = [
     "SENSITIVITY_DISTANCES",
     "SYNONYMS",
     "held_out_paraphrase",
+    "layer_usage",
     "main",
     "opposite",
     "paraphrase",
@@ -169,6 +170,41 @@ def sensitivity_report(
         report["skipped"] = skipped
     report.update(seed=seed, solver=solver, steps=steps)
     return report
+
+
+def layer_usage(policy: Any, batch: Mapping[str, Any], *, seed: int = 0) -> dict[str, Any]:
+    """Which hidden layers of the language model the flow head reads on ``batch``: the layer router's
+    weights (``debug_info["router_weights"]``, ``[B, K, L]``: per sample, head block and layer)
+    summarised over the samples.
+
+    Args:
+        policy: anything whose ``predict_action(batch, seed=)`` returns ``(actions, info)`` with
+            ``info["router_weights"]``, e.g. a [`VLAPolicy`][flowvla.policy.VLAPolicy].
+        batch: the inputs.
+        seed: noise seed (the weights do not depend on it; the call samples actions anyway).
+
+    Returns:
+        ``per_block`` (``[K][L]``, the mean weights), ``per_layer`` (``[L]``, their mean over the
+        blocks) and ``sample_spread``: the largest standard deviation of one weight across the
+        samples, 0 when the choice ignores the input (a fixed layer, a scalar mix) and above 0 when
+        the router chooses per sample (gated, top-k).
+
+    Raises:
+        ValueError: the policy's ``info`` has no ``router_weights`` of shape ``[B, K, L]``.
+    """
+    _, info = policy.predict_action(batch, seed=seed)
+    if "router_weights" not in info:
+        raise ValueError("policy: its predict_action info has no 'router_weights' (no layer router)")
+    w = torch.as_tensor(info["router_weights"], dtype=torch.float64)
+    if w.ndim != 3:
+        raise ValueError(f"policy: router_weights must be [B, K, L], got shape {tuple(w.shape)}")
+    spread = float(w.std(dim=0, unbiased=False).max()) if w.shape[0] > 1 else 0.0
+    return {
+        "per_block": w.mean(0).tolist(),
+        "per_layer": w.mean((0, 1)).tolist(),
+        "sample_spread": spread,
+        "samples": int(w.shape[0]),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

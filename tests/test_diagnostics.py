@@ -99,3 +99,45 @@ def test_geometry_row_tells_whether_a_policy_reads_its_depth(fusion, uses):
     assert report["baseline_l2"] == 0.0
     assert report["checks"]["uses_geometry"] is uses
     assert (report["geometry_l2"] > 1e-6) if uses else (report["geometry_l2"] == 0.0)
+
+
+class RoutedPolicy:
+    """Reports given router weights ``[B, K, L]`` (one sample per row of ``weights``)."""
+
+    def __init__(self, weights):
+        self.weights = weights
+
+    def predict_action(self, batch, seed=0):
+        return torch.zeros(len(self.weights), 2, 1), {"router_weights": self.weights}
+
+
+def test_layer_usage_averages_the_router_weights_and_measures_their_spread():
+    from flowvla.diagnostics import layer_usage
+
+    # Two samples, one head block, two layers: each sample reads another layer.
+    usage = layer_usage(RoutedPolicy([[[1.0, 0.0]], [[0.0, 1.0]]]), {})
+    assert usage["per_block"] == [[0.5, 0.5]] and usage["per_layer"] == [0.5, 0.5]
+    assert usage["sample_spread"] == pytest.approx(0.5) and usage["samples"] == 2
+    same = layer_usage(RoutedPolicy([[[0.2, 0.8], [1.0, 0.0]]] * 3), {})
+    assert same["per_layer"] == pytest.approx([0.6, 0.4]) and same["sample_spread"] == 0.0
+    with pytest.raises(ValueError, match="no 'router_weights'"):
+        layer_usage(WordPolicy(), _batch(["pick up the soup"]))
+    with pytest.raises(ValueError, match=r"router_weights must be \[B, K, L\]"):
+        layer_usage(RoutedPolicy([0.5, 0.5]), {})
+
+
+@pytest.mark.parametrize("router", ["fixed", "scalar_mix", "topk"])
+def test_layer_usage_of_real_routers(router):
+    from flowvla.diagnostics import layer_usage
+    from tests.policy.helpers import make_batch, tiny_policy
+
+    usage = layer_usage(tiny_policy(router=router).eval(), make_batch(3, actions=False))
+    per_block = torch.tensor(usage["per_block"], dtype=torch.float64)
+    per_layer = torch.tensor(usage["per_layer"], dtype=torch.float64)
+    torch.testing.assert_close(per_block.sum(-1), torch.ones(per_block.shape[0], dtype=torch.float64))
+    if router == "fixed":  # the last layer, for every block and input
+        assert per_layer.tolist() == [0.0] * (len(per_layer) - 1) + [1.0] and usage["sample_spread"] == 0.0
+    elif router == "scalar_mix":  # learned, but one mix for every input
+        assert (per_layer > 0).all() and usage["sample_spread"] < 1e-12
+    else:  # top-2 of the layers for each sample: at least two layers read, never all at once
+        assert 2 <= int((per_block > 0).sum(-1).min()) and usage["sample_spread"] >= 0.0

@@ -147,6 +147,21 @@ def write_report(out_dir: str | Path, run: dict[str, Any]) -> Path:
             f"L2 distances between predicted action chunks (same noise); checks: {sens['checks']}.",
             "",
         ]
+        usage = sens.get("layer_usage")
+        if usage is not None:
+            per_layer = usage["per_layer"]
+            lines += [
+                "## Layers the flow head reads",
+                "",
+                "| layer | " + " | ".join(str(i) for i in range(len(per_layer))) + " |",
+                "|" + "---|" * (len(per_layer) + 1),
+                "| router weight | " + " | ".join(f"{v:.3f}" for v in per_layer) + " |",
+                "",
+                f"Mean over the head's blocks and the sensitivity batch (layer 0: the embeddings); the "
+                f"largest spread of a weight across samples: {usage['sample_spread']:.3f} (0: the same "
+                "choice for every input).",
+                "",
+            ]
     videos = sorted((out / "eval" / "videos").glob("*")) if (out / "eval" / "videos").is_dir() else []
     if videos:
         lines += ["## Videos", ""] + [f"- [{v.name}](eval/videos/{v.name})" for v in videos] + [""]

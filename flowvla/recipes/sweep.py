@@ -158,6 +158,7 @@ def sweep_row(
         "heldout_loss": val.get("action"),
         "sensitivity": {k: sens[k] for k in SENSITIVITY_DISTANCES if k in sens},
         "sensitivity_checks": sens.get("checks", {}),
+        "layer_weights": sens.get("layer_usage", {}).get("per_layer"),
     }
 
 

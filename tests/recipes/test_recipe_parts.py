@@ -181,6 +181,14 @@ def test_success_table_and_report(tmp_path):
     text = write_report(tmp_path, run).read_text()
     assert "| 0.0000 | 0.5000 | 0.2500 | 0.1000 | 0.2000 | 0.3000 |" in text
     assert "| other images | other depth, same images | paraphrase | held-out paraphrase |" in text
+    assert "Layers the flow head reads" not in text
+    run["sensitivity"]["layer_usage"] = {
+        "per_block": [[0.25, 0.75]],
+        "per_layer": [0.25, 0.75],
+        "sample_spread": 0.1,
+    }
+    text = write_report(tmp_path, run).read_text()
+    assert "| layer | 0 | 1 |" in text and "| router weight | 0.250 | 0.750 |" in text and "0.100" in text
     assert np.isclose(o["success_rate"], o["successes"] / 10)
 
 

@@ -79,6 +79,14 @@ def test_rows_carry_every_number_of_a_finished_run(tmp_path):
     row = sweep_row("ref", {"lr": 0.1}, _run(7), tmp_path / "none.jsonl")
     assert row["success_rate"] == 0.7 and row["heldout_loss"] == 0.5 and row["train_minutes"] == 2.0
     assert row["second_diff"] == 0.01 and row["sensitivity"]["opposite_l2"] == 0.2
+    assert row["layer_weights"] is None  # a run from before layer usage was measured
+    routed = _run(7)
+    routed["sensitivity"]["layer_usage"] = {
+        "per_layer": [0.3, 0.7],
+        "per_block": [[0.3, 0.7]],
+        "sample_spread": 0,
+    }
+    assert sweep_row("mix", {}, routed, tmp_path / "none.jsonl")["layer_weights"] == [0.3, 0.7]
     reused = sweep_row("fast", {"solver_steps": 2}, _run(9, reused="x/checkpoint"), tmp_path / "none.jsonl")
     assert reused["train_minutes"] == 0.0 and reused["reused_from"] == "x/checkpoint"
     from flowvla.recipes.sweep import _add_deltas
