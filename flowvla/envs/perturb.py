@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -97,14 +97,7 @@ def shift_objects(env: Any, distance: float, rng: np.random.Generator) -> dict[s
     Returns:
         body name -> the ``[dx, dy]`` applied.
     """
-    sim = env.sim
-    moved = {}
-    for name, adr in sorted(free_objects(env).items()):
-        d = distance * _unit(rng, 2)
-        sim.data.qpos[adr : adr + 2] += d
-        moved[name] = [round(float(v), 4) for v in d]
-    sim.forward()
-    return moved
+    return _move_objects(env, lambda: distance, rng)
 
 
 def scatter_objects(env: Any, radius: float, rng: np.random.Generator) -> dict[str, list[float]]:
@@ -117,11 +110,19 @@ def scatter_objects(env: Any, radius: float, rng: np.random.Generator) -> dict[s
     """
     if not (math.isfinite(radius) and radius >= 0):
         raise ValueError(f"radius: must be a finite number >= 0, got {radius}")
+    # sqrt of a uniform draw: uniform over the disc's area, not crowded at its centre.
+    return _move_objects(env, lambda: radius * math.sqrt(rng.uniform()), rng)
+
+
+def _move_objects(
+    env: Any, distance: Callable[[], float], rng: np.random.Generator
+) -> dict[str, list[float]]:
+    """Move every free object by ``distance()`` (drawn per object) in its own random direction on the
+    table; returns body name -> the ``[dx, dy]`` applied."""
     sim = env.sim
     moved = {}
     for name, adr in sorted(free_objects(env).items()):
-        # sqrt of a uniform draw: uniform over the disc's area, not crowded at its centre.
-        d = radius * math.sqrt(rng.uniform()) * _unit(rng, 2)
+        d = distance() * _unit(rng, 2)
         sim.data.qpos[adr : adr + 2] += d
         moved[name] = [round(float(v), 4) for v in d]
     sim.forward()
