@@ -51,6 +51,7 @@ __all__ = [
     "opposite",
     "paraphrase",
     "sensitivity_report",
+    "summarize_router_weights",
 ]
 
 
@@ -136,7 +137,7 @@ def sensitivity_report(
     def predict(b: Mapping[str, Any]) -> torch.Tensor:
         return policy.predict_action(b, solver=solver, steps=steps, seed=seed)[0]
 
-    reference = predict(batch)
+    reference, reference_info = policy.predict_action(batch, solver=solver, steps=steps, seed=seed)
     distances = {
         "baseline_l2": _l2(reference, predict(batch)),
         "image_l2": _l2(
@@ -168,8 +169,38 @@ def sensitivity_report(
         report["checks"]["held_out_below_opposite"] = report["held_out_l2"] < report["opposite_l2"]
     if skipped:
         report["skipped"] = skipped
+    if "router_weights" in reference_info:
+        report["layer_usage"] = summarize_router_weights(reference_info["router_weights"])
     report.update(seed=seed, solver=solver, steps=steps)
     return report
+
+
+def summarize_router_weights(weights: torch.Tensor | Sequence[Any]) -> dict[str, Any]:
+    """Summarise a layer router's weights over a batch of samples.
+
+    Args:
+        weights: ``[B, K, L]``: per sample, head block and language-model layer (the policy's
+            ``debug_info["router_weights"]``).
+
+    Returns:
+        ``per_block`` (``[K][L]``, the mean weights), ``per_layer`` (``[L]``, their mean over the
+        blocks), ``sample_spread``: the largest standard deviation of one weight across the
+        samples, 0 when the choice ignores the input (a fixed layer, a scalar mix) and above 0 when
+        the router chooses per sample (gated, top-k), and ``samples`` (``B``).
+
+    Raises:
+        ValueError: ``weights`` is not ``[B, K, L]``.
+    """
+    w = torch.as_tensor(weights, dtype=torch.float64)
+    if w.ndim != 3:
+        raise ValueError(f"weights: router weights must be [B, K, L], got shape {tuple(w.shape)}")
+    spread = float(w.std(dim=0, unbiased=False).max()) if w.shape[0] > 1 else 0.0
+    return {
+        "per_block": w.mean(0).tolist(),
+        "per_layer": w.mean((0, 1)).tolist(),
+        "sample_spread": spread,
+        "samples": int(w.shape[0]),
+    }
 
 
 def layer_usage(policy: Any, batch: Mapping[str, Any], *, seed: int = 0) -> dict[str, Any]:
@@ -184,10 +215,9 @@ def layer_usage(policy: Any, batch: Mapping[str, Any], *, seed: int = 0) -> dict
         seed: noise seed (the weights do not depend on it; the call samples actions anyway).
 
     Returns:
-        ``per_block`` (``[K][L]``, the mean weights), ``per_layer`` (``[L]``, their mean over the
-        blocks) and ``sample_spread``: the largest standard deviation of one weight across the
-        samples, 0 when the choice ignores the input (a fixed layer, a scalar mix) and above 0 when
-        the router chooses per sample (gated, top-k).
+        [`summarize_router_weights`][flowvla.diagnostics.summarize_router_weights] of the weights.
+        [`sensitivity_report`][flowvla.diagnostics.sensitivity_report] returns the same summary as
+        its ``layer_usage`` entry, from the prediction it makes anyway.
 
     Raises:
         ValueError: the policy's ``info`` has no ``router_weights`` of shape ``[B, K, L]``.
@@ -195,16 +225,10 @@ def layer_usage(policy: Any, batch: Mapping[str, Any], *, seed: int = 0) -> dict
     _, info = policy.predict_action(batch, seed=seed)
     if "router_weights" not in info:
         raise ValueError("policy: its predict_action info has no 'router_weights' (no layer router)")
-    w = torch.as_tensor(info["router_weights"], dtype=torch.float64)
-    if w.ndim != 3:
-        raise ValueError(f"policy: router_weights must be [B, K, L], got shape {tuple(w.shape)}")
-    spread = float(w.std(dim=0, unbiased=False).max()) if w.shape[0] > 1 else 0.0
-    return {
-        "per_block": w.mean(0).tolist(),
-        "per_layer": w.mean((0, 1)).tolist(),
-        "sample_spread": spread,
-        "samples": int(w.shape[0]),
-    }
+    try:
+        return summarize_router_weights(info["router_weights"])
+    except ValueError as e:
+        raise ValueError(f"policy: {e}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -122,7 +122,7 @@ def test_layer_usage_averages_the_router_weights_and_measures_their_spread():
     assert same["per_layer"] == pytest.approx([0.6, 0.4]) and same["sample_spread"] == 0.0
     with pytest.raises(ValueError, match="no 'router_weights'"):
         layer_usage(WordPolicy(), _batch(["pick up the soup"]))
-    with pytest.raises(ValueError, match=r"router_weights must be \[B, K, L\]"):
+    with pytest.raises(ValueError, match=r"^policy: weights: router weights must be \[B, K, L\]"):
         layer_usage(RoutedPolicy([0.5, 0.5]), {})
 
 
@@ -141,3 +141,14 @@ def test_layer_usage_of_real_routers(router):
         assert (per_layer > 0).all() and usage["sample_spread"] < 1e-12
     else:  # top-2 of the layers for each sample: at least two layers read, never all at once
         assert 2 <= int((per_block > 0).sum(-1).min()) and usage["sample_spread"] >= 0.0
+
+
+def test_sensitivity_report_carries_the_layer_usage_of_its_reference_prediction():
+    from flowvla.diagnostics import layer_usage
+    from tests.policy.helpers import make_batch, tiny_policy
+
+    batch = make_batch(3, actions=False)
+    policy = tiny_policy(router="topk").eval()
+    assert sensitivity_report(policy, batch)["layer_usage"] == layer_usage(policy, batch)
+    # A policy without a layer router reports no usage rather than a made-up one.
+    assert "layer_usage" not in sensitivity_report(WordPolicy(), _batch(["pick up the soup"]))

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from flowvla.checks import check_nonnegative
+
 __all__ = ["Perturbation", "free_objects", "jitter_cameras", "scatter_objects", "shift_objects"]
 
 _FREE_JOINT = 0  # mjtJoint.mjJNT_FREE
@@ -49,9 +51,7 @@ class Perturbation:
 
     def __post_init__(self) -> None:
         for name in ("object_shift_m", "camera_shift_m", "camera_rotation_deg"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name}: must be a finite number >= 0, got {value}")
+            check_nonnegative(name, getattr(self, name))
         if isinstance(self.cameras, str):
             raise ValueError(f"cameras: give a sequence of camera names, got the string {self.cameras!r}")
         object.__setattr__(self, "cameras", tuple(self.cameras))
@@ -108,8 +108,7 @@ def scatter_objects(env: Any, radius: float, rng: np.random.Generator) -> dict[s
     Returns:
         body name -> the ``[dx, dy]`` applied.
     """
-    if not (math.isfinite(radius) and radius >= 0):
-        raise ValueError(f"radius: must be a finite number >= 0, got {radius}")
+    check_nonnegative("radius", radius, "metres")
     # sqrt of a uniform draw: uniform over the disc's area, not crowded at its centre.
     return _move_objects(env, lambda: radius * math.sqrt(rng.uniform()), rng)
 

@@ -32,7 +32,6 @@ import argparse
 import concurrent.futures as cf
 import dataclasses
 import json
-import math
 import multiprocessing as mp
 import os
 import time
@@ -43,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from flowvla.checks import check_nonnegative
 from flowvla.cli import fail, index_list
 from flowvla.data.hdf5 import view_name
 from flowvla.envs.experts.episode import NoiseBursts
@@ -164,10 +164,8 @@ class GenerateConfig:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.image_stride < 1:
             raise ValueError(f"image_stride must be >= 1, got {self.image_stride}")
-        if self.action_noise < 0:
-            raise ValueError(f"action_noise must be >= 0, got {self.action_noise}")
-        if not (math.isfinite(self.object_scatter_m) and self.object_scatter_m >= 0):
-            raise ValueError(f"object_scatter_m must be a finite number >= 0, got {self.object_scatter_m}")
+        check_nonnegative("action_noise", self.action_noise)
+        check_nonnegative("object_scatter_m", self.object_scatter_m, "metres")
         if self.noise_bursts is not None:
             # The schedule checks itself; built here so a bad one fails before any episode runs.
             length, gap = (int(v) for v in self.noise_bursts)

@@ -179,11 +179,10 @@ def run_job(
     # 5. sensitivity of the trained policy
     t0 = time.perf_counter()
     _say("[5/6] sensitivity check")
-    from flowvla.diagnostics import layer_usage, sensitivity_report
+    from flowvla.diagnostics import sensitivity_report
 
     batch = sensitivity_batch(cfg, files)
     sens = sensitivity_report(policy, batch, seed=cfg.seed)
-    sens["layer_usage"] = layer_usage(policy, batch, seed=cfg.seed)
     write_json_atomic(out / "sensitivity.json", sens)
     run["sensitivity"] = sens
     done("sensitivity", time.perf_counter() - t0)

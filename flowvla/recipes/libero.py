@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import sys
 import time
@@ -38,6 +37,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from flowvla.checks import check_nonnegative
 from flowvla.io import write_json_atomic
 
 __all__ = [
@@ -229,12 +229,8 @@ class RecipeConfig:
             raise ValueError(f"replan_every={self.replan_every} exceeds the chunk horizon {self.horizon}")
         if not 0 < self.init_states <= 50:
             raise ValueError(f"init_states={self.init_states}: LIBERO has 50 official init states per task")
-        if self.action_noise < 0:
-            raise ValueError(f"action_noise must be >= 0, got {self.action_noise}")
-        if not (math.isfinite(self.object_scatter) and self.object_scatter >= 0):
-            raise ValueError(
-                f"object_scatter must be a finite number >= 0 (metres), got {self.object_scatter}"
-            )
+        check_nonnegative("action_noise", self.action_noise)
+        check_nonnegative("object_scatter", self.object_scatter, "metres")
         if self.action_noise == 0:
             self.noise_bursts = None  # no noise to schedule: the same clean demonstrations
         if self.noise_bursts is not None:

@@ -86,6 +86,8 @@ def test_the_main_job_runs_every_phase_at_toy_size(example, tmp_path):
     assert table["overall"]["episodes"] == 1 and len(table["tasks"]) == 1
     sens = json.loads((out / "sensitivity.json").read_text())
     assert sens["baseline_l2"] == 0.0
+    # The recipe's head reads the LM through a router: which layers it read is part of the check.
+    assert sum(sens["layer_usage"]["per_layer"]) == pytest.approx(1.0)
     report = (out / "report.md").read_text()
     assert "Success" in report and "parity" in report and "loss.png" in report
     assert set(run["phases"]) == {"data", "parity", "train", "eval", "sensitivity"}

@@ -61,7 +61,7 @@ def test_cli_reports_unknown_suite(tmp_path, capsys):
     assert main(["--out", str(tmp_path), "--suites", "libero_nothing"]) == 2
     assert "libero_nothing" in capsys.readouterr().err
     assert main(["--out", str(tmp_path), "--object-scatter", "-0.02"]) == 2
-    assert "object_scatter_m must be a finite number >= 0" in capsys.readouterr().err
+    assert "object_scatter_m: must be a finite number >= 0" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------- simulator

@@ -57,7 +57,7 @@ def test_cache_key_names_what_was_rendered():
     scattered = preset("default", object_scatter=0.04)
     assert scattered.data_key() == preset("default").data_key().replace("_seed", "_scatter4cm_seed")
     for bad in (-0.01, float("nan")):
-        with pytest.raises(ValueError, match="object_scatter must be a finite number >= 0"):
+        with pytest.raises(ValueError, match="object_scatter: must be a finite number >= 0"):
             preset("default", object_scatter=bad)
 
 

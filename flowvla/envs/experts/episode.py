@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from flowvla.checks import check_nonnegative
 from flowvla.envs.libero import DUMMY_ACTION
 from flowvla.typing import Float, typechecked
 
@@ -172,11 +173,9 @@ def run_expert_episode(
             settle_drift=drift,
             stable=False,
         )
-    if action_noise < 0 or not 0 <= noise_correlation < 1:
-        raise ValueError(
-            f"action_noise must be >= 0 and noise_correlation in [0, 1), "
-            f"got {action_noise} and {noise_correlation}"
-        )
+    check_nonnegative("action_noise", action_noise)
+    if not 0 <= noise_correlation < 1:
+        raise ValueError(f"noise_correlation: must be in [0, 1), got {noise_correlation}")
     rng = np.random.default_rng(seed)
     noise = np.zeros(3)
     innovation = action_noise * np.sqrt(1.0 - noise_correlation**2)  # keeps the stationary std
