@@ -15,10 +15,17 @@ on its own without a network and a terminal:
    probe in a subprocess and exported as ``MUJOCO_GL`` / ``PYOPENGL_PLATFORM`` so worker processes
    inherit it. A user's own ``MUJOCO_GL`` is kept.
 
-[`prepare_libero`][flowvla.envs.libero_setup.prepare_libero] does all three, once per process, and must run
+[`prepare_libero`][flowvla.envs.libero_setup.prepare_libero] does all four, once per process, and must run
 before ``libero`` or ``robosuite`` is imported; everything in [`flowvla.envs.libero`][flowvla.envs.libero]
 calls it for you. Run ``python -m flowvla.envs.libero_setup`` to see what was found, or ``--check`` to also
 build and render one task.
+
+4. **Triton's LLVM loaded before Mesa's.** Mesa's software GL drivers and Triton (installed with
+   the CUDA builds of torch, which timm's torchvision needs) each carry their own LLVM, and the
+   second one to load crashes the process (a segfault while registering LLVM's options again).
+   torch imports Triton lazily, from ``torch._dynamo``, which torchvision and timm import; a timm
+   encoder built after a LIBERO environment has rendered would take the process down. Where Triton
+   is installed it is loaded first, which both orders tolerate.
 
 It also hides the start-up noise of both packages (robosuite's "No private macro file" warnings,
 LIBERO's ``[info] using task orders`` lines), which says nothing about flowvla's runs;
@@ -451,6 +458,7 @@ def prepare_libero(
     if _PREPARED is not None:
         return _PREPARED
     filter_libero_noise()
+    _load_triton_before_gl()
     root = find_libero_root()
     _check_runtime()
     asset_dir = find_libero_assets(assets, root)
@@ -479,6 +487,14 @@ def prepare_libero(
     libero_pkg._assets_path_cache = str(asset_dir)
     _PREPARED = LiberoPaths(root=root, assets=asset_dir, config_file=config_file, gl_backend=backend)
     return _PREPARED
+
+
+def _load_triton_before_gl() -> None:
+    """Load Triton's compiled library (and its LLVM) now, before any GL context loads Mesa's LLVM
+    (point 4 of the module docs). Does nothing where Triton is not installed."""
+    if importlib.util.find_spec("triton") is None:
+        return
+    import triton  # noqa: F401  (its import loads triton._C.libtriton)
 
 
 def _default_config_dir(root: Path, asset_dir: Path) -> Path:

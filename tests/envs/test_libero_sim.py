@@ -420,3 +420,22 @@ def test_replan_at_gripper_changes_the_gripper_only_as_a_fresh_chunks_first_acti
     assert not gripper_toggles(np.array([0.0, 1.0]), np.array([0.0, 0.5]))
     with pytest.raises(ValueError, match="replan_at_gripper with temporal_ensemble"):
         RolloutConfig(suite="libero_object", replan_at_gripper=True, temporal_ensemble=0.1)
+
+
+def test_a_triton_build_of_torch_survives_an_environment_that_has_rendered():
+    # Mesa's GL and Triton each bring an LLVM; Triton loaded second used to segfault the process
+    # (a timm encoder built after the recipe's parity check had rendered). Fresh process: the
+    # order of native loads is what is tested, and this one's is already fixed.
+    pytest.importorskip("triton", reason="Triton is not installed (CUDA builds of torch bring it)")
+    code = (
+        "from flowvla.envs.libero import LiberoEnv\n"
+        "env = LiberoEnv('libero_object', 0, image_size=32, cameras=['agentview'])\n"
+        "env.reset(init_state=0)\nassert env.observe()['images'].shape[-1] == 32\n"
+        "import triton, torch._dynamo\n"
+        "print('survived')\n"
+    )
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "survived" in done.stdout, done.stderr[-2000:]
