@@ -7,6 +7,7 @@ wherever it is given. No torch here: this sits at the bottom of the layers, besi
 from __future__ import annotations
 
 import math
+import numbers
 
 __all__ = ["check_nonnegative"]
 
@@ -28,7 +29,7 @@ def check_nonnegative(name: str, value: float, unit: str = "") -> float:
     Raises:
         ValueError: ``value`` is negative, NaN or infinite, or not a real number.
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name}: must be a finite number >= 0, got {value!r}")
     if not (math.isfinite(value) and value >= 0):
         suffix = f" ({unit})" if unit else ""

@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -12,6 +13,10 @@ from flowvla.recipes.libero import preset
 def test_finite_nonnegative_numbers_pass_unchanged(value):
     out = check_nonnegative("x", value)
     assert isinstance(out, float) and out == value
+
+
+def test_numpy_scalars_are_numbers_too():
+    assert check_nonnegative("x", np.float32(0.25)) == 0.25 and check_nonnegative("x", np.int64(3)) == 3.0
 
 
 @given(
