@@ -14,12 +14,12 @@ on its own without a network and a terminal:
 3. **An offscreen GL backend** that works without a GPU: EGL (Mesa llvmpipe) or OSMesa, chosen by a
    probe in a subprocess and exported as ``MUJOCO_GL`` / ``PYOPENGL_PLATFORM`` so worker processes
    inherit it. A user's own ``MUJOCO_GL`` is kept.
-4. **Triton's LLVM loaded before Mesa's** (flowvla's own concern, not LIBERO's). Mesa's software GL drivers and Triton (installed with
-   the CUDA builds of torch, which timm's torchvision needs) each carry their own LLVM, and Triton
-   loaded after Mesa crashes the process (a segfault in loading ``triton._C.libtriton``).
-   torch imports Triton lazily, from ``torch._dynamo``, which torchvision and timm import; a timm
-   encoder built after a LIBERO environment has rendered would take the process down. Where Triton
-   is installed it is loaded first, the order that works.
+4. **Triton's LLVM loaded before Mesa's** (flowvla's own concern, not LIBERO's). Mesa's software GL
+   drivers and Triton (installed with the CUDA builds of torch, which timm's torchvision needs) each
+   carry their own LLVM, and Triton loaded after Mesa crashes the process (a segfault in loading
+   ``triton._C.libtriton``). torch imports Triton lazily, from ``torch._dynamo``, which torchvision
+   and timm import; a timm encoder built after a LIBERO environment has rendered would take the
+   process down. Where Triton is installed it is loaded first, the order that works.
 
 [`prepare_libero`][flowvla.envs.libero_setup.prepare_libero] does all four, once per process, and must run
 before ``libero`` or ``robosuite`` is imported; everything in [`flowvla.envs.libero`][flowvla.envs.libero]
