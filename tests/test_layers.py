@@ -17,6 +17,7 @@ RANK = {
     "io": 0,
     "extras": 0,
     "cli": 0,
+    "checks": 0,
     "flow": 1,
     "solvers": 2,
     "dit": 3,
