@@ -175,12 +175,15 @@ def sensitivity_report(
     return report
 
 
-def summarize_router_weights(weights: torch.Tensor | Sequence[Any]) -> dict[str, Any]:
+def summarize_router_weights(
+    weights: torch.Tensor | Sequence[Any], *, name: str = "weights"
+) -> dict[str, Any]:
     """Summarise a layer router's weights over a batch of samples.
 
     Args:
         weights: ``[B, K, L]``: per sample, head block and language-model layer (the policy's
             ``debug_info["router_weights"]``).
+        name: what a shape error names as the source of ``weights``.
 
     Returns:
         ``per_block`` (``[K][L]``, the mean weights), ``per_layer`` (``[L]``, their mean over the
@@ -193,7 +196,7 @@ def summarize_router_weights(weights: torch.Tensor | Sequence[Any]) -> dict[str,
     """
     w = torch.as_tensor(weights, dtype=torch.float64)
     if w.ndim != 3:
-        raise ValueError(f"weights: router weights must be [B, K, L], got shape {tuple(w.shape)}")
+        raise ValueError(f"{name}: router weights must be [B, K, L], got shape {tuple(w.shape)}")
     spread = float(w.std(dim=0, unbiased=False).max()) if w.shape[0] > 1 else 0.0
     return {
         "per_block": w.mean(0).tolist(),
@@ -225,10 +228,7 @@ def layer_usage(policy: Any, batch: Mapping[str, Any], *, seed: int = 0) -> dict
     _, info = policy.predict_action(batch, seed=seed)
     if "router_weights" not in info:
         raise ValueError("policy: its predict_action info has no 'router_weights' (no layer router)")
-    try:
-        return summarize_router_weights(info["router_weights"])
-    except ValueError as e:
-        raise ValueError(f"policy: {e}") from None
+    return summarize_router_weights(info["router_weights"], name="policy")
 
 
 def main(argv: list[str] | None = None) -> int:

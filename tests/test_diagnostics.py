@@ -122,7 +122,7 @@ def test_layer_usage_averages_the_router_weights_and_measures_their_spread():
     assert same["per_layer"] == pytest.approx([0.6, 0.4]) and same["sample_spread"] == 0.0
     with pytest.raises(ValueError, match="no 'router_weights'"):
         layer_usage(WordPolicy(), _batch(["pick up the soup"]))
-    with pytest.raises(ValueError, match=r"^policy: weights: router weights must be \[B, K, L\]"):
+    with pytest.raises(ValueError, match=r"^policy: router weights must be \[B, K, L\]"):
         layer_usage(RoutedPolicy([0.5, 0.5]), {})
 
 

@@ -97,6 +97,7 @@ def shift_objects(env: Any, distance: float, rng: np.random.Generator) -> dict[s
     Returns:
         body name -> the ``[dx, dy]`` applied.
     """
+    check_nonnegative("distance", distance, "metres")
     return _move_objects(env, lambda: distance, rng)
 
 

@@ -62,7 +62,7 @@ def env():
 
 
 def test_objects_move_exactly_the_distance_on_the_table_and_the_draw_repeats(env):
-    from flowvla.envs.perturb import free_objects
+    from flowvla.envs.perturb import free_objects, shift_objects
 
     env.reset(init_state=0)
     names = free_objects(env)
@@ -87,6 +87,8 @@ def test_objects_move_exactly_the_distance_on_the_table_and_the_draw_repeats(env
     again, _ = shift(1)
     other, _ = shift(2)
     assert again == moved and other != moved
+    with pytest.raises(ValueError, match="distance: must be a finite number >= 0"):
+        shift_objects(env, float("nan"), np.random.default_rng(0))
 
 
 def test_scattered_objects_stay_inside_the_disc_and_the_draw_repeats(env):
