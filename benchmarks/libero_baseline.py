@@ -10,6 +10,10 @@ flowvla policy.
     python benchmarks/libero_baseline.py --data DEMO_FOLDER \\
         --tasks 0,1 --demos-per-task 25 --minutes 10 --init-states 50 --out benchmarks/results/baseline
 
+``--steps N`` trains a fixed number of steps instead of a wall-clock budget (the learning-rate
+schedule then runs over the steps): the fair choice on a machine shared with other jobs, where a
+minute budget buys fewer steps.
+
 Prints the success table and writes ``<out>/baseline.json`` (training steps, minutes, success per task
 with Wilson intervals) next to the rollout records.
 """
@@ -121,7 +125,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--tasks", type=index_list, default=[0, 1], help="task indices evaluated, e.g. 0,1")
     ap.add_argument("--suite", default="libero_object")
     ap.add_argument("--demos-per-task", type=int, default=None)
-    ap.add_argument("--minutes", type=float, default=10.0, help="training wall-clock budget")
+    budget_arg = ap.add_mutually_exclusive_group()
+    budget_arg.add_argument(
+        "--minutes", type=float, default=None, help="training wall-clock budget (default 10)"
+    )
+    budget_arg.add_argument("--steps", type=int, default=None, help="train this many steps instead")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--horizon", type=int, default=8)
@@ -134,6 +142,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--out", default="benchmarks/results/libero_baseline")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
+    if a.steps is not None and a.steps < 1:
+        ap.error(f"--steps: must be >= 1, got {a.steps}")
+    if a.minutes is not None and not a.minutes > 0:
+        ap.error(f"--minutes: must be > 0, got {a.minutes}")
+    if a.steps is None and a.minutes is None:
+        a.minutes = 10.0
     torch.manual_seed(a.seed)
     torch.set_num_threads(a.threads)
     source = HDF5Source(
@@ -158,10 +172,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     loader = torch.utils.data.DataLoader(
         dataset, a.batch_size, shuffle=True, collate_fn=collate, drop_last=True
     )
-    t0, step, budget, done = time.perf_counter(), 0, a.minutes * 60, False
+    t0, step, done = time.perf_counter(), 0, False
+
+    def progress() -> float:
+        """The fraction of the budget spent: steps taken, or minutes passed."""
+        if a.steps is not None:
+            return step / a.steps
+        return (time.perf_counter() - t0) / (a.minutes * 60)
+
     while not done:
         for batch in loader:
-            frac = min(1.0, (time.perf_counter() - t0) / budget)
+            frac = min(1.0, progress())
             for g in opt.param_groups:
                 g["lr"] = a.lr * 0.5 * (1 + math.cos(math.pi * frac))
             loss = model(batch)
@@ -173,7 +194,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             with torch.no_grad():
                 for pe, p in zip(ema.parameters(), model.parameters(), strict=True):
                     pe.lerp_(p, 1 - decay)
-            if time.perf_counter() - t0 > budget:
+            if progress() >= 1.0:
                 done = True
                 break
     minutes = (time.perf_counter() - t0) / 60
