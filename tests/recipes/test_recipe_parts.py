@@ -204,6 +204,31 @@ def test_command_line_settings_are_json_and_must_exist():
         parse_settings(["colour=red"])
 
 
+@pytest.mark.parametrize(
+    "typed, tasks",
+    [("tasks=1,8", [1, 8]), ("tasks=0-2,7", [0, 1, 2, 7]), ("tasks=3", [3]), ("tasks=[1,8]", [1, 8])],
+)
+def test_task_lists_from_the_command_line_are_read_as_index_lists(typed, tasks):
+    from flowvla.recipes.libero import parse_settings
+
+    assert preset("default", **parse_settings([typed])).tasks == tasks
+
+
+@pytest.mark.parametrize(
+    "tasks, message",
+    [
+        ("18", r"tasks=\[18\]: give task indices in \[0, 10\)"),  # never digit by digit: [1, 8]
+        (1.5, "tasks: give task indices"),
+        ([0, 1.0], "tasks: task indices must be integers, got 1.0"),
+        ([True], "tasks: task indices must be integers, got True"),
+        ("1;2", "tasks: '1;2' is not an index"),
+    ],
+)
+def test_bad_task_lists_are_refused_by_name(tasks, message):
+    with pytest.raises(ValueError, match=message):
+        preset("default", tasks=tasks)
+
+
 def test_failures_are_counted_by_outcome():
     from flowvla.envs.rollout import summarize
 
