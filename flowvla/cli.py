@@ -9,10 +9,12 @@ the command with one ``<prog>: error: ...`` line and exit status 2, as argparse'
 from __future__ import annotations
 
 import argparse
+import numbers
 import re
 import sys
+from typing import Any
 
-__all__ = ["fail", "index_list", "parse_index_list"]
+__all__ = ["as_index_list", "fail", "index_list", "parse_index_list"]
 
 _RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
 
@@ -47,6 +49,37 @@ def parse_index_list(text: str, name: str = "--tasks") -> list[int]:
             raise ValueError(f"{name}: range {item!r} ends before it starts")
         out.update(dict.fromkeys(range(lo, hi + 1)))
     return list(out)
+
+
+def as_index_list(value: Any, name: str) -> list[int]:
+    """Indices from what a config may be given: a sequence of integers, one integer, or the command
+    line's text form (``"1,8"``, ``"0-3,7"``; see [`parse_index_list`][flowvla.cli.parse_index_list]).
+
+    A string is parsed as a whole: a plain ``list("18")`` would read it digit by digit as ``[1, 8]``.
+
+    Args:
+        value: the indices as given.
+        name: the argument it came from, for the error message.
+
+    Returns:
+        The indices as a list of ``int``.
+
+    Raises:
+        ValueError: text that is not an index list, a value that is neither text, an integer nor a
+            sequence, or an element that is not an integer (floats and booleans included); the
+            message names ``name``.
+    """
+    if isinstance(value, str):
+        return parse_index_list(value, name=name)
+    items = [value] if isinstance(value, numbers.Integral) else value
+    try:
+        items = list(items)
+    except TypeError:
+        raise ValueError(f"{name}: give indices such as [0, 1] or '0-3,7', got {value!r}") from None
+    bad = [i for i in items if isinstance(i, bool) or not isinstance(i, numbers.Integral)]
+    if bad:
+        raise ValueError(f"{name}: indices must be integers, got {bad[0]!r} in {value!r}")
+    return [int(i) for i in items]
 
 
 def index_list(text: str) -> list[int]:

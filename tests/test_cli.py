@@ -2,11 +2,12 @@
 
 import argparse
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flowvla.cli import fail, index_list, parse_index_list
+from flowvla.cli import as_index_list, fail, index_list, parse_index_list
 
 
 @pytest.mark.parametrize(
@@ -40,6 +41,34 @@ def test_ranges_written_back_parse_to_the_same_indices(indices):
             start = cur
     assert parse_index_list(",".join(parts)) == xs
     assert parse_index_list(",".join(map(str, indices))) == list(dict.fromkeys(indices))
+
+
+@given(st.lists(st.integers(0, 60), min_size=1, max_size=20))
+def test_a_config_gets_the_same_indices_from_a_list_an_array_or_its_text(indices):
+    text = ",".join(map(str, indices))
+    want = [int(i) for i in indices]
+    assert as_index_list(indices, "tasks") == want
+    assert as_index_list(np.asarray(indices), "tasks") == want
+    assert as_index_list(tuple(indices), "tasks") == want
+    # Text is read as a whole, as on the command line (repeats dropped there).
+    assert as_index_list(text, "tasks") == list(dict.fromkeys(want))
+    assert as_index_list(indices[0], "tasks") == [indices[0]]
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("1;2", "'1;2' is not an index"),
+        (1.5, "give indices such as"),
+        (None, "give indices such as"),
+        ([0, 1.0], "indices must be integers, got 1.0"),
+        ([True], "indices must be integers, got True"),
+        (["1"], "indices must be integers, got '1'"),
+    ],
+)
+def test_bad_config_indices_name_the_argument(value, message):
+    with pytest.raises(ValueError, match=rf"^tasks: {message}"):
+        as_index_list(value, "tasks")
 
 
 def test_argparse_type_gives_a_usage_error(capsys):

@@ -37,6 +37,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from flowvla.cli import as_index_list
 from flowvla.data.batch import STATE, STATE_MASK, collate, pad_state
 from flowvla.envs.libero import ACTION_DIM, DEFAULT_CAMERAS, LIBERO_SUITES, LiberoEnv
 from flowvla.envs.libero_setup import prepare_libero
@@ -169,7 +170,7 @@ class RolloutConfig:
                 f"suite={self.suite!r} is not a LIBERO suite; choose one of {sorted(LIBERO_SUITES)}"
             )
         n_tasks = LIBERO_SUITES[self.suite].num_tasks
-        self.tasks = list(range(n_tasks)) if self.tasks is None else [int(t) for t in self.tasks]
+        self.tasks = list(range(n_tasks)) if self.tasks is None else as_index_list(self.tasks, "tasks")
         bad = [t for t in self.tasks if not 0 <= t < n_tasks]
         if bad:
             raise ValueError(f"tasks {bad} out of range for {self.suite} ({n_tasks} tasks)")

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from flowvla.checks import check_nonnegative
-from flowvla.cli import fail, index_list
+from flowvla.cli import as_index_list, fail, index_list
 from flowvla.data.hdf5 import view_name
 from flowvla.envs.experts.episode import NoiseBursts
 from flowvla.envs.libero import DEFAULT_CAMERAS, LIBERO_SUITES, LiberoEnv
@@ -146,7 +146,7 @@ class GenerateConfig:
                 f"suites {bad or self.suites} are not LIBERO suites; choose from {sorted(LIBERO_SUITES)}"
             )
         if self.tasks is not None:
-            self.tasks = [int(t) for t in self.tasks]
+            self.tasks = as_index_list(self.tasks, "tasks")
             for s in self.suites:
                 n = LIBERO_SUITES[s].num_tasks
                 out = [t for t in self.tasks if not 0 <= t < n]

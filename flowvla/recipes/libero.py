@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import numbers
 import os
 import sys
 import time
@@ -39,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from flowvla.checks import check_nonnegative
-from flowvla.cli import parse_index_list
+from flowvla.cli import as_index_list
 from flowvla.io import write_json_atomic
 
 __all__ = [
@@ -205,7 +204,7 @@ class RecipeConfig:
         if self.suite not in LIBERO_SUITES:
             raise ValueError(f"suite={self.suite!r}: choose one of {sorted(LIBERO_SUITES)}")
         n = LIBERO_SUITES[self.suite].num_tasks
-        self.tasks = _task_indices(self.tasks)
+        self.tasks = as_index_list(self.tasks, "tasks")
         if not self.tasks or any(not 0 <= t < n for t in self.tasks):
             raise ValueError(f"tasks={self.tasks}: give task indices in [0, {n}) of {self.suite}")
         stride = 2 ** len(self.conv_channels)
@@ -300,22 +299,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 """Named recipes: overrides of the [`RecipeConfig`][flowvla.recipes.libero.RecipeConfig] defaults.
 ``default``: the one-command CPU run (2 libero_object tasks, about an hour on 2 cores, every phase
 included); ``libero_object``: all 10 tasks; ``toy``: a seconds-long plumbing check."""
-
-
-def _task_indices(tasks: Any) -> list[int]:
-    """``tasks`` as a list of indices: a list of integers, one integer, or the command line's text
-    form ``"0,1"`` / ``"0-3,7"`` (a string is parsed as a whole, never read digit by digit)."""
-    if isinstance(tasks, str):
-        return parse_index_list(tasks, name="tasks")
-    items = [tasks] if isinstance(tasks, numbers.Integral) else tasks
-    try:
-        items = list(items)
-    except TypeError:
-        raise ValueError(f"tasks: give task indices such as [0, 1] or '0-3,7', got {tasks!r}") from None
-    bad = [t for t in items if isinstance(t, bool) or not isinstance(t, numbers.Integral)]
-    if bad:
-        raise ValueError(f"tasks: task indices must be integers, got {bad[0]!r} in {tasks!r}")
-    return [int(t) for t in items]
 
 
 def parse_settings(items: Sequence[str]) -> dict[str, Any]:
