@@ -55,6 +55,7 @@ __all__ = [
 ]
 
 ACTION_DIM = 7
+_FREE_JOINT = 0  # mjtJoint.mjJNT_FREE
 STATE_DIM = 8
 DEFAULT_CAMERAS = ("agentview", "robot0_eye_in_hand")
 #: Zero motion, gripper open: what LIBERO evaluations send while objects settle after a reset.
@@ -349,6 +350,59 @@ class LiberoEnv:
         """Restore a state from [`get_sim_state`][flowvla.envs.libero.LiberoEnv.get_sim_state] (and refresh
         the proprioception)."""
         self._last_obs = self.raw.regenerate_obs_from_state(np.asarray(state, dtype=np.float64))
+
+    def place_fixtures(self, model_xml: str) -> dict[str, list[float]]:
+        """Put the scene's fixed bodies where ``model_xml`` (a recorded demo's ``model_file``) has them.
+
+        LIBERO's reset samples a new placement for the fixtures too (cabinets, stoves, racks: bodies
+        without a free joint, placed inside their BDDL regions; in libero_goal they move by 1-2 cm
+        between resets), and a flattened simulator state holds only joint positions and velocities.
+        So a recorded state restored after a fresh reset brings the objects back but leaves the
+        fixtures where this reset put them: a re-render differs from the recorded frame, and a replay
+        runs against a shifted stove or cabinet. Call this after
+        [`reset`][flowvla.envs.libero.LiberoEnv.reset] (or from its ``perturb`` hook) and before
+        [`set_sim_state`][flowvla.envs.libero.LiberoEnv.set_sim_state].
+
+        Args:
+            model_xml: the MuJoCo XML the episode was recorded in (the HDF5 ``model_file``
+                attribute, from [`model_xml`][flowvla.envs.libero.LiberoEnv.model_xml]).
+
+        Returns:
+            body name -> ``[dx, dy, dz]`` it moved, for the bodies that moved.
+
+        Raises:
+            ValueError: the XML does not parse, or gives a body of this scene an orientation as
+                anything but ``quat`` (MuJoCo writes ``quat``; other forms are not converted here).
+        """
+        import xml.etree.ElementTree as ET
+
+        try:
+            world = ET.fromstring(model_xml).find("worldbody")
+        except ET.ParseError as e:
+            raise ValueError(f"model_xml: not MuJoCo XML ({e})") from None
+        if world is None:
+            raise ValueError("model_xml: no <worldbody>; pass a demo's model_file")
+        m = self.sim.model
+        moved: dict[str, list[float]] = {}
+        for body in world.findall("body"):
+            name = body.get("name")
+            if name is None or name not in m.body_names:
+                continue
+            i = m.body_name2id(name)
+            if any(int(m.jnt_type[j]) == _FREE_JOINT for j in range(m.njnt) if m.jnt_bodyid[j] == i):
+                continue  # a movable object: its pose is in the simulator state
+            other = [k for k in ("axisangle", "euler", "xyaxes", "zaxis") if body.get(k) is not None]
+            if other:
+                raise ValueError(f"model_xml: body {name!r} gives its orientation as {other[0]!r}, not quat")
+            pos = np.array(body.get("pos", "0 0 0").split(), dtype=np.float64)
+            quat = np.array(body.get("quat", "1 0 0 0").split(), dtype=np.float64)
+            delta = pos - np.asarray(m.body_pos[i])
+            if np.abs(delta).max() > 0 or np.abs(quat - np.asarray(m.body_quat[i])).max() > 0:
+                moved[name] = delta.tolist()
+            m.body_pos[i] = pos
+            m.body_quat[i] = quat / np.linalg.norm(quat)
+        self.sim.forward()
+        return moved
 
     # ---------------------------------------------------------------------------------- observation
     def proprio(self) -> dict[str, np.ndarray]:

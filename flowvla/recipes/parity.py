@@ -7,8 +7,10 @@ check takes one recorded episode and the simulator task it came from and compare
 
 1. **replay**: the episode's actions, executed from its initial state with LIBERO's evaluation
    protocol, must solve the task (the action convention, controller and gripper sign hold);
-2. **frames**: a stored frame must equal a fresh render of the recorded simulator state; when it does
-   not, every image convention is tried and the one that matches is named;
+2. **frames**: a stored frame must equal a fresh render of the recorded simulator state (with the
+   fixtures placed as the episode's ``model_file`` has them: LIBERO's reset moves cabinets and
+   stoves, and the state does not hold them); when it does not, every image convention is tried and
+   the one that matches is named;
 3. **state**: the stored proprioceptive state must equal the environment's state vector at that
    simulator state (layout and units);
 4. **instruction**: the dataset's instruction must be the one the environment shows;
@@ -114,6 +116,7 @@ def task_of_dataset(bddl_file_name: str) -> tuple[str, int]:
 def _frame_check(reader: Any, episode: int, t: int, env: Any) -> ParityCheck:
     from flowvla.data.hdf5 import IMAGE_CONVENTIONS, _from_upright, to_upright
 
+    _place_fixtures(reader, episode, env)
     env.set_sim_state(reader.sim_states(episode)[t])
     fresh = env.observe(depth=False)["images"].astype(np.float32)  # [V, 3, H, W] upright
     stored = reader.images(episode, t).astype(np.float32)
@@ -178,13 +181,25 @@ def _state_check(reader: Any, episode: int, t: int, env: Any) -> ParityCheck:
     return ParityCheck("state", ok, detail, {"max_abs_diff": float(err.max())})
 
 
+def _place_fixtures(reader: Any, episode: int, env: Any) -> None:
+    """Restore the episode's fixture placement from its ``model_file`` (LIBERO's reset draws a new
+    one, and the simulator state does not hold it); files without the attribute keep the reset's."""
+    xml = reader.demo_attrs(episode).get("model_file")
+    if xml:
+        env.place_fixtures(xml)
+
+
 def _replay_check(reader: Any, episode: int, env: Any, settle_steps: int) -> ParityCheck:
     attrs = reader.demo_attrs(episode)
     init = attrs.get("init_state")
     if init is None:
         init = reader.sim_states(episode)[0]
     actions = reader.executed_actions(episode).astype(np.float64)
-    env.reset(init_state=np.asarray(init, dtype=np.float64), settle_steps=settle_steps)
+    env.reset(
+        init_state=np.asarray(init, dtype=np.float64),
+        settle_steps=settle_steps,
+        perturb=lambda e: _place_fixtures(reader, episode, e),
+    )
     grip = actions[:, -1]
     if not np.all(np.isin(np.sign(grip), (-1.0, 1.0))):
         return ParityCheck(

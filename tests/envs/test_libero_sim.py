@@ -193,6 +193,31 @@ def test_init_state_reset_is_reproducible(envs):
         env.step(np.zeros(6))
 
 
+def test_fixtures_a_reset_moved_are_put_back_from_the_recorded_model(envs):
+    env = envs("libero_goal")  # a stove, a cabinet and a wine rack, placed anew at every reset
+
+    def render():
+        return env.observe(depth=False)["images"].astype(np.float64)
+
+    env.reset(seed=0)
+    xml, state, recorded = env.model_xml(), env.get_sim_state(), render()
+    env.reset(seed=1)
+    env.set_sim_state(state)  # the objects come back; the fixtures stay where this reset put them
+    assert np.abs(render() - recorded).mean() > 1.0
+    moved = env.place_fixtures(xml)
+    env.set_sim_state(state)
+    # The XML holds 6 significant digits: the same picture up to a few edge pixels.
+    assert np.abs(render() - recorded).mean() < 0.05
+    assert {"flat_stove_1_main", "wooden_cabinet_1_main"} <= set(moved)
+    assert all(0 < np.linalg.norm(d) < 0.05 for d in moved.values())
+    assert not any("robot" in n or "bowl" in n for n in moved)  # free objects live in the state
+    assert env.place_fixtures(xml) == {}  # already in place
+    with pytest.raises(ValueError, match="model_xml: no <worldbody>"):
+        env.place_fixtures("<mujoco/>")
+    with pytest.raises(ValueError, match="model_xml: not MuJoCo XML"):
+        env.place_fixtures("<mujoco")
+
+
 def test_step_never_renders(envs, monkeypatch):
     env = envs("libero_object")
     env.reset(init_state=0)
