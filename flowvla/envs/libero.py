@@ -55,9 +55,9 @@ __all__ = [
 ]
 
 ACTION_DIM = 7
-_FREE_JOINT = 0  # mjtJoint.mjJNT_FREE
 STATE_DIM = 8
 DEFAULT_CAMERAS = ("agentview", "robot0_eye_in_hand")
+_FREE_JOINT = 0  # mjtJoint.mjJNT_FREE
 #: Zero motion, gripper open: what LIBERO evaluations send while objects settle after a reset.
 DUMMY_ACTION = np.array([0.0] * 6 + [-1.0])
 
