@@ -27,6 +27,7 @@ __all__ = [
 
 SYNONYMS: dict[str, str] = {
     "pick up": "grab",
+    "stack": "pile",
     "place": "put",
     "put": "place",
     "push": "press",
@@ -41,6 +42,7 @@ SYNONYMS: dict[str, str] = {
 """Phrase -> same-meaning paraphrase: the rewordings a consistency loss may train on."""
 HELD_OUT_SYNONYMS: dict[str, str] = {
     "pick up": "lift",
+    "stack": "heap",
     "place": "set",
     "put": "set",
     "push": "nudge",
@@ -67,6 +69,9 @@ OPPOSITES: dict[str, str] = {
     "push": "pull",
     "pull": "push",
     "pick up": "put down",
+    # "put X on Y" -> "take X on Y": LIBERO's put-tasks (libero_goal, libero_10) have no other phrase.
+    "put": "take",
+    "take": "put",
     "on top of": "under",
     "into": "out of",
 }

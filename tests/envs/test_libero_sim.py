@@ -52,6 +52,17 @@ def test_task_lists(suite):
     assert all(t.instruction and t.bddl_file.endswith(".bddl") for t in tasks)
 
 
+@pytest.mark.parametrize("suite", list(LIBERO_SUITES))
+def test_every_instruction_has_a_synonym_a_held_out_paraphrase_and_an_opposite(suite):
+    # The recipe's sensitivity phase needs all three for its tasks; a missing rule used to end a
+    # libero_goal run after its evaluation.
+    from flowvla.processing.instructions import held_out_paraphrase, opposite, paraphrase
+
+    for task in list_tasks(suite):
+        for rewrite in (paraphrase, held_out_paraphrase, opposite):
+            assert rewrite(task.instruction) != task.instruction
+
+
 @pytest.mark.parametrize("suite", STANDARD)
 def test_each_suite_builds_resets_steps_observes(envs, suite):
     env = envs(suite)

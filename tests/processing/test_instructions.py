@@ -40,6 +40,18 @@ def test_libero_object_instructions_have_all_three_rewordings():
     assert opposite(text) == "put down the alphabet soup and place it in the basket"
 
 
+def test_libero_put_and_stack_instructions_have_all_three_rewordings():
+    # Every instruction of the five LIBERO suites has all three (checked against LIBERO itself in
+    # tests/envs/test_libero_sim.py); these are the forms libero_goal, libero_10 and libero_90 add.
+    assert opposite("put the bowl on the stove") == "take the bowl on the stove"
+    assert paraphrase("put the bowl on the stove") == "place the bowl on the stove"
+    assert held_out_paraphrase("put the bowl on the stove") == "set the bowl on the stove"
+    text = "stack the middle black bowl on the back black bowl"
+    assert paraphrase(text) == "pile the middle black bowl on the back black bowl"
+    assert held_out_paraphrase(text) == "heap the middle black bowl on the back black bowl"
+    assert opposite(text) == "stack the middle black bowl on the front black bowl"
+
+
 def test_one_pass_never_swaps_a_word_back_and_matches_whole_words_only():
     assert rewrite("put it in the bowl, then place it", SYNONYMS) == "place it in the bowl, then put it"
     assert rewrite("output the topping", SYNONYMS) == "output the topping"  # no partial words
