@@ -65,18 +65,6 @@ def test_cli_reports_unknown_suite(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------------- simulator
-@pytest.fixture(scope="module")
-def libero_ready():
-    pytest.importorskip("libero", reason="LIBERO is not installed (see docs/libero.md)")
-    pytest.importorskip("robosuite", reason="robosuite is not installed (see docs/libero.md)")
-    from flowvla.envs.libero_setup import LiberoSetupError, prepare_libero
-
-    try:
-        prepare_libero()
-    except LiberoSetupError as err:
-        pytest.skip(str(err))
-
-
 @pytest.mark.libero
 def test_interrupted_generation_resumes_without_duplicates(libero_ready, tmp_path):
     from flowvla.data.hdf5 import LiberoHDF5Reader

@@ -22,15 +22,7 @@ pytestmark = pytest.mark.libero
 
 
 @pytest.fixture(scope="module")
-def goal_demo(tmp_path_factory):
-    pytest.importorskip("libero", reason="LIBERO is not installed (see docs/libero.md)")
-    pytest.importorskip("robosuite", reason="robosuite is not installed (see docs/libero.md)")
-    from flowvla.envs.libero_setup import LiberoSetupError, prepare_libero
-
-    try:
-        prepare_libero()
-    except LiberoSetupError as err:
-        pytest.skip(str(err))
+def goal_demo(libero_ready, tmp_path_factory):
     out = tmp_path_factory.mktemp("goal")
     summary = generate(
         GenerateConfig(
