@@ -1,5 +1,5 @@
 """Robustness of a trained policy, in the spirit of LIBERO-PRO and LIBERO-Plus: the drop in success
-under paraphrased instructions, shifted objects and a jittered camera.
+under paraphrased instructions, another task's instruction, shifted objects and a jittered camera.
 
 Every row runs the same official init states with the same seeds as the unperturbed reference; one
 thing changes per row ([`Perturbation`][flowvla.envs.perturb.Perturbation] for the simulator,
@@ -7,7 +7,9 @@ thing changes per row ([`Perturbation`][flowvla.envs.perturb.Perturbation] for t
 ``paraphrase`` from [`SYNONYMS`][flowvla.processing.instructions.SYNONYMS] (unseen unless the recipe
 trains a synonym-consistency loss on them) and ``held_out_paraphrase`` from
 [`HELD_OUT_SYNONYMS`][flowvla.processing.instructions.HELD_OUT_SYNONYMS], words no training table
-holds.
+holds. ``swapped_instruction`` gives every task the instruction of the next task in ``--tasks``
+(cyclically) and still scores the original task: a policy that obeys its words drops towards 0 there,
+one that reads the task off the scene alone keeps its success.
 
     python benchmarks/libero_robustness.py --policy RUN/checkpoint --tasks 0,1 --init-states 25 \\
         --object-shift 0.02,0.04 --camera 0.02:3 --out benchmarks/results/libero_robustness
@@ -55,7 +57,7 @@ def variants(
     suite: str, tasks: list[int], object_shifts: list[float], cameras: list[tuple[float, float]]
 ) -> dict[str, dict[str, Any]]:
     """The rows: the reference, two paraphrases of every task's instruction (trainable words and
-    held-out words), then each perturbation."""
+    held-out words), another task's instruction (with two or more tasks), then each perturbation."""
     from flowvla.envs.libero import get_task
     from flowvla.envs.perturb import Perturbation
     from flowvla.processing.instructions import held_out_paraphrase, paraphrase
@@ -67,6 +69,13 @@ def variants(
     rows["held_out_paraphrase"] = {
         "instructions": {t: held_out_paraphrase(get_task(suite, t).instruction) for t in tasks}
     }
+    if len(tasks) > 1:
+        # The next task's words, scored against this task's goal: the drop measures obedience.
+        rows["swapped_instruction"] = {
+            "instructions": {
+                t: get_task(suite, tasks[(i + 1) % len(tasks)]).instruction for i, t in enumerate(tasks)
+            }
+        }
     for shift in object_shifts:
         rows[f"objects+{100 * shift:g}cm"] = {"perturbation": Perturbation(object_shift_m=shift)}
     for shift, angle in cameras:

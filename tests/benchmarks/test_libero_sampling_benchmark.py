@@ -149,7 +149,21 @@ def test_robustness_rows_keep_the_named_subset_in_order_and_refuse_unknown_names
     from flowvla.recipes.sweep import select_variants
 
     rows = robustness.variants("libero_object", [0, 1], [0.03], [(0.02, 3.0)])
-    assert list(rows) == ["official", "paraphrase", "held_out_paraphrase", "objects+3cm", "camera+2cm+3deg"]
+    assert list(rows) == [
+        "official",
+        "paraphrase",
+        "held_out_paraphrase",
+        "swapped_instruction",
+        "objects+3cm",
+        "camera+2cm+3deg",
+    ]
+    from flowvla.envs.libero import get_task
+
+    # Each task gets another evaluated task's words (cyclically); one task alone has no row.
+    words = {t: get_task("libero_object", t).instruction for t in (0, 1, 2)}
+    swapped = robustness.variants("libero_object", [0, 1, 2], [], [])["swapped_instruction"]["instructions"]
+    assert swapped == {0: words[1], 1: words[2], 2: words[0]}
+    assert "swapped_instruction" not in robustness.variants("libero_object", [3], [], [])
     assert list(select_variants(rows, "objects+3cm,official")) == ["objects+3cm", "official"]
     # An unknown row is refused before any policy is loaded (the path does not exist).
     with pytest.raises(SystemExit):
