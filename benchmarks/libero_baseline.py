@@ -139,6 +139,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--init-states", type=int, default=50)
     ap.add_argument("--eval-workers", type=int, default=2)
+    ap.add_argument(
+        "--max-steps", type=int, default=None, help="step limit per episode (default: the suite's)"
+    )
     ap.add_argument("--out", default="benchmarks/results/libero_baseline")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
@@ -180,6 +183,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             return step / a.steps
         return (time.perf_counter() - t0) / (a.minutes * 60)
 
+    from tqdm.auto import tqdm
+
+    # Steps when counting steps, else tenths of a percent of the minute budget.
+    bar = tqdm(total=a.steps or 1000, desc="train", unit="step" if a.steps else "‰", file=sys.stderr)
     while not done:
         for batch in loader:
             frac = min(1.0, progress())
@@ -194,9 +201,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             with torch.no_grad():
                 for pe, p in zip(ema.parameters(), model.parameters(), strict=True):
                     pe.lerp_(p, 1 - decay)
+            bar.update((step if a.steps else int(1000 * min(1.0, progress()))) - bar.n)
+            if step % 50 == 0:
+                bar.set_postfix(l1=f"{float(loss):.4f}")
             if progress() >= 1.0:
                 done = True
                 break
+    bar.close()
     minutes = (time.perf_counter() - t0) / 60
     print(
         f"trained {step} steps of {a.batch_size} in {minutes:.1f} min; last L1 {float(loss):.4f}",
@@ -217,6 +228,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             state_dim=int(item["state"].shape[0]),
             out_dir=str(Path(a.out) / "eval"),
             workers=a.eval_workers,
+            max_steps=a.max_steps,
             seed=a.seed,
         ),
     )
