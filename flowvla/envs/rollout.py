@@ -47,6 +47,7 @@ from flowvla.envs.video import tile_views, write_video
 from flowvla.io import write_json_atomic
 
 __all__ = [
+    "SEAM_SMOOTHNESS",
     "ConstantPolicy",
     "EpisodeRecord",
     "Policy",
@@ -375,6 +376,7 @@ def run_episode(
     success = False
     last_debug: dict[str, Any] = {}
     executed: list[np.ndarray] = []
+    chunk_starts: list[int] = []  # steps whose action is the first of a fresh chunk
     fresh = False  # the next queued action is the first of a chunk just predicted
     while steps < limit:
         if cfg.replan_at_gripper and queue and executed and not fresh:
@@ -411,6 +413,8 @@ def run_episode(
         result = env.step(action)
         t_physics += time.perf_counter() - t0
         tracker.update(action)
+        if fresh:
+            chunk_starts.append(steps)
         executed.append(np.asarray(action, dtype=np.float64))
         fresh = False
         steps += 1
@@ -439,7 +443,7 @@ def run_episode(
         policy=cfg.policy_id,
         settings=cfg.outcome_settings(),
         outcome=tracker.summary(success),
-        smoothness=action_smoothness(np.stack(executed)) if executed else None,
+        smoothness=action_smoothness(np.stack(executed), chunk_starts) if executed else None,
         perturbation=applied or None,
     )
     return rec, frames
@@ -450,19 +454,46 @@ def gripper_toggles(previous: np.ndarray, action: np.ndarray) -> bool:
     return bool((previous[-1] > 0) != (action[-1] > 0))
 
 
-def action_smoothness(actions: np.ndarray) -> dict[str, float]:
+#: The keys [`action_smoothness`][flowvla.envs.rollout.action_smoothness] adds when it knows the re-plans.
+SEAM_SMOOTHNESS = ("second_diff_within", "second_diff_across", "third_diff_within", "third_diff_across")
+
+
+def action_smoothness(actions: np.ndarray, chunk_starts: Sequence[int] | None = None) -> dict[str, float]:
     """Mean squared 2nd and 3rd finite differences over time of executed ``[T, 7]`` actions.
 
     Only the six arm dimensions count: the gripper command is a step (-1 -> +1) whose differences
     would swamp the arm's. A difference needs 3 (4) actions; shorter episodes give 0.
+
+    Args:
+        actions: ``[T, 7]`` executed actions.
+        chunk_starts: the steps at which a freshly predicted chunk began (re-plans). When given, each
+            difference is also counted as *within* one chunk or *across* a re-plan (its window holds a
+            chunk's first action after its own first one): a chunk-smoothness loss can only act
+            within, the seams between chunks are the re-planning's.
+
+    Returns:
+        ``second_diff`` and ``third_diff``; with ``chunk_starts`` also ``second_diff_within``,
+        ``second_diff_across``, ``third_diff_within`` and ``third_diff_across`` (0 where no window of
+        that kind exists).
     """
     if actions.ndim != 2 or actions.shape[1] != ACTION_DIM:
         raise ValueError(f"actions: expected [T, {ACTION_DIM}], got {list(actions.shape)}")
     arm = actions[:, : ACTION_DIM - 1]
-    out = {}
+    seam = np.zeros(len(arm), dtype=bool)
+    if chunk_starts is not None:
+        starts = np.asarray(list(chunk_starts), dtype=np.int64)
+        if starts.size and (starts.min() < 0 or starts.max() >= max(len(arm), 1)):
+            raise ValueError(f"chunk_starts: steps must lie in [0, {len(arm)}), got {starts.tolist()}")
+        seam[starts] = True
+    out: dict[str, float] = {}
     for name, n in (("second_diff", 2), ("third_diff", 3)):
-        d = np.diff(arm, n=n, axis=0)
-        out[name] = float(np.square(d).sum(-1).mean()) if len(d) else 0.0
+        sq = np.square(np.diff(arm, n=n, axis=0)).sum(-1)  # [T - n]
+        out[name] = float(sq.mean()) if len(sq) else 0.0
+        if chunk_starts is not None:
+            # Window t covers steps t..t+n; a seam at t+1..t+n means two chunks meet inside it.
+            across = np.array([seam[t + 1 : t + n + 1].any() for t in range(len(sq))], dtype=bool)
+            for part, mask in (("within", ~across), ("across", across)):
+                out[f"{name}_{part}"] = float(sq[mask].mean()) if mask.any() else 0.0
     return out
 
 
@@ -590,7 +621,8 @@ def _mean_smoothness(rows: list[dict[str, Any]]) -> dict[str, float]:
     have = [r["smoothness"] for r in rows if r.get("smoothness")]
     if not have:
         return {}
-    return {f"mean_{k}": float(np.mean([h[k] for h in have])) for k in ("second_diff", "third_diff")}
+    keys = [k for k in have[0] if all(k in h for h in have)]  # the seam split: newer records only
+    return {f"mean_{k}": float(np.mean([h[k] for h in have])) for k in keys}
 
 
 def load_records(path: Path) -> list[dict[str, Any]]:

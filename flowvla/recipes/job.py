@@ -172,6 +172,9 @@ def run_job(
     write_json_atomic(out / "success.json", table)
     run["success"] = table
     keys = ("mean_steps", "mean_episode_s", "mean_second_diff", "mean_third_diff")
+    from flowvla.envs.rollout import SEAM_SMOOTHNESS
+
+    keys += tuple(f"mean_{k}" for k in SEAM_SMOOTHNESS)
     run["eval_summary"] = {k: summary[k] for k in keys if k in summary}
     done("eval", time.perf_counter() - t0, f"{n} episodes, {cfg.eval_workers} workers")
     print(format_success_table(table))

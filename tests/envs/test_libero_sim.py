@@ -274,7 +274,9 @@ def test_rollout_record_summary_video_and_resume(tmp_path):
     class Spy(ConstantPolicy):
         def predict_action(self, batch, **kw):
             seen.append({k: tuple(v.shape) for k, v in batch.items() if hasattr(v, "shape")})
-            return super().predict_action(batch, **kw)
+            chunk, info = super().predict_action(batch, **kw)
+            chunk[..., 0] = 0.01 * len(seen)  # flat within a chunk, one step up at each re-plan
+            return chunk, info
 
     summary = evaluate(Spy(horizon=6), cfg)
     assert summary["episodes"] == 2 and summary["successes"] == 0 and summary["ci95"][0] == 0.0
@@ -283,6 +285,12 @@ def test_rollout_record_summary_video_and_resume(tmp_path):
     assert [r["init_state"] for r in rows] == [0, 1]
     assert all(r["steps"] == 12 and r["replans"] == 3 and not r["success"] for r in rows)
     assert rows[0]["video"] and rows[1]["video"] is None
+    # Re-plans at steps 0, 4, 8: the 2nd differences whose window spans 4 or 8 (4 of 10) carry the steps.
+    for r in rows:
+        assert r["smoothness"]["second_diff_within"] == pytest.approx(0.0, abs=1e-12)
+        assert r["smoothness"]["second_diff_across"] == pytest.approx(1e-4, rel=1e-4)
+        assert r["smoothness"]["second_diff"] == pytest.approx(0.4e-4, rel=1e-4)
+    assert summary["mean_second_diff_across"] == pytest.approx(1e-4, rel=1e-4)
     import imageio.v2 as imageio
 
     frames = imageio.mimread(rows[0]["video"])

@@ -186,3 +186,35 @@ def test_action_smoothness_measures_the_arm_and_ignores_the_gripper_step():
     assert rollout.action_smoothness(np.zeros((2, 7))) == {"second_diff": 0.0, "third_diff": 0.0}
     with pytest.raises(ValueError, match=r"actions: expected \[T, 7\]"):
         rollout.action_smoothness(np.zeros((5, 6)))
+
+
+def test_smoothness_splits_at_the_replans_and_a_seam_shows_only_across():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=40, deadline=None)
+    @given(st.integers(2, 8), st.integers(9, 40), st.floats(0.1, 2.0), st.integers(0, 5))
+    def check(every, t, jump, dim):
+        starts = list(range(0, t, every))
+        a = np.zeros((t, 7))
+        # Each chunk is flat but sits `jump` above the one before: a seam at every re-plan, nothing
+        # within (chunks of 2 or more: steps of 1 would be a straight ramp).
+        a[:, dim] = jump * (np.arange(t) // every)
+        got = rollout.action_smoothness(a, starts)
+        assert got["second_diff_within"] == pytest.approx(0.0, abs=1e-12)
+        assert got["third_diff_within"] == pytest.approx(0.0, abs=1e-12)
+        if every < t:
+            assert got["second_diff_across"] > 0 and got["third_diff_across"] > 0
+        # The split partitions the windows: their weighted means give back the overall mean.
+        for name, n in (("second_diff", 2), ("third_diff", 3)):
+            windows = t - n
+            across = sum(any(s in starts for s in range(w + 1, w + n + 1)) for w in range(windows))
+            whole = (got[f"{name}_across"] * across + got[f"{name}_within"] * (windows - across)) / windows
+            assert whole == pytest.approx(got[name], rel=1e-9, abs=1e-12)
+        assert {k: got[k] for k in ("second_diff", "third_diff")} == rollout.action_smoothness(a)
+
+    check()
+    one_chunk = rollout.action_smoothness(np.ones((6, 7)), [0])
+    assert one_chunk["second_diff_across"] == 0.0  # no seam inside the episode
+    with pytest.raises(ValueError, match="chunk_starts"):
+        rollout.action_smoothness(np.zeros((5, 7)), [0, 5])
