@@ -1,5 +1,6 @@
 import os
 
+import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
@@ -18,3 +19,16 @@ settings.register_profile(
 settings.register_profile("ci", parent=settings.get_profile("default"), derandomize=True)
 settings.register_profile("thorough", parent=settings.get_profile("default"), max_examples=300)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+@pytest.fixture(scope="module")
+def libero_ready():
+    """Skip unless LIBERO is installed and set up (assets, renderer); the reason says which."""
+    pytest.importorskip("libero", reason="LIBERO is not installed (see docs/libero.md)")
+    pytest.importorskip("robosuite", reason="robosuite is not installed (see docs/libero.md)")
+    from flowvla.envs.libero_setup import LiberoSetupError, prepare_libero
+
+    try:
+        prepare_libero()
+    except LiberoSetupError as err:
+        pytest.skip(str(err))

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from flowvla.data.stats import FeatureStats
 from tests.benchmark_loader import load_benchmark
+from tests.libero_demos import generate_one_demo
 
 bench = load_benchmark("libero_baseline")
 
@@ -88,27 +89,9 @@ def test_the_loss_ignores_padded_steps_and_predictions_come_back_in_action_units
 
 
 @pytest.mark.libero
-def test_the_script_trains_and_evaluates_at_toy_size(tmp_path):
-    pytest.importorskip("libero", reason="LIBERO is not installed (see docs/libero.md)")
-    from flowvla.envs.libero_setup import LiberoSetupError, prepare_libero
-    from flowvla.recipes.generate import GenerateConfig, generate
-
-    try:
-        prepare_libero()
-    except LiberoSetupError as err:
-        pytest.skip(str(err))
+def test_the_script_trains_and_evaluates_at_toy_size(libero_ready, tmp_path):
     data = tmp_path / "demos"
-    generate(
-        GenerateConfig(
-            out_dir=str(data),
-            suites=["libero_object"],
-            tasks=[0],
-            demos_per_task=1,
-            image_size=64,
-            image_stride=8,
-            progress=False,
-        )
-    )
+    generate_one_demo(data, "libero_object", 0)
     out = tmp_path / "run"
     argv = ["--data", str(data), "--tasks", "0", "--steps", "2", "--batch-size", "2", "--horizon", "4"]
     argv += ["--init-states", "1", "--max-steps", "8", "--eval-workers", "1", "--threads", "1"]

@@ -15,29 +15,15 @@ import h5py
 import numpy as np
 import pytest
 
-from flowvla.recipes.generate import GenerateConfig, generate
 from flowvla.recipes.parity import ParityError, check_parity
+from tests.libero_demos import generate_one_demo
 
 pytestmark = pytest.mark.libero
 
 
 @pytest.fixture(scope="module")
 def goal_demo(libero_ready, tmp_path_factory):
-    out = tmp_path_factory.mktemp("goal")
-    summary = generate(
-        GenerateConfig(
-            out_dir=str(out),
-            suites=["libero_goal"],
-            tasks=[1],
-            demos_per_task=1,
-            image_size=64,
-            image_stride=8,
-            progress=False,
-        )
-    )
-    s = summary["tasks"]["libero_goal/1"]
-    assert s["demos"] == 1
-    return out / "libero_goal" / f"{s['task_name']}_demo.hdf5"
+    return generate_one_demo(tmp_path_factory.mktemp("goal"), "libero_goal", 1)
 
 
 def _failed(report) -> set[str]:
