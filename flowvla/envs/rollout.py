@@ -60,6 +60,7 @@ __all__ = [
     "gripper_toggles",
     "load_records",
     "run_episode",
+    "smoothness_columns",
     "summarize",
     "wilson_interval",
 ]
@@ -482,7 +483,7 @@ def action_smoothness(actions: np.ndarray, chunk_starts: Sequence[int] | None = 
     seam = np.zeros(len(arm), dtype=bool)
     if chunk_starts is not None:
         starts = np.asarray(list(chunk_starts), dtype=np.int64)
-        if starts.size and (starts.min() < 0 or starts.max() >= max(len(arm), 1)):
+        if starts.size and (starts.min() < 0 or starts.max() >= len(arm)):
             raise ValueError(f"chunk_starts: steps must lie in [0, {len(arm)}), got {starts.tolist()}")
         seam[starts] = True
     out: dict[str, float] = {}
@@ -491,7 +492,9 @@ def action_smoothness(actions: np.ndarray, chunk_starts: Sequence[int] | None = 
         out[name] = float(sq.mean()) if len(sq) else 0.0
         if chunk_starts is not None:
             # Window t covers steps t..t+n; a seam at t+1..t+n means two chunks meet inside it.
-            across = np.array([seam[t + 1 : t + n + 1].any() for t in range(len(sq))], dtype=bool)
+            across = np.zeros(0, dtype=bool)
+            if len(sq):  # a window view needs at least one whole window
+                across = np.lib.stride_tricks.sliding_window_view(seam[1:], n).any(-1)
             for part, mask in (("within", ~across), ("across", across)):
                 out[f"{name}_{part}"] = float(sq[mask].mean()) if mask.any() else 0.0
     return out
@@ -612,6 +615,15 @@ def summarize(records: Iterable[EpisodeRecord | dict[str, Any]]) -> dict[str, An
         k: {"task_name": v[0]["task_name"], "instruction": v[0]["instruction"], **block(v)}
         for k, v in sorted(per_task.items(), key=lambda kv: (kv[0].split("/")[0], int(kv[0].split("/")[1])))
     }
+    return out
+
+
+def smoothness_columns(summary: dict[str, Any]) -> dict[str, float | None]:
+    """An evaluation summary's executed-action smoothness under the names a results row uses:
+    ``second_diff`` and ``third_diff`` (``None`` when absent), then the seam split of
+    [`SEAM_SMOOTHNESS`][flowvla.envs.rollout.SEAM_SMOOTHNESS] where the records carried it."""
+    out = {k: summary.get(f"mean_{k}") for k in ("second_diff", "third_diff")}
+    out.update({k: summary[f"mean_{k}"] for k in SEAM_SMOOTHNESS if f"mean_{k}" in summary})
     return out
 
 

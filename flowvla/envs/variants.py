@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from flowvla.envs.rollout import SEAM_SMOOTHNESS, Policy, RolloutConfig, evaluate, load_records
+from flowvla.envs.rollout import Policy, RolloutConfig, evaluate, load_records, smoothness_columns
 
 __all__ = ["compare_variants", "format_table"]
 
@@ -66,10 +66,7 @@ def compare_variants(
                 "ci95": summary["ci95"],
                 "latency_ms_per_chunk": 1000 * float(np.median(latency)) if latency else float("nan"),
                 "mean_steps": summary["mean_steps"],
-                "second_diff": summary.get("mean_second_diff"),
-                "third_diff": summary.get("mean_third_diff"),
-                # Within one chunk / across a re-plan (episode records that carry the split).
-                **{k: summary.get(f"mean_{k}") for k in SEAM_SMOOTHNESS if f"mean_{k}" in summary},
+                **smoothness_columns(summary),
                 "outcomes": summary["outcomes"],
                 "tasks": {k: [v["successes"], v["episodes"]] for k, v in summary["tasks"].items()},
                 "overrides": json.loads(json.dumps(settings, default=_plain)),

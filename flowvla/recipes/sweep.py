@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from flowvla.diagnostics import SENSITIVITY_DISTANCES
-from flowvla.envs.rollout import SEAM_SMOOTHNESS
+from flowvla.envs.rollout import smoothness_columns
 from flowvla.io import write_json_atomic
 from flowvla.recipes.libero import RecipeConfig, training_settings
 from flowvla.recipes.train import training_seconds
@@ -149,10 +149,7 @@ def sweep_row(
         "tasks": {t["task"]: [t["successes"], t["episodes"]] for t in run["success"]["tasks"]},
         "outcomes": success.get("outcomes", {}),
         "mean_steps": success.get("mean_steps"),
-        "second_diff": eval_summary.get("mean_second_diff"),
-        "third_diff": eval_summary.get("mean_third_diff"),
-        # Within one chunk / across a re-plan (episode records that carry the split).
-        **{k: eval_summary.get(f"mean_{k}") for k in SEAM_SMOOTHNESS if f"mean_{k}" in eval_summary},
+        **smoothness_columns(eval_summary),
         "train_steps": train.get("step"),
         "train_minutes": 0.0 if "reused_from" in train else _train_seconds(train, log_path) / 60,
         "stopped": train.get("stopped"),
