@@ -621,7 +621,7 @@ def summarize(records: Iterable[EpisodeRecord | dict[str, Any]]) -> dict[str, An
 def smoothness_columns(summary: dict[str, Any]) -> dict[str, float | None]:
     """An evaluation summary's executed-action smoothness under the names a results row uses:
     ``second_diff`` and ``third_diff`` (``None`` when absent), then the seam split of
-    [`SEAM_SMOOTHNESS`][flowvla.envs.rollout.SEAM_SMOOTHNESS] where the records carried it."""
+    ``SEAM_SMOOTHNESS`` where the records carried it."""
     out = {k: summary.get(f"mean_{k}") for k in ("second_diff", "third_diff")}
     out.update({k: summary[f"mean_{k}"] for k in SEAM_SMOOTHNESS if f"mean_{k}" in summary})
     return out
