@@ -14,7 +14,9 @@ one that reads the task off the scene alone keeps its success.
     python benchmarks/libero_robustness.py --policy RUN/checkpoint --tasks 0,1 --init-states 25 \\
         --object-shift 0.02,0.04 --camera 0.02:3 --out benchmarks/results/libero_robustness
 
-``--rows official,objects+3cm`` keeps a subset (the first row is the reference of ``Δ pts``).
+``--object-scatter 0.04`` adds a row whose objects are scattered within 4 cm of their official
+places, the layouts a policy trained on scattered demonstrations (``--set object_scatter=0.04``) was
+trained under. ``--rows official,objects+3cm`` keeps a subset (the first row is the reference of ``Δ pts``).
 
 Prints the table (``Δ pts`` is the drop against the reference) and writes
 ``<out>/robustness.json``; each row's episode records stay under ``<out>/<row>/``.
@@ -54,7 +56,11 @@ def camera_settings(text: str) -> list[tuple[float, float]]:
 
 
 def variants(
-    suite: str, tasks: list[int], object_shifts: list[float], cameras: list[tuple[float, float]]
+    suite: str,
+    tasks: list[int],
+    object_shifts: list[float],
+    cameras: list[tuple[float, float]],
+    object_scatters: list[float] = (),
 ) -> dict[str, dict[str, Any]]:
     """The rows: the reference, two paraphrases of every task's instruction (trainable words and
     held-out words), another task's instruction (with two or more tasks), then each perturbation."""
@@ -78,6 +84,8 @@ def variants(
         }
     for shift in object_shifts:
         rows[f"objects+{100 * shift:g}cm"] = {"perturbation": Perturbation(object_shift_m=shift)}
+    for radius in object_scatters:
+        rows[f"objects_within_{100 * radius:g}cm"] = {"perturbation": Perturbation(object_scatter_m=radius)}
     for shift, angle in cameras:
         rows[f"camera+{100 * shift:g}cm+{angle:g}deg"] = {
             "perturbation": Perturbation(camera_shift_m=shift, camera_rotation_deg=angle)
@@ -92,6 +100,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sampling.eval_options(p)
     p.add_argument("--object-shift", type=floats, default=[0.02, 0.04], help="metres, comma-separated")
+    p.add_argument(
+        "--object-scatter",
+        type=floats,
+        default=[],
+        help="metres, comma-separated: objects moved uniformly within this radius (the layouts of "
+        "demonstrations generated with object_scatter), e.g. 0.04",
+    )
     p.add_argument("--camera", type=camera_settings, default=[(0.02, 3.0)], help="SHIFT_M:ANGLE_DEG, ...")
     p.add_argument(
         "--rows",
@@ -100,7 +115,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--out", default="benchmarks/results/libero_robustness")
     args = p.parse_args(argv)
     try:
-        rows = select_variants(variants(args.suite, args.tasks, args.object_shift, args.camera), args.rows)
+        rows = select_variants(
+            variants(args.suite, args.tasks, args.object_shift, args.camera, args.object_scatter), args.rows
+        )
     except ValueError as e:
         p.error(f"--rows: {e}")
     for name, v in rows.items():

@@ -6,6 +6,9 @@ the init state is loaded and before the objects settle, so an evaluation can rep
 
 - **objects shifted**: every free object (the movable ones; the robot and the table have no free
   joint) moves by exactly ``object_shift_m`` on the table, in its own random direction;
+- **objects scattered**: every free object moves to a point drawn uniformly from the disc of
+  ``object_scatter_m`` around it, the distribution scattered demonstrations are recorded under
+  (``RecipeConfig.object_scatter``), so a policy trained on them is evaluated inside its own layouts;
 - **camera jitter**: the named cameras move by exactly ``camera_shift_m`` in a random direction and
   turn by exactly ``camera_rotation_deg`` about a random axis of their own frame (the depth branch's
   intrinsics and extrinsics follow, as they are read from the simulator);
@@ -38,6 +41,8 @@ class Perturbation:
 
     Attributes:
         object_shift_m: distance every free object moves on the table (m).
+        object_scatter_m: radius of the disc every free object's new place is drawn from, uniformly
+            over its area (m); exclusive with ``object_shift_m``.
         camera_shift_m: distance each camera of ``cameras`` moves (m).
         camera_rotation_deg: angle each of them turns about a random axis (degrees).
         cameras: the cameras jittered (default: the third-person view; the wrist camera rides on the
@@ -45,20 +50,28 @@ class Perturbation:
     """
 
     object_shift_m: float = 0.0
+    object_scatter_m: float = 0.0
     camera_shift_m: float = 0.0
     camera_rotation_deg: float = 0.0
     cameras: Sequence[str] = ("agentview",)
 
     def __post_init__(self) -> None:
-        for name in ("object_shift_m", "camera_shift_m", "camera_rotation_deg"):
+        for name in ("object_shift_m", "object_scatter_m", "camera_shift_m", "camera_rotation_deg"):
             check_nonnegative(name, getattr(self, name))
+        if self.object_shift_m and self.object_scatter_m:
+            raise ValueError(
+                "object_shift_m and object_scatter_m both move the objects: give one of them, got "
+                f"{self.object_shift_m} and {self.object_scatter_m}"
+            )
         if isinstance(self.cameras, str):
             raise ValueError(f"cameras: give a sequence of camera names, got the string {self.cameras!r}")
         object.__setattr__(self, "cameras", tuple(self.cameras))
 
     @property
     def active(self) -> bool:
-        return bool(self.object_shift_m or self.camera_shift_m or self.camera_rotation_deg)
+        return bool(
+            self.object_shift_m or self.object_scatter_m or self.camera_shift_m or self.camera_rotation_deg
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "cameras": list(self.cameras)}
@@ -69,6 +82,8 @@ class Perturbation:
         done: dict[str, Any] = {}
         if self.object_shift_m:
             done["objects"] = shift_objects(env, self.object_shift_m, rng)
+        if self.object_scatter_m:
+            done["objects"] = scatter_objects(env, self.object_scatter_m, rng)
         if self.camera_shift_m or self.camera_rotation_deg:
             done["cameras"] = jitter_cameras(
                 env, self.cameras, self.camera_shift_m, self.camera_rotation_deg, rng

@@ -148,15 +148,17 @@ def test_robustness_rows_keep_the_named_subset_in_order_and_refuse_unknown_names
     robustness = _load("libero_robustness")
     from flowvla.recipes.sweep import select_variants
 
-    rows = robustness.variants("libero_object", [0, 1], [0.03], [(0.02, 3.0)])
+    rows = robustness.variants("libero_object", [0, 1], [0.03], [(0.02, 3.0)], [0.04])
     assert list(rows) == [
         "official",
         "paraphrase",
         "held_out_paraphrase",
         "swapped_instruction",
         "objects+3cm",
+        "objects_within_4cm",
         "camera+2cm+3deg",
     ]
+    assert rows["objects_within_4cm"]["perturbation"].object_scatter_m == 0.04
     from flowvla.envs.libero import get_task
 
     # Each task gets another evaluated task's words (cyclically); one task alone has no row.

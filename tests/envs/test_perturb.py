@@ -13,7 +13,10 @@ from flowvla.envs.perturb import Perturbation, _quat_mul
 
 def test_perturbation_settings_are_checked_by_name():
     assert not Perturbation().active and Perturbation(object_shift_m=0.02).active
-    for name in ("object_shift_m", "camera_shift_m", "camera_rotation_deg"):
+    assert Perturbation(object_scatter_m=0.04).active
+    with pytest.raises(ValueError, match="object_shift_m and object_scatter_m both move the objects"):
+        Perturbation(object_shift_m=0.02, object_scatter_m=0.04)
+    for name in ("object_shift_m", "object_scatter_m", "camera_shift_m", "camera_rotation_deg"):
         with pytest.raises(ValueError, match=name):
             Perturbation(**{name: -0.01})
         with pytest.raises(ValueError, match=name):
@@ -114,6 +117,15 @@ def test_scattered_objects_stay_inside_the_disc_and_the_draw_repeats(env):
     assert max(radii) <= 0.04 and np.ptp(radii) > 1e-3
     assert scatter(1)[0] == moved and scatter(2)[0] != moved
     assert all(v == [0.0, 0.0] for v in scatter(1, radius=0.0)[0].values())
+    # As an evaluation perturbation: the same draw on an official init state, recorded as "objects".
+    applied = {}
+    env.reset(
+        init_state=0,
+        perturb=lambda e: applied.update(
+            Perturbation(object_scatter_m=0.04).apply(e, np.random.default_rng(1))
+        ),
+    )
+    assert applied["objects"] == moved
     with pytest.raises(ValueError, match="radius: must be a finite number >= 0"):
         scatter_objects(env, -0.01, np.random.default_rng(0))
 
