@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,7 @@ def variants(
     tasks: list[int],
     object_shifts: list[float],
     cameras: list[tuple[float, float]],
-    object_scatters: list[float] = (),
+    object_scatters: Sequence[float] = (),
 ) -> dict[str, dict[str, Any]]:
     """The rows: the reference, two paraphrases of every task's instruction (trainable words and
     held-out words), another task's instruction (with two or more tasks), then each perturbation."""

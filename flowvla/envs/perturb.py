@@ -33,6 +33,8 @@ from flowvla.checks import check_nonnegative
 __all__ = ["Perturbation", "free_objects", "jitter_cameras", "scatter_objects", "shift_objects"]
 
 _FREE_JOINT = 0  # mjtJoint.mjJNT_FREE
+# The amounts of a Perturbation: each must be >= 0, and any one non-zero makes it active.
+_AMOUNTS = ("object_shift_m", "object_scatter_m", "camera_shift_m", "camera_rotation_deg")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +58,7 @@ class Perturbation:
     cameras: Sequence[str] = ("agentview",)
 
     def __post_init__(self) -> None:
-        for name in ("object_shift_m", "object_scatter_m", "camera_shift_m", "camera_rotation_deg"):
+        for name in _AMOUNTS:
             check_nonnegative(name, getattr(self, name))
         if self.object_shift_m and self.object_scatter_m:
             raise ValueError(
@@ -69,9 +71,7 @@ class Perturbation:
 
     @property
     def active(self) -> bool:
-        return bool(
-            self.object_shift_m or self.object_scatter_m or self.camera_shift_m or self.camera_rotation_deg
-        )
+        return any(getattr(self, name) for name in _AMOUNTS)
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "cameras": list(self.cameras)}
