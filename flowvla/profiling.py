@@ -31,6 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from flowvla.io import write_json_atomic
 
 __all__ = [
+    "Stopwatch",
     "agg_pyplot",
     "count_flops",
     "keep_large_allocations_in_heap",
@@ -82,6 +83,30 @@ def median_time(
         _sync(device)
         samples.append((time.perf_counter() - t0) / per_block)
     return statistics.median(samples)
+
+
+class Stopwatch:
+    """Wall and process-CPU seconds of a ``with`` block, for work too slow or too stateful to repeat.
+
+    ``with Stopwatch() as clock: train()`` leaves ``clock.wall`` and ``clock.cpu`` (seconds). On a
+    machine shared with other jobs the wall time inflates and the CPU time hardly does: with one
+    thread, CPU seconds approximate an idle core's wall time. CUDA work on ``device`` is synchronised
+    before each clock read.
+    """
+
+    def __init__(self, device: torch.device | str | None = None) -> None:
+        self.device = device
+        self.wall = self.cpu = 0.0
+
+    def __enter__(self) -> Stopwatch:
+        _sync(self.device)
+        self._wall0, self._cpu0 = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _sync(self.device)
+        self.wall = time.perf_counter() - self._wall0
+        self.cpu = time.process_time() - self._cpu0
 
 
 def count_flops(fn: Callable[[], object]) -> int:

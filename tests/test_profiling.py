@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flowvla.profiling import (
+    Stopwatch,
     count_flops,
     machine_facts,
     markdown_table,
@@ -106,3 +107,14 @@ def test_markdown_table_has_one_line_per_row_and_one_cell_per_column(table):
 def test_markdown_table_refuses_a_ragged_row():
     with pytest.raises(ValueError, match="rows: every row needs 2 cells"):
         markdown_table(["a", "b"], [[1, 2], [3]])
+
+
+def test_stopwatch_separates_waiting_from_computing():
+    with Stopwatch() as sleeping:
+        time.sleep(0.05)
+    assert sleeping.wall >= 0.05 and sleeping.cpu < 0.03  # a sleep costs wall time, not CPU time
+    with Stopwatch() as busy:
+        end = time.perf_counter() + 0.05
+        while time.perf_counter() < end:
+            pass
+    assert busy.cpu > 0.02 and busy.wall >= 0.05

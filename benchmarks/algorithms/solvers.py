@@ -21,16 +21,14 @@ a field that costs nothing (returns a precomputed tensor). Floors: a step must a
 state and velocity and write the new state (bytes below), and each elementwise kernel costs at
 least one eager dispatch (measured: one ``torch.add`` on the state).
 
-Usage: ``python benchmarks/solvers.py [--quick] [--out benchmarks/results]``
+Usage: ``python benchmarks/algorithms/solvers.py [--quick] [--out benchmarks/results]``
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import json
 import math
-import platform
 import statistics
 import sys
 import time
@@ -39,7 +37,8 @@ from pathlib import Path
 import torch
 
 from flowvla.flow import GaussianMixtureFlow
-from flowvla.profiling import keep_large_allocations_in_heap, median_time
+from flowvla.flow.analytic import smooth_chunk_mixture
+from flowvla.profiling import agg_pyplot, keep_large_allocations_in_heap, median_time, write_results
 from flowvla.solvers import (
     DormandPrince54Solver,
     fit_time_grid,
@@ -56,16 +55,6 @@ PEER_METHODS = {"euler": 1, "midpoint": 2, "rk4": 4}  # torchdiffeq names, NFE p
 TOLERANCES, TOLERANCES_QUICK = [1e-1, 1e-2, 1e-3, 1e-4, 1e-5], [1e-2, 1e-3]
 H, A, BATCH = 16, 7, 64
 CHUNK = 1024
-
-
-def hard_mixture(dtype: torch.dtype) -> GaussianMixtureFlow:
-    g = torch.Generator().manual_seed(0)
-    m = 8
-    increments = torch.randn(m, H, A, generator=g, dtype=torch.float64) * 0.15
-    means = torch.randn(m, 1, A, generator=g, dtype=torch.float64) * 0.6 + increments.cumsum(1)
-    stds = torch.tensor([0.05, 0.05, 0.08, 0.1, 0.2, 0.3, 0.05, 0.15], dtype=torch.float64)
-    weights = torch.tensor([3, 1, 2, 1, 2, 1, 1, 2.0], dtype=torch.float64)
-    return GaussianMixtureFlow(means.to(dtype), stds.to(dtype), weights.to(dtype))
 
 
 def _swap_args(field, t, x):
@@ -109,7 +98,7 @@ def load_peers():
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny run (smoke test): fewer samples and NFEs")
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "results")
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: stable timings)")
     args = ap.parse_args(argv)
@@ -159,8 +148,8 @@ def run(args: argparse.Namespace) -> dict:
     timing_nfes = [4, 10] if args.quick else [4, 8, 16, 32]
     min_time = 0.02 if args.quick else 0.3
 
-    field64 = hard_mixture(torch.float64)
-    field = hard_mixture(torch.float32)
+    field64 = smooth_chunk_mixture(H, A, dtype=torch.float64)
+    field = smooth_chunk_mixture(H, A, dtype=torch.float32)
     g = torch.Generator().manual_seed(1)
     x0_eval64 = torch.randn(n_eval, H, A, generator=g, dtype=torch.float64)
     x0_fit64 = torch.randn(256 if not args.quick else 64, H, A, generator=g, dtype=torch.float64)
@@ -184,9 +173,6 @@ def run(args: argparse.Namespace) -> dict:
             "state_dtype": "float32",
             "reference": "dopri5 atol=rtol=1e-10 float64",
             "reference_vs_rk4_rms": ref_agreement,
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "machine": platform.processor() or platform.machine(),
             "quick": args.quick,
         },
         "errors": {},
@@ -365,11 +351,8 @@ def run(args: argparse.Namespace) -> dict:
     results["timing"]["overhead_ratio_ours_over_peer"] = overhead_ratio
 
     print_report(results, nfes)
-    args.out.mkdir(parents=True, exist_ok=True)
     suffix = "_quick" if args.quick else ""
-    json_path = args.out / f"solvers{suffix}.json"
-    json_path.write_text(json.dumps(results, indent=2, default=float) + "\n")
-    print(f"\nwrote {json_path}")
+    print(f"\nwrote {write_results(args.out / f'solvers{suffix}.json', results)}")
     if not args.no_plot:
         plot(results, args.out / f"solvers{suffix}.png")
     return results
@@ -416,13 +399,8 @@ def print_report(results: dict, nfes: list[int]) -> None:
 
 
 def plot(results: dict, path: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no plot", file=sys.stderr)
+    plt = agg_pyplot()
+    if plt is None:
         return
     colors = {n: f"C{i}" for i, n in enumerate([*FIXED, "dopri5"])}
     errs = results["errors"]
