@@ -186,7 +186,8 @@ def print_report(results: dict) -> None:
         f"\naction head: H={cfg['horizon']} A={cfg['action_dim']} width={cfg['dim']} context "
         f"{cfg['tokens']}x{cfg['context_dim']}; {results['threads']} threads on {results['device']} "
         f"({results['dtype']}); matmul peak {results['matmul_peak_gflops']:.1f} GFLOP/s; 1-min load "
-        f"{results['machine']['load_average_1min']:.1f} at start, {results['load_average_1min_end']:.1f} at end\n"
+        f"{results['machine']['load_average_1min']:.1f} at start, "
+        f"{results['load_average_1min_end']:.1f} at end\n"
     )
     header = [
         "blocks", "batch", "context GF", "eval GF", "encode", "eval (cached)", "eval (uncached)",
