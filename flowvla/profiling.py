@@ -1,30 +1,46 @@
-"""Measuring what a module costs: wall time, FLOPs, the machine's matmul peak, peak memory.
+"""Measuring what a module costs, and recording the measurement with the machine it was made on.
 
-Used by the benchmarks and useful for sizing a policy: achieved GFLOP/s only mean something next
-to the matmul peak of the same machine and thread count, measured in the same run.
+Wall time, FLOPs, the machine's matmul peak and peak memory; then a Markdown table of the numbers
+and a JSON file that carries the machine's facts (CPU, threads, load, torch version, date) beside
+them. Used by the benchmarks and useful for sizing a policy: achieved GFLOP/s only mean something
+next to the matmul peak of the same machine and thread count, measured in the same run, and a
+timing only means something next to the load the machine was under.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import datetime
 import gc
+import math
+import os
+import platform
 import re
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from flowvla.io import write_json_atomic
+
 __all__ = [
+    "Stopwatch",
+    "agg_pyplot",
     "count_flops",
     "keep_large_allocations_in_heap",
+    "machine_facts",
+    "markdown_table",
     "matmul_peak_gflops",
     "median_time",
     "peak_memory_bytes",
+    "write_results",
 ]
 
 
@@ -67,6 +83,30 @@ def median_time(
         _sync(device)
         samples.append((time.perf_counter() - t0) / per_block)
     return statistics.median(samples)
+
+
+class Stopwatch:
+    """Wall and process-CPU seconds of a ``with`` block, for work too slow or too stateful to repeat.
+
+    ``with Stopwatch() as clock: train()`` leaves ``clock.wall`` and ``clock.cpu`` (seconds). On a
+    machine shared with other jobs the wall time inflates and the CPU time hardly does: with one
+    thread, CPU seconds approximate an idle core's wall time. CUDA work on ``device`` is synchronised
+    before each clock read.
+    """
+
+    def __init__(self, device: torch.device | str | None = None) -> None:
+        self.device = device
+        self.wall = self.cpu = 0.0
+
+    def __enter__(self) -> Stopwatch:
+        _sync(self.device)
+        self._wall0, self._cpu0 = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _sync(self.device)
+        self.wall = time.perf_counter() - self._wall0
+        self.cpu = time.process_time() - self._cpu0
 
 
 def count_flops(fn: Callable[[], object]) -> int:
@@ -138,3 +178,90 @@ def peak_memory_bytes(fn: Callable[[], object], *, device: torch.device | str = 
         return None
     fn()
     return max(0, _proc_status_bytes("VmHWM") - before)
+
+
+def machine_facts(device: torch.device | str = "cpu") -> dict[str, Any]:
+    """What a timing depends on, for the results file: CPU, cores, torch threads, load, versions, date.
+
+    ``load_average_1min`` says whether other work shared the machine (on 2 cores, a load above ~1
+    inflates wall times); ``gpu`` names the CUDA device when ``device`` is one.
+    """
+    try:
+        flowvla_version = metadata.version("flowvla")
+    except metadata.PackageNotFoundError:
+        flowvla_version = None
+    facts: dict[str, Any] = {
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "processor": platform.processor() or platform.machine(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "flowvla": flowvla_version,
+    }
+    if torch.device(device).type == "cuda":
+        facts["gpu"] = torch.cuda.get_device_name(device)
+    return facts
+
+
+def _json_ready(obj: Any) -> Any:
+    """Tensors, numpy scalars and paths as plain JSON values; non-finite floats as ``None``."""
+    if isinstance(obj, Mapping):
+        return {(k if isinstance(k, str) else str(k)): _json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_ready(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return _json_ready(obj.tolist())
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, (bool, int, str)) or obj is None:
+        return obj
+    if hasattr(obj, "item"):  # numpy scalars
+        obj = obj.item()
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    return obj
+
+
+def write_results(
+    path: str | os.PathLike, results: Mapping[str, Any], *, device: torch.device | str = "cpu"
+) -> Path:
+    """Write a benchmark's ``results`` as JSON to ``path`` (atomically), with the machine's facts.
+
+    The file holds ``results`` plus a ``"machine"`` entry from
+    [`machine_facts`][flowvla.profiling.machine_facts] (taken now, at the end of the run) unless
+    ``results`` has one. Dict keys become strings (an NFE of ``10`` is read back as ``"10"``).
+    Returns the path written.
+    """
+    data = dict(results)
+    data.setdefault("machine", machine_facts(device))
+    return write_json_atomic(path, _json_ready(data))
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A Markdown table: the form the results pages of the docs hold, so a run's output pastes in.
+
+    Cells are written with ``str`` (format numbers before); ``None`` is an empty cell.
+    """
+    if any(len(row) != len(header) for row in rows):
+        raise ValueError(f"rows: every row needs {len(header)} cells, one per header column")
+
+    def line(cells: Sequence[object]) -> str:
+        return "| " + " | ".join("" if c is None else str(c) for c in cells) + " |"
+
+    return "\n".join([line(header), "|" + "---|" * len(header), *(line(r) for r in rows)])
+
+
+def agg_pyplot() -> Any:
+    """``matplotlib.pyplot`` on the file-only Agg backend, or ``None`` (with a note) without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot (pip install matplotlib)")
+        return None
+    return plt

@@ -1,12 +1,27 @@
-"""Profiling helpers: FLOP counts match closed forms, memory peaks see allocations, timing is sane."""
+"""Profiling helpers: FLOP counts match closed forms, memory peaks see allocations, timing is sane;
+results files read back as written, with the machine they were measured on."""
 
+import json
+import math
 import time
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
 
-from flowvla.profiling import count_flops, matmul_peak_gflops, median_time, peak_memory_bytes
+from flowvla.profiling import (
+    Stopwatch,
+    count_flops,
+    machine_facts,
+    markdown_table,
+    matmul_peak_gflops,
+    median_time,
+    peak_memory_bytes,
+    write_results,
+)
 
 
 def test_count_flops_matmul_and_attention_closed_forms():
@@ -43,3 +58,65 @@ def test_peak_memory_sees_a_temporary_allocation():
     if peak is None:
         pytest.skip("no /proc/self/clear_refs on this system")
     assert 48 * 2**20 < peak < 256 * 2**20
+
+
+def test_write_results_reads_back_with_the_machine(tmp_path):
+    results = {
+        "errors": {10: torch.tensor(0.25), 4: float("nan")},
+        "out": Path("a/b"),
+        "rows": [(1, 2.5)],
+    }
+    path = write_results(tmp_path / "deep" / "r.json", results)
+    back = json.loads(path.read_text())
+    assert back["errors"] == {"10": 0.25, "4": None}  # int keys as strings, NaN as null
+    assert back["out"] == "a/b" and back["rows"] == [[1, 2.5]]
+    assert back["machine"]["torch"] == torch.__version__
+    assert back["machine"]["torch_threads"] == torch.get_num_threads()
+    assert "machine" not in results  # the caller's dict is left alone
+    # A machine entry the caller measured (e.g. before a run changed its threads) is kept.
+    again = json.loads(write_results(tmp_path / "r2.json", {"machine": {"cpus": 1}}).read_text())
+    assert again == {"machine": {"cpus": 1}}
+
+
+def test_machine_facts_name_what_a_timing_depends_on():
+    facts = machine_facts()
+    assert facts["cpus"] >= 1 and facts["torch_threads"] >= 1
+    assert facts["load_average_1min"] is None or math.isfinite(facts["load_average_1min"])
+    assert facts["date_utc"].endswith("+00:00")
+
+
+cells = st.one_of(st.none(), st.integers(), st.text(alphabet="abc xyz.0123", max_size=6))
+
+
+@given(
+    st.integers(1, 5).flatmap(
+        lambda n: st.tuples(
+            st.lists(cells, min_size=n, max_size=n),
+            st.lists(st.lists(cells, min_size=n, max_size=n), max_size=4),
+        )
+    )
+)
+def test_markdown_table_has_one_line_per_row_and_one_cell_per_column(table):
+    header, rows = table
+    lines = markdown_table(header, rows).split("\n")
+    assert len(lines) == len(rows) + 2
+    assert all(line.count("|") == len(header) + 1 for line in lines)
+    assert set(lines[1]) == {"|", "-"}
+
+
+def test_markdown_table_refuses_a_ragged_row():
+    with pytest.raises(ValueError, match="rows: every row needs 2 cells"):
+        markdown_table(["a", "b"], [[1, 2], [3]])
+
+
+def test_stopwatch_separates_waiting_from_computing():
+    with Stopwatch() as sleeping:
+        time.sleep(0.05)
+    assert sleeping.wall >= 0.05 and sleeping.cpu < 0.03  # a sleep costs wall time, not CPU time
+    # Work until the process has used 0.05 CPU seconds: however loaded the machine, the stopwatch
+    # sees at least that much CPU time and, for one thread, at least as much wall time.
+    with Stopwatch() as busy:
+        start = time.process_time()
+        while time.process_time() - start < 0.05:
+            pass
+    assert busy.cpu >= 0.05 and busy.wall >= 0.05

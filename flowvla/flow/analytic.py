@@ -20,7 +20,7 @@ import torch
 
 from flowvla.typing import Float, Tensor, typechecked
 
-__all__ = ["GaussianMixtureFlow"]
+__all__ = ["GaussianMixtureFlow", "smooth_chunk_mixture"]
 
 
 class GaussianMixtureFlow:
@@ -107,3 +107,23 @@ class GaussianMixtureFlow:
         mu, s = self.means[0].to(flat.dtype), self.stds[0].to(flat.dtype)
         std_t = ((1 - t) ** 2 + t**2 * s.square()).sqrt()
         return (t * mu + std_t * flat).reshape(*batch_shape, *self.event_shape)
+
+
+def smooth_chunk_mixture(
+    horizon: int = 16, action_dim: int = 7, *, dtype: torch.dtype = torch.float64
+) -> GaussianMixtureFlow:
+    """A hard action-chunk target: 8 modes of smooth ``[horizon, action_dim]`` chunks, stds 0.05-0.3.
+
+    Each mode's mean is a random offset plus a random walk over the horizon (smooth chunks, as
+    actions are); three of its modes are narrow (std 0.05). The flow bends early (the mode is chosen
+    near ``t = 0``) and late (the narrow modes sharpen near ``t = 1``), which is what separates ODE
+    solvers. Seeded: the same mixture on every call, so the solver benchmarks' numbers stay comparable.
+    """
+    if horizon < 1 or action_dim < 1:
+        raise ValueError(f"horizon, action_dim: expected positive sizes, got {horizon}, {action_dim}")
+    g = torch.Generator().manual_seed(0)
+    increments = torch.randn(8, horizon, action_dim, generator=g, dtype=torch.float64) * 0.15
+    means = torch.randn(8, 1, action_dim, generator=g, dtype=torch.float64) * 0.6 + increments.cumsum(1)
+    stds = torch.tensor([0.05, 0.05, 0.08, 0.1, 0.2, 0.3, 0.05, 0.15], dtype=torch.float64)
+    weights = torch.tensor([3, 1, 2, 1, 2, 1, 1, 2.0], dtype=torch.float64)
+    return GaussianMixtureFlow(means.to(dtype), stds.to(dtype), weights.to(dtype))

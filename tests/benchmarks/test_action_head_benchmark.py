@@ -9,7 +9,7 @@ from tests.benchmark_loader import load_benchmark
 
 @pytest.fixture(scope="module")
 def bench():
-    return load_benchmark("action_head")
+    return load_benchmark("speed/action_head")
 
 
 def test_quick_run_writes_consistent_results(bench, tmp_path):

@@ -12,7 +12,9 @@ pytest.importorskip("av")
 
 
 def test_quick_run_writes_consistent_results(tmp_path):
-    results = load_benchmark("lerobot_access").main(["--quick", "--items", "12", "--out", str(tmp_path)])
+    results = load_benchmark("speed/lerobot_access").main(
+        ["--quick", "--items", "12", "--out", str(tmp_path)]
+    )
     saved = json.loads((tmp_path / "lerobot_access_quick.json").read_text())
     assert saved["rows"] == results["rows"] and [r["source"] for r in results["rows"]] == [
         "lerobot_video",

@@ -9,7 +9,7 @@ from tests.benchmark_loader import load_benchmark
 
 @pytest.fixture(scope="module")
 def bench():
-    return load_benchmark("policy")
+    return load_benchmark("speed/policy")
 
 
 def test_quick_run_reports_every_stage(bench, tmp_path):

@@ -9,7 +9,7 @@ from tests.benchmark_loader import load_benchmark
 
 @pytest.fixture(scope="module")
 def bench():
-    return load_benchmark("solvers")
+    return load_benchmark("algorithms/solvers")
 
 
 def test_quick_run_writes_consistent_results(bench, tmp_path):

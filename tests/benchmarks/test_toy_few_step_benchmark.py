@@ -1,4 +1,4 @@
-"""benchmarks/toy_few_step.py runs end to end (quick, fewer steps) and its numbers are self-consistent."""
+"""benchmarks/algorithms/toy_few_step.py runs end to end (quick, fewer steps); its numbers agree."""
 
 import json
 import math
@@ -12,7 +12,7 @@ SAMPLERS = ["uniform", "beta", "beta3"]
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    bench = load_benchmark("toy_few_step")
+    bench = load_benchmark("algorithms/toy_few_step")
     out = tmp_path_factory.mktemp("toy_few_step")
     # --quick with fewer training steps and fit iterations: ~10 s of CPU.
     argv = ["--quick", "--steps", "60", "--iterations", "20", "--shortcut-iterations", "30"]
@@ -74,7 +74,7 @@ def test_an_untrained_student_is_its_teachers_euler():
     from flowvla.flow import shortcut_sample
     from flowvla.solvers import integrate
 
-    bench = load_benchmark("toy_few_step")
+    bench = load_benchmark("algorithms/toy_few_step")
     toy = bench.load_example()
     torch.manual_seed(0)
     teacher = toy.VelocityMLP(width=32)

@@ -6,7 +6,7 @@ from tests.benchmark_loader import load_benchmark
 
 
 def test_quick_run_reports_throughput_and_memory(tmp_path):
-    bench = load_benchmark("training_engine")
+    bench = load_benchmark("speed/training_engine")
     results = bench.main(["--quick", "--processes", "1", "--threads", "1", "--out", str(tmp_path)])
     run = results["configs"]["tiny"]["1 process"]
     assert run["samples_per_s"] > 0 and run["peak_rss_bytes_per_process"] > 0

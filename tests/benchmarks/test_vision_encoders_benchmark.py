@@ -10,7 +10,7 @@ from tests.benchmark_loader import load_benchmark
 
 @pytest.fixture(scope="module")
 def bench():
-    return load_benchmark("vision_encoders")
+    return load_benchmark("speed/vision_encoders")
 
 
 def test_quick_run_reports_every_encoder_it_can_build(bench, tmp_path):

@@ -1,7 +1,7 @@
 """Only fine geometry answers "which patch is nearest?": token-aligned fusion must beat global broadcast.
 
-The task, model and training loop live in ``benchmarks/fusion.py`` (the benchmark reports the same
-accuracies with longer training); here a short seeded run on the CPU asserts the margin.
+The task, model and training loop live in ``benchmarks/algorithms/fusion.py`` (the benchmark reports
+the same accuracies with longer training); here a short seeded run on the CPU asserts the margin.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from tests.benchmark_loader import load_benchmark
 
 @pytest.fixture(scope="module")
 def bench():
-    return load_benchmark("fusion")
+    return load_benchmark("algorithms/fusion")
 
 
 @pytest.fixture(scope="module")

@@ -58,9 +58,9 @@ whatever the training time distribution (its off_mode is then 0.6 sqrt(mean sin^
 
 Usage::
 
-    python benchmarks/toy_few_step.py            # 3000 training steps per model, as the example
-    python benchmarks/toy_few_step.py --quick    # 200 steps, small fits: a smoke run
-    python benchmarks/toy_few_step.py --steps 1000 --samplers uniform,beta,beta3 --out DIR
+    python benchmarks/algorithms/toy_few_step.py            # 3000 training steps per model, as the example
+    python benchmarks/algorithms/toy_few_step.py --quick    # 200 steps, small fits: a smoke run
+    python benchmarks/algorithms/toy_few_step.py --steps 1000 --samplers uniform,beta,beta3 --out DIR
 
 Writes ``toy_few_step.json`` and ``toy_few_step.png`` to ``--out``
 (default ``benchmarks/results/toy_few_step``). Times are wall seconds and CPU seconds of this
@@ -72,10 +72,7 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib.util
-import json
 import math
-import platform
-import time
 from pathlib import Path
 
 import torch
@@ -88,10 +85,11 @@ from flowvla.flow import (
     distill_shortcut,
     shortcut_sample,
 )
+from flowvla.profiling import Stopwatch, agg_pyplot, markdown_table, write_results
 from flowvla.solvers import DormandPrince54Solver, fit_bespoke_solver, get_solver, grid_times
 from flowvla.typing import set_typecheck, typecheck_enabled
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "toy_flow_policy.py"
 
 SAMPLERS = {
@@ -146,17 +144,6 @@ def _rms(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).square().mean().sqrt())
 
 
-class _Clock:
-    """Wall and CPU seconds of a block."""
-
-    def __enter__(self) -> _Clock:
-        self.wall, self.cpu = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
-
-
 def time_stats(sampler, n: int = 200_000) -> dict:
     """Where ``sampler`` puts its mass: P(t < 0.1), P(t < 0.25), P(t > 0.9), mean."""
     t = sampler.sample(n, generator=torch.Generator().manual_seed(0))
@@ -201,7 +188,7 @@ def evaluate_model(
     fine = DormandPrince54Solver(atol=1e-6, rtol=1e-6, max_nfe=5000)
     with torch.no_grad():
         ref = fine.solve(model, z_test, [0.0, 1.0], goal=test_goal)
-        with _Clock() as clock:
+        with Stopwatch() as clock:
             ref_fit = fine.solve(model, z_fit, [0.0, 1.0], goal=fit_goal)
     out: dict = {
         "dopri": {"off_mode": toy.off_mode(ref.x, test_goal), "nfe": ref.nfe},
@@ -224,7 +211,7 @@ def evaluate_model(
                 "fit_ode_err": _rms(x_fit, ref_fit.x),
             }
     for steps in BESPOKE_STEPS:
-        with _Clock() as clock:
+        with Stopwatch() as clock:
             solver = fit_bespoke_solver(
                 model,
                 z_fit,
@@ -260,7 +247,7 @@ def evaluate_model(
             return chunk, {"goal": goal}
 
         torch.manual_seed(0)
-        with _Clock() as clock:
+        with Stopwatch() as clock:
             student, info = distill_shortcut(
                 model,
                 draws,
@@ -338,34 +325,34 @@ def print_table(rows: dict[str, dict], tolerance: float) -> None:
         f"\noff_mode on held-out goals and noise (lower is better); 'E10?' = within {tolerance:.0%} "
         "of the same model's Euler@10; extra = CPU s added over the base (beta) training"
     )
-    print(
-        f"| time dist / route | {' | '.join(f'NFE {n}' for n in EULER_NFES)} | dopri5 | "
-        "1 E10? | 2 E10? | extra CPU s | extra / base |"
-    )
-    print("|---|" + "---|" * (len(EULER_NFES) + 5))
-    for key, r in rows.items():
-        cells = [f"{r['off_mode'][str(n)]:.4f}" if str(n) in r["off_mode"] else "" for n in EULER_NFES]
-        yes = ["yes" if r["reaches_euler10"].get(str(n)) else "no" for n in (1, 2)]
-        print(
-            f"| {key} | {' | '.join(cells)} | {r['dopri_off_mode']:.4f} | {yes[0]} | {yes[1]} | "
-            f"{r['extra_cpu_seconds_vs_base_training']:+.1f} | {r['extra_vs_base_training']:+.1%} |"
-        )
+    nfes = [f"NFE {n}" for n in EULER_NFES]
+
+    def cells(r: dict, metric: str) -> list[str]:
+        return [f"{r[metric][str(n)]:.4f}" if str(n) in r[metric] else "" for n in EULER_NFES]
+
+    header = ["time dist / route", *nfes, "dopri5", "1 E10?", "2 E10?", "extra CPU s", "extra / base"]
+    table = [
+        [
+            key,
+            *cells(r, "off_mode"),
+            f"{r['dopri_off_mode']:.4f}",
+            *("yes" if r["reaches_euler10"].get(str(n)) else "no" for n in (1, 2)),
+            f"{r['extra_cpu_seconds_vs_base_training']:+.1f}",
+            f"{r['extra_vs_base_training']:+.1%}",
+        ]
+        for key, r in rows.items()
+    ]
+    print(markdown_table(header, table))
     print("\node_err (RMS to the model's own dopri5 solution)")
-    print(f"| time dist / route | {' | '.join(f'NFE {n}' for n in EULER_NFES)} |")
-    print("|---|" + "---|" * len(EULER_NFES))
-    for key, r in rows.items():
-        cells = [f"{r['ode_err'][str(n)]:.4f}" if str(n) in r["ode_err"] else "" for n in EULER_NFES]
-        print(f"| {key} | {' | '.join(cells)} |")
+    print(
+        markdown_table(["time dist / route", *nfes], [[key, *cells(r, "ode_err")] for key, r in rows.items()])
+    )
 
 
 def plot(rows: dict[str, dict], path: Path) -> bool:
     """off_mode (and ode_err) vs NFE, one line per row; dopri5 values dotted. False without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = agg_pyplot()
+    if plt is None:
         return False
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     colors: dict[str, str] = {}
@@ -381,7 +368,7 @@ def plot(rows: dict[str, dict], path: Path) -> bool:
     axes[1].set(xlabel="NFE", ylabel="ode_err: RMS to dopri5", xscale="log", yscale="log", xticks=EULER_NFES)
     for ax in axes:
         ax.set_xticklabels([str(n) for n in EULER_NFES])
-        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.xaxis.set_minor_locator(plt.NullLocator())
     axes[0].legend(fontsize=7, ncol=2)
     fig.suptitle("toy flow policy: few-step sampling by training time distribution, solver and student")
     fig.tight_layout()
@@ -449,7 +436,7 @@ def main(argv: list[str] | None = None) -> dict:
             torch.manual_seed(0)  # same initial weights for every time distribution
             model = toy.VelocityMLP()
             objective = FlowMatchingObjective(time_sampler=sampler, repeats=REPEATS)
-            with _Clock() as clock:
+            with Stopwatch() as clock:
                 loss = toy.train(
                     model,
                     steps,
@@ -502,7 +489,6 @@ def main(argv: list[str] | None = None) -> dict:
 
     rows = summarize(samplers, models, args.tolerance)
     print_table(rows, args.tolerance)
-    args.out.mkdir(parents=True, exist_ok=True)
     result = {
         "config": {
             "quick": args.quick,
@@ -519,8 +505,6 @@ def main(argv: list[str] | None = None) -> dict:
             "tolerance": args.tolerance,
             "base": BASE,
             "threads": args.threads,
-            "torch": torch.__version__,
-            "platform": platform.platform(),
         },
         "samplers": samplers,
         "models": {
@@ -540,10 +524,9 @@ def main(argv: list[str] | None = None) -> dict:
         math.isfinite(v) for r in rows.values() for m in ("off_mode", "ode_err") for v in r[m].values()
     ):
         print("warning: non-finite errors in the results")
-    (args.out / "toy_few_step.json").write_text(json.dumps(result, indent=2) + "\n")
-    if not plot(rows, args.out / "toy_few_step.png"):
-        print("matplotlib not installed: no PNG")
-    print(f"wrote {args.out / 'toy_few_step.json'}")
+    path = write_results(args.out / "toy_few_step.json", result)
+    plot(rows, args.out / "toy_few_step.png")
+    print(f"wrote {path}")
     return result
 
 

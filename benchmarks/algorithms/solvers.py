@@ -1,45 +1,36 @@
-"""Solver benchmark: accuracy vs NFE and per-solve overhead on a hard closed-form mixture flow.
+"""Solver accuracy: error vs NFE of each ODE solver and time grid on a hard closed-form mixture flow.
 
 The field is the exact marginal velocity (``flowvla.flow.GaussianMixtureFlow``) towards an
-8-mode mixture of smooth action chunks ``[H=16, A=7]`` with some narrow modes (std 0.05): the
-flow bends early (mode choice near t = 0) and late (narrow modes sharpen near t = 1), as action
-distributions do. Errors are RMS distances of x(1) to a float64 Dormand–Prince reference
-(atol = rtol = 1e-10, cross-checked against RK4 with 4000 steps), for solvers run in float32 over
-1024 noise samples (16 batches of 64). Timings use one batch of 64 (the policy's batch size).
+8-mode mixture of smooth action chunks ``[H=16, A=7]`` with some narrow modes (std 0.05,
+``flowvla.flow.analytic.smooth_chunk_mixture``): the flow bends early (mode choice near t = 0) and
+late (narrow modes sharpen near t = 1), as action distributions do. Errors are RMS distances of x(1)
+to a float64 Dormand–Prince reference (atol = rtol = 1e-10, cross-checked against RK4 with 4000
+steps), for solvers run in float32 over 4096 noise samples (128 with ``--quick``). What a solver costs
+per solve is ``benchmarks/speed/solver_overhead.py``.
 
 Compared side by side in one run:
 * flowvla's fixed-step solvers on uniform, SD3-shifted (shift 3, not tuned) and cosine grids, and
   on grids fitted to this field with ``fit_time_grid`` (fitted on 256 other noise samples, so the
   reported error is held out);
 * ``torchdiffeq.odeint`` (euler / midpoint / rk4 on the same grids, dopri5 at several
-  tolerances) and the ``flow_matching`` package's ``ODESolver`` (which drives torchdiffeq), when
-  installed (``pip install torchdiffeq``; ``pip install --no-deps flow-matching tqdm`` -- its
-  licence is non-commercial, so it is a benchmark peer only, never a dependency).
+  tolerances), when installed (``pip install torchdiffeq``).
 
-Overhead per solve = wall time - NFE x (one field evaluation), and, directly, the wall time with
-a field that costs nothing (returns a precomputed tensor). Floors: a step must at least read the
-state and velocity and write the new state (bytes below), and each elementwise kernel costs at
-least one eager dispatch (measured: one ``torch.add`` on the state).
-
-Usage: ``python benchmarks/solvers.py [--quick] [--out benchmarks/results]``
+Usage: ``python benchmarks/algorithms/solvers.py [--quick] [--out benchmarks/results]``
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import json
 import math
-import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-from flowvla.flow import GaussianMixtureFlow
-from flowvla.profiling import keep_large_allocations_in_heap, median_time
+from flowvla.flow.analytic import smooth_chunk_mixture
+from flowvla.profiling import agg_pyplot, keep_large_allocations_in_heap, markdown_table, write_results
 from flowvla.solvers import (
     DormandPrince54Solver,
     fit_time_grid,
@@ -47,25 +38,14 @@ from flowvla.solvers import (
     grid_times,
     integrate,
 )
-from flowvla.typing import set_typecheck
 
 FIXED = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4, "ab2": 1, "dpm++2m": 1}
 GRIDS = {"uniform": {}, "shifted3": {"shift": 3.0}, "cosine": {}}
 GRID_KIND = {"uniform": "uniform", "shifted3": "shifted", "cosine": "cosine"}
 PEER_METHODS = {"euler": 1, "midpoint": 2, "rk4": 4}  # torchdiffeq names, NFE per step
 TOLERANCES, TOLERANCES_QUICK = [1e-1, 1e-2, 1e-3, 1e-4, 1e-5], [1e-2, 1e-3]
-H, A, BATCH = 16, 7, 64
+H, A = 16, 7
 CHUNK = 1024
-
-
-def hard_mixture(dtype: torch.dtype) -> GaussianMixtureFlow:
-    g = torch.Generator().manual_seed(0)
-    m = 8
-    increments = torch.randn(m, H, A, generator=g, dtype=torch.float64) * 0.15
-    means = torch.randn(m, 1, A, generator=g, dtype=torch.float64) * 0.6 + increments.cumsum(1)
-    stds = torch.tensor([0.05, 0.05, 0.08, 0.1, 0.2, 0.3, 0.05, 0.15], dtype=torch.float64)
-    weights = torch.tensor([3, 1, 2, 1, 2, 1, 1, 2.0], dtype=torch.float64)
-    return GaussianMixtureFlow(means.to(dtype), stds.to(dtype), weights.to(dtype))
 
 
 def _swap_args(field, t, x):
@@ -88,37 +68,29 @@ def nfe_values(per_step: int, nfes: list[int]) -> list[int]:
     return [n for n in nfes if n % per_step == 0]
 
 
-def load_peers():
-    peers = {}
+def load_peers() -> dict:
+    """The installed peer: ``torchdiffeq``."""
     try:
         import torchdiffeq
-
-        peers["torchdiffeq"] = torchdiffeq
     except ImportError:
-        print("torchdiffeq not installed: pip install torchdiffeq", file=sys.stderr)
-    try:
-        from flow_matching.solver import ODESolver
-        from flow_matching.utils import ModelWrapper
-
-        peers["flow_matching"] = (ODESolver, ModelWrapper)
-    except ImportError:
-        print("flow_matching not installed: pip install --no-deps flow-matching tqdm", file=sys.stderr)
-    return peers
+        print("torchdiffeq not installed: pip install torchdiffeq")
+        return {}
+    return {"torchdiffeq": torchdiffeq}
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny run (smoke test): fewer samples and NFEs")
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "results")
     ap.add_argument("--no-plot", action="store_true")
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: stable timings)")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     args = ap.parse_args(argv)
 
     keep_large_allocations_in_heap()
     threads_before = torch.get_num_threads()
     torch.set_num_threads(args.threads)
-    # Subnormal floats (exp of very negative log-likelihoods) make a field's cost depend on the
-    # state's values; flushing them keeps the field cost the same for every solver.
+    # Subnormal floats (exp of very negative log-likelihoods) are flushed to zero, as in the runs the
+    # results page records (benchmarks/speed/solver_overhead.py flushes them to keep the field's cost flat).
     torch.set_flush_denormal(True)
     try:
         return run(args)
@@ -156,11 +128,9 @@ def run(args: argparse.Namespace) -> dict:
     nfes = [2, 4, 6, 8, 10] if args.quick else list(range(2, 33))
     n_eval = 128 if args.quick else 4096
     fit_nfes = [4, 10] if args.quick else [4, 6, 8, 10]
-    timing_nfes = [4, 10] if args.quick else [4, 8, 16, 32]
-    min_time = 0.02 if args.quick else 0.3
 
-    field64 = hard_mixture(torch.float64)
-    field = hard_mixture(torch.float32)
+    field64 = smooth_chunk_mixture(H, A, dtype=torch.float64)
+    field = smooth_chunk_mixture(H, A, dtype=torch.float32)
     g = torch.Generator().manual_seed(1)
     x0_eval64 = torch.randn(n_eval, H, A, generator=g, dtype=torch.float64)
     x0_fit64 = torch.randn(256 if not args.quick else 64, H, A, generator=g, dtype=torch.float64)
@@ -180,18 +150,13 @@ def run(args: argparse.Namespace) -> dict:
             "field": "8-mode Gaussian mixture, event [16, 7], stds 0.05-0.3",
             "eval_samples": n_eval,
             "fit_samples": x0_fit.shape[0],
-            "timing_batch": BATCH,
             "state_dtype": "float32",
             "reference": "dopri5 atol=rtol=1e-10 float64",
             "reference_vs_rk4_rms": ref_agreement,
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "machine": platform.processor() or platform.machine(),
             "quick": args.quick,
         },
         "errors": {},
         "fitted_grids": {},
-        "timing": {},
     }
     sq_at_10: dict[str, torch.Tensor] = {}
 
@@ -280,96 +245,9 @@ def run(args: argparse.Namespace) -> dict:
     summary["best_any_grid_at_10"] = max(summary["best_at_10"], key=summary["best_at_10"].get)
     results["summary"] = summary
 
-    # ---- timing ------------------------------------------------------------------------------
-    x_time = x0_eval[:BATCH].contiguous()
-    # The field's own shape check would follow the flowvla switch toggled below; time it without
-    # the check so that only the solvers' cost differs between rows.
-    raw_velocity = getattr(
-        GaussianMixtureFlow.velocity, "__flowvla_unchecked__", GaussianMixtureFlow.velocity
-    )
-    field = functools.partial(raw_velocity, field)
-    const_v = torch.zeros_like(x_time)
-    free_field = lambda x, t: const_v
-    t_field = median_time(lambda: field(x_time, torch.tensor(0.5)), min_time=min_time)
-    t_add = median_time(lambda: torch.add(x_time, const_v, alpha=0.1), min_time=min_time)
-    state_bytes = x_time.numel() * x_time.element_size()
-    results["timing"]["field_eval_s"] = t_field
-    results["timing"]["floor"] = {
-        "torch_add_dispatch_s": t_add,
-        "state_bytes": state_bytes,
-        "euler_step_min_bytes": 3 * state_bytes,  # read x, v; write x'
-    }
-    rows = results["timing"]["solves"] = {}
-
-    def record(label, nfe, fn_real, fn_free):
-        wall = median_time(fn_real, min_time=min_time)
-        free = median_time(fn_free, min_time=min_time)
-        rows.setdefault(label, {})[nfe] = {
-            "wall_s": wall,
-            "overhead_s": wall - nfe * t_field,
-            "free_field_s": free,
-        }
-
-    p = functools.partial
-    with torch.no_grad():
-        for name in ("euler", "midpoint", "rk4", "heun", "ab2", "dpm++2m"):
-            per = FIXED[name]
-            solver = get_solver(name)
-            for nfe in nfe_values(per, timing_nfes):
-                times = grid_times("uniform", nfe // per)
-                for checked in (True, False):
-                    set_typecheck(checked)
-                    label = f"flowvla-{name}" + ("" if checked else " (unchecked)")
-                    real = p(solver.solve, field, x_time, times)
-                    record(label, nfe, real, p(solver.solve, free_field, x_time, times))
-                set_typecheck(True)
-        if "torchdiffeq" in peers:
-            odeint = peers["torchdiffeq"].odeint
-            real_tf, free_tf = p(_swap_args, field), p(_swap_args, free_field)
-            for method, per in PEER_METHODS.items():
-                for nfe in nfe_values(per, timing_nfes):
-                    grid = torch.tensor(grid_times("uniform", nfe // per))
-                    real = p(odeint, real_tf, x_time, grid, method=method)
-                    record(
-                        f"torchdiffeq-{method}", nfe, real, p(odeint, free_tf, x_time, grid, method=method)
-                    )
-        if "flow_matching" in peers:
-            ODESolver, ModelWrapper = peers["flow_matching"]
-
-            class Wrapped(ModelWrapper):
-                def __init__(self, fn):
-                    super().__init__(None)
-                    self.fn = fn
-
-                def forward(self, x, t, **extras):
-                    return self.fn(x, t)
-
-            fm_real, fm_free = ODESolver(Wrapped(field)), ODESolver(Wrapped(free_field))
-            for method, per in PEER_METHODS.items():
-                for nfe in nfe_values(per, timing_nfes):
-                    grid = torch.tensor(grid_times("uniform", nfe // per))
-                    real = p(fm_real.sample, x_time, None, method=method, time_grid=grid)
-                    free = p(fm_free.sample, x_time, None, method=method, time_grid=grid)
-                    record(f"flow_matching-{method}", nfe, real, free)
-
-    overhead_ratio = {}
-    for method in PEER_METHODS:
-        ours = rows.get(f"flowvla-{method}", {})
-        for peer in ("torchdiffeq", "flow_matching"):
-            theirs = rows.get(f"{peer}-{method}", {})
-            for nfe in ours:
-                if nfe in theirs:
-                    overhead_ratio.setdefault(f"{method} vs {peer}", {})[nfe] = (
-                        ours[nfe]["free_field_s"] / theirs[nfe]["free_field_s"]
-                    )
-    results["timing"]["overhead_ratio_ours_over_peer"] = overhead_ratio
-
     print_report(results, nfes)
-    args.out.mkdir(parents=True, exist_ok=True)
     suffix = "_quick" if args.quick else ""
-    json_path = args.out / f"solvers{suffix}.json"
-    json_path.write_text(json.dumps(results, indent=2, default=float) + "\n")
-    print(f"\nwrote {json_path}")
+    print(f"\nwrote {write_results(args.out / f'solvers{suffix}.json', results)}")
     if not args.no_plot:
         plot(results, args.out / f"solvers{suffix}.png")
     return results
@@ -379,11 +257,12 @@ def print_report(results: dict, nfes: list[int]) -> None:
     errs = results["errors"]
     show = [n for n in (2, 4, 6, 8, 10, 12, 16, 24, 32) if n in nfes]
     print("\nRMS error of x(1) vs NFE (float32 state; lower is better)")
-    print(f"{'solver/grid':32s}" + "".join(f"{n:>9d}" for n in show))
-    for key, row in errs.items():
-        if key.endswith("adaptive"):
-            continue
-        print(f"{key:32s}" + "".join(f"{row[n]:9.4f}" if n in row else f"{'':>9s}" for n in show))
+    table = [
+        [key, *(f"{row[n]:.4f}" if n in row else "" for n in show)]
+        for key, row in errs.items()
+        if not key.endswith("adaptive")
+    ]
+    print(markdown_table(["solver / grid", *(str(n) for n in show)], table))
     for key in ("dopri5/adaptive", "torchdiffeq-dopri5/adaptive"):
         if key in errs:
             print(f"{key:32s}" + "  ".join(f"nfe {n}: {e:.4f}" for n, e in errs[key].items()))
@@ -396,33 +275,11 @@ def print_report(results: dict, nfes: list[int]) -> None:
     for key, r in sorted(s["best_at_10"].items(), key=lambda kv: -kv[1]):
         lo, hi = s["best_at_10_ci95"][key]
         print(f"  {key:28s} {r:5.2f}x  [{lo:.2f}, {hi:.2f}]")
-    t = results["timing"]
-    print(
-        f"\nTiming (batch {BATCH}): one field evaluation {t['field_eval_s'] * 1e6:.1f} us; "
-        f"one torch.add on the state {t['floor']['torch_add_dispatch_s'] * 1e6:.1f} us "
-        f"({t['floor']['state_bytes']} B state, Euler step moves >= {t['floor']['euler_step_min_bytes']} B)"
-    )
-    print(f"{'solver':34s}{'NFE':>5s}{'wall us':>10s}{'overhead us':>13s}{'free-field us':>15s}")
-    for label, row in t["solves"].items():
-        for nfe, r in row.items():
-            print(
-                f"{label:34s}{nfe:5d}{r['wall_s'] * 1e6:10.1f}{r['overhead_s'] * 1e6:13.1f}"
-                f"{r['free_field_s'] * 1e6:15.1f}"
-            )
-    if t["overhead_ratio_ours_over_peer"]:
-        print("Overhead ratio, flowvla / peer (free-field solve time; < 1 means flowvla is leaner):")
-        for k, row in t["overhead_ratio_ours_over_peer"].items():
-            print(f"  {k:28s} " + "  ".join(f"nfe {n}: {r:.2f}" for n, r in row.items()))
 
 
 def plot(results: dict, path: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no plot", file=sys.stderr)
+    plt = agg_pyplot()
+    if plt is None:
         return
     colors = {n: f"C{i}" for i, n in enumerate([*FIXED, "dopri5"])}
     errs = results["errors"]

@@ -22,7 +22,7 @@ in the same run. A CNN's input must be a multiple of its stride: at 84 px those 
 next multiple (96 px) and the table says so. Times are per image of a batch (``--batch``; encoders
 above 20 GFLOP per image forward run one image at a time). Shape checks are off while timing.
 
-Usage: ``python benchmarks/vision_encoders.py --quick --threads 1 2 --out DIR`` (add ``--time-large``
+Usage: ``python benchmarks/speed/vision_encoders.py --quick --threads 1 2 --out DIR`` (add ``--time-large``
 to time the fused featurizer, or ``--no-large`` to leave it out).
 """
 
@@ -30,10 +30,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import math
-import os
-import platform
 import statistics
 import sys
 import time
@@ -44,7 +41,15 @@ import torch
 from torch import nn
 
 from flowvla.backbones.conv import ConvEncoder
-from flowvla.profiling import count_flops, keep_large_allocations_in_heap, matmul_peak_gflops
+from flowvla.profiling import (
+    agg_pyplot,
+    count_flops,
+    keep_large_allocations_in_heap,
+    machine_facts,
+    markdown_table,
+    matmul_peak_gflops,
+    write_results,
+)
 from flowvla.typing import set_typecheck
 
 SIZES = (84, 128, 224)
@@ -200,7 +205,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--no-large", action="store_true", help="leave out the ~0.7 B-parameter fused featurizer")
     ap.add_argument("--time-large", action="store_true", help="time the fused featurizer, not only its FLOPs")
     ap.add_argument("--no-plot", action="store_true")
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "results")
     args = ap.parse_args(argv)
 
     sizes = args.sizes or ([32] if args.quick else list(SIZES))
@@ -220,10 +225,10 @@ def main(argv: list[str] | None = None) -> dict:
     suffix = "_quick" if args.quick else ""
     keep_large_allocations_in_heap()
     threads_before = torch.get_num_threads()
-    load_start = os.getloadavg()[0]
+    machine = machine_facts()  # at the start: the load says what else shared the CPU
     t0 = time.perf_counter()
     set_typecheck(False)  # time the encoders, not the runtime shape checks
-    results: dict = {"encoders": {}, "matmul_peak_gflops": {}}
+    results: dict = {"encoders": {}, "matmul_peak_gflops": {}, "machine": machine}
     try:
         for t in args.threads:
             torch.set_num_threads(t)
@@ -253,10 +258,7 @@ def main(argv: list[str] | None = None) -> dict:
             results["encoders"][name] = rows
             print(f"  {name}: done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
             # The large encoders take minutes on a busy machine: keep what is measured so far.
-            args.out.mkdir(parents=True, exist_ok=True)
-            (args.out / f"vision_encoders{suffix}.partial.json").write_text(
-                json.dumps(results, indent=2) + "\n"
-            )
+            write_results(args.out / f"vision_encoders{suffix}.partial.json", results)
     finally:
         set_typecheck(True)
         torch.set_num_threads(threads_before)
@@ -267,16 +269,12 @@ def main(argv: list[str] | None = None) -> dict:
         "dtype": "float32",
         "quick": args.quick,
         "skipped": skipped,
-        "torch": torch.__version__,
         "timm": _version("timm"),
-        "machine": platform.processor() or platform.machine(),
-        # Other processes share the CPU on dev machines: the 1-minute load average says how much.
-        "load_average_1min": [load_start, os.getloadavg()[0]],
+        "load_average_1min_end": machine_facts()["load_average_1min"],
         "seconds": time.perf_counter() - t0,
     }
     print_report(results)
-    path = args.out / f"vision_encoders{suffix}.json"
-    path.write_text(json.dumps(results, indent=2) + "\n")
+    path = write_results(args.out / f"vision_encoders{suffix}.json", results)
     (args.out / f"vision_encoders{suffix}.partial.json").unlink(missing_ok=True)
     print(f"\nwrote {path}")
     if not args.no_plot:
@@ -294,33 +292,29 @@ def _version(package: str) -> str | None:
 
 
 def print_report(results: dict) -> None:
-    c = results["config"]
+    c, m = results["config"], results["machine"]
     print(
-        f"\nVision encoders, float32 on the CPU ({c['machine']}), torch {c['torch']}, timm {c['timm']}; "
-        f"1-min load average {c['load_average_1min'][0]:.1f} -> {c['load_average_1min'][1]:.1f} "
+        f"\nVision encoders, float32 on the CPU ({m['processor']}), torch {m['torch']}, timm {c['timm']}; "
+        f"1-min load average {m['load_average_1min']:.1f} -> {c['load_average_1min_end']:.1f} "
         "(timings inflate when it exceeds the threads)"
     )
     peaks = ", ".join(f"{t} thread(s) {p:.0f}" for t, p in results["matmul_peak_gflops"].items())
     print(f"matmul peak (1024^3) GFLOP/s: {peaks}")
     threads = [str(t) for t in c["threads"]]
-    head = f"{'encoder':22s}{'px':>8s}{'params':>8s}{'N x D':>11s}{'fwd GF':>8s}{'f+b GF':>8s}"
-    head += "".join(f"{'fwd ms@' + t:>10s}{'f+b ms@' + t:>10s}{'f+b cpu@' + t:>11s}" for t in threads)
-    print(head)
-    for name, rows in results["encoders"].items():
-        for size, r in rows.items():
+    header = ["encoder", "px", "params", "tokens x width", "fwd GFLOP", "fwd+bwd GFLOP"]
+    header += [f"{k} @{t}" for t in threads for k in ("fwd ms", "fwd+bwd ms", "fwd+bwd CPU ms")]
+    rows = []
+    for name, sized in results["encoders"].items():
+        for size, r in sized.items():
             px = size if int(size) == r["size"] else f"{size}>{r['size']}"  # a CNN rounded up
-            shape = f"{r['tokens']}x{r['width']}"
-            line = (
-                f"{name:22s}{px:>8s}{r['params'] / 1e6:7.1f}M{shape:>11s}"
-                f"{r['forward_gflop']:8.2f}{r['fwd_bwd_gflop']:8.2f}"
-            )
+            row = [name, px, f"{r['params'] / 1e6:.1f} M", f"{r['tokens']} x {r['width']}"]
+            row += [f"{r['forward_gflop']:.2f}", f"{r['fwd_bwd_gflop']:.2f}"]
             for t in threads:
-                m = r["threads"].get(t)
-                if m is None:  # FLOPs only
-                    line += f"{'-':>10s}{'-':>10s}{'-':>11s}"
-                    continue
-                line += f"{m['forward_ms']:10.1f}{m['fwd_bwd_ms']:10.1f}{m['fwd_bwd_cpu_ms']:11.1f}"
-            print(line)
+                timing = r["threads"].get(t)  # None: FLOPs only
+                keys = ("forward_ms", "fwd_bwd_ms", "fwd_bwd_cpu_ms")
+                row += ["-"] * 3 if timing is None else [f"{timing[k]:.1f}" for k in keys]
+            rows.append(row)
+    print(markdown_table(header, rows))
     print(
         "(ms per image, wall clock; 'f+b cpu': the process's CPU ms per image, less sensitive to other "
         "jobs;\n 'a>b' px: a CNN run at b px, the next multiple of its stride)"
@@ -328,13 +322,8 @@ def print_report(results: dict) -> None:
 
 
 def plot(results: dict, path: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no plot", file=sys.stderr)
+    plt = agg_pyplot()
+    if plt is None:
         return
     threads = [str(t) for t in results["config"]["threads"]]
     fig, axes = plt.subplots(1, len(threads) + 1, figsize=(5 * (len(threads) + 1), 4.5))

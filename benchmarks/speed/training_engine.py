@@ -1,7 +1,7 @@
 """Training-engine benchmark: samples/s and peak memory of ``flowvla.training.train``.
 
 Runs ``train`` itself (Accelerate, step-keyed sampling, gathered losses, checkpoints at the end only)
-on synthetic in-memory items for the policy configurations of ``benchmarks/policy.py`` (``tiny``,
+on synthetic in-memory items for the policy configurations of ``benchmarks/speed/policy.py`` (``tiny``,
 ``small``; ``--config JSON`` adds another with the same keys). Throughput is the median of the
 per-step ``samples_per_s`` the engine logs, after warm-up steps; peak memory is the resident-set
 high-water mark of each process (CPU) or the CUDA allocator's peak (GPU).
@@ -13,8 +13,8 @@ high-water mark of each process (CPU) or the CUDA allocator's peak (GPU).
 
 Usage::
 
-    python benchmarks/training_engine.py [--quick] [--threads 2] [--out benchmarks/results]
-    python benchmarks/training_engine.py --device cuda --bf16 --compile --configs tiny small
+    python benchmarks/speed/training_engine.py [--quick] [--threads 2] [--out benchmarks/results]
+    python benchmarks/speed/training_engine.py --device cuda --bf16 --compile --configs tiny small
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import resource
 import socket
 import statistics
@@ -33,6 +32,8 @@ import tempfile
 from pathlib import Path
 
 import torch
+
+from flowvla.profiling import machine_facts, markdown_table, write_results
 
 HERE = Path(__file__).resolve().parent
 
@@ -138,19 +139,20 @@ def measure(c: dict, processes: int, args, *, bf16: bool = False, compile: bool 
 
 
 def print_report(results: dict) -> None:
+    m = results["machine"]
     print(
         f"\ntraining-engine benchmark: {results['device']}, {results['threads']} threads, global batch "
-        f"{results['batch']}, torch {results['torch']}, 1-min load {results['load_average_1min']:.1f}\n"
+        f"{results['batch']}, torch {m['torch']}, 1-min load {m['load_average_1min']:.1f}\n"
     )
-    head = f"{'config':8s} {'run':22s} {'samples/s':>10s} {'peak MB/proc':>13s} {'peak MB all':>12s}"
-    print(head + "\n" + "-" * len(head))
+    rows = []
     for name, runs in results["configs"].items():
         for label, r in runs.items():
             cuda = r["peak_cuda_bytes"]
             mem = cuda if cuda is not None else r["peak_rss_bytes_per_process"]
             total = cuda if cuda is not None else r["peak_rss_bytes_total"]
-            rate = f"{r['samples_per_s']:10.1f}" if r["samples_per_s"] else f"{'-':>10s}"
-            print(f"{name:8s} {label:22s} {rate} {mem / 2**20:13.0f} {total / 2**20:12.0f}")
+            rate = f"{r['samples_per_s']:.1f}" if r["samples_per_s"] else "-"
+            rows.append([name, label, rate, f"{mem / 2**20:.0f}", f"{total / 2**20:.0f}"])
+    print(markdown_table(["config", "run", "samples/s", "peak MB per process", "peak MB all"], rows))
     print("\nMB: resident-set high-water mark per process (CPU) or the CUDA allocator's peak (GPU)")
 
 
@@ -159,7 +161,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--quick", action="store_true", help="tiny only, few steps")
     ap.add_argument("--configs", nargs="+", default=["tiny", "small"])
     ap.add_argument(
-        "--config", type=json.loads, help="extra configuration (JSON, as in benchmarks/policy.py)"
+        "--config", type=json.loads, help="extra configuration (JSON, as in benchmarks/speed/policy.py)"
     )
     ap.add_argument("--processes", type=int, nargs="+", default=[1, 2], help="CPU: process counts to compare")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads over all processes")
@@ -169,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--bf16", action="store_true", help="GPU: also measure bf16 autocast")
     ap.add_argument("--compile", action="store_true", help="GPU: also measure torch.compile (inductor)")
-    ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument("--out", type=Path, default=HERE.parent / "results")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
     ap.add_argument("--config-json", help=argparse.SUPPRESS)
@@ -191,10 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
         "threads": args.threads,
         "batch": args.batch,
         "steps": args.steps,
-        "torch": torch.__version__,
-        "python": sys.version.split()[0],
-        "machine": platform.processor() or platform.machine(),
-        "load_average_1min": os.getloadavg()[0],
+        "machine": machine_facts(args.device),  # at the start: the load says what else shared the CPU
         "configs": {},
     }
     for name in names:
@@ -210,11 +209,8 @@ def main(argv: list[str] | None = None) -> dict:
                     runs[label] = measure(configs[name], 1, args, bf16=bf16, compile=compiled)
         results["configs"][name] = runs
     print_report(results)
-    args.out.mkdir(parents=True, exist_ok=True)
     suffix = "_quick" if args.quick else ("_cuda" if args.device == "cuda" else "")
-    path = args.out / f"training_engine{suffix}.json"
-    path.write_text(json.dumps(results, indent=2))
-    print(f"wrote {path}")
+    print(f"wrote {write_results(args.out / f'training_engine{suffix}.json', results)}")
     return results
 
 

@@ -1,9 +1,9 @@
 """Few-step sampling benchmark: error vs NFE (1, 2, 4, 8, 10) of learned solvers and distilled students.
 
 The field is the exact marginal velocity towards the 8-mode mixture of ``[H=16, A=7]`` action
-chunks of ``benchmarks/solvers.py`` (narrow modes: the flow bends early and late). Errors are RMS
-distances of x(1) to an RK4 reference (400 steps, float64; 100 with ``--quick``) on held-out
-noise; every route is fitted or trained on other noise.
+chunks that ``benchmarks/algorithms/solvers.py`` integrates (``smooth_chunk_mixture``; narrow
+modes: the flow bends early and late). Errors are RMS distances of x(1) to an RK4 reference
+(400 steps, float64; 100 with ``--quick``) on held-out noise; every route is fitted or trained on other noise.
 
 Routes:
 * baselines: Euler, midpoint, AB2 on the uniform grid and on grids fitted with ``fit_time_grid``;
@@ -14,28 +14,24 @@ Routes:
 
 Training cost is reported as seconds and teacher NFE (field evaluations x samples).
 
-Usage: ``python benchmarks/few_step.py [--quick] [--out benchmarks/results] [--shortcut-iterations N]``
+Usage: ``python benchmarks/algorithms/few_step.py [--quick] [--shortcut-iterations N]``
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from solvers import A, H, hard_mixture
-
 from flowvla.flow import distill_shortcut, shortcut_sample
+from flowvla.flow.analytic import smooth_chunk_mixture
+from flowvla.profiling import agg_pyplot, markdown_table, write_results
 from flowvla.solvers import fit_bespoke_solver, fit_time_grid, get_solver, integrate
 from flowvla.typing import set_typecheck
 
+H, A = 16, 7
 NFES = [1, 2, 4, 8, 10]
 BASELINES = {"euler": 1, "midpoint": 2, "ab2": 1}
 
@@ -44,24 +40,24 @@ def _rms(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).square().mean().sqrt())
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer samples and iterations")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "results")
     parser.add_argument("--shortcut-iterations", type=int, default=0, help="0 skips the shortcut student")
     parser.add_argument("--bespoke-iterations", type=int, default=None)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
     set_typecheck(False)
     n_train, n_test = (64, 256) if args.quick else (256, 1024)
     iters = args.bespoke_iterations or (40 if args.quick else 300)
     ref_steps, sweeps = (100, 1) if args.quick else (400, 2)
     dtype = torch.float32
-    field = hard_mixture(dtype)
+    field = smooth_chunk_mixture(H, A, dtype=dtype)
     g = torch.Generator().manual_seed(1)
     x_train = torch.randn(n_train, H, A, generator=g, dtype=dtype)
     x_test = torch.randn(n_test, H, A, generator=g, dtype=dtype)
-    f64 = hard_mixture(torch.float64)
+    f64 = smooth_chunk_mixture(H, A, dtype=torch.float64)
     ref_train = integrate(f64, x_train.double(), solver="rk4", steps=ref_steps).x.to(dtype)
     ref_test = integrate(f64, x_test.double(), solver="rk4", steps=ref_steps).x
     print(f"references done ({ref_steps} RK4 steps)", flush=True)
@@ -154,24 +150,19 @@ def main() -> None:
 
     euler10 = rows["euler/uniform"][10]
     print(f"\nRMS error of x(1) on {n_test} held-out samples (Euler@10 = {euler10:.4f})")
-    print(f"| route | {' | '.join(f'NFE {n}' for n in NFES)} | train s | teacher NFE |")
-    print("|---|" + "---|" * (len(NFES) + 2))
+    table = []
     for route, errs in rows.items():
-        cells = [f"{errs[n]:.4f}" if n in errs else "" for n in NFES]
         c = costs.get(route, {})
         secs = sum(v["seconds"] for v in c.values())
         tnfe = sum(v["teacher_nfe"] for v in c.values())
-        print(
-            f"| {route} | {' | '.join(cells)} | {secs:.1f} | {tnfe:,} |"
-            if c
-            else f"| {route} | {' | '.join(cells)} | 0 | 0 |"
-        )
+        cells = [f"{errs[n]:.4f}" if n in errs else "" for n in NFES]
+        table.append([route, *cells, f"{secs:.1f}" if c else "0", f"{tnfe:,}"])
+    print(markdown_table(["route", *(f"NFE {n}" for n in NFES), "train s", "teacher NFE"], table))
     best2 = min((e[n], r) for r, e in rows.items() for n in (1, 2) if n in e)
     best10 = min((e[10], r) for r, e in rows.items() if 10 in e)
     print(f"\nbest at <= 2 NFE: {best2[1]} {best2[0]:.4f} ({best2[0] / euler10:.2f}x Euler@10)")
     print(f"best at 10 NFE: {best10[1]} {best10[0]:.4f} ({best10[0] / euler10:.3f}x Euler@10)")
 
-    args.out.mkdir(parents=True, exist_ok=True)
     result = {
         "config": {
             "quick": args.quick,
@@ -181,20 +172,14 @@ def main() -> None:
             "reference_rk4_steps": ref_steps,
             "shortcut_iterations": args.shortcut_iterations,
             "dtype": str(dtype),
-            "torch": torch.__version__,
-            "platform": platform.platform(),
         },
         "errors": {r: {str(n): e for n, e in errs.items()} for r, errs in rows.items()},
         "costs": {r: {str(n): c for n, c in cs.items()} for r, cs in costs.items()},
         "euler10": euler10,
     }
-    (args.out / "few_step.json").write_text(json.dumps(result, indent=2) + "\n")
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+    path = write_results(args.out / "few_step.json", result)
+    plt = agg_pyplot()
+    if plt is not None:
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for route, errs in rows.items():
             ns = sorted(errs)
@@ -205,9 +190,8 @@ def main() -> None:
         ax.legend(fontsize=7, ncol=2)
         fig.tight_layout()
         fig.savefig(args.out / "few_step.png", dpi=120)
-    except ImportError:
-        print("matplotlib not installed: no PNG")
-    print(f"wrote {args.out / 'few_step.json'}")
+    print(f"wrote {path}")
+    return result
 
 
 if __name__ == "__main__":

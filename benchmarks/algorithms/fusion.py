@@ -15,15 +15,12 @@ smallest mean depth. Global broadcast gives every token the same geometry summar
 chance (1/32); token-aligned and region fusion can. Accuracy is on 1024 held-out scenes after a
 short, seeded training run.
 
-Usage: ``python benchmarks/fusion.py [--quick] [--threads N] [--out benchmarks/results/fusion.json]``
+Usage: ``python benchmarks/algorithms/fusion.py [--quick] [--threads N] [--out FILE.json]``
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -32,7 +29,14 @@ from torch import nn
 
 from flowvla.fusion import FUSIONS, create_fusion
 from flowvla.geometry import FourierPointEncoder, PatchGrid, intrinsics_from_fovy, point_map_from_depth
-from flowvla.profiling import count_flops, keep_large_allocations_in_heap, median_time
+from flowvla.profiling import (
+    count_flops,
+    keep_large_allocations_in_heap,
+    machine_facts,
+    markdown_table,
+    median_time,
+    write_results,
+)
 from flowvla.typing import set_typecheck
 
 # ---- the synthetic task ----------------------------------------------------------------------------
@@ -168,7 +172,9 @@ def cost_rows(views: int, grid: tuple[int, int], dim: int, geo_dim: int, min_tim
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke test: short timings and training")
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "fusion.json")
+    ap.add_argument(
+        "--out", type=Path, default=Path(__file__).resolve().parents[1] / "results" / "fusion.json"
+    )
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: stable timings)")
     ap.add_argument("--steps", type=int, default=None, help="training steps of the synthetic task")
     args = ap.parse_args(argv)
@@ -176,6 +182,7 @@ def main(argv: list[str] | None = None) -> dict:
     keep_large_allocations_in_heap()
     threads_before = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    machine = machine_facts()  # before the run: its load average says what else shared the CPU
     set_typecheck(False)  # time the modules, not the runtime shape checks
     try:
         views, grid, dim = 2, (16, 16), 1024
@@ -197,18 +204,13 @@ def main(argv: list[str] | None = None) -> dict:
             "threads": args.threads,
             "task_steps": steps,
             "quick": args.quick,
-            "torch": torch.__version__,
-            "machine": platform.processor() or platform.machine(),
-            # Other processes share the CPU on dev machines: the 1-minute load average says how much.
-            "load_average_1min": os.getloadavg()[0],
         },
+        "machine": machine,
         "cost": cost,
         "task": task,
     }
     print_report(results)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwrote {args.out}")
+    print(f"\nwrote {write_results(args.out, results)}")
     return results
 
 
@@ -218,18 +220,36 @@ def print_report(results: dict) -> None:
         f"\nFusion cost: {c['views']} views x {c['patches_per_view']} patches x width {c['dim']}, batch 1, "
         f"{c['dtype']}, {c['threads']} thread(s)"
     )
-    print(f"(1-min load average {c['load_average_1min']:.1f}: timings inflate when it exceeds the threads)")
-    head = f"{'fusion':14s}{'params':>11s}{'fwd GFLOP':>11s}{'fwd ms':>9s}{'fwd+bwd ms':>12s}"
-    print(head + f"{'fwd MiB':>9s}{'fwd+bwd MiB':>13s}")
-    for name, r in results["cost"].items():
-        print(
-            f"{name:14s}{r['params']:11,d}{r['forward_gflop']:11.2f}{r['forward_ms']:9.2f}{r['fwd_bwd_ms']:12.2f}"
-            f"{r['forward_peak_mib']:9.1f}{r['fwd_bwd_peak_mib']:13.1f}"
-        )
-    print(f"\nNearest-patch task ({c['task_steps']} steps, 1024 held-out scenes; chance 1/32 = 0.031)")
-    print(f"{'fusion':14s}{'accuracy':>10s}{'train s':>9s}")
-    for name, r in results["task"].items():
-        print(f"{name:14s}{r['accuracy']:10.3f}{r['train_s']:9.1f}")
+    load = results["machine"]["load_average_1min"]
+    print(f"(1-min load average {load:.1f}: timings inflate when it exceeds the threads)")
+    print(
+        f"task accuracy: the nearest-patch task, {c['task_steps']} steps, 1024 held-out scenes, chance 0.031"
+    )
+    task = results["task"]
+    header = [
+        "fusion",
+        "params",
+        "fwd GFLOP",
+        "fwd ms",
+        "fwd+bwd ms",
+        "fwd MiB",
+        "fwd+bwd MiB",
+        "task accuracy",
+    ]
+    rows = [
+        [
+            name,
+            f"{r['params'] / 1e6:.2f} M",
+            f"{r['forward_gflop']:.2f}",
+            f"{r['forward_ms']:.1f}",
+            f"{r['fwd_bwd_ms']:.1f}",
+            f"{r['forward_peak_mib']:.0f}",
+            f"{r['fwd_bwd_peak_mib']:.0f}",
+            f"{task[name]['accuracy']:.3f}" if name in task else "-",
+        ]
+        for name, r in results["cost"].items()
+    ]
+    print(markdown_table(header, rows))
 
 
 if __name__ == "__main__":

@@ -12,15 +12,13 @@ the median ``predict_action`` time split into backbone, geometry + fusion, routi
 (and head per NFE), with the context cache and without it (re-projecting the VLM context at every
 solver step); peak memory of a training step and of a prediction. Shape checks are off while timing.
 
-Usage: ``python benchmarks/policy.py [--quick] [--threads N] [--out benchmarks/results]``
+Usage: ``python benchmarks/speed/policy.py [--quick] [--threads N] [--out benchmarks/results]``
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 from pathlib import Path
@@ -30,7 +28,14 @@ import torch
 from flowvla.backbones.composed import ComposedBackbone
 from flowvla.data.stats import FeatureStats
 from flowvla.policy import FusionConfig, HeadConfig, PolicyConfig, RouterConfig, VLAPolicy
-from flowvla.profiling import keep_large_allocations_in_heap, median_time, peak_memory_bytes
+from flowvla.profiling import (
+    keep_large_allocations_in_heap,
+    machine_facts,
+    markdown_table,
+    median_time,
+    peak_memory_bytes,
+    write_results,
+)
 from flowvla.typing import set_typecheck
 
 TEXTS = [
@@ -138,26 +143,37 @@ def bench(name: str, c: dict, args) -> dict:
 
 
 def print_report(results: dict) -> None:
+    m = results["machine"]
     print(
-        f"\npolicy benchmark: {results['threads']} threads, torch {results['torch']}, 1-min load "
-        f"{results['load_average_1min']:.1f}\n"
+        f"\npolicy benchmark: {results['threads']} threads, torch {m['torch']}, 1-min load "
+        f"{m['load_average_1min']:.1f}\n"
     )
-    head = (
-        f"{'config':7s} {'params':>7s} | {'train/s':>8s} {'MB':>6s} | {'backbone':>9s} {'geo+fuse':>9s} "
-        f"{'route':>7s} {'head':>8s} {'/NFE':>7s} {'total':>8s} | {'head w/o cache':>14s} {'speedup':>7s} "
-        f"{'MB':>6s}"
-    )
-    print(head + "\n" + "-" * len(head))
+    header = [
+        "config", "params", "train samples/s", "train MB", "backbone", "geometry + fusion", "routing",
+        "head", "per NFE", "total", "head without cache", "cache effect", "predict MB",
+    ]  # fmt: skip
+    ms = lambda s: f"{s * 1e3:.1f} ms"
+    rows = []
     for name, r in results["configs"].items():
         p, u = r["predict_cached"], r["predict_uncached"]
-        ms = lambda s: f"{s * 1e3:7.1f}ms"
-        print(
-            f"{name:7s} {r['params_millions']:6.1f}M | {r['train_samples_per_s']:8.1f} "
-            f"{(r['train_peak_bytes'] or 0) / 2**20:6.0f} | {ms(p['backbone']):>9s} "
-            f"{ms(p.get('geometry_and_fusion', 0.0)):>9s} {p['routing'] * 1e3:5.1f}ms {ms(p['head']):>8s} "
-            f"{p['head_per_nfe'] * 1e3:5.1f}ms {ms(p['total']):>8s} | {ms(u['head']):>14s} "
-            f"{r['cache_speedup_head']:6.2f}x {(r['predict_peak_bytes'] or 0) / 2**20:6.0f}"
+        rows.append(
+            [
+                name,
+                f"{r['params_millions']:.1f} M",
+                f"{r['train_samples_per_s']:.1f}",
+                f"{(r['train_peak_bytes'] or 0) / 2**20:.0f}",
+                ms(p["backbone"]),
+                ms(p.get("geometry_and_fusion", 0.0)),
+                ms(p["routing"]),
+                ms(p["head"]),
+                ms(p["head_per_nfe"]),
+                ms(p["total"]),
+                ms(u["head"]),
+                f"{r['cache_speedup_head']:.2f}x",
+                f"{(r['predict_peak_bytes'] or 0) / 2**20:.0f}",
+            ]
         )
+    print(markdown_table(header, rows))
     nfe = next(iter(results["configs"].values()))["nfe"]
     print(
         f"\npredict_action at batch 1, {nfe} NFE (midpoint); MB = peak memory added by a step / a prediction"
@@ -171,7 +187,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--train-batch", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--min-time", type=float, default=2.0)
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "results")
     args = ap.parse_args(argv)
     if args.quick:
         args.repeats, args.min_time = 2, 0.05
@@ -183,10 +199,7 @@ def main(argv: list[str] | None = None) -> dict:
         names = ["tiny"] if args.quick else list(CONFIGS)
         results = {
             "threads": args.threads,
-            "torch": torch.__version__,
-            "python": sys.version.split()[0],
-            "machine": platform.processor() or platform.machine(),
-            "load_average_1min": os.getloadavg()[0],
+            "machine": machine_facts(),  # at the start: the load says what else shared the CPU
             "configs": {},
         }
         for name in names:
@@ -196,10 +209,8 @@ def main(argv: list[str] | None = None) -> dict:
         set_typecheck(True)
         torch.set_num_threads(threads_before)
     print_report(results)
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"policy{'_quick' if args.quick else ''}.json"
-    path.write_text(json.dumps(results, indent=2))
-    print(f"wrote {path}")
+    suffix = "_quick" if args.quick else ""
+    print(f"wrote {write_results(args.out / f'policy{suffix}.json', results)}")
     return results
 
 

@@ -20,14 +20,13 @@ FLOPs are counted (``flowvla.profiling.count_flops``: matmuls and attention). Th
 ``ratio = wall / floor``. Shape checks are switched off while timing (``set_typecheck(False)``),
 as a deployed policy would.
 
-Usage: ``python benchmarks/action_head.py [--quick] [--threads N] [--device cpu|cuda]
+Usage: ``python benchmarks/speed/action_head.py [--quick] [--threads N] [--device cpu|cuda]
 [--dtype float32|bfloat16] [--out benchmarks/results]``
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -41,9 +40,12 @@ from flowvla.flow import FlowMatchingObjective
 from flowvla.profiling import (
     count_flops,
     keep_large_allocations_in_heap,
+    machine_facts,
+    markdown_table,
     matmul_peak_gflops,
     median_time,
     peak_memory_bytes,
+    write_results,
 )
 from flowvla.routing import FixedLayerRouter, ScalarMixRouter, TopKRouter
 from flowvla.typing import set_typecheck
@@ -184,26 +186,34 @@ def print_report(results: dict) -> None:
         f"\naction head: H={cfg['horizon']} A={cfg['action_dim']} width={cfg['dim']} context "
         f"{cfg['tokens']}x{cfg['context_dim']}; {results['threads']} threads on {results['device']} "
         f"({results['dtype']}); matmul peak {results['matmul_peak_gflops']:.1f} GFLOP/s; 1-min load "
-        f"{results['load_average_1min_start']:.1f} at start, {results['load_average_1min_end']:.1f} at end\n"
+        f"{results['machine']['load_average_1min']:.1f} at start, "
+        f"{results['load_average_1min_end']:.1f} at end\n"
     )
-    head = (
-        f"{'depth':>5} {'B':>3} | {'ctx GF':>7} {'eval GF':>7} | {'encode':>8} {'eval$':>8} {'eval':>8} | "
-        f"{'10-NFE$':>8} {'floor':>8} {'ratio':>5} {'GF/s':>6} | {'10-NFE':>8} {'speedup':>7} | "
-        f"{'train/s':>7} {'tr.ratio':>8} {'peak MB':>7}"
-    )
-    print(head + "\n" + "-" * len(head))
-    for r in results["cases"]:
-        mb = (r.get("sample_cached_peak_bytes") or 0) / 2**20
-        ms = {key: r[key] * 1e3 for key in ("encode_s", "eval_cached_s", "eval_uncached_s")}
-        print(
-            f"{r['depth']:>5} {r['batch']:>3} | {r['gflop_context']:>7.1f} {r['gflop_eval']:>7.2f} | "
-            f"{ms['encode_s']:>6.1f}ms {ms['eval_cached_s']:>6.1f}ms {ms['eval_uncached_s']:>6.1f}ms | "
-            f"{r['sample_cached_s']:>7.3f}s {r['sample_floor_s']:>7.3f}s "
-            f"{r['sample_cached_ratio_to_floor']:>5.2f} {r['sample_achieved_gflops']:>6.1f} | "
-            f"{r['sample_uncached_s']:>7.3f}s {r['cache_speedup']:>6.1f}x | "
-            f"{r['train_samples_per_s']:>7.1f} {r['train_ratio_to_floor']:>8.2f} {mb:>7.0f}"
-        )
-    print("\n$ = with the context cache. routers (ms, routing only):")
+    header = [
+        "blocks", "batch", "context GF", "eval GF", "encode", "eval (cached)", "eval (uncached)",
+        "10-NFE cached", "floor", "ratio", "GFLOP/s", "10-NFE uncached", "cache speed-up",
+        "train samples/s (ratio)", "peak MB",
+    ]  # fmt: skip
+    rows = [
+        [
+            r["depth"],
+            r["batch"],
+            f"{r['gflop_context']:.1f}",
+            f"{r['gflop_eval']:.2f}",
+            *(f"{r[k] * 1e3:.1f} ms" for k in ("encode_s", "eval_cached_s", "eval_uncached_s")),
+            f"{r['sample_cached_s']:.3f} s",
+            f"{r['sample_floor_s']:.3f} s",
+            f"**{r['sample_cached_ratio_to_floor']:.2f}**",
+            f"{r['sample_achieved_gflops']:.1f}",
+            f"{r['sample_uncached_s']:.3f} s",
+            f"{r['cache_speedup']:.1f}x",
+            f"{r['train_samples_per_s']:.1f} ({r['train_ratio_to_floor']:.2f})",
+            f"{(r.get('sample_cached_peak_bytes') or 0) / 2**20:.0f}",
+        ]
+        for r in results["cases"]
+    ]
+    print(markdown_table(header, rows))
+    print("\nrouters (ms, routing only):")
     for r in results["cases"]:
         names = [k for k in r if k.startswith("route_")]
         cells = ", ".join(f"{n[6:-2]} {r[n] * 1e3:.1f}" for n in names)
@@ -226,7 +236,7 @@ def main(argv: list[str] | None = None) -> dict:
         choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs"],
         help="torch.compile the head with this mode (compilation happens in the warm-up calls)",
     )
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "results")
     args = ap.parse_args(argv)
     cfg = QUICK if args.quick else FULL
     dtype = getattr(torch, args.dtype)
@@ -244,11 +254,9 @@ def main(argv: list[str] | None = None) -> dict:
             "dtype": args.dtype,
             "threads": args.threads,
             "compile": args.compile,
-            "torch": torch.__version__,
-            "python": sys.version.split()[0],
             "matmul_peak_gflops": peak,
-            # Timings on a shared CPU inflate when the load exceeds the threads: recorded to judge a run.
-            "load_average_1min_start": os.getloadavg()[0],
+            # Timings on a shared CPU inflate when the load exceeds the threads: its facts at the start.
+            "machine": machine_facts(args.device),
             "cases": [],
         }
         set_typecheck(True)
@@ -267,18 +275,15 @@ def main(argv: list[str] | None = None) -> dict:
             for batch in args.batches:
                 print(f"depth {depth} batch {batch} ...", file=sys.stderr, flush=True)
                 results["cases"].append(bench_case(cfg, depth, batch, peak, args, dtype))
-        results["load_average_1min_end"] = os.getloadavg()[0]
+        results["load_average_1min_end"] = machine_facts()["load_average_1min"]
     finally:
         set_typecheck(True)
         torch.set_num_threads(threads_before)
     print_report(results)
-    args.out.mkdir(parents=True, exist_ok=True)
     suffix = "_quick" if args.quick else ""
     tag = "" if args.device == "cpu" else f"_{args.device.split(':')[0]}"
     tag += f"_{args.compile}" if args.compile else ""
-    path = args.out / f"action_head{tag}{suffix}.json"
-    path.write_text(json.dumps(results, indent=2))
-    print(f"\nwrote {path}")
+    print(f"\nwrote {write_results(args.out / f'action_head{tag}{suffix}.json', results)}")
     return results
 
 

@@ -1,8 +1,8 @@
 """Random access to a LeRobot v3.0 video dataset: shuffled items/s against in-order items/s.
 
-    python benchmarks/lerobot_access.py                  # 15 episodes x 100 steps, two 128 px views
-    python benchmarks/lerobot_access.py --quick --out /tmp/bench
-    python benchmarks/lerobot_access.py --hdf5 demos/pick_up_the_ketchup_demo.hdf5   # real renders
+    python benchmarks/speed/lerobot_access.py                  # 15 episodes x 100 steps, two 128 px views
+    python benchmarks/speed/lerobot_access.py --quick --out /tmp/bench
+    python benchmarks/speed/lerobot_access.py --hdf5 demos/pick_up_the_ketchup_demo.hdf5  # real renders
 
 Writes LIBERO-layout HDF5 demonstrations (synthetic renders: a gradient with a moving square), exports
 them with flowvla's own LeRobot writer (``flowvla.data.lerobot_export``; H.264, keyframe every
@@ -16,11 +16,9 @@ Prints a table and writes JSON (``<out>/lerobot_access[_quick].json``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +28,7 @@ from flowvla.data.dataset import ChunkDataset, HDF5Source
 from flowvla.data.hdf5 import LiberoHDF5Writer
 from flowvla.data.lerobot import LeRobotSource
 from flowvla.data.lerobot_export import export_lerobot
+from flowvla.profiling import Stopwatch, markdown_table, write_results
 
 
 def renders(steps: int, size: int, seed: int) -> np.ndarray:
@@ -76,11 +75,11 @@ def ms_per_item(make: callable, n: int, shuffled: bool) -> tuple[float, float]:
     n = min(n, len(ds))
     order = np.random.default_rng(0).permutation(len(ds))[:n].tolist() if shuffled else list(range(n))
     ds[order[0]]
-    t, c = time.perf_counter(), time.process_time()
-    for i in order[1:]:
-        ds[i]
+    with Stopwatch() as clock:
+        for i in order[1:]:
+            ds[i]
     k = 1000 / (len(order) - 1)
-    return (time.perf_counter() - t) * k, (time.process_time() - c) * k
+    return clock.wall * k, clock.cpu * k
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -94,25 +93,23 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--codec", default="libx264")
     p.add_argument("--cache-mb", type=float, default=256, help="LeRobotSource cache_bytes, in MiB")
     p.add_argument("--hdf5", type=Path, nargs="+", default=None, help="existing HDF5 files to export")
-    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "results")
     args = p.parse_args(argv)
     if args.quick:
         args.episodes, args.steps, args.size, args.items = 3, 20, 64, 40
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
-        t, c = time.perf_counter(), time.process_time()
-        if args.hdf5:
-            h5s = [Path(tmp) / f"{i}_{p.name}" for i, p in enumerate(args.hdf5)]
-            for p, q in zip(args.hdf5, h5s, strict=True):
-                shutil.copyfile(p, q)
-        else:
-            h5s = [Path(tmp) / "demo.hdf5"]
-            make_hdf5(h5s[0], args.episodes, args.steps, args.size)
-        hdf5_write_s, hdf5_write_cpu = time.perf_counter() - t, time.process_time() - c
+        with Stopwatch() as hdf5_write:
+            if args.hdf5:
+                h5s = [Path(tmp) / f"{i}_{p.name}" for i, p in enumerate(args.hdf5)]
+                for p, q in zip(args.hdf5, h5s, strict=True):
+                    shutil.copyfile(p, q)
+            else:
+                h5s = [Path(tmp) / "demo.hdf5"]
+                make_hdf5(h5s[0], args.episodes, args.steps, args.size)
         src = HDF5Source(h5s)
-        t, c = time.perf_counter(), time.process_time()
-        export_lerobot(src, Path(tmp) / "lerobot", fps=20, codec=args.codec, gop=args.gop)
-        export_s, export_cpu = time.perf_counter() - t, time.process_time() - c
+        with Stopwatch() as export:
+            export_lerobot(src, Path(tmp) / "lerobot", fps=20, codec=args.codec, gop=args.gop)
         sizes = {"hdf5_mb": sum(folder_mb(h) for h in h5s), "lerobot_mb": folder_mb(Path(tmp) / "lerobot")}
         total = len(ChunkDataset(src, 8))
         args.episodes, args.size = len(src), src.images(0, 0).shape[-1]
@@ -143,33 +140,39 @@ def main(argv: list[str] | None = None) -> dict:
     )
     made = "copy" if args.hdf5 else "write"
     print(
-        f"HDF5 {made} {hdf5_write_s:.1f} s (CPU {hdf5_write_cpu:.1f} s), {sizes['hdf5_mb']:.1f} MB; "
-        f"LeRobot export {export_s:.1f} s (CPU {export_cpu:.1f} s), {sizes['lerobot_mb']:.1f} MB"
+        f"HDF5 {made} {hdf5_write.wall:.1f} s (CPU {hdf5_write.cpu:.1f} s), {sizes['hdf5_mb']:.1f} MB; "
+        f"LeRobot export {export.wall:.1f} s (CPU {export.cpu:.1f} s), {sizes['lerobot_mb']:.1f} MB"
     )
-    print(
-        f"{'source':>14} | {'in order it/s':>13} | {'shuffled it/s':>13} | {'ratio':>5} | "
-        f"{'CPU ms in order':>15} | {'shuffled':>8} | ratio"
-    )
-    for r in rows:
-        print(
-            f"{r['source']:>14} | {r['in_order_items_per_s']:13.0f} | {r['shuffled_items_per_s']:13.0f} | "
-            f"{r['shuffled_over_in_order_time']:4.2f}x | {r['in_order_cpu_ms']:15.2f} | "
-            f"{r['shuffled_cpu_ms']:8.2f} | {r['shuffled_over_in_order_cpu']:.2f}x"
-        )
+    header = [
+        "reader",
+        "CPU ms / item in order",
+        "shuffled",
+        "shuffled / in order",
+        "wall items/s in order / shuffled",
+    ]
+    table = [
+        [
+            r["source"],
+            f"{r['in_order_cpu_ms']:.2f}",
+            f"{r['shuffled_cpu_ms']:.2f}",
+            f"{r['shuffled_over_in_order_cpu']:.2f}x",
+            f"{r['in_order_items_per_s']:.0f} / {r['shuffled_items_per_s']:.0f}",
+        ]
+        for r in rows
+    ]
+    print(markdown_table(header, table))
     results = {
-        "args": json.loads(json.dumps(vars(args), default=str)),
-        "hdf5_write_s": hdf5_write_s,
-        "hdf5_write_cpu_s": hdf5_write_cpu,
-        "lerobot_export_s": export_s,
-        "lerobot_export_cpu_s": export_cpu,
+        "args": vars(args),
+        "hdf5_write_s": hdf5_write.wall,
+        "hdf5_write_cpu_s": hdf5_write.cpu,
+        "lerobot_export_s": export.wall,
+        "lerobot_export_cpu_s": export.cpu,
         "items": total,
         **sizes,
         "rows": rows,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"lerobot_access{'_quick' if args.quick else ''}.json"
-    path.write_text(json.dumps(results, indent=2))
-    print(f"wrote {path}")
+    suffix = "_quick" if args.quick else ""
+    print(f"wrote {write_results(args.out / f'lerobot_access{suffix}.json', results)}")
     return results
 
 

@@ -1,7 +1,7 @@
 """LIBERO simulator costs on this machine: construct, reset, physics, rendering, and whole episodes.
 
-    python benchmarks/libero_env.py                       # the four standard suites, task 0
-    python benchmarks/libero_env.py --suites libero_object --episode-steps 280 --out results.json
+    python benchmarks/speed/libero_env.py                       # the four standard suites, task 0
+    python benchmarks/speed/libero_env.py --suites libero_object --episode-steps 280 --out results.json
 
 Prints a table and writes JSON (default ``benchmarks/results/libero_env.json``). "Episode" times run a
 fixed number of steps of a constant action chunk (``--chunk`` actions per plan) twice: rendering both
@@ -12,29 +12,28 @@ re-plans (flowvla's ``LiberoEnv``). Policy compute is excluded: this is the simu
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import time
 from pathlib import Path
 
 import numpy as np
 
+from flowvla.profiling import Stopwatch, markdown_table, write_results
+
 
 def timed(fn, repeat: int = 1) -> float:
-    t0 = time.perf_counter()
-    for _ in range(repeat):
-        fn()
-    return (time.perf_counter() - t0) / repeat
+    """Mean wall seconds of ``repeat`` calls, no warm-up call: a simulator's calls change its state."""
+    with Stopwatch() as clock:
+        for _ in range(repeat):
+            fn()
+    return clock.wall / repeat
 
 
 def bench_suite(suite: str, task: int, size: int, steps: int, episode_steps: int, chunk: int) -> dict:
     from flowvla.envs.libero import LiberoEnv
 
     out: dict = {"suite": suite, "task": task, "image_size": size}
-    t0 = time.perf_counter()
-    env = LiberoEnv(suite, task, image_size=size, depth=True)
-    out["construct_s"] = time.perf_counter() - t0
+    with Stopwatch() as construct:
+        env = LiberoEnv(suite, task, image_size=size, depth=True)
+    out["construct_s"] = construct.wall
     out["instruction"] = env.instruction
     out["reset_hard_s"] = timed(lambda: env.reset(init_state=0), 3)
     rng = np.random.default_rng(0)
@@ -53,12 +52,12 @@ def bench_suite(suite: str, task: int, size: int, steps: int, episode_steps: int
 
     def episode(render_every: int) -> float:
         env.reset(init_state=1)
-        t = time.perf_counter()
-        for i in range(episode_steps):
-            if i % render_every == 0:
-                env.observe(depth=False)
-            env.step(zero)
-        return time.perf_counter() - t
+        with Stopwatch() as clock:
+            for i in range(episode_steps):
+                if i % render_every == 0:
+                    env.observe(depth=False)
+                env.step(zero)
+        return clock.wall
 
     out["episode_steps"] = episode_steps
     out["episode_render_every_step_s"] = episode(1)
@@ -79,7 +78,7 @@ def bench_soft_reset(suite: str, task: int) -> float:
     return t
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument(
         "--suites", nargs="+", default=["libero_spatial", "libero_object", "libero_goal", "libero_10"]
@@ -89,14 +88,16 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=200, help="steps for the physics rate")
     p.add_argument("--episode-steps", type=int, default=300)
     p.add_argument("--chunk", type=int, default=8, help="re-plan interval for the on-demand episode")
-    p.add_argument("--out", default="benchmarks/results/libero_env.json")
-    args = p.parse_args()
+    p.add_argument(
+        "--out", type=Path, default=Path(__file__).resolve().parents[1] / "results" / "libero_env.json"
+    )
+    args = p.parse_args(argv)
 
     from flowvla.envs.libero_setup import prepare_libero
 
-    t0 = time.perf_counter()
-    paths = prepare_libero()
-    setup_s = time.perf_counter() - t0
+    with Stopwatch() as setup:
+        paths = prepare_libero()
+    setup_s = setup.wall
     rows = [
         bench_suite(s, args.task, args.size, args.steps, args.episode_steps, args.chunk) for s in args.suites
     ]
@@ -115,26 +116,18 @@ def main() -> None:
         ("episode_physics_only_s", "ep phys s", "{:.1f}"),
         ("on_demand_speedup", "speedup", "{:.1f}x"),
     ]
-    widths = [max(len(h), 10) for _, h, _ in cols]
-    print(
-        f"LIBERO on {platform.machine()}, {os.cpu_count()} cores, GL={paths.gl_backend}, {args.size}px, "
-        f"episodes of {args.episode_steps} steps"
-    )
-    print(" | ".join(h.rjust(w) for (_, h, _), w in zip(cols, widths, strict=True)))
-    for r in rows:
-        print(" | ".join(f.format(r[k]).rjust(w) for (k, _, f), w in zip(cols, widths, strict=True)))
+    print(f"LIBERO, GL={paths.gl_backend}, {args.size}px, episodes of {args.episode_steps} steps")
+    print(markdown_table([h for _, h, _ in cols], [[f.format(r[k]) for k, _, f in cols] for r in rows]))
     print(f"setup {setup_s:.2f} s; soft reset (hard_reset=False) {soft:.2f} s on {args.suites[0]}")
     result = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "gl": paths.gl_backend},
+        "gl": paths.gl_backend,
         "args": vars(args),
         "setup_s": setup_s,
         "soft_reset_s": soft,
         "suites": rows,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    print(f"wrote {write_results(args.out, result)}")
+    return result
 
 
 if __name__ == "__main__":

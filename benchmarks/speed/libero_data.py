@@ -1,7 +1,7 @@
 """Training-item throughput of flowvla.data on this machine (synthetic LIBERO-sized demonstrations).
 
-    python benchmarks/libero_data.py                 # 10 demos x 150 steps, two 128x128 views
-    python benchmarks/libero_data.py --size 224 --workers 0 2
+    python benchmarks/speed/libero_data.py                 # 10 demos x 150 steps, two 128x128 views
+    python benchmarks/speed/libero_data.py --size 224 --workers 0 2
 
 Writes a LIBERO-layout HDF5 file (and a LeRobot v2.1 copy with PNG views) to a temporary folder, then
 measures items/s through ``ChunkDataset`` shuffled, in a ``DataLoader`` with ``collate``, with and
@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +22,7 @@ from flowvla.data.augment import ImageAugment
 from flowvla.data.batch import collate
 from flowvla.data.dataset import ChunkDataset, HDF5Source
 from flowvla.data.hdf5 import LiberoHDF5Writer
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from flowvla.profiling import Stopwatch, markdown_table, write_results
 
 
 def make_hdf5(path: Path, demos: int, steps: int, size: int) -> None:
@@ -102,10 +98,10 @@ def items_per_s(ds: ChunkDataset, n: int, workers: int, batch: int) -> float:
     g = torch.Generator().manual_seed(0)
     if workers == 0 and batch == 1:
         idx = torch.randperm(len(ds), generator=g)[:n].tolist()
-        t = time.perf_counter()
-        for i in idx:
-            ds[i]
-        return n / (time.perf_counter() - t)
+        with Stopwatch() as clock:
+            for i in idx:
+                ds[i]
+        return n / clock.wall
     loader = torch.utils.data.DataLoader(
         ds,
         batch_size=batch,
@@ -117,15 +113,16 @@ def items_per_s(ds: ChunkDataset, n: int, workers: int, batch: int) -> float:
     )
     it = iter(loader)
     next(it)  # worker start-up is not throughput
-    t, got = time.perf_counter(), 0
-    for b in it:
-        got += len(b["instruction"])
-        if got >= n:
-            break
-    return got / (time.perf_counter() - t)
+    got = 0
+    with Stopwatch() as clock:
+        for b in it:
+            got += len(b["instruction"])
+            if got >= n:
+                break
+    return got / clock.wall
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--demos", type=int, default=10)
     p.add_argument("--steps", type=int, default=150)
@@ -134,16 +131,18 @@ def main() -> None:
     p.add_argument("--items", type=int, default=1000)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
-    p.add_argument("--out", default="benchmarks/results/libero_data.json")
-    args = p.parse_args()
+    p.add_argument(
+        "--out", type=Path, default=Path(__file__).resolve().parents[1] / "results" / "libero_data.json"
+    )
+    args = p.parse_args(argv)
     torch.set_num_threads(1)
     aug = ImageAugment(shift=8, crop_scale=0.9, brightness=0.2, contrast=0.2, saturation=0.2, hue=0.05)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         h5 = Path(tmp) / "bench.hdf5"
-        t = time.perf_counter()
-        make_hdf5(h5, args.demos, args.steps, args.size)
-        write_s = time.perf_counter() - t
+        with Stopwatch() as write:
+            make_hdf5(h5, args.demos, args.steps, args.size)
+        write_s = write.wall
         src = HDF5Source([h5])
         sources = {"hdf5": src}
         try:
@@ -153,9 +152,9 @@ def main() -> None:
             sources["lerobot_png"] = LeRobotSource(Path(tmp) / "lerobot", image_convention="opencv")
         except ImportError as e:
             print(f"skipping LeRobot: {e}")
-        t = time.perf_counter()
-        stats = ChunkDataset(src, horizon=args.horizon).stats()
-        stats_s = time.perf_counter() - t
+        with Stopwatch() as stats_clock:
+            stats = ChunkDataset(src, horizon=args.horizon).stats()
+        stats_s = stats_clock.wall
         for name, s in sources.items():
             for augment in (None, aug):
                 ds = ChunkDataset(s, horizon=args.horizon, state_dim=32, augment=augment)
@@ -178,18 +177,14 @@ def main() -> None:
                     )
     print(
         f"{args.demos} demos x {args.steps} steps, 2 views {args.size}px, horizon {args.horizon}, "
-        f"{os.cpu_count()} cores; write {write_s:.1f} s, stats {stats_s * 1000:.0f} ms "
+        f"write {write_s:.1f} s, stats {stats_s * 1000:.0f} ms "
         f"({stats['actions'].count} frames)"
     )
-    print(f"{'source':>12} | {'augment':>7} | {'mode':>22} | items/s")
-    for r in rows:
-        print(f"{r['source']:>12} | {r['augment']!s:>7} | {r['mode']:>22} | {r['items_per_s']:8.0f}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps({"args": vars(args), "write_s": write_s, "stats_s": stats_s, "rows": rows}, indent=2)
-    )
-    print(f"wrote {out}")
+    table = [[r["source"], r["augment"], r["mode"], f"{r['items_per_s']:.0f}"] for r in rows]
+    print(markdown_table(["source", "augment", "mode", "items/s"], table))
+    result = {"args": vars(args), "write_s": write_s, "stats_s": stats_s, "rows": rows}
+    print(f"wrote {write_results(args.out, result)}")
+    return result
 
 
 if __name__ == "__main__":
