@@ -31,6 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # every dataset and checkpoint her
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from lerobot.configs.policies import PreTrainedConfig
+from lerobot.configs.types import FeatureType, PolicyFeature
 from lerobot.datasets.lerobot_dataset import LeRobotDataset
 from lerobot.policies.factory import get_policy_class, make_policy, make_pre_post_processors
 from lerobot.utils.import_utils import register_third_party_plugins
@@ -182,3 +183,31 @@ def test_a_flowvla_policy_goes_to_lerobot_and_back_bit_exact(tmp_path):
     }
     chunk, _ = vla.predict_action(batch, seed=7)
     assert torch.equal(executed, chunk[0, :3])
+
+
+def test_views_of_another_size_are_resized_to_the_policys():
+    """LeRobot's LIBERO env renders 256 px whatever the policy was trained on: a view at twice the
+    size (each pixel a 2x2 block) acts exactly like the original."""
+    vla = recipe_like_policy()
+    config = FlowVLAConfig(
+        device="cpu",
+        chunk_size=4,
+        n_action_steps=2,
+        sampling_seed=0,
+        input_features=export_features(vla),
+        output_features={"action": PolicyFeature(type=FeatureType.ACTION, shape=(7,))},
+    )
+    policy = FlowVLAPolicy(config, vla=vla)
+    g = torch.Generator().manual_seed(2)
+    small = {k: torch.rand(1, 3, 32, 32, generator=g) for k in VIEWS}
+    state = {"observation.state": torch.randn(1, 8, generator=g), "task": ["pick block 0"]}
+    big = {k: v.repeat_interleave(2, -1).repeat_interleave(2, -2) for k, v in small.items()}
+    chunk = policy.predict_action_chunk(big | state)
+    assert chunk.shape == (1, 4, 7)
+    assert torch.allclose(chunk, policy.predict_action_chunk(small | state), atol=1e-6)
+
+
+def export_features(vla: VLAPolicy) -> dict:
+    inputs = {k: PolicyFeature(type=FeatureType.VISUAL, shape=(3, 32, 32)) for k in VIEWS}
+    state = PolicyFeature(type=FeatureType.STATE, shape=(vla.config.state_dim,))
+    return inputs | {"observation.state": state}

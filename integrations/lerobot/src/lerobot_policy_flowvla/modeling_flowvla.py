@@ -3,7 +3,7 @@
 LeRobot hands the policy batches of its own keys; this module maps them onto flowvla's batch
 contract ([`flowvla.data.batch`][flowvla.data.batch]) and back::
 
-    observation.images.<view> [B, 3, S, S] (each view)  ->  images      [B, V, 3, S, S]
+    observation.images.<view> [B, 3, h, w] (each view)  ->  images      [B, V, 3, S, S] (resized to S)
     observation.state         [B, S_state]              ->  state       [B, S_state]
     task                      list[str]                 ->  instruction list[str]
     action                    [B, H, A]                 ->  actions     [B, H, A]
@@ -49,7 +49,7 @@ def flowvla_batch(config: FlowVLAConfig, batch: dict[str, Any], *, training: boo
         raise KeyError(f"batch: missing {missing} (a flowvla policy reads {config.image_keys} and 'task')")
     tasks = batch[_TASK]
     out: dict[str, Any] = {
-        "images": torch.stack([batch[k] for k in config.image_keys], dim=1),
+        "images": torch.stack([_sized(batch[k], config.image_size) for k in config.image_keys], dim=1),
         "instruction": [tasks] if isinstance(tasks, str) else list(tasks),
     }
     if config.state_key is not None:
@@ -59,6 +59,17 @@ def flowvla_batch(config: FlowVLAConfig, batch: dict[str, Any], *, training: boo
         if _PAD in batch:
             out["action_mask"] = ~batch[_PAD]
     return out
+
+
+def _sized(view: Tensor, size: int) -> Tensor:
+    """``[B, 3, h, w]`` resized to the policy's ``size`` (LeRobot's LIBERO env renders 256 px whatever
+    the dataset's size was); a view of the right size passes untouched."""
+    if tuple(view.shape[-2:]) == (size, size):
+        return view
+    if view.dtype == torch.uint8:
+        view = view.float() / 255
+    # Area averaging: anti-aliased when shrinking, and exact on a block-upsampled view.
+    return torch.nn.functional.interpolate(view, size=(size, size), mode="area")
 
 
 class FlowVLAPolicy(PreTrainedPolicy):
