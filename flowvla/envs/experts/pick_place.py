@@ -134,9 +134,10 @@ class PickPlaceExpert:
         self.phase = "idle"
 
     # --------------------------------------------------------------------------------- planning
-    def reset(self) -> None:
-        """Re-read the scene and plan a grasp from the current state."""
-        self.scene = Scene(self.env)
+    def reset(self, scene: Scene | None = None) -> None:
+        """Re-read the scene (or take ``scene``, already built for this model) and plan a grasp from the
+        current state."""
+        self.scene = scene or Scene(self.env)
         self.goal_index = 0
         self.goal = self.goals[0]
         self.retries = 0
