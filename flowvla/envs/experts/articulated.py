@@ -225,7 +225,7 @@ class DrawerSkill(_JointSkill):
                 return pose_action(sc, tgt, rot, 0.2, 1.0)
             if self.phase == "pull":
                 tgt = h + 0.004 * n + (remaining + 0.01) * n
-                if self.holds() and remaining < 0.006 or self.phase_steps > 70:
+                if (self.holds() and remaining < 0.006) or self.phase_steps > 70:
                     self._start("release")
                 if sc.finger_gap() < 0.004:  # closed on nothing: the handle slipped out
                     self._start("release")
@@ -335,7 +335,7 @@ class KnobSkill(_JointSkill):
         self._start("above")
 
     def _plan(self) -> None:
-        centers, pts = self._geom_boxes()
+        _, pts = self._geom_boxes()
         top = float(pts[..., 2].max())
         # The grip is what stands above the dial: geoms whose top reaches within 1.5 cm of the highest.
         grip = pts[pts[..., 2].max(axis=1) > top - 0.015].reshape(-1, 3)

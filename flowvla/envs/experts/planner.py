@@ -5,7 +5,8 @@ Rules of [`plan_stages`][flowvla.envs.experts.planner.plan_stages] (pure: predic
 
 1. A predicate that holds now needs no stage (a knob already on, a door already shut).
 2. ``Turnon`` / ``Turnoff`` come first: the knob before the pot set on the stove.
-3. Then ``Open``, and an implied open of the drawer or door a placement goes into while it is shut.
+3. Then ``Open``, and an implied open of the drawer or door a placement goes into while it is shut
+   (with its ``Close`` planned again if the goal has one).
 4. Then ``In`` / ``On`` placements, in the BDDL file's order.
 5. ``Close`` comes last: the drawer is shut after the bowl is in it.
 
@@ -88,7 +89,8 @@ def plan_stages(
     for p in predicates:
         if p.name not in _ORDER or len(p.args) != (2 if p.name in ("in", "on") else 1):
             raise UnsupportedGoalError(
-                f"goal predicate {p} is not supported; the expert handles In, On, Open, Close, Turnon, Turnoff"
+                f"goal predicate {p} is not supported; "
+                "the expert handles In, On, Open, Close, Turnon, Turnoff"
             )
     pending = [p for p in predicates if not holds(p)]
     opened = {p.args[0] for p in predicates if p.name == "open"}
@@ -100,6 +102,10 @@ def plan_stages(
                 if not holds(implied):
                     stages.append(Stage(implied, implied=True))
                     opened.add(box)
+                    # Opening undoes a Close the goal asks for: shut it again afterwards.
+                    shut = GoalPredicate("close", (box,))
+                    if shut in predicates and shut not in pending:
+                        stages.append(Stage(shut))
         stages.append(Stage(p))
     return sorted(stages, key=lambda s: _ORDER[s.predicate.name])  # stable: BDDL order within a rank
 
