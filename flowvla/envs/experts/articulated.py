@@ -203,20 +203,20 @@ class DrawerSkill(_JointSkill):
             rot = side_rotation(-n, sc.eef_rot())
             pre = h + 0.09 * n
             if self.phase == "above":
-                tgt = pre + np.array([0.0, 0.0, 0.06])
-                if pose_error(sc, tgt, rot)[0] < 0.03 or self.phase_steps > 60:
+                tgt = pre + np.array([0.0, 0.0, 0.04])
+                if pose_error(sc, tgt, rot)[0] < 0.04 or self.phase_steps > 60:
                     self._start("approach")
-                return pose_action(sc, tgt, rot, 1.0, -1.0)
+                return pose_action(sc, tgt, rot, 1.4, -1.0)
             if self.phase == "approach":
                 err, rerr = pose_error(sc, pre, rot)
-                if (err < 0.012 and rerr < 0.1) or self.phase_steps > 50:
+                if (err < 0.015 and rerr < 0.1) or self.phase_steps > 50:
                     self._start("insert")
-                return pose_action(sc, pre, rot, 0.8, -1.0)
+                return pose_action(sc, pre, rot, 1.0, -1.0)
             if self.phase == "insert":
                 tgt = h + 0.004 * n
-                if pose_error(sc, tgt, rot)[0] < 0.008 or self.phase_steps > 30:
+                if pose_error(sc, tgt, rot)[0] < 0.01 or self.phase_steps > 30:
                     self._start("grip")
-                return pose_action(sc, tgt, rot, 0.35, -1.0)
+                return pose_action(sc, tgt, rot, 0.6, -1.0)
             if self.phase == "grip":
                 tgt = h + 0.004 * n
                 settled = self.phase_steps > 6 and float(np.abs(sc.finger_qvel()).max()) < 0.01
@@ -229,15 +229,29 @@ class DrawerSkill(_JointSkill):
                     self._start("release")
                 if sc.finger_gap() < 0.004:  # closed on nothing: the handle slipped out
                     self._start("release")
-                return pose_action(sc, tgt, rot, 0.5, 1.0)
+                return pose_action(sc, tgt, rot, 1.0, 1.0)
             if self.phase == "release":
-                if sc.finger_gap() > 0.05 or self.phase_steps > 12:
+                if sc.finger_gap() > 0.04 or self.phase_steps > 12:
                     self._start("retreat")
                 return np.concatenate([np.zeros(6), [-1.0]])
-            tgt = h + 0.1 * n + np.array([0.0, 0.0, 0.03])
-            if pose_error(sc, tgt, rot)[0] < 0.03 or self.phase_steps > 25:
+            if self.phase == "retreat":
+                tgt = h + 0.07 * n + np.array([0.0, 0.0, 0.03])
+                if pose_error(sc, tgt, rot)[0] < 0.04 or self.phase_steps > 25:
+                    self._start("withdraw")
+                return pose_action(sc, tgt, rot, 1.0, -1.0)
+            # The side grasp leaves the elbow stretched: pull the hand back towards the arm's home first,
+            # still palm sideways, then turn it palm down with the home heading (turning it out there
+            # drives the elbow into its limit).
+            tgt = sc.home_pos
+            if self.phase == "withdraw":
+                if pose_error(sc, tgt, rot)[0] < 0.04 or self.phase_steps > 25:
+                    self._start("upright")
+                return pose_action(sc, tgt, rot, 1.4, -1.0)
+            rot = top_down_rotation(sc.home_yaw)
+            err, rerr = pose_error(sc, tgt, rot)
+            if (err < 0.05 and rerr < 0.2) or self.phase_steps > 30:
                 self.done, self.failed = self.holds(), not self.holds()
-            return pose_action(sc, tgt, rot, 1.0, -1.0)
+            return pose_action(sc, tgt, rot, 1.4, -1.0)
         # Close: closed fingers, tilted 45 degrees down towards the drawer, push its handle; the hand
         # leans away from the cabinet, so nothing of it reaches the handles above.
         rot = side_rotation(-n - np.array([0.0, 0.0, 1.0]), sc.eef_rot(), vertical_closing=False)

@@ -114,10 +114,17 @@ class PlaceSkill(Skill):
     """The pick-and-place stage: a [`PickPlaceExpert`][flowvla.envs.experts.pick_place.PickPlaceExpert]
     for one ``In`` / ``On`` goal; done once the object was released and the goal holds."""
 
-    def __init__(self, env: Any, scene: Scene, goal: PlaceGoal, config: ExpertConfig | None) -> None:
+    def __init__(
+        self,
+        env: Any,
+        scene: Scene,
+        goal: PlaceGoal,
+        config: ExpertConfig | None,
+        slot: tuple[int, int] = (0, 1),
+    ) -> None:
         super().__init__(env, scene)
         self.goal = goal
-        self.expert = PickPlaceExpert(env, goal, config=config)
+        self.expert = PickPlaceExpert(env, goal, config=config, slot=slot)
         self.expert.reset(scene)
         self.timeout = 10**9  # the pick-and-place expert has its own retries and phase timeouts
 
@@ -226,7 +233,8 @@ class TaskExpert:
         p, sc = stage.predicate, self.scene
         if p.name in ("in", "on"):
             goal = place_goals(self.env, [p], inside_articulated=True)[0]
-            return PlaceSkill(self.env, sc, goal, self.cfg)
+            sharing = [q for q in self.predicates if q.name in ("in", "on") and q.args[1] == p.args[1]]
+            return PlaceSkill(self.env, sc, goal, self.cfg, slot=(sharing.index(p), len(sharing)))
         art = self._articulation(p)
         pred = (p.name, p.args[0])
         if p.name in ("turnon", "turnoff"):

@@ -65,6 +65,12 @@ class Scene:
         self._finger_joints = [
             m.joint_name2id(j) for j in self.robot.gripper.joints if j in m.joint_names
         ]  # fmt: skip
+        # The hand's pose at the reset (the arm's home): stages that bend the arm far (a side grasp of a
+        # handle) return to it, so the next stage starts with the elbow and wrist well inside their
+        # ranges (the controller's null space pulls the joints back towards their reset posture).
+        rot = self.eef_rot()
+        self.home_yaw = float(np.arctan2(rot[1, 0], rot[0, 0]))
+        self.home_pos = self.eef_pos()
 
     @property
     def sim(self) -> Any:
