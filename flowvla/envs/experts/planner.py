@@ -209,7 +209,12 @@ class TaskExpert:
         if parent is None:
             return None
         props = getattr(self.raw.get_object(parent), "object_properties", {}).get("articulation", {})
-        return parent if props.get("default_open_ranges") else None
+        if not props.get("default_open_ranges") or parent not in self.scene.names:
+            return None
+        # A region inside a door-closed object (a microwave's heating region) lies below the object's
+        # top; one on top of it (a cabinet's top side) does not need anything opened.
+        top = float(self.scene.shape(parent).high[2])
+        return parent if float(self.scene.site_pos(region)[2]) < top - 0.03 else None
 
     def plan(self) -> list[Stage]:
         """The remaining stages, from the simulator's state now."""
