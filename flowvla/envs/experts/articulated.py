@@ -29,7 +29,12 @@ from typing import Any, Literal
 import numpy as np
 
 from flowvla.envs.experts.control import pose_action, pose_error, side_rotation, yaw_of
-from flowvla.envs.experts.geometry import closest_equivalent_yaw, footprint_widths, top_down_rotation
+from flowvla.envs.experts.geometry import (
+    closest_equivalent_yaw,
+    footprint_widths,
+    rotation_error,
+    top_down_rotation,
+)
 from flowvla.envs.experts.scene import Scene
 
 __all__ = ["Articulation", "DoorCloseSkill", "DrawerSkill", "KnobSkill", "Skill", "articulation"]
@@ -246,12 +251,26 @@ class DrawerSkill(_JointSkill):
             if self.phase == "withdraw":
                 if pose_error(sc, tgt, rot)[0] < 0.04 or self.phase_steps > 25:
                     self._start("upright")
+                    # Palm down by the smallest turn from here: turning on to the home heading as well
+                    # drives the wrist joints into their limits.
+                    yaws = np.linspace(-math.pi, math.pi, 72, endpoint=False)
+                    turns = [np.linalg.norm(rotation_error(sc.eef_rot(), top_down_rotation(y))) for y in yaws]
+                    self._upright_yaw = float(yaws[int(np.argmin(turns))])
                 return pose_action(sc, tgt, rot, 1.4, -1.0)
-            rot = top_down_rotation(sc.home_yaw)
-            err, rerr = pose_error(sc, tgt, rot)
-            if (err < 0.05 and rerr < 0.2) or self.phase_steps > 30:
+            if self.phase == "upright":
+                rot = top_down_rotation(self._upright_yaw)
+                err, rerr = pose_error(sc, tgt, rot)
+                if (err < 0.05 and rerr < 0.2) or self.phase_steps > 30:
+                    self._start("unwind")
+                return pose_action(sc, tgt, rot, 1.4, -1.0)
+            # Unwind the wrist towards its reset angle (palm down, a world-z turn of +a moves the last
+            # joint by -a), so the next grasp's heading is reachable without hitting its limit; the
+            # fingers are symmetric under a half turn, so within a quarter turn of it is enough.
+            dq = sc.home_wrist - sc.wrist_angle()
+            yaw = yaw_of(sc.eef_rot()) - float(np.clip(dq, -0.6, 0.6))
+            if abs(dq) < 1.2 or self.phase_steps > 25:
                 self.done, self.failed = self.holds(), not self.holds()
-            return pose_action(sc, tgt, rot, 1.4, -1.0)
+            return pose_action(sc, tgt, top_down_rotation(yaw), 1.4, -1.0)
         # Close: closed fingers, tilted 45 degrees down towards the drawer, push its handle; the hand
         # leans away from the cabinet, so nothing of it reaches the handles above.
         rot = side_rotation(-n - np.array([0.0, 0.0, 1.0]), sc.eef_rot(), vertical_closing=False)
