@@ -1,6 +1,7 @@
 """The articulated skills in the LIBERO simulator (marked ``libero``; skipped without LIBERO): a drawer
-opens past LIBERO's threshold by its handle, the stove's knob turns on, and each task of the four
-standard suites gets an expert (the last one ``slow``: it builds all 40 scenes)."""
+opens past LIBERO's threshold by its handle, the stove's knob turns on, an open drawer and an open
+microwave door are pushed shut, and each task of the four standard suites gets an expert (the last one
+``slow``: it builds all 40 scenes)."""
 
 from __future__ import annotations
 
@@ -53,6 +54,39 @@ def test_the_stove_knob_turns_on():
         q = float(env.sim.data.qpos[env.sim.model.jnt_qposadr[env.sim.model.joint_name2id(art.joint)]])
         assert ep.success and abs(q0) < 0.01 and q >= 0.5
         assert ep.stages == [("turn on flat_stove_1", 0)] and ep.steps < 0.6 * env.max_steps
+
+
+def _run_skill(env, skill, steps):
+    held = False
+    for _ in range(steps):
+        env.step(skill.act())
+        held = held or skill.holds()
+        if skill.done or skill.failed:
+            break
+    return held
+
+
+@pytest.mark.parametrize(
+    ("suite", "task", "arg", "start_max"),
+    [
+        ("libero_10", 3, "white_cabinet_1_bottom_region", -0.14),  # the bottom drawer starts open
+        ("libero_10", 9, "microwave_1", -1.3),  # the microwave door starts open
+    ],
+)
+def test_an_open_drawer_and_an_open_door_are_pushed_shut(suite, task, arg, start_max):
+    """LIBERO counts a drawer as closed only above ``q = 0`` (against its stop) and the microwave door
+    above ``q = -0.005``: the close skills reach that from the scenes' open starts."""
+    from flowvla.envs.experts.articulated import DoorCloseSkill, DrawerSkill
+    from flowvla.envs.experts.scene import Scene
+
+    with LiberoEnv(suite, task, render=False) as env:
+        env.reset(seed=2, settle_steps=10)
+        scene = Scene(env)
+        art = articulation(env.raw.env, arg)
+        cls = DrawerSkill if art.kind == "slide" else DoorCloseSkill
+        skill = cls(env, scene, ("close", arg), art)
+        assert skill.q() < start_max and not skill.holds()
+        assert _run_skill(env, skill, 150)
 
 
 @pytest.mark.slow

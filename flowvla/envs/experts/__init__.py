@@ -3,6 +3,7 @@
 Modules: [`predicates`][flowvla.envs.experts.predicates] (what the BDDL goal asks for),
 [`geometry`][flowvla.envs.experts.geometry] (grasp and pose maths), [`scene`][flowvla.envs.experts.scene]
 (simulator readings), [`pick_place`][flowvla.envs.experts.pick_place] (the pick-and-place expert),
+[`skill`][flowvla.envs.experts.skill] (what a stage runs through),
 [`articulated`][flowvla.envs.experts.articulated] (drawers, doors, knobs),
 [`control`][flowvla.envs.experts.control] (pose tracking), [`planner`][flowvla.envs.experts.planner]
 (stages from the goal's predicates, the task expert), [`episode`][flowvla.envs.experts.episode] (run

@@ -36,8 +36,9 @@ from flowvla.envs.experts.geometry import (
     top_down_rotation,
 )
 from flowvla.envs.experts.scene import Scene
+from flowvla.envs.experts.skill import Skill
 
-__all__ = ["Articulation", "DoorCloseSkill", "DrawerSkill", "KnobSkill", "Skill", "articulation"]
+__all__ = ["Articulation", "DoorCloseSkill", "DrawerSkill", "KnobSkill", "articulation"]
 
 _SIGNS = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=np.float64)
 _MJ_SLIDE, _MJ_HINGE = 2, 3
@@ -99,45 +100,11 @@ def articulation(raw: Any, arg: str) -> Articulation:
     return Articulation(owner, joints[0], kind, float(np.mean(on)), lo if opens_up else hi)
 
 
-class Skill:
-    """One stage of an expert: ``act() -> [7]`` once per step until ``done`` (the stage's predicate holds
-    and the hand is clear) or ``failed``. Subclasses set ``phase`` and call ``_start``."""
-
-    timeout = 160
-
-    def __init__(self, env: Any, scene: Scene) -> None:
-        self.env, self.scene = env, scene
-        self.raw = scene.raw
-        self.done = False
-        self.failed = False
-        self.steps = 0
-        self.phase = ""
-        self.phase_steps = 0
-        self.history: list[str] = []
-
-    def _start(self, phase: str) -> None:
-        self.phase, self.phase_steps = phase, 0
-        self.history.append(phase)
-
-    def act(self) -> np.ndarray:
-        self.steps += 1
-        self.phase_steps += 1
-        if self.steps > self.timeout and not self.done:
-            self.failed = True
-        return np.clip(self._act(), -1.0, 1.0)
-
-    def _act(self) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def holds(self) -> bool:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-
 class _JointSkill(Skill):
     def __init__(self, env: Any, scene: Scene, predicate: tuple[str, str], art: Articulation) -> None:
         super().__init__(env, scene)
         self.predicate, self.art = predicate, art
-        m, d = self.raw.sim.model, self.raw.sim.data
+        m = self.raw.sim.model
         self._jid = m.joint_name2id(art.joint)
         self._body = int(m.jnt_bodyid[self._jid])
         self._qadr = int(m.jnt_qposadr[self._jid])
@@ -148,16 +115,18 @@ class _JointSkill(Skill):
                 if m.geom_bodyid[g] == self._body and (m.geom_contype[g] or m.geom_conaffinity[g])
             ]
         )
-        del d
 
     def q(self) -> float:
+        """The joint's position now (m for a drawer, rad for a door or knob)."""
         return float(self.raw.sim.data.qpos[self._qadr])
 
     def axis(self) -> np.ndarray:
+        """``[3]`` the joint's axis in the world frame now."""
         d, m = self.raw.sim.data, self.raw.sim.model
         return d.xmat[self._body].reshape(3, 3) @ np.asarray(m.jnt_axis[self._jid], dtype=np.float64)
 
     def holds(self) -> bool:
+        """Whether LIBERO's own predicate for this stage holds now."""
         return bool(self.raw._eval_predicate(list(self.predicate)))
 
     def _geom_boxes(self) -> tuple[np.ndarray, np.ndarray]:

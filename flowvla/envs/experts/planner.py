@@ -28,7 +28,6 @@ from flowvla.envs.experts.articulated import (
     DoorCloseSkill,
     DrawerSkill,
     KnobSkill,
-    Skill,
     articulation,
 )
 from flowvla.envs.experts.pick_place import ExpertConfig, PickPlaceExpert
@@ -41,6 +40,7 @@ from flowvla.envs.experts.predicates import (
     site_parent,
 )
 from flowvla.envs.experts.scene import Scene
+from flowvla.envs.experts.skill import Skill
 
 __all__ = ["PlaceSkill", "Stage", "TaskExpert", "plan_stages"]
 
