@@ -186,17 +186,17 @@ class PickPlaceExpert:
                     continue
                 pos = np.array([center[0], center[1], z])
                 candidates.append((self._grasp_cost(pos, yaw, current, obstacles), Grasp(pos, yaw, "pinch")))
-        elif widths.min() <= cfg.max_opening + 0.012 and height > 0.1:
-            # A tall vessel with a handle and a spout (a moka pot): its collision boxes measure a little
-            # wider than the opening, but its body, about the body origin, fits the fully open fingers.
-            # Take it there at mid-height, across its narrowest heading.
-            center = sc.body_pos(self.goal.obj)
-            z = low[2] + 0.5 * height
-            for yaw, w in zip(yaws, widths, strict=True):
-                if w > widths.min() + 0.005:
-                    continue
-                pos = np.array([center[0], center[1], z])
-                candidates.append((self._grasp_cost(pos, yaw, current, obstacles), Grasp(pos, yaw, "pinch")))
+        elif height > 0.12 and (handle := self._handle(pts, high[2])) is not None:
+            # A tall vessel wider than the opening with a handle (a moka pot): its body wedges between
+            # the fully open fingers and would not be let go, so it is taken by the handle, across it.
+            hw = footprint_widths(handle, yaws)
+            hc = 0.5 * (handle.min(axis=0) + handle.max(axis=0))
+            pos = np.array([hc[0], hc[1], float(handle[:, 2].max()) - 0.015])
+            for yaw, w in zip(yaws, hw, strict=True):
+                if w <= hw.min() + 0.005:
+                    candidates.append(
+                        (self._grasp_cost(pos, yaw, current, obstacles), Grasp(pos, yaw, "pinch"))
+                    )
         else:
             # Rim grasp: fingers close radially across the wall at the rim. The body origin of a
             # round vessel lies on its axis, while the box corners' extent drifts with its pose.
@@ -215,6 +215,19 @@ class PickPlaceExpert:
         yaw = closest_equivalent_yaw(best.yaw, current)
         self._planned_at = sc.body_pos(self.goal.obj)
         return Grasp(best.position, yaw, best.kind)
+
+    def _handle(self, pts: np.ndarray, top: float) -> np.ndarray | None:
+        """Corner points ``[8, 3]`` of the object's handle: of its collision geoms narrower than 3 cm that
+        reach within 2 cm of its top, the one farthest out from its body origin (at least 5 cm)."""
+        origin = self.scene.body_pos(self.goal.obj)[:2]
+        best, reach = None, 0.05
+        for box in pts.reshape(-1, 8, 3):
+            centre = box.mean(axis=0)
+            far = float(np.linalg.norm(centre[:2] - origin))
+            narrow = footprint_widths(box, np.linspace(0.0, math.pi, 12, endpoint=False)).min() < 0.03
+            if narrow and box[:, 2].max() > top - 0.02 and far > reach:
+                best, reach = box, far
+        return best
 
     def _grasp_cost(
         self, pos: np.ndarray, yaw: float, current: float, obstacles: list[tuple[float, np.ndarray]]
