@@ -11,7 +11,9 @@ one over a table edge) are skipped and counted, as the generator skips them; the
 towards the cost of a kept demonstration. The first ``--render`` successful episodes of each task
 are also rendered and written as the generator does (both cameras, ``--image-size``), which gives
 the cost of one kept demonstration: planning time of all attempts divided by the successes, plus the measured
-render-and-write time. Tasks whose goal the expert does not support are listed with the reason.
+render-and-write time (``--render 0``: the worker-seconds of planning alone). Failed episodes are
+counted by the stage they ended in (``failed_in_stage``). Tasks whose goal the expert does not
+support are listed with the reason.
 Prints a table and writes JSON (default ``benchmarks/results/libero_expert.json``).
 """
 
@@ -42,6 +44,7 @@ def bench_task(suite: str, task: int, states: int, render: int, size: int, seed:
         env.close()
         return {**row, "supported": False, "reason": str(e)}
     ok, steps, plan_s, render_s, min_dist = [], [], [], [], []
+    stuck: list[str] = []
     unstable = 0
     with tempfile.TemporaryDirectory() as tmp:
         i = -1
@@ -58,6 +61,9 @@ def bench_task(suite: str, task: int, states: int, render: int, size: int, seed:
                 continue
             ok.append(ep.success)
             steps.append(ep.steps)
+            if not ep.success:
+                # Where a failed episode was stuck: its last stage (the planner's name for it).
+                stuck.append(ep.stages[-1][0] if ep.stages else "-")
             if ep.success and len(render_s) < render:
                 t1 = time.perf_counter()
                 write_demo(Path(tmp) / f"{i}.hdf5", env, ep.actions, ep.states, ep.init_state)
@@ -84,6 +90,7 @@ def bench_task(suite: str, task: int, states: int, render: int, size: int, seed:
         "render_write_s_per_demo": float(np.mean(render_s)) if render_s else None,
         "s_per_kept_demo": plan_per_kept + float(np.mean(render_s)) if render_s else None,
         "min_distance_to_official_init_m": float(min(min_dist)),
+        "failed_in_stage": {name: stuck.count(name) for name in sorted(set(stuck))},
     }
 
 

@@ -42,8 +42,10 @@ def test_scripted_libero_object_episode_succeeds_from_a_fresh_layout():
             ep.steps < env.max_steps and ep.actions.shape == (ep.steps, 7) and ep.states.shape[0] == ep.steps
         )
         assert np.abs(ep.actions).max() <= 1.0
-        # The pinch grasp was laid across the can, every phase ran once, the gripper ended open.
-        assert expert.grasp.kind == "pinch" and ep.phases[:4] == ["approach", "descend", "close", "lift"]
+        # One stage; the pinch grasp was laid across the can, every phase ran once, the gripper ended open.
+        assert ep.stages == [("place alphabet_soup_1 in basket_1_contain_region", 0)]
+        assert expert.skill.expert.grasp.kind == "pinch"
+        assert ep.phases[:4] == ["approach", "descend", "close", "lift"]
         assert ep.actions[-1, -1] == -1.0 and "release" in ep.phases
         # A fresh sampler layout, not one of the 50 reserved for evaluation.
         nq = int(env.sim.model.nq)
@@ -61,8 +63,10 @@ def test_scripted_libero_object_episode_succeeds_from_a_fresh_layout():
 def test_goals_are_read_from_bddl_and_unsupported_ones_named():
     with LiberoEnv("libero_goal", 0, render=False) as env:
         assert [str(p) for p in goal_predicates(env)] == ["(Open wooden_cabinet_1_middle_region)"]
+        # The pick-and-place expert alone names what it cannot do; the task expert plans a drawer stage.
         with pytest.raises(UnsupportedGoalError, match=r"\(Open wooden_cabinet_1_middle_region\)"):
             PickPlaceExpert(env)
+        assert [s.name for s in make_expert(env).plan()] == ["open wooden_cabinet_1_middle_region"]
 
 
 def test_a_layout_whose_object_falls_off_the_table_is_skipped_not_failed():

@@ -3,14 +3,18 @@
 Modules: [`predicates`][flowvla.envs.experts.predicates] (what the BDDL goal asks for),
 [`geometry`][flowvla.envs.experts.geometry] (grasp and pose maths), [`scene`][flowvla.envs.experts.scene]
 (simulator readings), [`pick_place`][flowvla.envs.experts.pick_place] (the pick-and-place expert),
-[`episode`][flowvla.envs.experts.episode] (run and record one episode). Nothing here imports LIBERO;
-the env passed in does.
+[`skill`][flowvla.envs.experts.skill] (what a stage runs through),
+[`articulated`][flowvla.envs.experts.articulated] (drawers, doors, knobs),
+[`control`][flowvla.envs.experts.control] (pose tracking), [`planner`][flowvla.envs.experts.planner]
+(stages from the goal's predicates, the task expert), [`episode`][flowvla.envs.experts.episode] (run
+and record one episode). Nothing here imports LIBERO; the env passed in does.
 """
 
 from __future__ import annotations
 
 from flowvla.envs.experts.episode import Expert, ExpertEpisode, run_expert_episode
 from flowvla.envs.experts.pick_place import ExpertConfig, Grasp, PickPlaceExpert
+from flowvla.envs.experts.planner import Stage, TaskExpert, plan_stages
 from flowvla.envs.experts.predicates import (
     GoalPredicate,
     PlaceGoal,
@@ -29,20 +33,24 @@ __all__ = [
     "Grasp",
     "PickPlaceExpert",
     "PlaceGoal",
+    "Stage",
+    "TaskExpert",
     "UnsupportedGoalError",
     "goal_holds",
     "goal_predicates",
     "make_expert",
     "place_goal",
     "place_goals",
+    "plan_stages",
     "run_expert_episode",
 ]
 
 
-def make_expert(env: object, config: ExpertConfig | None = None) -> PickPlaceExpert:
-    """The expert for ``env``'s task, chosen from its BDDL goal.
+def make_expert(env: object, config: ExpertConfig | None = None) -> TaskExpert:
+    """The expert for ``env``'s task: a [`TaskExpert`][flowvla.envs.experts.planner.TaskExpert] planning
+    stages from its BDDL goal.
 
     Raises:
-        UnsupportedGoalError: no expert handles this goal (the message names the predicate).
+        UnsupportedGoalError: a goal predicate no skill handles (the message names it).
     """
-    return PickPlaceExpert(env, config=config)
+    return TaskExpert(env, config=config)

@@ -52,6 +52,12 @@ class ExpertEpisode:
             the table falls) is not an expert failure and is not run.
         executed_actions: ``[T, 7]`` what the env executed when ``action_noise`` perturbed it
             (``actions`` are then the expert's clean labels); ``None`` without noise.
+        stages: how the episode reached its goal: ``(name, start)`` per stage the expert began, in
+            order, where ``name`` says what the stage makes hold (``"open wooden_cabinet_1_top_region"``,
+            ``"place akita_black_bowl_1 in wooden_cabinet_1_top_region"``, ``"turn on flat_stove_1"``,
+            ``"close microwave_1"``) and ``start`` is the index into ``actions`` of its first action.
+            Starts are non-decreasing and below ``steps``; a retried stage appears again with its new
+            start. Empty for an expert without stages.
     """
 
     init_state: np.ndarray
@@ -65,6 +71,7 @@ class ExpertEpisode:
     settle_drift: float = 0.0
     stable: bool = True
     executed_actions: np.ndarray | None = None
+    stages: list[tuple[str, int]] = dataclasses.field(default_factory=list)
 
 
 class NoiseBursts:
@@ -215,4 +222,5 @@ def run_expert_episode(
         seconds=time.perf_counter() - t0,
         settle_drift=drift,
         executed_actions=np.stack(executed) if action_noise > 0 else None,
+        stages=[(str(n), int(t)) for n, t in getattr(expert, "stages", []) if t < len(actions)],
     )

@@ -112,6 +112,8 @@ class PickPlaceExpert:
         goals: what to do (default: read from the env's BDDL goal; raises
             [`UnsupportedGoalError`][flowvla.envs.experts.predicates.UnsupportedGoalError] for other goals).
         config: tuning, see [`ExpertConfig`][flowvla.envs.experts.pick_place.ExpertConfig].
+        slot: ``(index, count)``: this goal's object is number ``index`` of ``count`` placed in the same
+            region; each gets its own spot in it (``(0, 1)``: the region's centre).
 
     Call [`reset`][flowvla.envs.experts.pick_place.PickPlaceExpert.reset] after every ``env.reset`` (a hard
     reset rebuilds the MuJoCo model), then [`act`][flowvla.envs.experts.pick_place.PickPlaceExpert.act] once
@@ -123,6 +125,7 @@ class PickPlaceExpert:
         env: Any,
         goals: PlaceGoal | Sequence[PlaceGoal] | None = None,
         config: ExpertConfig | None = None,
+        slot: tuple[int, int] = (0, 1),
     ) -> None:
         self.env = env
         if goals is None:
@@ -130,13 +133,15 @@ class PickPlaceExpert:
         self.goals = [goals] if isinstance(goals, PlaceGoal) else list(goals)
         self.goal = self.goals[0]
         self.cfg = config or ExpertConfig()
+        self.slot = slot
         self.scene: Scene | None = None
         self.phase = "idle"
 
     # --------------------------------------------------------------------------------- planning
-    def reset(self) -> None:
-        """Re-read the scene and plan a grasp from the current state."""
-        self.scene = Scene(self.env)
+    def reset(self, scene: Scene | None = None) -> None:
+        """Re-read the scene (or take ``scene``, already built for this model) and plan a grasp from the
+        current state."""
+        self.scene = scene or Scene(self.env)
         self.goal_index = 0
         self.goal = self.goals[0]
         self.retries = 0
@@ -181,6 +186,17 @@ class PickPlaceExpert:
                     continue
                 pos = np.array([center[0], center[1], z])
                 candidates.append((self._grasp_cost(pos, yaw, current, obstacles), Grasp(pos, yaw, "pinch")))
+        elif height > 0.12 and (handle := self._handle(pts, high[2])) is not None:
+            # A tall vessel wider than the opening with a handle (a moka pot): its body wedges between
+            # the fully open fingers and would not be let go, so it is taken by the handle, across it.
+            hw = footprint_widths(handle, yaws)
+            hc = 0.5 * (handle.min(axis=0) + handle.max(axis=0))
+            pos = np.array([hc[0], hc[1], float(handle[:, 2].max()) - 0.015])
+            for yaw, w in zip(yaws, hw, strict=True):
+                if w <= hw.min() + 0.005:
+                    candidates.append(
+                        (self._grasp_cost(pos, yaw, current, obstacles), Grasp(pos, yaw, "pinch"))
+                    )
         else:
             # Rim grasp: fingers close radially across the wall at the rim. The body origin of a
             # round vessel lies on its axis, while the box corners' extent drifts with its pose.
@@ -199,6 +215,19 @@ class PickPlaceExpert:
         yaw = closest_equivalent_yaw(best.yaw, current)
         self._planned_at = sc.body_pos(self.goal.obj)
         return Grasp(best.position, yaw, best.kind)
+
+    def _handle(self, pts: np.ndarray, top: float) -> np.ndarray | None:
+        """Corner points ``[8, 3]`` of the object's handle: of its collision geoms narrower than 3 cm that
+        reach within 2 cm of its top, the one farthest out from its body origin (at least 5 cm)."""
+        origin = self.scene.body_pos(self.goal.obj)[:2]
+        best, reach = None, 0.05
+        for box in pts.reshape(-1, 8, 3):
+            centre = box.mean(axis=0)
+            far = float(np.linalg.norm(centre[:2] - origin))
+            narrow = footprint_widths(box, np.linspace(0.0, math.pi, 12, endpoint=False)).min() < 0.03
+            if narrow and box[:, 2].max() > top - 0.02 and far > reach:
+                best, reach = box, far
+        return best
 
     def _grasp_cost(
         self, pos: np.ndarray, yaw: float, current: float, obstacles: list[tuple[float, np.ndarray]]
@@ -224,9 +253,17 @@ class PickPlaceExpert:
             return sc.body_pos(g.target)[:2], np.array(shape.high[2]), 0.0
         site = sc.site_pos(g.target)
         half = sc.site_half_size(g.target)
+        xy = site[:2].copy()
+        index, count = self.slot
+        if count > 1:
+            # Several goal objects share this region (both moka pots on the burner): object ``index``
+            # of ``count`` goes to its own spot along the region's longer side, so they do not collide.
+            axis = np.eye(2)[int(np.argmax(half[:2]))]
+            spacing = min(1.8 * float(half[:2].max()) / count, 0.1)
+            xy += (index - (count - 1) / 2) * spacing * axis
         if g.relation == "in":
-            return site[:2], np.array(site[2] - half[2]), 1.0
-        return site[:2], np.array(site[2] + half[2]), 0.0
+            return xy, np.array(site[2] - half[2]), 1.0
+        return xy, np.array(site[2] + half[2]), 0.0
 
     def _carry_height(self, obj_below: float, dest_xy: np.ndarray) -> float:
         """Grip-site height that carries the object ``obj_below`` m under the hand over everything in
@@ -304,6 +341,10 @@ class PickPlaceExpert:
             hover = g.position + np.array([0.0, 0.0, cfg.hover])
         if self.phase == "approach":
             hover[2] = max(hover[2], sc.shape(self.goal.obj).high[2] + 0.05)
+            if float(np.linalg.norm(hover[:2] - sc.eef_pos()[:2])) > 0.05:
+                # Far from the object, keep the height the hand has: the path down to the hover point
+                # may cross something tall (an opened drawer's front).
+                hover[2] = max(hover[2], min(float(sc.eef_pos()[2]), hover[2] + 0.15))
             if self._at(hover, g.yaw, tol=0.015) or timed_out:
                 self._start_phase("descend")
             return self._move(hover, g.yaw, cfg.fast, open_)
@@ -378,15 +419,20 @@ class PickPlaceExpert:
         dest_xy, support_z, inside = self._target()
         offset = eef[:2] - obj[:2]  # where the object hangs relative to the hand, measured live
         timed_out = self.phase_steps > cfg.phase_timeout
+        # An object that slid down in the grip hangs lower than at the grasp: carry the hand higher by
+        # as much, so the object's bottom still clears everything on the way.
+        sag = max(0.0, (eef[2] - float(sc.shape(self.goal.obj).low[2])) - self._obj_below)
+        carry_z = self._carry_z + sag
         if self.phase == "lift":
-            target = np.array([eef[0], eef[1], self._carry_z])
-            if eef[2] > self._carry_z - 0.03 or timed_out:
+            target = np.array([eef[0], eef[1], carry_z])
+            if eef[2] > carry_z - 0.03 or timed_out:
                 self._start_phase("transport")
             # Break the object free gently: a jerk right after closing pulls a thin rim out of the grip.
-            return self._move(target, g.yaw, cfg.slow if lifted < 0.03 else cfg.fast, close)
+            fast = cfg.fast if g.kind == "pinch" else 0.5 * (cfg.slow + cfg.fast)
+            return self._move(target, g.yaw, cfg.slow if lifted < 0.03 else fast, close)
         xy = dest_xy + offset
         if self.phase == "transport":
-            target = np.array([xy[0], xy[1], self._carry_z])
+            target = np.array([xy[0], xy[1], carry_z])
             if float(np.linalg.norm(obj[:2] - dest_xy)) < 0.008 or timed_out:
                 self._start_phase("lower")
             speed = cfg.fast if float(np.linalg.norm(target - eef)) > 0.05 else cfg.slow

@@ -105,7 +105,9 @@ def place_goal(env: Any, predicates: Sequence[GoalPredicate] | None = None) -> P
     return place_goals(env, preds)[0]
 
 
-def place_goals(env: Any, predicates: Sequence[GoalPredicate] | None = None) -> list[PlaceGoal]:
+def place_goals(
+    env: Any, predicates: Sequence[GoalPredicate] | None = None, *, inside_articulated: bool = False
+) -> list[PlaceGoal]:
     """Every predicate of a conjunctive goal as a [`PlaceGoal`][flowvla.envs.experts.predicates.PlaceGoal], in
     the BDDL file's order (e.g. libero_10's "put both the alphabet soup and the tomato sauce in the basket":
     two ``In``).
@@ -114,19 +116,21 @@ def place_goals(env: Any, predicates: Sequence[GoalPredicate] | None = None) -> 
         env: a ``LiberoEnv`` (or LIBERO's BDDL env) whose objects, fixtures and sites resolve names.
         predicates: the goal to read (default: the env's own,
             [`goal_predicates`][flowvla.envs.experts.predicates.goal_predicates]).
+        inside_articulated: accept a region inside an articulated part (a drawer): the caller (the
+            [`planner`][flowvla.envs.experts.planner]) opens it first.
 
     Raises:
         UnsupportedGoalError: a predicate is not ``In`` / ``On`` (named), names something that is not
-            in the scene, or needs an articulated fixture opened first (a region inside a drawer).
+            in the scene, or (without ``inside_articulated``) lies in a drawer.
     """
     raw = _raw(env)
     preds = list(predicates) if predicates is not None else goal_predicates(raw)
     if not preds:
         raise UnsupportedGoalError("the goal is empty")
-    return [_resolve(raw, p) for p in preds]
+    return [_resolve(raw, p, inside_articulated) for p in preds]
 
 
-def _resolve(raw: Any, pred: GoalPredicate) -> PlaceGoal:
+def _resolve(raw: Any, pred: GoalPredicate, inside_articulated: bool = False) -> PlaceGoal:
     if pred.name not in PLACE_PREDICATES or len(pred.args) != 2:
         raise UnsupportedGoalError(
             f"goal predicate {pred} is not supported; the pick-and-place expert handles "
@@ -141,8 +145,8 @@ def _resolve(raw: Any, pred: GoalPredicate) -> PlaceGoal:
         return PlaceGoal(obj, "on", target, "object", None, pred)
     if target not in raw.object_sites_dict:
         raise UnsupportedGoalError(f"goal {pred}: {target!r} is neither an object nor a region of this scene")
-    parent = _site_parent(raw, target)
-    if parent is not None and parent in raw.fixtures_dict and _is_articulated_region(raw, target):
+    parent = site_parent(raw, target)
+    if not inside_articulated and parent in raw.fixtures_dict and _is_articulated_region(raw, target):
         raise UnsupportedGoalError(
             f"goal {pred}: {target!r} lies in an articulated part of {parent!r} (a drawer); "
             "opening it first is not supported"
@@ -150,7 +154,7 @@ def _resolve(raw: Any, pred: GoalPredicate) -> PlaceGoal:
     return PlaceGoal(obj, pred.name, target, "site", parent, pred)  # type: ignore[arg-type]
 
 
-def _site_parent(raw: Any, site: str) -> str | None:
+def site_parent(raw: Any, site: str) -> str | None:
     # LIBERO names a region "<parent>_<region>"; the longest matching prefix is the parent.
     names = sorted([*raw.objects_dict, *raw.fixtures_dict], key=len, reverse=True)
     return next((n for n in names if site.startswith(n + "_")), None)

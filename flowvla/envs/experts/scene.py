@@ -65,6 +65,13 @@ class Scene:
         self._finger_joints = [
             m.joint_name2id(j) for j in self.robot.gripper.joints if j in m.joint_names
         ]  # fmt: skip
+        # The hand's pose at the reset (the arm's home): stages that bend the arm far (a side grasp of a
+        # handle) return to it, so the next stage starts with the elbow and wrist well inside their
+        # ranges (the controller's null space pulls the joints back towards their reset posture).
+        rot = self.eef_rot()
+        self.home_yaw = float(np.arctan2(rot[1, 0], rot[0, 0]))
+        self.home_pos = self.eef_pos()
+        self.home_wrist = self.wrist_angle()
 
     @property
     def sim(self) -> Any:
@@ -84,6 +91,11 @@ class Scene:
     def eef_rot(self) -> np.ndarray:
         """``[3, 3]`` grip-site rotation (columns: the eef axes in world coordinates)."""
         return np.array(self.sim.data.site_xmat[self.robot.eef_site_id], dtype=np.float64).reshape(3, 3)
+
+    def wrist_angle(self) -> float:
+        """The last arm joint's position (rad): the hand's turn about its own axis, limited to about
+        +-2.9 rad on the Panda (a palm-down heading and the same heading plus a full turn differ here)."""
+        return float(self.sim.data.qpos[self.robot._ref_joint_pos_indexes[-1]])
 
     def finger_qpos(self) -> np.ndarray:
         """``[2]`` finger joint positions (about +-0.04 open, 0 closed on nothing)."""
