@@ -6,8 +6,7 @@ optional dependencies (``flowvla.envs``, ``flowvla.data``, ``flowvla.processing`
 their module path (backbones import ``transformers`` only when built).
 """
 
-__version__ = "0.1.0.dev0"
-
+from flowvla._version import __version__
 from flowvla.backbones import ComposedBackbone, HFVisionLanguageBackbone, VisionLanguageBackbone
 from flowvla.diagnostics import sensitivity_report
 from flowvla.dit import ContextCache, FlowActionHead

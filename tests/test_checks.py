@@ -37,5 +37,5 @@ def test_non_numbers_are_refused_by_name(value):
 
 def test_a_nan_noise_level_no_longer_passes_the_recipe():
     # `nan < 0` is false: the old check let it through into every demonstration.
-    with pytest.raises(ValueError, match=r"^action_noise: must be a finite number >= 0"):
+    with pytest.raises(ValueError, match=r"^action_noise \(data.action_noise\): must be a finite number"):
         preset("default", action_noise=math.nan)

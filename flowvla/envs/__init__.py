@@ -38,7 +38,7 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy, so `python -m flowvla.envs.libero_setup` does not find its module half-imported.
+    # Lazy, so `python -m flowvla.envs.libero_check` does not find its module half-imported.
     if name in _LAZY:
         import importlib
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flowvla.envs import libero_setup as ls
+from flowvla.envs import libero_check, libero_setup as ls
 
 
 def fake_assets(root: Path) -> Path:
@@ -78,7 +78,7 @@ def test_no_working_gl_names_apt_packages(monkeypatch):
 
 
 def test_cli_print_install(capsys):
-    assert ls.main(["--print-install"]) == 0
+    assert libero_check.main(["--print-install"]) == 0
     out = capsys.readouterr().out
     assert "flowvla[libero]" in out and "--no-deps libero==0.1.1" in out
 
