@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         **shared,
         **parse_settings(a.set),
     )
-    suffix = "" if base.suite == "libero_object" else f"_{base.suite}"
+    suffix = "" if base.data.suite == "libero_object" else f"_{base.data.suite}"
     out = Path(a.results) / f"libero_ablations_{a.factor}{suffix}"
     rows = run_sweep(base, variants, out, cache_dir=a.cache, progress=sys.stderr.isatty())
     print(format_sweep(rows))

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from flowvla.cli import index_list
-from flowvla.recipes.libero import parse_settings, preset
+from flowvla.recipes.settings import FLAT_KEYS, flat_settings, parse_settings, preset
 
 STEPS_PER_MINUTE = 2000 / 28  # the default recipe's pace on 2 CPU cores (2000 steps in 28 min)
 
@@ -72,17 +72,17 @@ def baseline_row(cfg: Any, files: list[str], out: Path, minutes: float) -> dict[
             "--data",
             *files,
             "--suite",
-            cfg.suite,
+            cfg.data.suite,
             "--tasks",
-            ",".join(map(str, cfg.tasks)),
+            ",".join(map(str, cfg.data.tasks)),
             "--demos-per-task",
-            str(cfg.demos_per_task),
+            str(cfg.data.demos_per_task),
             "--minutes",
             str(minutes),
             "--init-states",
-            str(cfg.init_states),
+            str(cfg.eval.init_states),
             "--threads",
-            str(cfg.threads),
+            str(cfg.train.threads),
             "--out",
             str(out),
         ]
@@ -152,15 +152,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if a.study in ("minutes", "demos"):
         configs = variant_configs(base, variants)
         x_key = "max_minutes" if a.study == "minutes" else "demos_per_task"
+        x_path = FLAT_KEYS[x_key]
         curve = []
         for r in rows:
             cfg = configs[r["variant"]]
-            point: dict[str, Any] = {"variant": r["variant"], "x": getattr(cfg, x_key), "recipe": r}
+            point: dict[str, Any] = {"variant": r["variant"], "x": flat_settings(cfg)[x_path], "recipe": r}
             if a.baseline:
                 run = json.loads((out / r["variant"] / "run.json").read_text())
                 files = run["phases"]["data"]["files"]
                 b_out = out / f"baseline_{r['variant']}"
-                b = baseline_row(cfg, files, b_out, cfg.max_minutes or 28.0)
+                b = baseline_row(cfg, files, b_out, cfg.train.max_minutes or 28.0)
                 point["baseline"] = {k: b[k] for k in ("success_rate", "ci95", "successes", "episodes")}
                 point["baseline"]["outcomes"] = baseline_outcomes(b_out)
             curve.append(point)

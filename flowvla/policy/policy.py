@@ -33,6 +33,7 @@ from torch import nn
 
 from flowvla.backbones import BackboneOutput, VisionLanguageBackbone
 from flowvla.backbones.keypoints import SpatialSoftmax
+from flowvla.checks import MissingPathError
 from flowvla.data.batch import ACTION_MASK, ACTIONS, DEPTH, EXTRINSICS, IMAGES, INSTRUCTION, INTRINSICS, STATE
 from flowvla.data.stats import FeatureStats, Normalizer, load_stats, save_stats
 from flowvla.dit import FlowActionHead
@@ -591,7 +592,9 @@ class VLAPolicy(nn.Module):
         if weights not in ("auto", "raw", "ema"):
             raise ValueError(f"weights: expected 'auto', 'raw' or 'ema', got {weights!r}")
         if not (directory / CONFIG_FILE).is_file():
-            raise FileNotFoundError(f"directory: no {CONFIG_FILE} in {directory}")
+            raise MissingPathError(
+                f"{directory}: no {CONFIG_FILE} here; give a folder written by save_pretrained"
+            )
         has_ema = (directory / EMA_WEIGHTS_FILE).is_file()
         if weights == "ema" and not has_ema:
             raise FileNotFoundError(

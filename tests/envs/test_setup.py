@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from flowvla.envs import libero_check, libero_setup as ls
+from flowvla.envs import libero_check
+from flowvla.envs import libero_setup as ls
 
 
 def fake_assets(root: Path) -> Path:

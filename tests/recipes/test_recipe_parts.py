@@ -286,13 +286,12 @@ def test_training_settings_leave_out_only_how_a_policy_is_evaluated():
     assert training_settings(preset("default", lr=1e-3)) != training_settings(base)
     assert not any(k.startswith("eval.") for k in training_settings(base))
     # The frozenset that recovered the grouping is gone; its old name says what replaced it.
-    with pytest.raises(AttributeError, match="RecipeConfig.eval"):
-        libero.EVAL_SETTINGS  # noqa: B018
+    with pytest.raises(AttributeError, match=r"RecipeConfig\.eval"):
+        libero.EVAL_SETTINGS
 
 
 def test_a_run_saved_before_a_setting_existed_still_resumes(tmp_path):
     from flowvla.recipes.job import check_resumable
-
     from tests.recipes.test_settings import flat_dict
 
     cfg = preset("toy")

@@ -57,7 +57,7 @@ def test_a_converted_run_folder_is_saved_nested(tmp_path):
 
 
 def test_a_missing_run_folder_is_one_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no recipe.json here"):
+    with pytest.raises(FileNotFoundError, match=r"no recipe\.json here"):
         load_recipe(tmp_path / "nowhere")
 
 
@@ -128,7 +128,7 @@ def test_a_bad_value_is_one_line_naming_the_setting(item, message):
 def test_an_unknown_key_is_refused_when_parsed(item):
     with pytest.raises(SettingError):
         parse_settings([item])
-    with pytest.raises(SettingError, match="did you mean train.lr"):
+    with pytest.raises(SettingError, match=r"did you mean train\.lr"):
         parse_settings(["train.lrr=1"])
 
 
