@@ -34,6 +34,7 @@ import dataclasses
 import json
 import multiprocessing as mp
 import os
+import sys
 import time
 import types
 from collections.abc import Sequence
@@ -51,7 +52,7 @@ from flowvla.envs.libero_setup import LiberoSetupError, set_libero_verbose
 from flowvla.envs.perturb import scatter_objects
 from flowvla.envs.rollout import Progress, load_records, wilson_interval
 from flowvla.extras import MissingExtraError
-from flowvla.io import write_json_atomic
+from flowvla.io import folder_lock, write_json_atomic
 from flowvla.typing import Float, typechecked
 
 __all__ = [
@@ -111,6 +112,9 @@ class GenerateConfig:
             0: LIBERO's own layouts.
         compression: h5py compression of images (``None``, ``"gzip"``, ``"lzf"``).
         progress: show a progress bar.
+        wait_for_lock: when another job is generating into ``out_dir`` (a shared cache), wait for it
+            to finish, then resume what it left (False: refuse at once with
+            [`FolderBusyError`][flowvla.io.FolderBusyError]).
     """
 
     out_dir: str
@@ -137,6 +141,7 @@ class GenerateConfig:
     object_scatter_m: float = 0.0
     compression: str | None = None
     progress: bool = True
+    wait_for_lock: bool = True
 
     def __post_init__(self) -> None:
         self.suites = [self.suites] if isinstance(self.suites, str) else list(self.suites)
@@ -526,9 +531,23 @@ def _check_task(suite: str, index: int) -> tuple[Any, str | None, str]:
 def generate(cfg: GenerateConfig) -> dict[str, Any]:
     """Generate (or resume) the datasets ``cfg`` asks for; return the overall summary.
 
+    The output folder is locked for the call ([`folder_lock`][flowvla.io.folder_lock]): a second job
+    generating into the same folder (two recipes sharing the demonstration cache) waits for the first
+    and then resumes from what it wrote, or refuses when ``cfg.wait_for_lock`` is False.
+
     Raises:
         UnsupportedGoalError: a task named in ``cfg.tasks`` has a goal the expert cannot reach.
+        FolderBusyError: another job holds the folder and ``cfg.wait_for_lock`` is False.
     """
+    with folder_lock(cfg.out_dir, wait=cfg.wait_for_lock, on_wait=_say_waiting):
+        return _generate(cfg)
+
+
+def _say_waiting(message: str) -> None:
+    print(f"flowvla-generate: {message}", file=sys.stderr, flush=True)
+
+
+def _generate(cfg: GenerateConfig) -> dict[str, Any]:
     from flowvla.envs.experts import UnsupportedGoalError
 
     out = Path(cfg.out_dir)
