@@ -16,7 +16,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FolderBusyError", "atomic_path", "folder_lock", "write_json_atomic"]
+import numpy as np
+
+__all__ = ["FolderBusyError", "atomic_path", "folder_lock", "jsonable", "write_json_atomic"]
 
 
 def _umask() -> int:
@@ -102,3 +104,24 @@ def folder_lock(
             yield path
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def jsonable(x: Any) -> Any:
+    """``x`` made JSON-safe: tensors and arrays as lists (large ones summarised by shape and mean), numpy
+    scalars as numbers, objects with ``to_dict`` as their dict, anything else as its ``repr``. For a
+    policy's debug_info and settings written into records."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    if isinstance(x, np.ndarray):
+        return x.tolist() if x.size <= 64 else {"shape": list(x.shape), "mean": float(x.mean())}
+    if isinstance(x, (np.floating, np.integer, np.bool_)):
+        return x.item()
+    if isinstance(x, (str, int, float, bool)) or x is None:
+        return x
+    if callable(getattr(x, "to_dict", None)):  # e.g. a fitted solver: its coefficients, not its repr
+        return jsonable(x.to_dict())
+    return repr(x)
