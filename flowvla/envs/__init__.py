@@ -1,8 +1,9 @@
 """Simulator environments: LIBERO tasks with on-demand rendering, and a rollout runner.
 
 Nothing here imports LIBERO until an environment is built, so ``import flowvla.envs`` works without it.
-Modules: [`libero_setup`][flowvla.envs.libero_setup] (offline install), [`libero_check`][flowvla.envs.libero_check]
-(its command-line check), [`libero`][flowvla.envs.libero] (the environment), [`rollout`][flowvla.envs.rollout]
+Modules: [`libero_setup`][flowvla.envs.libero_setup] (offline install),
+[`libero_check`][flowvla.envs.libero_check] (its command-line check), [`libero`][flowvla.envs.libero] (the
+environment), [`rollout`][flowvla.envs.rollout]
 (evaluation: [`rollout_config`][flowvla.envs.rollout_config], [`closed_loop`][flowvla.envs.closed_loop],
 [`metrics`][flowvla.envs.metrics], [`baselines`][flowvla.envs.baselines]), the machinery simulator jobs share
 ([`pool`][flowvla.envs.pool], [`ledger`][flowvla.envs.ledger], [`progress`][flowvla.envs.progress]),
