@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1] / "flowvla"
 #: ``flowvla`` is the package front (``flowvla/__init__.py``), which re-exports the library: above all.
 RANK = {
     "_version": 0,
+    "deprecation": 0,
     "typing": 0,
     "io": 0,
     "extras": 0,
