@@ -494,9 +494,10 @@ class VLAPolicy(nn.Module):
             self.train(was_training)
 
     def observation_settings(self) -> dict[str, Any]:
-        """What a rollout must give this policy, as [`RolloutConfig`][flowvla.envs.rollout.RolloutConfig]
-        fields: ``image_size`` (square renders at the backbone's size), ``depth`` (the geometry
-        branch's input, when there is one) and ``state_dim`` (``None`` for a policy without a state)."""
+        """What a rollout must give this policy, as
+        [`RolloutConfig`][flowvla.envs.rollout_config.RolloutConfig] fields: ``image_size`` (square
+        renders at the backbone's size), ``depth`` (the geometry branch's input, when there is one)
+        and ``state_dim`` (``None`` for a policy without a state)."""
         height, width = self.backbone.image_size
         if height != width:
             raise ValueError(f"backbone.image_size={(height, width)}: LIBERO renders square views")

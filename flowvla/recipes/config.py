@@ -14,7 +14,7 @@ Each phase takes its own part: generation builds its
 ([`DataConfig.generate_config`][flowvla.recipes.config.DataConfig.generate_config]), the policy is assembled
 from ``policy`` (whose ``head``, ``router``, ``fusion`` and ``loss`` are the
 [`PolicyConfig`][flowvla.policy.PolicyConfig]'s own parts), training reads ``train`` and every
-closed-loop evaluation builds its [`RolloutConfig`][flowvla.envs.rollout.RolloutConfig] in
+closed-loop evaluation builds its [`RolloutConfig`][flowvla.envs.rollout_config.RolloutConfig] in
 [`EvalConfig.rollout_config`][flowvla.recipes.config.EvalConfig.rollout_config]. What changes only how a
 trained policy is evaluated is exactly ``eval`` (and the run's ``name``).
 
@@ -301,7 +301,7 @@ class EvalConfig:
         init_states: official init states evaluated per task (the first ``n``).
         replan_every: actions executed from each chunk before predicting again.
         temporal_ensemble: ACT's temporal ensembling weight decay (see
-            [`RolloutConfig`][flowvla.envs.rollout.RolloutConfig]); None: off.
+            [`RolloutConfig`][flowvla.envs.rollout_config.RolloutConfig]); None: off.
         replan_at_gripper: cut each chunk before its first gripper toggle and re-plan there.
         solver: ODE solver.
         solver_steps: solver steps.
@@ -345,7 +345,7 @@ class EvalConfig:
         policy_id: dict[str, Any] | None = None,
         **extra: Any,
     ) -> Any:
-        """The [`RolloutConfig`][flowvla.envs.rollout.RolloutConfig] that evaluates ``policy`` this way
+        """The [`RolloutConfig`][flowvla.envs.rollout_config.RolloutConfig] that evaluates ``policy`` this way
         (its observation settings: image size, depth, state size, come from the policy itself).
 
         Args:
