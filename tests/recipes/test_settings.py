@@ -159,3 +159,21 @@ def test_presets_are_nested_and_every_path_is_a_setting():
 def test_a_flat_dict_is_not_mistaken_for_a_nested_one():
     with pytest.raises(SettingError, match="load_recipe"):
         RecipeConfig.from_dict(json.loads((FIXTURE / "recipe.json").read_text()))
+
+
+class _Policy:
+    """What rollout_config reads of a policy: its observation settings."""
+
+    def observation_settings(self):
+        return {"image_size": 32, "depth": False, "state_dim": 8}
+
+
+def test_the_eval_part_is_the_one_place_a_rollout_config_is_built():
+    cfg = preset("default", **{"eval.replan_every": 4, "eval.solver": "heun", "eval.solver_steps": 3})
+    rollout = cfg.eval.rollout_config(
+        _Policy(), suite="libero_object", tasks=[0], cameras=["agentview"], out_dir="runs/x", seed=5,
+        policy_id={"name": "p"}, progress=False,
+    )  # fmt: skip
+    assert (rollout.replan_every, rollout.init_states, rollout.image_size) == (4, list(range(50)), 32)
+    assert rollout.predict_kwargs == {"seed": 5, "diagnostics": False, "solver": "heun", "steps": 3}
+    assert rollout.video == cfg.eval.video and rollout.workers == cfg.eval.workers
