@@ -95,4 +95,6 @@ def integrate(
         grid = grid_times(grid, steps, **(grid_kwargs or {}))
     elif grid_kwargs:
         raise ValueError("grid_kwargs: only apply to a named grid")
-    return get_solver(solver).solve(velocity_fn, x0, grid, return_trajectory=return_trajectory, **fn_kwargs)
+    return create_solver(solver).solve(
+        velocity_fn, x0, grid, return_trajectory=return_trajectory, **fn_kwargs
+    )
