@@ -250,7 +250,7 @@ def train(
 class _TrainingRun:
     """One call of [`train`][flowvla.training.engine.train], in the order a reader follows it:
     setup (the processes, resuming, the data, the model), then per step
-    [`one_step`][flowvla.training.engine._TrainingRun.one_step], logging, validation and checkpoints;
+    ``one_step``, logging, validation and checkpoints;
     the counters live here between them."""
 
     # ------------------------------------------------------------------------------------- setup
