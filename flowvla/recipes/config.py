@@ -28,13 +28,15 @@ the recipe before it was nested (``replan_every=4``) are read as their paths
 from __future__ import annotations
 
 import dataclasses
+import warnings
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from flowvla.checks import SettingError, check_fields, check_nonnegative, setting
 from flowvla.cli import as_index_list
 from flowvla.policy.config import FusionConfig, HeadConfig, LossConfig, RouterConfig
 
-__all__ = ["DataConfig", "EvalConfig", "ModelConfig", "RecipeConfig", "TrainingConfig"]
+__all__ = ["FLAT_KEYS", "DataConfig", "EvalConfig", "ModelConfig", "RecipeConfig", "TrainingConfig"]
 
 
 def _index_list(value: Any, path: str) -> list[int]:
@@ -68,6 +70,71 @@ def _part(cls: type, value: Any, path: str) -> Any:
     if unknown:
         raise SettingError(f"{path}.{unknown[0]}", f"not a setting; choose from {sorted(known)}")
     return cls(**value)
+
+
+def _head_dim(value: Any) -> dict[str, Any]:
+    # The flat recipe derived the head's attention heads from its width (32 channels a head).
+    heads = max(1, value // 32) if isinstance(value, int) and not isinstance(value, bool) else 4
+    return {"policy.head.dim": value, "policy.head.num_heads": heads}
+
+
+#: Every key of the flat recipe (before it was nested) -> its path, or a function of the value giving
+#: ``{path: value}`` when one flat key set more than one thing.
+FLAT_KEYS: dict[str, str | Callable[[Any], dict[str, Any]]] = {
+    "name": "name",
+    "seed": "seed",
+    "suite": "data.suite",
+    "tasks": "data.tasks",
+    "demos_per_task": "data.demos_per_task",
+    "val_demos_per_task": "data.val_demos_per_task",
+    "image_size": "data.image_size",
+    "image_stride": "data.image_stride",
+    "cameras": "data.cameras",
+    "action_noise": "data.action_noise",
+    "noise_bursts": "data.noise_bursts",
+    "object_scatter": "data.object_scatter",
+    "gen_workers": "data.workers",
+    "vision": "policy.vision",
+    "conv_channels": "policy.conv_channels",
+    "conv_blocks": "policy.conv_blocks",
+    "lm_dim": "policy.lm_dim",
+    "lm_layers": "policy.lm_layers",
+    "num_heads": "policy.lm_heads",
+    "use_state": "policy.use_state",
+    "horizon": "policy.horizon",
+    "keypoints": "policy.keypoints",
+    "keypoint_temperature": "policy.keypoint_temperature",
+    "state_conditioning": "policy.head.state_conditioning",
+    "head_dim": _head_dim,
+    "head_depth": "policy.head.depth",
+    "router": "policy.router.kind",
+    "router_layers": "policy.router.layers",
+    "fusion": "policy.fusion.kind",
+    "smoothness_weight": "policy.loss.smoothness_weight",
+    "jerk_weight": "policy.loss.jerk_weight",
+    "synonym_weight": "policy.loss.synonym_weight",
+    "contrast_weight": "policy.loss.contrast_weight",
+    "flow_repeats": "policy.loss.repeats",
+    "time_sampler": "policy.loss.time_sampler",
+    "steps": "train.steps",
+    "batch_size": "train.batch_size",
+    "lr": "train.lr",
+    "weight_decay": "train.weight_decay",
+    "max_minutes": "train.max_minutes",
+    "ema_decay": "train.ema_decay",
+    "shift": "train.shift",
+    "threads": "train.threads",
+    "init_states": "eval.init_states",
+    "replan_every": "eval.replan_every",
+    "temporal_ensemble": "eval.temporal_ensemble",
+    "replan_at_gripper": "eval.replan_at_gripper",
+    "solver": "eval.solver",
+    "solver_steps": "eval.solver_steps",
+    "eval_weights": "eval.weights",
+    "eval_workers": "eval.workers",
+    "video": "eval.video",
+    "max_steps": "eval.max_steps",
+}
 
 
 @dataclasses.dataclass
@@ -430,6 +497,23 @@ class RecipeConfig:
                 f"{self.eval.replan_every} exceeds the chunk horizon {self.policy.horizon}",
             )
 
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names that are no attribute: the flat ones of before the nesting.
+        path = _flat_path(name)
+        if path is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        warnings.warn(f"RecipeConfig.{name} is now RecipeConfig.{path}", FutureWarning, stacklevel=2)
+        value: Any = self
+        for part in path.split("."):
+            value = getattr(value, part)
+        return value
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        path = _flat_path(name) if name not in _RECIPE_FIELDS else None
+        if path is not None:  # would set a new attribute nothing reads: a silent no-op
+            raise AttributeError(f"RecipeConfig.{name} is now RecipeConfig.{path}; set that")
+        super().__setattr__(name, value)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict, nested as the config."""
         return json_ready(dataclasses.asdict(self))
@@ -472,6 +556,17 @@ class RecipeConfig:
     def instruction_pairs(self) -> bool:
         """Whether training items carry a synonym and an opposite instruction (for the language losses)."""
         return self.policy.instruction_pairs
+
+
+_RECIPE_FIELDS = {f.name for f in dataclasses.fields(RecipeConfig)}
+
+
+def _flat_path(name: str) -> str | None:
+    """The path of a flat key of before the nesting (``"lr"`` -> ``"train.lr"``), else None."""
+    target = FLAT_KEYS.get(name)
+    if target is None or name in _RECIPE_FIELDS:
+        return None
+    return target if isinstance(target, str) else "policy.head.dim"
 
 
 def json_ready(value: Any) -> Any:

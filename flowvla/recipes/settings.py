@@ -13,13 +13,13 @@ from __future__ import annotations
 import difflib
 import json
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from flowvla.checks import MissingPathError, SettingError
 from flowvla.io import write_json_atomic
-from flowvla.recipes.config import RecipeConfig
+from flowvla.recipes.config import FLAT_KEYS, RecipeConfig
 
 __all__ = [
     "FLAT_KEYS",
@@ -35,71 +35,6 @@ __all__ = [
     "training_settings",
     "with_settings",
 ]
-
-
-def _head_dim(value: Any) -> dict[str, Any]:
-    # The flat recipe derived the head's attention heads from its width (32 channels a head).
-    heads = max(1, value // 32) if isinstance(value, int) and not isinstance(value, bool) else 4
-    return {"policy.head.dim": value, "policy.head.num_heads": heads}
-
-
-#: Every key of the flat recipe (before it was nested) -> its path, or a function of the value giving
-#: ``{path: value}`` when one flat key set more than one thing.
-FLAT_KEYS: dict[str, str | Callable[[Any], dict[str, Any]]] = {
-    "name": "name",
-    "seed": "seed",
-    "suite": "data.suite",
-    "tasks": "data.tasks",
-    "demos_per_task": "data.demos_per_task",
-    "val_demos_per_task": "data.val_demos_per_task",
-    "image_size": "data.image_size",
-    "image_stride": "data.image_stride",
-    "cameras": "data.cameras",
-    "action_noise": "data.action_noise",
-    "noise_bursts": "data.noise_bursts",
-    "object_scatter": "data.object_scatter",
-    "gen_workers": "data.workers",
-    "vision": "policy.vision",
-    "conv_channels": "policy.conv_channels",
-    "conv_blocks": "policy.conv_blocks",
-    "lm_dim": "policy.lm_dim",
-    "lm_layers": "policy.lm_layers",
-    "num_heads": "policy.lm_heads",
-    "use_state": "policy.use_state",
-    "horizon": "policy.horizon",
-    "keypoints": "policy.keypoints",
-    "keypoint_temperature": "policy.keypoint_temperature",
-    "state_conditioning": "policy.head.state_conditioning",
-    "head_dim": _head_dim,
-    "head_depth": "policy.head.depth",
-    "router": "policy.router.kind",
-    "router_layers": "policy.router.layers",
-    "fusion": "policy.fusion.kind",
-    "smoothness_weight": "policy.loss.smoothness_weight",
-    "jerk_weight": "policy.loss.jerk_weight",
-    "synonym_weight": "policy.loss.synonym_weight",
-    "contrast_weight": "policy.loss.contrast_weight",
-    "flow_repeats": "policy.loss.repeats",
-    "time_sampler": "policy.loss.time_sampler",
-    "steps": "train.steps",
-    "batch_size": "train.batch_size",
-    "lr": "train.lr",
-    "weight_decay": "train.weight_decay",
-    "max_minutes": "train.max_minutes",
-    "ema_decay": "train.ema_decay",
-    "shift": "train.shift",
-    "threads": "train.threads",
-    "init_states": "eval.init_states",
-    "replan_every": "eval.replan_every",
-    "temporal_ensemble": "eval.temporal_ensemble",
-    "replan_at_gripper": "eval.replan_at_gripper",
-    "solver": "eval.solver",
-    "solver_steps": "eval.solver_steps",
-    "eval_weights": "eval.weights",
-    "eval_workers": "eval.workers",
-    "video": "eval.video",
-    "max_steps": "eval.max_steps",
-}
 
 
 PRESETS: dict[str, dict[str, Any]] = {

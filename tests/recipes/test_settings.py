@@ -177,3 +177,17 @@ def test_the_eval_part_is_the_one_place_a_rollout_config_is_built():
     assert (rollout.replan_every, rollout.init_states, rollout.image_size) == (4, list(range(50)), 32)
     assert rollout.predict_kwargs == {"seed": 5, "diagnostics": False, "solver": "heun", "steps": 3}
     assert rollout.video == cfg.eval.video and rollout.workers == cfg.eval.workers
+
+
+def test_old_flat_attributes_read_through_with_a_warning_and_refuse_writes():
+    cfg = preset("toy")
+    for key, target in FLAT_KEYS.items():
+        if key in ("name", "seed"):
+            continue
+        path = target if isinstance(target, str) else "policy.head.dim"
+        with pytest.warns(FutureWarning, match=rf"RecipeConfig\.{key} is now RecipeConfig\.{path}"):
+            assert getattr(cfg, key) == flat_settings(cfg)[path]
+    with pytest.raises(AttributeError, match=r"is now RecipeConfig\.train\.lr; set that"):
+        cfg.lr = 1.0  # would otherwise be a new attribute nothing reads
+    with pytest.raises(AttributeError, match="no attribute 'colour'"):
+        cfg.colour
