@@ -9,7 +9,7 @@ from flowvla.checks import check_nonnegative
 from flowvla.recipes.libero import preset
 
 
-@given(st.floats(min_value=0, allow_infinity=False) | st.integers(min_value=0))
+@given(st.floats(min_value=0, allow_infinity=False) | st.integers(min_value=0, max_value=2**53))
 def test_finite_nonnegative_numbers_pass_unchanged(value):
     out = check_nonnegative("x", value)
     assert isinstance(out, float) and out == value
