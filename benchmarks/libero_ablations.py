@@ -42,38 +42,38 @@ FACTORS: dict[str, tuple[dict[str, Any], dict[str, dict[str, Any]]]] = {
         {},
         {
             "none": {},
-            "global": {"fusion": "global"},
-            "gated": {"fusion": "gated"},
-            "region": {"fusion": "region"},
+            "global": {"policy.fusion.kind": "global"},
+            "gated": {"policy.fusion.kind": "gated"},
+            "region": {"policy.fusion.kind": "region"},
         },
     ),
     "routing": (
-        {"lm_layers": 4},
+        {"policy.lm_layers": 4},
         {
-            "fixed_last": {"router": "fixed", "router_layers": "last"},
-            "fixed_middle": {"router": "fixed", "router_layers": 2},
-            "scalar_mix": {"router": "scalar_mix", "router_layers": "all"},
-            "topk": {"router": "topk", "router_layers": "all"},
+            "fixed_last": {"policy.router.kind": "fixed", "policy.router.layers": "last"},
+            "fixed_middle": {"policy.router.kind": "fixed", "policy.router.layers": 2},
+            "scalar_mix": {"policy.router.kind": "scalar_mix", "policy.router.layers": "all"},
+            "topk": {"policy.router.kind": "topk", "policy.router.layers": "all"},
         },
     ),
     "losses": (
         {},
         {
             "off": {},
-            "smooth_jerk": {"smoothness_weight": 0.1, "jerk_weight": 0.1},
-            "synonym_contrast": {"synonym_weight": 0.1, "contrast_weight": 0.1},
+            "smooth_jerk": {"policy.loss.smoothness_weight": 0.1, "policy.loss.jerk_weight": 0.1},
+            "synonym_contrast": {"policy.loss.synonym_weight": 0.1, "policy.loss.contrast_weight": 0.1},
             # Synonym consistency alone: no term pushes changed wordings apart.
-            "synonym": {"synonym_weight": 0.1},
-            "film_off": {"state_conditioning": "token"},
+            "synonym": {"policy.loss.synonym_weight": 0.1},
+            "film_off": {"policy.head.state_conditioning": "token"},
         },
     ),
     "sampling": (
         {},
         {
             "euler@10": {},
-            "midpoint@5": {"solver": "midpoint", "solver_steps": 5},
-            "ab2@4": {"solver": "ab2", "solver_steps": 4},
-            "dpm++2m@4": {"solver": "dpm++2m", "solver_steps": 4},
+            "midpoint@5": {"eval.solver": "midpoint", "eval.solver_steps": 5},
+            "ab2@4": {"eval.solver": "ab2", "eval.solver_steps": 4},
+            "dpm++2m@4": {"eval.solver": "dpm++2m", "eval.solver_steps": 4},
         },
     ),
 }
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         **shared,
         **parse_settings(a.set),
     )
-    suffix = "" if base.suite == "libero_object" else f"_{base.suite}"
+    suffix = "" if base.data.suite == "libero_object" else f"_{base.data.suite}"
     out = Path(a.results) / f"libero_ablations_{a.factor}{suffix}"
     rows = run_sweep(base, variants, out, cache_dir=a.cache, progress=sys.stderr.isatty())
     print(format_sweep(rows))

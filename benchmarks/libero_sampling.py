@@ -60,23 +60,30 @@ def parse_settings(text: str) -> list[tuple[str, int]]:
 
 
 def base_config(policy: Any, args: argparse.Namespace) -> Any:
-    """The rollout settings every row shares (same episodes, seeds and step limit)."""
-    from flowvla.envs.rollout import RolloutConfig
+    """The rollout settings every row shares (same episodes, seeds and step limit); each row sets its
+    own solver in ``predict_kwargs``."""
+    from flowvla.envs.libero import DEFAULT_CAMERAS
     from flowvla.policy import policy_identity
+    from flowvla.recipes.config import EvalConfig
 
-    return RolloutConfig(
-        suite=args.suite,
-        tasks=args.tasks,
+    how = EvalConfig(
         init_states=args.init_states,
         replan_every=args.replan_every,
         replan_at_gripper=args.replan_at_gripper,
-        **policy.observation_settings(),
+        solver=policy.config.solver,
+        solver_steps=policy.config.steps,
         video="none",
         workers=args.workers,
-        seed=args.seed,
         max_steps=args.max_steps,
+    )
+    return how.rollout_config(
+        policy,
+        suite=args.suite,
+        tasks=args.tasks,
+        cameras=list(DEFAULT_CAMERAS),
+        out_dir=None,
+        seed=args.seed,
         progress=not args.quiet,
-        predict_kwargs={"seed": args.seed, "diagnostics": False},
         policy_id=policy_identity(policy, args.policy),
     )
 

@@ -20,41 +20,51 @@ printed and written to ``study.json`` with a PNG of the curve (``minutes`` / ``d
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from flowvla.cli import index_list
-from flowvla.recipes.libero import parse_settings, preset
+from flowvla.recipes.settings import flat_settings, parse_settings, preset
 
 STEPS_PER_MINUTE = 2000 / 28  # the default recipe's pace on 2 CPU cores (2000 steps in 28 min)
 
 #: study -> {variant: overrides of the default recipe}; the first variant is the reference.
 STUDIES: dict[str, dict[str, dict[str, Any]]] = {
     "minutes": {
-        f"min{m}": {"max_minutes": float(m), "steps": round(m * STEPS_PER_MINUTE)} for m in (28, 7, 14, 56)
+        f"min{m}": {"train.max_minutes": float(m), "train.steps": round(m * STEPS_PER_MINUTE)}
+        for m in (28, 7, 14, 56)
     },
-    "demos": {f"demos{n}": {"demos_per_task": n} for n in (50, 10, 25)},
+    "demos": {f"demos{n}": {"data.demos_per_task": n} for n in (50, 10, 25)},
     "factors": {
         "reference": {},
-        "image64": {"image_size": 64},
-        "vit": {"vision": "vit"},
-        "resnet18": {"vision": "timm:resnet18"},
-        "no_shift": {"shift": 0},
-        "no_wrist": {"cameras": ["agentview"]},
-        "no_state": {"use_state": False},
-        "horizon8": {"horizon": 8},
-        "horizon32": {"horizon": 32},
-        "replan4": {"replan_every": 4},
-        "replan16": {"replan_every": 16},
-        "ensemble": {"replan_every": 1, "temporal_ensemble": 0.1},
-        "no_ema": {"eval_weights": "raw"},
-        "batch16": {"batch_size": 16},
-        "lr5e-4": {"lr": 5e-4},
-        "euler@2": {"solver_steps": 2},
+        "image64": {"data.image_size": 64},
+        "vit": {"policy.vision": "vit"},
+        "resnet18": {"policy.vision": "timm:resnet18"},
+        "no_shift": {"train.shift": 0},
+        "no_wrist": {"data.cameras": ["agentview"]},
+        "no_state": {"policy.use_state": False},
+        "horizon8": {"policy.horizon": 8},
+        "horizon32": {"policy.horizon": 32},
+        "replan4": {"eval.replan_every": 4},
+        "replan16": {"eval.replan_every": 16},
+        "ensemble": {"eval.replan_every": 1, "eval.temporal_ensemble": 0.1},
+        "no_ema": {"eval.weights": "raw"},
+        "batch16": {"train.batch_size": 16},
+        "lr5e-4": {"train.lr": 5e-4},
+        "euler@2": {"eval.solver_steps": 2},
     },
 }
+
+
+def _sibling(name: str) -> Any:
+    """The benchmark script ``name`` beside this one, loaded by path (``benchmarks`` is no package)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def baseline_row(cfg: Any, files: list[str], out: Path, minutes: float) -> dict[str, Any]:
@@ -64,25 +74,22 @@ def baseline_row(cfg: Any, files: list[str], out: Path, minutes: float) -> dict[
     done = out / "baseline.json"
     if done.is_file():
         return json.loads(done.read_text())
-    sys.path.insert(0, str(Path(__file__).parent))
-    import libero_baseline
-
-    return libero_baseline.main(
+    return _sibling("libero_baseline").main(
         [
             "--data",
             *files,
             "--suite",
-            cfg.suite,
+            cfg.data.suite,
             "--tasks",
-            ",".join(map(str, cfg.tasks)),
+            ",".join(map(str, cfg.data.tasks)),
             "--demos-per-task",
-            str(cfg.demos_per_task),
+            str(cfg.data.demos_per_task),
             "--minutes",
             str(minutes),
             "--init-states",
-            str(cfg.init_states),
+            str(cfg.eval.init_states),
             "--threads",
-            str(cfg.threads),
+            str(cfg.train.threads),
             "--out",
             str(out),
         ]
@@ -151,16 +158,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {"study": a.study, "base": base.to_dict(), "rows": rows}
     if a.study in ("minutes", "demos"):
         configs = variant_configs(base, variants)
-        x_key = "max_minutes" if a.study == "minutes" else "demos_per_task"
+        x_path = "train.max_minutes" if a.study == "minutes" else "data.demos_per_task"
+        x_key = x_path.split(".")[-1]
         curve = []
         for r in rows:
             cfg = configs[r["variant"]]
-            point: dict[str, Any] = {"variant": r["variant"], "x": getattr(cfg, x_key), "recipe": r}
+            point: dict[str, Any] = {"variant": r["variant"], "x": flat_settings(cfg)[x_path], "recipe": r}
             if a.baseline:
                 run = json.loads((out / r["variant"] / "run.json").read_text())
                 files = run["phases"]["data"]["files"]
                 b_out = out / f"baseline_{r['variant']}"
-                b = baseline_row(cfg, files, b_out, cfg.max_minutes or 28.0)
+                b = baseline_row(cfg, files, b_out, cfg.train.max_minutes or 28.0)
                 point["baseline"] = {k: b[k] for k in ("success_rate", "ci95", "successes", "episodes")}
                 point["baseline"]["outcomes"] = baseline_outcomes(b_out)
             curve.append(point)

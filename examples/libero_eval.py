@@ -21,6 +21,7 @@ import importlib
 import json
 from typing import Any
 
+from flowvla.checks import UserError
 from flowvla.cli import fail, index_list
 from flowvla.envs.libero_setup import LiberoSetupError, set_libero_verbose
 from flowvla.envs.rollout import ConstantPolicy, RandomPolicy, RolloutConfig, evaluate
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             on_mismatch="restart" if args.restart else "error",
         )
         summary = evaluate(policy, cfg)
-    except (ValueError, MissingExtraError, LiberoSetupError) as e:
+    except (ValueError, UserError, MissingExtraError, LiberoSetupError) as e:
         return fail(p.prog, e)
     lo, hi = summary["ci95"]
     print(

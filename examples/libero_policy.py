@@ -24,7 +24,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flowvla.cli import index_list
+from flowvla.checks import UserError
+from flowvla.cli import fail, index_list
 from flowvla.envs.libero import DEFAULT_CAMERAS
 from flowvla.recipes.libero import PRESETS, parse_settings, preset
 
@@ -43,10 +44,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "seed",
     )
     out = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
-    try:
-        out.update(parse_settings(getattr(args, "set", None) or []))
-    except ValueError as e:
-        raise SystemExit(f"--set: {e}") from e
+    out.update(parse_settings(getattr(args, "set", None) or []))
     return out
 
 
@@ -68,7 +66,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     from flowvla.recipes.train import train_policy
 
     cfg = preset(args.preset, **_overrides(args))
-    torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(cfg.train.threads)
     dataset = build_dataset(cfg, find_demo_files(args.data))
     print(f"{len(dataset.source)} demonstrations, {len(dataset)} training items", file=sys.stderr)
     _, report = train_policy(cfg, dataset, Path(args.out), progress=not args.quiet)
@@ -79,11 +77,23 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from flowvla.envs.rollout import RolloutConfig, evaluate
-    from flowvla.policy import VLAPolicy
+    from flowvla.envs.rollout import evaluate
+    from flowvla.policy import VLAPolicy, policy_identity
+    from flowvla.recipes.config import EvalConfig
 
     torch.set_num_threads(args.threads or torch.get_num_threads())
     policy = VLAPolicy.from_pretrained(args.policy).eval()
+    how = EvalConfig(
+        init_states=args.init_states,
+        replan_every=args.replan_every,
+        temporal_ensemble=args.temporal_ensemble,
+        replan_at_gripper=args.replan_at_gripper,
+        solver=args.solver or policy.config.solver,
+        solver_steps=args.solver_steps or policy.config.steps,
+        video=args.video,
+        workers=args.workers,
+        max_steps=args.max_steps,
+    )
     if args.check_parity:
         from flowvla.data.hdf5 import find_demo_files
         from flowvla.recipes.parity import check_parity
@@ -93,27 +103,13 @@ def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
         )
         print(report.summary(), file=sys.stderr)
         report.raise_if_failed()
-    from flowvla.policy import policy_identity
-
-    rollout = RolloutConfig(
+    rollout = how.rollout_config(
+        policy,
         suite=args.suite,
         tasks=args.tasks,
-        init_states=args.init_states,
-        replan_every=args.replan_every,
-        temporal_ensemble=args.temporal_ensemble,
-        replan_at_gripper=args.replan_at_gripper,
         cameras=args.cameras,
-        **policy.observation_settings(),
         out_dir=args.out,
-        video=args.video,
-        workers=args.workers,
-        max_steps=args.max_steps,
-        predict_kwargs={
-            "seed": args.seed,
-            "diagnostics": False,
-            **({"solver": args.solver} if args.solver else {}),
-            **({"steps": args.solver_steps} if args.solver_steps else {}),
-        },
+        seed=args.seed,
         progress=not args.quiet,
         # Records name the policy: an --out written by another policy is refused, never reused.
         policy_id=policy_identity(policy, args.policy),
@@ -136,7 +132,8 @@ def _recipe_options(p: argparse.ArgumentParser) -> None:
         "--set",
         nargs="+",
         metavar="KEY=VALUE",
-        help="any other RecipeConfig setting, e.g. --set lr=2e-3 action_noise=0.2 (JSON values)",
+        help="any other RecipeConfig setting by its path, e.g. --set train.lr=2e-3 eval.replan_every=4 "
+        "(JSON values; the flat names of before, lr=2e-3, still work)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -197,8 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = build_parser().parse_args(["run"] if not (sys.argv[1:] if argv is None else argv) else argv)
-    return args.fn(args)
+    """Run the command; a user's mistake (a bad setting, a missing folder) ends it with one line on
+    stderr and exit status 2, before any compute."""
+    parser = build_parser()
+    args = parser.parse_args(["run"] if not (sys.argv[1:] if argv is None else argv) else argv)
+    try:
+        return args.fn(args)
+    except UserError as e:
+        raise SystemExit(fail(parser.prog, e)) from None
 
 
 if __name__ == "__main__":

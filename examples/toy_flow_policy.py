@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from flowvla.flow import FlowMatchingObjective
-from flowvla.solvers import DormandPrince54Solver, fit_time_grid, get_solver, grid_times
+from flowvla.solvers import DormandPrince54Solver, create_solver, fit_time_grid, grid_times
 
 H, A = 16, 2
 
@@ -131,7 +131,7 @@ def main() -> None:
             + " | ".join(f"{h:^17s}" for h in ("uniform grid", "fitted to the ODE", "fitted to the task"))
         )
         for name, per in [("euler", 1), ("midpoint", 2), ("ab2", 1), ("dpm++2m", 1)]:
-            solver = get_solver(name)
+            solver = create_solver(name)
             for nfe in (4, 6, 10):
                 if nfe % per:
                     continue

@@ -6,8 +6,7 @@ optional dependencies (``flowvla.envs``, ``flowvla.data``, ``flowvla.processing`
 their module path (backbones import ``transformers`` only when built).
 """
 
-__version__ = "0.1.0.dev0"
-
+from flowvla._version import __version__
 from flowvla.backbones import ComposedBackbone, HFVisionLanguageBackbone, VisionLanguageBackbone
 from flowvla.diagnostics import sensitivity_report
 from flowvla.dit import ContextCache, FlowActionHead
@@ -50,8 +49,11 @@ from flowvla.solvers import (
     ODESolution,
     Solver,
     available_solvers,
+    create_grid,
+    create_solver,
     fit_time_grid,
     get_solver,
+    get_solver_class,
     integrate,
     make_grid,
 )
@@ -92,9 +94,12 @@ __all__ = [
     "__version__",
     "available_solvers",
     "create_fusion",
+    "create_grid",
+    "create_solver",
     "fit_time_grid",
     "from_reverse_time_field",
     "get_solver",
+    "get_solver_class",
     "integrate",
     "make_grid",
     "point_map_from_depth",

@@ -12,9 +12,10 @@ import argparse
 import numbers
 import re
 import sys
+import time
 from typing import Any
 
-__all__ = ["as_index_list", "fail", "index_list", "parse_index_list"]
+__all__ = ["as_index_list", "elapsed", "fail", "index_list", "parse_index_list", "say"]
 
 _RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
 
@@ -96,3 +97,14 @@ def fail(prog: str, error: BaseException | str) -> int:
     message = " ".join(str(error).split("\n"))
     print(f"{prog}: error: {message}", file=sys.stderr)
     return 2
+
+
+def say(message: str) -> None:
+    """A job's progress line, on stderr (stdout stays for results), flushed at once."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def elapsed(t0: float) -> str:
+    """Wall time since ``time.perf_counter()`` returned ``t0``, as ``"42 s"`` or ``"3.5 min"``."""
+    s = time.perf_counter() - t0
+    return f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s"

@@ -140,7 +140,7 @@ def test_the_docs_show_commands():
     shown = {c.split(" --")[0] for _, c in COMMANDS}
     assert {
         "python -m flowvla.recipes.generate",
-        "python -m flowvla.envs.libero_setup",
+        "python -m flowvla.envs.libero_check",
         "flowvla-diagnose",
         "python examples/libero_eval.py",
         "python benchmarks/libero_expert.py",

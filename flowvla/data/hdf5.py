@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from flowvla._version import __version__
 from flowvla.extras import requires_extra
 from flowvla.io import atomic_path
 
@@ -399,8 +400,6 @@ class LiberoHDF5Writer:
         g.attrs["bddl_file_name"] = bddl_file_name
         g.attrs["bddl_file_content"] = bddl_file_content or ""
         g.attrs["env_args"] = json.dumps(dict(env_args or {}))
-        from flowvla import __version__
-
         g.attrs["flowvla_version"] = __version__
         self._data = g
         self._num, self._total, self._closed = 0, 0, False

@@ -1,8 +1,13 @@
 """Simulator environments: LIBERO tasks with on-demand rendering, and a rollout runner.
 
 Nothing here imports LIBERO until an environment is built, so ``import flowvla.envs`` works without it.
-Modules: [`libero_setup`][flowvla.envs.libero_setup] (offline install checks), [`libero`][flowvla.envs.libero]
-(the environment), [`rollout`][flowvla.envs.rollout] (evaluation), [`perturb`][flowvla.envs.perturb]
+Modules: [`libero_setup`][flowvla.envs.libero_setup] (offline install),
+[`libero_check`][flowvla.envs.libero_check] (its command-line check), [`libero`][flowvla.envs.libero] (the
+environment), [`rollout`][flowvla.envs.rollout]
+(evaluation: [`rollout_config`][flowvla.envs.rollout_config], [`closed_loop`][flowvla.envs.closed_loop],
+[`metrics`][flowvla.envs.metrics], [`baselines`][flowvla.envs.baselines]), the machinery simulator jobs share
+([`pool`][flowvla.envs.pool], [`ledger`][flowvla.envs.ledger], [`progress`][flowvla.envs.progress]),
+[`perturb`][flowvla.envs.perturb]
 (robustness perturbations for evaluation), ``experts`` (a scripted
 pick-and-place expert reading the simulator's state), [`cameras`][flowvla.envs.cameras] (geometry),
 [`video`][flowvla.envs.video].
@@ -29,7 +34,7 @@ _LAZY = {
     "LiberoSetupError": "flowvla.envs.libero_setup",
     "prepare_libero": "flowvla.envs.libero_setup",
     "Perturbation": "flowvla.envs.perturb",
-    "RolloutConfig": "flowvla.envs.rollout",
+    "RolloutConfig": "flowvla.envs.rollout_config",
     "evaluate": "flowvla.envs.rollout",
     "PickPlaceExpert": "flowvla.envs.experts",
     "make_expert": "flowvla.envs.experts",
@@ -38,7 +43,7 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy, so `python -m flowvla.envs.libero_setup` does not find its module half-imported.
+    # Lazy, so `python -m flowvla.envs.libero_check` does not find its module half-imported.
     if name in _LAZY:
         import importlib
 

@@ -23,8 +23,8 @@ on its own without a network and a terminal:
 
 [`prepare_libero`][flowvla.envs.libero_setup.prepare_libero] does all four, once per process, and must run
 before ``libero`` or ``robosuite`` is imported; everything in [`flowvla.envs.libero`][flowvla.envs.libero]
-calls it for you. Run ``python -m flowvla.envs.libero_setup`` to see what was found, or ``--check`` to also
-build and render one task.
+calls it for you. Run ``python -m flowvla.envs.libero_check`` to see what was found, or ``--check`` to also
+build and render one task ([`flowvla.envs.libero_check`][flowvla.envs.libero_check]).
 
 It also hides the start-up noise of both packages (robosuite's "No private macro file" warnings,
 LIBERO's ``[info] using task orders`` lines), which says nothing about flowvla's runs;
@@ -33,23 +33,19 @@ LIBERO's ``[info] using task orders`` lines), which says nothing about flowvla's
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import importlib.util
 import io
-import json
 import logging
 import os
 import re
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from flowvla.cli import fail
 from flowvla.extras import MissingExtraError, install_command
 
 __all__ = [
@@ -62,7 +58,6 @@ __all__ = [
     "find_libero_assets",
     "find_libero_root",
     "libero_verbose",
-    "main",
     "prepare_libero",
     "quiet_stdout",
     "select_gl_backend",
@@ -506,51 +501,8 @@ def _default_config_dir(root: Path, asset_dir: Path) -> Path:
     return _cache_dir() / "libero" / key
 
 
-def _smoke_test(suite: str, size: int) -> dict[str, float]:
-    from flowvla.envs.libero import LiberoEnv
-
-    t0 = time.perf_counter()
-    env = LiberoEnv(suite, 0, image_size=size)
-    t1 = time.perf_counter()
-    env.reset(init_state=0)
-    t2 = time.perf_counter()
-    obs = env.observe()
-    t3 = time.perf_counter()
-    env.close()
-    assert obs["images"].shape == (2, 3, size, size)
-    return {"construct_s": t1 - t0, "reset_s": t2 - t1, "render_s": t3 - t2}
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m flowvla.envs.libero_setup --check`` (also ``--assets DIR``, ``--gl egl``)."""
-    parser = argparse.ArgumentParser(
-        prog="flowvla-libero-setup", description=__doc__.split("\n")[0], allow_abbrev=False
-    )
-    parser.add_argument("--assets", help="use this LIBERO asset folder instead of searching")
-    parser.add_argument("--gl", choices=sorted(GL_PACKAGES), help="force an offscreen GL backend")
-    parser.add_argument("--check", action="store_true", help="also build, reset and render one task")
-    parser.add_argument("--suite", default="libero_object", help="suite for --check")
-    parser.add_argument("--print-install", action="store_true", help="print the install commands and exit")
-    parser.add_argument(
-        "--verbose", action="store_true", help="show robosuite's and LIBERO's start-up messages"
-    )
-    args = parser.parse_args(argv)
-    if args.print_install:
-        print("\n".join(INSTALL_COMMANDS))
-        return 0
-    set_libero_verbose(args.verbose)
-    try:
-        paths = prepare_libero(assets=args.assets, gl_backend=args.gl)
-        report: dict[str, object] = paths.as_dict()
-        if args.check:
-            report["check"] = _smoke_test(args.suite, 128)
-    except (LiberoSetupError, ValueError) as e:
-        # Exit status 1: the tool worked and found LIBERO unusable (2 stays argparse's usage error).
-        fail(parser.prog, e)
-        return 1
-    print(json.dumps(report, indent=2))
-    return 0
-
-
 if __name__ == "__main__":
+    # The command line lives in libero_check (it builds a LiberoEnv, which imports this module).
+    from flowvla.envs.libero_check import main
+
     raise SystemExit(main())

@@ -18,15 +18,19 @@ from flowvla.flow.shortcut import (
     shortcut_targets,
 )
 from flowvla.flow.time_samplers import (
+    TIME_SAMPLERS,
     BetaTimeSampler,
     LogitNormalTimeSampler,
     TimeSampler,
     UniformTimeSampler,
+    create_time_sampler,
+    get_time_sampler_class,
     sample_beta,
     sample_gamma,
 )
 
 __all__ = [
+    "TIME_SAMPLERS",
     "BetaTimeSampler",
     "FlowMatchingLoss",
     "FlowMatchingObjective",
@@ -39,8 +43,10 @@ __all__ = [
     "TimeSampler",
     "UniformTimeSampler",
     "VelocityFn",
+    "create_time_sampler",
     "distill_shortcut",
     "from_reverse_time_field",
+    "get_time_sampler_class",
     "masked_mse",
     "sample_beta",
     "sample_gamma",

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from typing import Any
 
 import torch
 
 from flowvla.typing import Float, Tensor, typechecked
 
 __all__ = [
+    "TIME_SAMPLERS",
     "BetaTimeSampler",
     "LogitNormalTimeSampler",
     "TimeSampler",
     "UniformTimeSampler",
+    "create_time_sampler",
+    "get_time_sampler_class",
     "sample_beta",
     "sample_gamma",
 ]
@@ -159,3 +163,23 @@ def sample_beta(
     y = sample_gamma(beta, shape, generator=generator, device=device, dtype=dtype)
     # Both draws can underflow to 0 for tiny concentrations; clamping keeps the ratio finite.
     return x / (x + y).clamp_min(torch.finfo(dtype).tiny)
+
+
+#: Registered names -> time-sampler classes (``"beta"``: pi0 / GR00T).
+TIME_SAMPLERS: dict[str, type[TimeSampler]] = {
+    "beta": BetaTimeSampler,
+    "uniform": UniformTimeSampler,
+    "logit_normal": LogitNormalTimeSampler,
+}
+
+
+def get_time_sampler_class(name: str) -> type[TimeSampler]:
+    """The time-sampler class registered as ``name``."""
+    if name not in TIME_SAMPLERS:
+        raise ValueError(f"loss.time_sampler: choose one of {sorted(TIME_SAMPLERS)}, got {name!r}")
+    return TIME_SAMPLERS[name]
+
+
+def create_time_sampler(name: str, **kwargs: Any) -> TimeSampler:
+    """The time sampler ``name``, built with ``kwargs``."""
+    return get_time_sampler_class(name)(**kwargs)

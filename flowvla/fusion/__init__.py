@@ -4,7 +4,7 @@
 from flowvla.fusion.base import Fusion
 from flowvla.fusion.global_broadcast import GlobalBroadcastFusion
 from flowvla.fusion.region_attention import RegionCrossAttentionFusion, window_index
-from flowvla.fusion.registry import FUSIONS, create_fusion
+from flowvla.fusion.registry import FUSIONS, create_fusion, get_fusion_class
 from flowvla.fusion.token_aligned import TokenAlignedFusion
 
 __all__ = [
@@ -14,5 +14,6 @@ __all__ = [
     "RegionCrossAttentionFusion",
     "TokenAlignedFusion",
     "create_fusion",
+    "get_fusion_class",
     "window_index",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from flowvla.fusion.base import Fusion
@@ -9,7 +11,7 @@ from flowvla.fusion.global_broadcast import GlobalBroadcastFusion
 from flowvla.fusion.region_attention import RegionCrossAttentionFusion
 from flowvla.fusion.token_aligned import TokenAlignedFusion
 
-__all__ = ["FUSIONS", "create_fusion"]
+__all__ = ["FUSIONS", "create_fusion", "get_fusion_class"]
 
 #: Registered names: the class and the keyword arguments the name implies.
 FUSIONS: dict[str, tuple[type[Fusion], dict[str, Any]]] = {
@@ -19,6 +21,15 @@ FUSIONS: dict[str, tuple[type[Fusion], dict[str, Any]]] = {
     "gated": (TokenAlignedFusion, {"mode": "gated"}),
     "region": (RegionCrossAttentionFusion, {}),
 }
+
+
+def get_fusion_class(name: str) -> Callable[..., Fusion]:
+    """The class registered as ``name``, with the keyword arguments the name implies bound
+    (``"gated"``: ``TokenAlignedFusion`` with ``mode="gated"``)."""
+    if name not in FUSIONS:
+        raise KeyError(f"unknown fusion {name!r}; registered: {sorted(FUSIONS)}")
+    cls, implied = FUSIONS[name]
+    return functools.partial(cls, **implied) if implied else cls
 
 
 def create_fusion(name: str, dim: int, geo_dim: int, **kwargs: Any) -> Fusion:

@@ -5,6 +5,9 @@ from flowvla.policy.build import (
     build_geometry_branch,
     build_router,
     build_time_sampler,
+    create_backbone,
+    create_geometry_branch,
+    get_backbone_class,
     register_backbone,
 )
 from flowvla.policy.checks import BatchError, check_batch
@@ -31,9 +34,12 @@ __all__ = [
     "check_batch",
     "checkpoint_step",
     "chunk_differences_penalty",
+    "create_backbone",
+    "create_geometry_branch",
     "distill_policy_shortcut",
     "fit_policy_grid",
     "fit_policy_solver",
+    "get_backbone_class",
     "layer_rms",
     "policy_identity",
     "record_block_stats",

@@ -1,4 +1,5 @@
-"""Parts of a policy from their configs: routers, time samplers, the geometry branch, backbones by kind."""
+"""Parts of a policy from their configs: the geometry branch, backbones by kind (``get_*`` returns a
+registered class or loader, ``create_*`` builds one); ``build_*`` are the deprecated names of before."""
 
 from __future__ import annotations
 
@@ -9,17 +10,21 @@ from typing import Any
 from torch import nn
 
 from flowvla.backbones import VisionLanguageBackbone
-from flowvla.flow import BetaTimeSampler, LogitNormalTimeSampler, TimeSampler, UniformTimeSampler
+from flowvla.deprecation import deprecated_alias
+from flowvla.flow import create_time_sampler
 from flowvla.fusion import Fusion, create_fusion
 from flowvla.geometry import FourierPointEncoder, MLPPositionEncoder
 from flowvla.policy.config import FusionConfig, RouterConfig
-from flowvla.routing import FixedLayerRouter, LayerRouter, SampleGatedRouter, ScalarMixRouter, TopKRouter
+from flowvla.routing import LayerRouter, create_router
 
 __all__ = [
     "BACKBONES",
     "build_geometry_branch",
     "build_router",
     "build_time_sampler",
+    "create_backbone",
+    "create_geometry_branch",
+    "get_backbone_class",
     "register_backbone",
 ]
 
@@ -50,34 +55,24 @@ register_backbone("composed", _composed_loader)
 register_backbone("hf", _hf_loader)
 
 
-def build_router(cfg: RouterConfig, num_layers: int, num_blocks: int, width: int) -> LayerRouter:
-    """The router named by ``cfg.kind`` for ``num_layers`` hidden states and ``num_blocks`` contexts."""
-    if cfg.kind == "fixed":
-        return FixedLayerRouter(num_layers, num_blocks, cfg.layers)
-    if cfg.kind == "scalar_mix":
-        return ScalarMixRouter(num_layers, num_blocks, cfg.layers, temperature=cfg.temperature)
-    if cfg.kind == "sample_gated":
-        return SampleGatedRouter(
-            num_layers, num_blocks, width, cfg.layers, hidden_dim=cfg.hidden_dim, temperature=cfg.temperature
-        )
-    if cfg.kind == "topk":
-        return TopKRouter(num_layers, num_blocks, width, cfg.k, cfg.layers, hidden_dim=cfg.hidden_dim)
-    raise ValueError(f"router.kind: choose 'fixed', 'scalar_mix', 'sample_gated' or 'topk', got {cfg.kind!r}")
+def _router_from_config(cfg: RouterConfig, num_layers: int, num_blocks: int, width: int) -> LayerRouter:
+    return create_router(
+        cfg.kind,
+        num_layers,
+        num_blocks,
+        width,
+        layers=cfg.layers,
+        k=cfg.k,
+        temperature=cfg.temperature,
+        hidden_dim=cfg.hidden_dim,
+    )
 
 
-def build_time_sampler(name: str) -> TimeSampler:
-    """``"beta"`` (pi0 / GR00T), ``"uniform"`` or ``"logit_normal"``."""
-    samplers = {
-        "beta": BetaTimeSampler,
-        "uniform": UniformTimeSampler,
-        "logit_normal": LogitNormalTimeSampler,
-    }
-    if name not in samplers:
-        raise ValueError(f"loss.time_sampler: choose one of {sorted(samplers)}, got {name!r}")
-    return samplers[name]()
+build_router = deprecated_alias("flowvla.policy.build_router", create_router, adapt=_router_from_config)
+build_time_sampler = deprecated_alias("flowvla.policy.build_time_sampler", create_time_sampler)
 
 
-def build_geometry_branch(
+def create_geometry_branch(
     cfg: FusionConfig, backbone: VisionLanguageBackbone, num_views: int
 ) -> tuple[nn.Module, Fusion]:
     """``(geometry encoder, fusion)`` on the backbone's patch grid, fusing into its visual tokens."""
@@ -106,3 +101,20 @@ def build_geometry_branch(
     except KeyError as e:
         raise ValueError(f"fusion.kind: {e.args[0]}") from None
     return encoder, fusion
+
+
+build_geometry_branch = deprecated_alias("flowvla.policy.build_geometry_branch", create_geometry_branch)
+
+
+def get_backbone_class(kind: str) -> Callable[[dict[str, Any], str | os.PathLike], VisionLanguageBackbone]:
+    """The loader registered for backbone specs of ``kind`` (see
+    [`register_backbone`][flowvla.policy.build.register_backbone])."""
+    if kind not in BACKBONES:
+        raise ValueError(f"backbone kind {kind!r} is not registered; known: {sorted(BACKBONES)}")
+    return BACKBONES[kind]
+
+
+def create_backbone(spec: dict[str, Any], directory: str | os.PathLike) -> VisionLanguageBackbone:
+    """The backbone a saved ``spec`` (``backbone.spec()``, its ``kind`` registered) describes, with
+    the files it saved in ``directory``."""
+    return get_backbone_class(spec.get("kind"))(spec, directory)

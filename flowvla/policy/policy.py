@@ -33,17 +33,18 @@ from torch import nn
 
 from flowvla.backbones import BackboneOutput, VisionLanguageBackbone
 from flowvla.backbones.keypoints import SpatialSoftmax
+from flowvla.checks import MissingPathError
 from flowvla.data.batch import ACTION_MASK, ACTIONS, DEPTH, EXTRINSICS, IMAGES, INSTRUCTION, INTRINSICS, STATE
 from flowvla.data.stats import FeatureStats, Normalizer, load_stats, save_stats
 from flowvla.dit import FlowActionHead
-from flowvla.flow import FlowMatchingObjective
+from flowvla.flow import FlowMatchingObjective, create_time_sampler
 from flowvla.geometry import intrinsics_from_fovy, point_map_from_depth
 from flowvla.io import write_json_atomic
-from flowvla.policy.build import BACKBONES, build_geometry_branch, build_router, build_time_sampler
+from flowvla.policy.build import BACKBONES, create_geometry_branch
 from flowvla.policy.checks import check_batch
 from flowvla.policy.config import PolicyConfig
 from flowvla.policy.debug import layer_rms, record_block_stats, token_signatures
-from flowvla.routing import RoutedContexts
+from flowvla.routing import RoutedContexts, create_router
 from flowvla.solvers import FittedGrid, Solver
 from flowvla.typing import Float, Tensor, typechecked
 
@@ -176,17 +177,25 @@ class VLAPolicy(nn.Module):
             dropout=h.dropout,
             step_conditioning=h.step_conditioning,
         )
-        self.router = build_router(
-            config.router, backbone.num_hidden_states, self.head.num_context_slots, backbone.hidden_size
+        r = config.router
+        self.router = create_router(
+            r.kind,
+            backbone.num_hidden_states,
+            self.head.num_context_slots,
+            backbone.hidden_size,
+            layers=r.layers,
+            k=r.k,
+            temperature=r.temperature,
+            hidden_dim=r.hidden_dim,
         )
         self.geometry_encoder: nn.Module | None = None
         self.fusion: nn.Module | None = None
         if config.fusion.kind != "none":
-            self.geometry_encoder, self.fusion = build_geometry_branch(
+            self.geometry_encoder, self.fusion = create_geometry_branch(
                 config.fusion, backbone, config.num_views
             )
         self.objective = FlowMatchingObjective(
-            build_time_sampler(config.loss.time_sampler), config.loss.repeats
+            create_time_sampler(config.loss.time_sampler), config.loss.repeats
         )
         self.stats: dict[str, FeatureStats] = dict(stats or {})
         # Which weights file from_pretrained loaded (model.safetensors or model_ema.safetensors).
@@ -485,9 +494,10 @@ class VLAPolicy(nn.Module):
             self.train(was_training)
 
     def observation_settings(self) -> dict[str, Any]:
-        """What a rollout must give this policy, as [`RolloutConfig`][flowvla.envs.rollout.RolloutConfig]
-        fields: ``image_size`` (square renders at the backbone's size), ``depth`` (the geometry
-        branch's input, when there is one) and ``state_dim`` (``None`` for a policy without a state)."""
+        """What a rollout must give this policy, as
+        [`RolloutConfig`][flowvla.envs.rollout_config.RolloutConfig] fields: ``image_size`` (square
+        renders at the backbone's size), ``depth`` (the geometry branch's input, when there is one)
+        and ``state_dim`` (``None`` for a policy without a state)."""
         height, width = self.backbone.image_size
         if height != width:
             raise ValueError(f"backbone.image_size={(height, width)}: LIBERO renders square views")
@@ -591,7 +601,9 @@ class VLAPolicy(nn.Module):
         if weights not in ("auto", "raw", "ema"):
             raise ValueError(f"weights: expected 'auto', 'raw' or 'ema', got {weights!r}")
         if not (directory / CONFIG_FILE).is_file():
-            raise FileNotFoundError(f"directory: no {CONFIG_FILE} in {directory}")
+            raise MissingPathError(
+                f"{directory}: no {CONFIG_FILE} here; give a folder written by save_pretrained"
+            )
         has_ema = (directory / EMA_WEIGHTS_FILE).is_file()
         if weights == "ema" and not has_ema:
             raise FileNotFoundError(

@@ -32,7 +32,7 @@ from flowvla.data.batch import ACTION_MASK, ACTIONS
 from flowvla.flow.objective import masked_mse
 from flowvla.flow.shortcut import shortcut_targets
 from flowvla.policy.solver_fit import _noise, _rms
-from flowvla.solvers import DormandPrince54Solver, get_solver
+from flowvla.solvers import DormandPrince54Solver, create_solver
 from flowvla.typing import Tensor
 
 __all__ = ["distill_policy_shortcut"]
@@ -232,7 +232,7 @@ def _held_out_errors(
     def uniform(k: int) -> list[float]:
         return torch.linspace(0, 1, k + 1).tolist()
 
-    shortcut, euler = get_solver("shortcut"), get_solver("euler")
+    shortcut, euler = create_solver("shortcut"), create_solver("euler")
     return {
         "held_out_samples": samples,
         "held_out_error": {

@@ -27,7 +27,7 @@ import torch
 
 from flowvla.data.batch import ACTION_MASK, ACTIONS
 from flowvla.flow.objective import masked_mse
-from flowvla.solvers import DormandPrince54Solver, FittedGrid, fit_time_grid, get_solver, grid_times
+from flowvla.solvers import DormandPrince54Solver, FittedGrid, create_solver, fit_time_grid, grid_times
 from flowvla.solvers.bespoke import BespokeSolver, fit_bespoke_solver
 
 __all__ = ["fit_policy_grid", "fit_policy_solver"]
@@ -130,10 +130,10 @@ def fit_policy_solver(
                 info.update(
                     held_out_error=_rms(solver.solve(policy.head, noise, uniform, **kwargs).x, ref.x),
                     held_out_base_error=_rms(
-                        get_solver(base).solve(policy.head, noise, uniform, **kwargs).x, ref.x
+                        create_solver(base).solve(policy.head, noise, uniform, **kwargs).x, ref.x
                     ),
                     held_out_euler10_error=_rms(
-                        get_solver("euler").solve(policy.head, noise, euler10, **kwargs).x, ref.x
+                        create_solver("euler").solve(policy.head, noise, euler10, **kwargs).x, ref.x
                     ),
                 )
         solver.info.update(info)
@@ -234,7 +234,7 @@ def fit_policy_grid(
             ref = accurate.solve(policy.head, test_noise, [0.0, 1.0], **kwargs).x
             info: dict[str, Any] = {"target": target, "observations": b, "samples": samples}
             for name, times in (("", grid.times), ("_uniform", grid_times("uniform", steps))):
-                x1 = get_solver(solver).solve(policy.head, test_noise, list(times), **kwargs).x
+                x1 = create_solver(solver).solve(policy.head, test_noise, list(times), **kwargs).x
                 info[f"held_out_ode_error{name}"] = _rms(x1, ref)
                 if demos is not None:
                     info[f"held_out_demo_error{name}"] = _masked_rms(x1, demos, mask)

@@ -1,4 +1,5 @@
-"""The phases of the LIBERO recipe's main job, each resumable, with their wall times.
+"""The phases of the LIBERO recipe's main job, each resumable, with their wall times, and what reads a
+finished run (a solver, a grid or a shortcut student fitted to its policy).
 
 ``data -> parity -> train -> eval -> sensitivity -> report``; see
 [`run_recipe`][flowvla.recipes.libero.run_recipe].
@@ -11,17 +12,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from flowvla.cli import say
 from flowvla.io import write_json_atomic
-from flowvla.recipes.libero import (
-    RecipeConfig,
-    _say,
-    build_dataset,
-    build_policy,
-    build_val_dataset,
-    default_cache_dir,
-    elapsed,
-    save_recipe,
-)
+from flowvla.recipes.config import RecipeConfig
+from flowvla.recipes.parts import build_dataset, build_val_dataset, default_cache_dir
+from flowvla.recipes.settings import flat_settings, load_recipe, save_recipe
 
 __all__ = ["check_resumable", "ensure_demos", "run_job"]
 
@@ -36,39 +31,25 @@ def ensure_demos(
     Returns ``(files in task order, generation summary)``. Generation resumes where an earlier,
     interrupted one stopped; when every file is complete this costs nothing.
     """
-    from flowvla.recipes.generate import GenerateConfig, generate
+    from flowvla.recipes.generate import generate
 
+    data = cfg.data
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder = root / cfg.data_key()
-    gen = GenerateConfig(
-        out_dir=str(folder),
-        suites=[cfg.suite],
-        tasks=cfg.tasks,
-        demos_per_task=cfg.demos_per_task + cfg.val_demos_per_task,
-        image_size=cfg.image_size,
-        image_stride=cfg.image_stride,
-        action_noise=cfg.action_noise,
-        noise_bursts=cfg.noise_bursts,
-        object_scatter_m=cfg.object_scatter,
-        cameras=cfg.cameras,
-        depth=cfg.needs_depth,
-        workers=cfg.gen_workers,
-        seed=cfg.seed,
-        progress=progress,
+    summary = generate(
+        data.generate_config(str(folder), depth=cfg.needs_depth, seed=cfg.seed, progress=progress)
     )
-    summary = generate(gen)
     files = []
-    for t in cfg.tasks:
-        s = summary["tasks"][f"{cfg.suite}/{t}"]
+    for t in data.tasks:
+        s = summary["tasks"][f"{data.suite}/{t}"]
         if not s.get("supported", True):
-            raise RuntimeError(f"{cfg.suite} task {t}: the scripted expert cannot solve it ({s['reason']})")
-        if s["demos"] < cfg.demos_per_task + cfg.val_demos_per_task:
+            raise RuntimeError(f"{data.suite} task {t}: the scripted expert cannot solve it ({s['reason']})")
+        if s["demos"] < data.demos_needed:
             raise RuntimeError(
-                f"{cfg.suite} task {t}: only {s['demos']} of {cfg.demos_per_task + cfg.val_demos_per_task} "
-                "demonstrations after "
+                f"{data.suite} task {t}: only {s['demos']} of {data.demos_needed} demonstrations after "
                 f"{s['attempts']} attempts (expert success {s['expert_success_rate']:.0%})"
             )
-        files.append(folder / cfg.suite / s["dataset"])
+        files.append(folder / data.suite / s["dataset"])
     return files, summary
 
 
@@ -78,8 +59,8 @@ def check_resumable(cfg: RecipeConfig, out: Path) -> None:
     recipe_file = Path(out) / "recipe.json"
     if not recipe_file.is_file():
         return
-    before = RecipeConfig.from_dict(json.loads(recipe_file.read_text())).to_dict()
-    ours = cfg.to_dict()
+    before = flat_settings(load_recipe(out))
+    ours = flat_settings(cfg)
     changed = sorted(k for k in ours if before.get(k) != ours[k])
     if changed:
         raise ValueError(
@@ -121,7 +102,8 @@ def run_job(
 
     # 1. demonstrations
     t0 = time.perf_counter()
-    _say(f"[1/6] demonstrations: {cfg.demos_per_task} per task for {cfg.suite} tasks {cfg.tasks}")
+    d = cfg.data
+    say(f"[1/6] demonstrations: {d.demos_per_task} per task for {d.suite} tasks {d.tasks}")
     files, gen = ensure_demos(cfg, cache_dir, progress=progress)
     made = gen["attempts_this_call"]
     note = f"generated ({made} attempts)" if made else "reused from the cache"
@@ -133,8 +115,8 @@ def run_job(
         from flowvla.recipes.parity import check_parity
 
         t0 = time.perf_counter()
-        _say("[2/6] train/eval parity check")
-        report = check_parity(files[0], episode=0, cameras=cfg.cameras)
+        say("[2/6] train/eval parity check")
+        report = check_parity(files[0], episode=0, cameras=cfg.data.cameras)
         report.save(out / "parity.json")
         run["parity"] = report.to_dict()
         done("parity", time.perf_counter() - t0, "passed" if report.passed else "FAILED")
@@ -142,29 +124,29 @@ def run_job(
 
     # 3. training
     t0 = time.perf_counter()
-    torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(cfg.train.threads)
     from flowvla.recipes.train import load_trained, train_policy
 
     if trained is not None:
-        _say(f"[3/6] training: reusing {trained}")
+        say(f"[3/6] training: reusing {trained}")
         policy, run["train"] = load_trained(cfg, Path(trained))
         done("train", time.perf_counter() - t0, f"reused {trained}")
     else:
-        _say(f"[3/6] training ({cfg.steps} steps, batch {cfg.batch_size})")
+        say(f"[3/6] training ({cfg.train.steps} steps, batch {cfg.train.batch_size})")
         val = build_val_dataset(cfg, files)
         prior = run.get("train")
         policy, report = train_policy(cfg, dataset, out, progress=progress, val_dataset=val)
         if prior is not None and report["step"] == report.get("resumed_from"):
             # Finished earlier (all steps, or the budget spent): keep the report of the call that trained.
-            _say(f"      already trained: step {report['step']} ({report['stopped']})")
+            say(f"      already trained: step {report['step']} ({report['stopped']})")
         else:
             run["train"] = report
             done("train", time.perf_counter() - t0, f"{report['step']} steps")
 
     # 4. evaluation on the official init states
     t0 = time.perf_counter()
-    n = cfg.init_states * len(cfg.tasks)
-    _say(f"[4/6] evaluation: {n} episodes on official init states 0-{cfg.init_states - 1}")
+    n = cfg.eval.init_states * len(cfg.data.tasks)
+    say(f"[4/6] evaluation: {n} episodes on official init states 0-{cfg.eval.init_states - 1}")
     summary = evaluate_policy(cfg, policy, out / "eval", progress=progress)
     from flowvla.recipes.report import format_success_table, success_table
 
@@ -176,12 +158,12 @@ def run_job(
 
     keys += tuple(f"mean_{k}" for k in SEAM_SMOOTHNESS)
     run["eval_summary"] = {k: summary[k] for k in keys if k in summary}
-    done("eval", time.perf_counter() - t0, f"{n} episodes, {cfg.eval_workers} workers")
+    done("eval", time.perf_counter() - t0, f"{n} episodes, {cfg.eval.workers} workers")
     print(format_success_table(table))
 
     # 5. sensitivity of the trained policy
     t0 = time.perf_counter()
-    _say("[5/6] sensitivity check")
+    say("[5/6] sensitivity check")
     from flowvla.diagnostics import sensitivity_report
 
     batch = sensitivity_batch(cfg, files)
@@ -191,44 +173,29 @@ def run_job(
     done("sensitivity", time.perf_counter() - t0)
 
     # 6. report
-    _say("[6/6] report")
+    say("[6/6] report")
     from flowvla.recipes.report import loss_curve_png, write_report
 
     if (out / "log.jsonl").is_file():
         loss_curve_png(out / "log.jsonl", out / "loss.png")
     path = write_report(out, run)
     write_json_atomic(out / RUN_FILE, run)
-    _say(f"report: {path}  (total {sum(p['seconds'] for p in run['phases'].values()) / 60:.1f} min)")
+    say(f"report: {path}  (total {sum(p['seconds'] for p in run['phases'].values()) / 60:.1f} min)")
     return run
 
 
 def evaluate_policy(cfg: RecipeConfig, policy: Any, out: Path, *, progress: bool = True) -> dict[str, Any]:
     """Roll ``policy`` out on ``cfg``'s tasks and official init states; returns the summary."""
-    from flowvla.envs.rollout import RolloutConfig, evaluate
-    from flowvla.policy import policy_identity
+    from flowvla.envs.rollout import evaluate
 
-    rollout = RolloutConfig(
-        suite=cfg.suite,
-        tasks=cfg.tasks,
-        init_states=cfg.init_states,
-        replan_every=cfg.replan_every,
-        temporal_ensemble=cfg.temporal_ensemble,
-        replan_at_gripper=cfg.replan_at_gripper,
-        max_steps=cfg.max_steps,
-        **policy.observation_settings(),
-        cameras=cfg.cameras,
+    rollout = cfg.eval.rollout_config(
+        policy,
+        suite=cfg.data.suite,
+        tasks=cfg.data.tasks,
+        cameras=cfg.data.cameras,
         out_dir=str(out),
-        video=cfg.video,
-        workers=cfg.eval_workers,
         seed=cfg.seed,
-        predict_kwargs={
-            "seed": cfg.seed,
-            "diagnostics": False,
-            "solver": cfg.solver,
-            "steps": cfg.solver_steps,
-        },
         progress=progress,
-        policy_id=policy_identity(policy),
     )
     return evaluate(policy.eval(), rollout)
 
@@ -338,20 +305,17 @@ def _run_policy_and_batch(
 ) -> tuple[Any, dict[str, Any]]:
     """A recipe run's evaluated policy and an observation batch from its training demonstrations."""
     from flowvla.policy import VLAPolicy
-    from flowvla.recipes.libero import load_recipe
 
     run_dir = Path(run_dir)
     cfg = load_recipe(run_dir)
     files = [Path(f) for f in _load_run(run_dir)["phases"]["data"]["files"]]
-    policy = VLAPolicy.from_pretrained(run_dir / "checkpoint", weights=cfg.eval_weights)
+    policy = VLAPolicy.from_pretrained(run_dir / "checkpoint", weights=cfg.eval.weights)
     batch = observation_batch(cfg, files, per_task=per_task, points=points, with_actions=with_actions)
     return policy, batch
 
 
 __all__ += [
-    "build_policy",
     "distill_run_shortcut",
-    "elapsed",
     "evaluate_policy",
     "fit_run_grid",
     "fit_run_solver",

@@ -95,6 +95,8 @@ def write_report(out_dir: str | Path, run: dict[str, Any]) -> Path:
     """Write ``report.md`` from what a run produced (see [`flowvla.recipes.job`][flowvla.recipes.job])."""
     out = Path(out_dir)
     cfg = run["recipe"]
+    if "data" in cfg:  # nested (a run folder written before the recipe was nested holds it flat)
+        cfg = {"name": cfg["name"], **cfg["data"], **cfg["train"], **cfg["eval"]}
     lines = [f"# flowvla LIBERO recipe `{cfg['name']}`: {cfg['suite']} tasks {cfg['tasks']}", ""]
     table = run.get("success")
     if table is not None:

@@ -5,7 +5,7 @@ whole main job ([`run_job`][flowvla.recipes.job.run_job]) into ``<out>/<name>/``
 complete, resumable run folder; a sweep stopped anywhere continues where it stopped when run again.
 Variants differ only where they say, so every one is evaluated on the same official init states with
 the same seeds and the rows compare. A variant that changes only how a policy is evaluated
-([`EVAL_SETTINGS`][flowvla.recipes.libero.EVAL_SETTINGS]: solver, steps, re-planning, weights ...)
+(its ``eval`` part: solver, steps, re-planning, weights ...)
 reuses the checkpoint of the first variant trained the same way instead of training again.
 
 Per variant, [`sweep_row`][flowvla.recipes.sweep.sweep_row] reports success with its Wilson interval
@@ -26,7 +26,8 @@ from typing import Any
 from flowvla.diagnostics import SENSITIVITY_DISTANCES
 from flowvla.envs.rollout import smoothness_columns
 from flowvla.io import write_json_atomic
-from flowvla.recipes.libero import RecipeConfig, training_settings
+from flowvla.recipes.config import RecipeConfig
+from flowvla.recipes.settings import training_settings, with_settings
 from flowvla.recipes.train import training_seconds
 
 __all__ = [
@@ -66,7 +67,7 @@ def variant_configs(base: RecipeConfig, variants: Mapping[str, Mapping[str, Any]
         if not name or "/" in name or name.startswith("."):
             raise ValueError(f"variants: {name!r} is not usable as a folder name")
         try:
-            out[name] = RecipeConfig.from_dict({**base.to_dict(), **dict(overrides)})
+            out[name] = with_settings(base, overrides)
         except (TypeError, ValueError) as e:
             raise ValueError(f"variants[{name!r}]: {e}") from None
     return out

@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from flowvla.recipes.libero import RecipeConfig, build_policy
+from flowvla.recipes.config import RecipeConfig
+from flowvla.recipes.parts import build_policy
+from flowvla.recipes.settings import load_recipe, training_settings
 
 __all__ = ["load_trained", "train_config", "train_policy", "training_seconds"]
 
@@ -14,28 +16,27 @@ __all__ = ["load_trained", "train_config", "train_policy", "training_seconds"]
 def train_config(cfg: RecipeConfig, out: Path, *, progress: bool = True, minutes_spent: float = 0.0) -> Any:
     """The [`TrainConfig`][flowvla.training.TrainConfig] of a recipe (with held-out demonstrations,
     the validation loss every quarter of the steps and at the last). ``minutes_spent``: training
-    minutes earlier calls of this run used, taken off ``cfg.max_minutes`` (the budget is the run's,
+    minutes earlier calls of this run used, taken off ``cfg.train.max_minutes`` (the budget is the run's,
     not one call's; it must not be spent already)."""
-    budget = None if cfg.max_minutes is None else cfg.max_minutes - minutes_spent
+    t = cfg.train
+    budget = None if t.max_minutes is None else t.max_minutes - minutes_spent
     if budget is not None and budget <= 0:
-        raise ValueError(
-            f"minutes_spent={minutes_spent:.1f}: the budget of {cfg.max_minutes} minutes is spent"
-        )
+        raise ValueError(f"minutes_spent={minutes_spent:.1f}: the budget of {t.max_minutes} minutes is spent")
     from flowvla.training import TrainConfig
 
     return TrainConfig(
         out_dir=str(out),
-        steps=cfg.steps,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        warmup_steps=min(200, max(1, cfg.steps // 20)),
-        save_every=max(50, cfg.steps // 20),
-        log_every=max(1, min(50, cfg.steps // 100)),
+        steps=t.steps,
+        batch_size=t.batch_size,
+        lr=t.lr,
+        weight_decay=t.weight_decay,
+        warmup_steps=min(200, max(1, t.steps // 20)),
+        save_every=max(50, t.steps // 20),
+        log_every=max(1, min(50, t.steps // 100)),
         seed=cfg.seed,
-        ema_decay=cfg.ema_decay,
+        ema_decay=t.ema_decay,
         max_minutes=budget,
-        val_every=max(1, cfg.steps // 4) if cfg.val_demos_per_task else 0,
+        val_every=max(1, t.steps // 4) if cfg.data.val_demos_per_task else 0,
         val_batches=8,
         progress=progress,
     )
@@ -45,9 +46,9 @@ def train_policy(
     cfg: RecipeConfig, dataset: Any, out: Path, *, progress: bool = True, val_dataset: Any = None
 ) -> tuple[Any, dict]:
     """Train (or resume) the recipe's policy in ``out``; returns ``(policy with the weights
-    ``cfg.eval_weights`` names, report)``. ``val_dataset``: held-out items for the validation loss.
+    ``cfg.eval.weights`` names, report)``. ``val_dataset``: held-out items for the validation loss.
 
-    ``cfg.max_minutes`` bounds the run's training summed over calls: a run resumed after its budget
+    ``cfg.train.max_minutes`` bounds the run's training summed over calls: a run resumed after its budget
     ran out trains no further (its report then says ``"trained_this_call": False``), so calling the
     job again gives the policy the first call evaluated.
     """
@@ -59,10 +60,10 @@ def train_policy(
     state = read_trainer_state(ckpt) if ckpt else None
     # Minutes earlier calls trained; a checkpoint without trainer state is not resumed.
     spent = (training_seconds(out / "log.jsonl") or 0.0) / 60 if state is not None else 0.0
-    if state is not None and cfg.max_minutes is not None and spent >= cfg.max_minutes:
+    if state is not None and cfg.train.max_minutes is not None and spent >= cfg.train.max_minutes:
         step = int(state["step"])
         report = {"step": step, "resumed_from": step, "stopped": "max_minutes", "trained_this_call": False}
-        return VLAPolicy.from_pretrained(ckpt, weights=cfg.eval_weights), report
+        return VLAPolicy.from_pretrained(ckpt, weights=cfg.eval.weights), report
     policy = VLAPolicy.from_pretrained(ckpt, weights="raw") if ckpt else build_policy(cfg, dataset)
     tc = train_config(cfg, out, progress=progress, minutes_spent=spent)
     # Shape checks cost about a millisecond per item and call: off while training, on again after.
@@ -72,7 +73,7 @@ def train_policy(
         report = train(policy, dataset, tc, val_dataset=val_dataset)
     finally:
         flowvla.typing.set_typecheck(was)
-    return VLAPolicy.from_pretrained(out / "checkpoint", weights=cfg.eval_weights), report
+    return VLAPolicy.from_pretrained(out / "checkpoint", weights=cfg.eval.weights), report
 
 
 def load_trained(cfg: RecipeConfig, checkpoint: Path) -> tuple[Any, dict]:
@@ -80,7 +81,6 @@ def load_trained(cfg: RecipeConfig, checkpoint: Path) -> tuple[Any, dict]:
     from that run's recipe only in how it is evaluated; returns ``(policy, that run's training report
     with "reused_from")``."""
     from flowvla.policy import VLAPolicy
-    from flowvla.recipes.libero import load_recipe, training_settings
 
     run_dir = Path(checkpoint).parent
     theirs = training_settings(load_recipe(run_dir))
@@ -90,7 +90,7 @@ def load_trained(cfg: RecipeConfig, checkpoint: Path) -> tuple[Any, dict]:
         raise ValueError(f"trained={str(checkpoint)!r} was trained with other settings: {differ}")
     run_file = run_dir / "run.json"
     report = json.loads(run_file.read_text()).get("train", {}) if run_file.is_file() else {}
-    policy = VLAPolicy.from_pretrained(checkpoint, weights=cfg.eval_weights)
+    policy = VLAPolicy.from_pretrained(checkpoint, weights=cfg.eval.weights)
     return policy, {**report, "reused_from": str(checkpoint)}
 
 

@@ -11,10 +11,12 @@ from flowvla.routing.base import (
 )
 from flowvla.routing.fixed import FixedLayerRouter, spread_over_blocks
 from flowvla.routing.gated import LayerGate, SampleGatedRouter, scatter_to_layers
+from flowvla.routing.registry import ROUTERS, create_router, get_router_class
 from flowvla.routing.scalar_mix import ScalarMixRouter
 from flowvla.routing.topk import TopKRouter
 
 __all__ = [
+    "ROUTERS",
     "FixedLayerRouter",
     "HiddenStates",
     "LayerGate",
@@ -23,6 +25,8 @@ __all__ = [
     "SampleGatedRouter",
     "ScalarMixRouter",
     "TopKRouter",
+    "create_router",
+    "get_router_class",
     "masked_mean",
     "mix_layers",
     "normalize_layers",

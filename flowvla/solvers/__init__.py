@@ -37,13 +37,21 @@ from flowvla.solvers.grid_fit import FittedGrid, fit_time_grid
 from flowvla.solvers.grids import (
     GRIDS,
     cosine_grid,
+    create_grid,
     grid_times,
     make_grid,
     power_grid,
     shifted_grid,
     uniform_grid,
 )
-from flowvla.solvers.registry import available_solvers, get_solver, integrate, register_solver
+from flowvla.solvers.registry import (
+    available_solvers,
+    create_solver,
+    get_solver,
+    get_solver_class,
+    integrate,
+    register_solver,
+)
 from flowvla.solvers.runge_kutta import (
     EULER,
     HEUN,
@@ -87,9 +95,12 @@ __all__ = [
     "VelocityFn",
     "available_solvers",
     "cosine_grid",
+    "create_grid",
+    "create_solver",
     "fit_bespoke_solver",
     "fit_time_grid",
     "get_solver",
+    "get_solver_class",
     "grid_times",
     "integrate",
     "make_grid",

@@ -34,7 +34,7 @@ from flowvla.io import write_json_atomic
 from flowvla.solvers.adaptive import DormandPrince54Solver
 from flowvla.solvers.base import Solver, VelocityFn, as_time_list
 from flowvla.solvers.grids import grid_times
-from flowvla.solvers.registry import get_solver
+from flowvla.solvers.registry import create_solver
 from flowvla.typing import Float, Tensor, typechecked
 
 __all__ = ["FittedGrid", "fit_time_grid"]
@@ -132,7 +132,7 @@ def fit_time_grid(
         raise ValueError(f"steps: must be >= 1, got {steps}")
     if min_gap * steps >= 1.0:
         raise ValueError(f"min_gap: {min_gap} x {steps} steps does not fit in [0, 1]")
-    solver = get_solver(solver)
+    solver = create_solver(solver)
     if getattr(solver, "tableau", None) is not None and getattr(solver.tableau, "b_low", None) is not None:
         raise ValueError("solver: grid fitting needs a fixed-step solver, not an adaptive one")
     if score is not None and reference is not None:

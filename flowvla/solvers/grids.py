@@ -13,11 +13,13 @@ from collections.abc import Callable
 
 import torch
 
+from flowvla.deprecation import deprecated_alias
 from flowvla.typing import Float, Tensor, typechecked
 
 __all__ = [
     "GRIDS",
     "cosine_grid",
+    "create_grid",
     "grid_times",
     "make_grid",
     "power_grid",
@@ -76,7 +78,7 @@ def grid_times(kind: str, steps: int, **kwargs) -> list[float]:
 
 
 @typechecked
-def make_grid(kind: str, steps: int, **kwargs) -> Float[Tensor, " G"]:
+def create_grid(kind: str, steps: int, **kwargs) -> Float[Tensor, " G"]:
     """A named grid (``"uniform"``, ``"shifted"``, ``"power"``, ``"cosine"``) as a float64 tensor."""
     return torch.tensor(grid_times(kind, steps, **kwargs), dtype=torch.float64)
 
@@ -84,7 +86,7 @@ def make_grid(kind: str, steps: int, **kwargs) -> Float[Tensor, " G"]:
 @typechecked
 def uniform_grid(steps: int, t0: float = 0.0, t1: float = 1.0) -> Float[Tensor, " G"]:
     """``steps`` equal steps from ``t0`` to ``t1``."""
-    return make_grid("uniform", steps, t0=t0, t1=t1)
+    return create_grid("uniform", steps, t0=t0, t1=t1)
 
 
 @typechecked
@@ -94,16 +96,19 @@ def shifted_grid(steps: int, shift: float = 3.0) -> Float[Tensor, " G"]:
     With noise level ``sigma = 1 - t`` on a uniform grid, ``sigma' = shift sigma / (1 + (shift - 1) sigma)``.
     ``shift > 1`` spends more steps near the noise (``t = 0``); ``shift < 1`` near the data.
     """
-    return make_grid("shifted", steps, shift=shift)
+    return create_grid("shifted", steps, shift=shift)
 
 
 @typechecked
 def power_grid(steps: int, power: float = 2.0) -> Float[Tensor, " G"]:
     """``t = u^power`` on a uniform ``u``: ``power > 1`` is dense near noise, ``< 1`` near data."""
-    return make_grid("power", steps, power=power)
+    return create_grid("power", steps, power=power)
 
 
 @typechecked
 def cosine_grid(steps: int) -> Float[Tensor, " G"]:
     """``t = (1 - cos(pi u)) / 2``: dense at both ends, where mixture fields bend."""
-    return make_grid("cosine", steps)
+    return create_grid("cosine", steps)
+
+
+make_grid = deprecated_alias("flowvla.solvers.make_grid", create_grid)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from flowvla.deprecation import deprecated_alias
 from flowvla.solvers.adams_bashforth import AdamsBashforth2Solver
 from flowvla.solvers.adaptive import BogackiShampine32Solver, DormandPrince54Solver
 from flowvla.solvers.base import ODESolution, Solver, VelocityFn
@@ -14,7 +15,14 @@ from flowvla.solvers.runge_kutta import EulerSolver, HeunSolver, MidpointSolver,
 from flowvla.solvers.shortcut import ShortcutSolver
 from flowvla.typing import Float, Tensor, typechecked
 
-__all__ = ["available_solvers", "get_solver", "integrate", "register_solver"]
+__all__ = [
+    "available_solvers",
+    "create_solver",
+    "get_solver",
+    "get_solver_class",
+    "integrate",
+    "register_solver",
+]
 
 _REGISTRY: dict[str, Callable[..., Solver]] = {
     "euler": EulerSolver,
@@ -30,26 +38,34 @@ _REGISTRY: dict[str, Callable[..., Solver]] = {
 
 
 def register_solver(name: str, factory: Callable[..., Solver], *, overwrite: bool = False) -> None:
-    """Make ``get_solver(name, **kwargs)`` return ``factory(**kwargs)``."""
+    """Make ``create_solver(name, **kwargs)`` return ``factory(**kwargs)``."""
     if name in _REGISTRY and not overwrite:
         raise ValueError(f"name: solver {name!r} is already registered (pass overwrite=True to replace it)")
     _REGISTRY[name] = factory
 
 
 def available_solvers() -> list[str]:
-    """Names accepted by [`get_solver`][flowvla.solvers.registry.get_solver]."""
+    """Names accepted by [`create_solver`][flowvla.solvers.registry.create_solver]."""
     return sorted(_REGISTRY)
 
 
-def get_solver(solver: str | Solver, **kwargs) -> Solver:
+def get_solver_class(name: str) -> Callable[..., Solver]:
+    """The class (or registered factory) of the solver ``name``."""
+    if name not in _REGISTRY:
+        raise ValueError(f"solver: unknown solver {name!r}; choose one of {available_solvers()}")
+    return _REGISTRY[name]
+
+
+def create_solver(solver: str | Solver, **kwargs) -> Solver:
     """A solver instance from its registered name (``kwargs`` go to its constructor), or ``solver`` itself."""
     if isinstance(solver, Solver):
         if kwargs:
             raise ValueError("kwargs: constructor arguments only apply when the solver is given by name")
         return solver
-    if solver not in _REGISTRY:
-        raise ValueError(f"solver: unknown solver {solver!r}; choose one of {available_solvers()}")
-    return _REGISTRY[solver](**kwargs)
+    return get_solver_class(solver)(**kwargs)
+
+
+get_solver = deprecated_alias("flowvla.solvers.get_solver", create_solver)
 
 
 @typechecked
@@ -79,4 +95,6 @@ def integrate(
         grid = grid_times(grid, steps, **(grid_kwargs or {}))
     elif grid_kwargs:
         raise ValueError("grid_kwargs: only apply to a named grid")
-    return get_solver(solver).solve(velocity_fn, x0, grid, return_trajectory=return_trajectory, **fn_kwargs)
+    return create_solver(solver).solve(
+        velocity_fn, x0, grid, return_trajectory=return_trajectory, **fn_kwargs
+    )

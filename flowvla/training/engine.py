@@ -239,195 +239,312 @@ def train(
             batch size that does not split over processes and micro-steps, unknown mixture names.
         NonFiniteLossError: ``cfg.nan_patience`` consecutive non-finite steps.
     """
-    from safetensors.torch import load_file, load_model
+    run = _TrainingRun(policy, dataset, cfg, on_log=on_log, stop_after=stop_after, val_dataset=val_dataset)
+    try:
+        run.loop()
+    finally:
+        run.close()
+    return run.report()
 
-    t_call = time.perf_counter()
-    datasets = _named(dataset, "dataset")
-    data = _concat(datasets)
-    val_sets = None if val_dataset is None else _named(val_dataset, "val_dataset")
-    if cfg.val_every and val_sets is None:
-        raise ValueError("cfg.val_every: validation is on but train() got no val_dataset")
-    out = Path(cfg.out_dir)
-    ckpt = out / CHECKPOINT_DIR
 
-    accelerator = _make_accelerator(cfg)
-    main, world, rank = accelerator.is_main_process, accelerator.num_processes, accelerator.process_index
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
-    if launched != world:
-        raise RuntimeError(
-            f"the launcher started {launched} processes (WORLD_SIZE) but Accelerate set up {world}; "
-            "each would train alone. Check the launcher and Accelerate configuration"
-        )
-    accum = accelerator.gradient_accumulation_steps
-    if cfg.gradient_accumulation_steps is not None and accum != cfg.gradient_accumulation_steps:
-        raise ValueError(
-            f"cfg.gradient_accumulation_steps: {cfg.gradient_accumulation_steps}, but the launcher set "
-            f"{accum} (ACCELERATE_GRADIENT_ACCUMULATION_STEPS); set one of them"
-        )
-    # Read before prepare(): the kind of run this call set up (what the report states).
-    distributed_type = accelerator.distributed_type.value
-    fsdp = distributed_type == "FSDP"
-    if fsdp and cfg.ema_decay and not accelerator.is_fsdp2:
-        raise ValueError("cfg.ema_decay: EMA with FSDP needs FSDP2; set fsdp={'fsdp_version': 2}")
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
+class _TrainingRun:
+    """One call of [`train`][flowvla.training.engine.train], in the order a reader follows it:
+    setup (the processes, resuming, the data, the model), then per step
+    ``one_step``, logging, validation and checkpoints;
+    the counters live here between them."""
 
-    # ---- resume: weights before wrapping (DDP/FSDP take them from here), optimizer after ----------
-    state = read_trainer_state(ckpt)
-    start = 0
-    if state is not None:
-        saved_stats = load_stats(ckpt / STATS_FILE) if (ckpt / STATS_FILE).is_file() else {}
-        if saved_stats != policy.stats:
-            raise ValueError(
-                f"policy: its normalisation statistics differ from the checkpoint's in {ckpt}; resume with "
-                "the same data statistics (or start a new out_dir)"
+    # ------------------------------------------------------------------------------------- setup
+    def __init__(
+        self,
+        policy: VLAPolicy,
+        dataset: torch.utils.data.Dataset | Mapping[str, torch.utils.data.Dataset],
+        cfg: TrainConfig,
+        *,
+        on_log: Callable[[dict[str, Any]], None] | None,
+        stop_after: int | None,
+        val_dataset: torch.utils.data.Dataset | Mapping[str, torch.utils.data.Dataset] | None,
+    ) -> None:
+        self.t_call = time.perf_counter()
+        self.cfg, self.on_log = cfg, on_log
+        self.datasets = _named(dataset, "dataset")
+        self.data = _concat(self.datasets)
+        self.val_sets = None if val_dataset is None else _named(val_dataset, "val_dataset")
+        if cfg.val_every and self.val_sets is None:
+            raise ValueError("cfg.val_every: validation is on but train() got no val_dataset")
+        self.out = Path(cfg.out_dir)
+        self.ckpt = self.out / CHECKPOINT_DIR
+        self._set_up_processes()
+        state = self._resume(policy)
+        self.stop = cfg.steps if stop_after is None else min(cfg.steps, self.start + stop_after)
+        self._set_up_data()  # before wrapping the model: a bad setting fails fast
+        self._set_up_model(policy, state)
+        self.log_file = open(self.out / "log.jsonl", "a") if self.main else None
+        # The counters of the loop.
+        self.step = self.saved_at = self.start
+        self.stopped = "steps" if self.stop == cfg.steps else "stop_after"
+        self.last: dict[str, float] = {}
+        self.val_losses: dict[str, float] = {}
+        self.ema_val_losses: dict[str, float] = {}
+        self.window_samples, self.window_s, self.total_samples, self.total_train_s = 0, 0.0, 0, 0.0
+        self.consecutive, self.bad_steps = 0, []
+        self.bar = None
+        self.policy_was = self.model.training
+
+    def _set_up_processes(self) -> None:
+        cfg = self.cfg
+        accelerator = self.accelerator = _make_accelerator(cfg)
+        self.main, self.world = accelerator.is_main_process, accelerator.num_processes
+        self.rank = accelerator.process_index
+        launched = int(os.environ.get("WORLD_SIZE", "1"))
+        if launched != self.world:
+            raise RuntimeError(
+                f"the launcher started {launched} processes (WORLD_SIZE) but Accelerate set up {self.world}; "
+                "each would train alone. Check the launcher and Accelerate configuration"
             )
-        start = int(state["step"])
-        check_schedule(state.get("config", {}), cfg, start, str(ckpt))
-        load_model(
-            policy, str(ckpt / WEIGHTS_FILE), strict=True, device=str(next(policy.parameters()).device)
+        self.accum = accelerator.gradient_accumulation_steps
+        if cfg.gradient_accumulation_steps is not None and self.accum != cfg.gradient_accumulation_steps:
+            raise ValueError(
+                f"cfg.gradient_accumulation_steps: {cfg.gradient_accumulation_steps}, but the launcher set "
+                f"{self.accum} (ACCELERATE_GRADIENT_ACCUMULATION_STEPS); set one of them"
+            )
+        # Read before prepare(): the kind of run this call set up (what the report states).
+        self.distributed_type = accelerator.distributed_type.value
+        self.fsdp = self.distributed_type == "FSDP"
+        if self.fsdp and cfg.ema_decay and not accelerator.is_fsdp2:
+            raise ValueError("cfg.ema_decay: EMA with FSDP needs FSDP2; set fsdp={'fsdp_version': 2}")
+        if self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+
+    def _resume(self, policy: VLAPolicy) -> dict[str, Any] | None:
+        """The checkpoint's trainer state (None: a fresh run); its weights go into ``policy`` before
+        wrapping (DDP/FSDP take them from there), its optimizer state after."""
+        from safetensors.torch import load_model
+
+        ckpt = self.ckpt
+        state = read_trainer_state(ckpt)
+        self.start = 0
+        if state is not None:
+            saved_stats = load_stats(ckpt / STATS_FILE) if (ckpt / STATS_FILE).is_file() else {}
+            if saved_stats != policy.stats:
+                raise ValueError(
+                    f"policy: its normalisation statistics differ from the checkpoint's in {ckpt}; resume "
+                    "with the same data statistics (or start a new out_dir)"
+                )
+            self.start = int(state["step"])
+            check_schedule(state.get("config", {}), self.cfg, self.start, str(ckpt))
+            load_model(
+                policy, str(ckpt / WEIGHTS_FILE), strict=True, device=str(next(policy.parameters()).device)
+            )
+        self.resumed_from = self.start
+        return state
+
+    def _set_up_data(self) -> None:
+        cfg = self.cfg
+        mixture = build_mixture(
+            self.datasets,
+            sampling=cfg.sampling,
+            task_weights=cfg.task_weights,
+            dataset_weights=cfg.dataset_weights,
         )
-    resumed_from = start
-    stop = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
+        self.sampler = StepBatchSampler(
+            len(self.data),
+            cfg.batch_size,
+            self.start,
+            self.stop,
+            cfg.seed,
+            mixture=mixture,
+            num_processes=self.world,
+            process_index=self.rank,
+            accumulation_steps=self.accum,
+        )
+        self.val_loader = self.val_sampler = None
+        if self.val_sets is not None:
+            val_bs = cfg.val_batch_size or cfg.batch_size // self.accum
+            val_mixture = build_mixture(self.val_sets, sampling=cfg.sampling)
+            val_data = _concat(self.val_sets)
+            if val_bs % self.world:
+                raise ValueError(
+                    f"cfg.val_batch_size: {val_bs} does not split over {self.world} processes; "
+                    f"use a multiple of {self.world}"
+                )
+            self.val_sampler = StepBatchSampler(
+                len(val_data),
+                val_bs,
+                0,
+                cfg.val_batches,
+                mix_seed(cfg.seed, _VAL_RNG),
+                mixture=val_mixture,
+                num_processes=self.world,
+                process_index=self.rank,
+            )
+            self.val_loader = self._loader(val_data, self.val_sampler)
 
-    # ---- data (before wrapping the model: a bad setting fails fast) ---------------------------------------
-    mixture = build_mixture(
-        datasets, sampling=cfg.sampling, task_weights=cfg.task_weights, dataset_weights=cfg.dataset_weights
-    )
-    sampler = StepBatchSampler(
-        len(data),
-        cfg.batch_size,
-        start,
-        stop,
-        cfg.seed,
-        mixture=mixture,
-        num_processes=world,
-        process_index=rank,
-        accumulation_steps=accum,
-    )
-
-    def loader_for(ds, batch_sampler) -> torch.utils.data.DataLoader:
+    def _loader(self, ds: Any, batch_sampler: Any) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(
             ds,
             batch_sampler=batch_sampler,
             collate_fn=collate,
-            num_workers=cfg.num_workers,
+            num_workers=self.cfg.num_workers,
             # Its own generator: a DataLoader otherwise draws its worker seed from the global RNG.
-            generator=torch.Generator().manual_seed(mix_seed(cfg.seed, rank, _LOADER)),
+            generator=torch.Generator().manual_seed(mix_seed(self.cfg.seed, self.rank, _LOADER)),
         )
 
-    val_loader = val_sampler = None
-    if val_sets is not None:
-        val_bs = cfg.val_batch_size or cfg.batch_size // accum
-        val_mixture = build_mixture(val_sets, sampling=cfg.sampling)
-        val_data = _concat(val_sets)
-        if val_bs % world:
-            raise ValueError(
-                f"cfg.val_batch_size: {val_bs} does not split over {world} processes; "
-                f"use a multiple of {world}"
+    def _set_up_model(self, policy: VLAPolicy, state: dict[str, Any] | None) -> None:
+        """The same weights everywhere, wrapped; then the optimizer and EMA state."""
+        from safetensors.torch import load_file
+
+        cfg, accelerator = self.cfg, self.accelerator
+        if self.fsdp and self.world > 1:
+            _sync_from_main(policy, accelerator.device)
+        params = [p for p in policy.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.model, self.opt = accelerator.prepare(policy, opt)
+        self.unwrapped = accelerator.unwrap_model(self.model)
+        if state is not None:
+            restore_optimizer(self.unwrapped, self.opt.optimizer, state)
+        self.ema = EMA(self.unwrapped, cfg.ema_decay) if cfg.ema_decay else None
+        if self.ema is not None and state is not None and ema_weights_path(self.ckpt).is_file():
+            self.ema.load_full_state_dict(
+                load_file(str(ema_weights_path(self.ckpt))), state.get("ema_updates", 0)
             )
-        val_sampler = StepBatchSampler(
-            len(val_data),
-            val_bs,
-            0,
-            cfg.val_batches,
-            mix_seed(cfg.seed, _VAL_RNG),
-            mixture=val_mixture,
-            num_processes=world,
-            process_index=rank,
+        self.skipped = int(state.get("skipped", 0)) if state is not None else 0
+        self.pc = self.unwrapped.config
+
+    # ---------------------------------------------------------------------------------------- loop
+    def loop(self) -> None:
+        """Steps until ``stop`` (or the time budget): each trained, logged, validated and saved."""
+        cfg = self.cfg
+        if cfg.progress and self.main:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(
+                total=cfg.steps, initial=self.start, desc="train", unit="step", dynamic_ncols=True
+            )
+        budget = _Budget(cfg.max_minutes, self.t_call)
+        self.model.train()
+        batches = iter(self._loader(self.data, self.sampler))
+        while self.step < self.stop:
+            if budget.exhausted(self.accelerator):
+                self.stopped = "max_minutes"
+                break
+            t_step = time.perf_counter()
+            lr, rows, grad_norm = self.one_step(batches)
+            seconds = time.perf_counter() - t_step
+            budget.observe(seconds)
+            self._count(rows, seconds)
+            if self.step % cfg.log_every == 0 or self.step == self.stop:
+                self._log_step(lr, grad_norm)
+            if (
+                self.val_loader is not None
+                and cfg.val_every
+                and (self.step % cfg.val_every == 0 or self.step == cfg.steps)
+            ):
+                self.val_losses, self.ema_val_losses = self._run_validation(self.step)
+            # Not inside a run of non-finite steps: the checkpoint stays the last good one.
+            if (self.step % cfg.save_every == 0 or self.step == self.stop) and self.consecutive == 0:
+                self.save(self.step)
+                self.saved_at = self.step
+        if self.stopped == "max_minutes" and self.saved_at != self.step and self.consecutive == 0:
+            self.save(self.step)
+
+    def one_step(self, batches: Any) -> tuple[float, torch.Tensor, float]:
+        """Train one step: the step's learning rate and flow draws, ``accum`` micro-batches, then the
+        optimizer step, or a skipped step when a loss or the gradient norm is not finite. Returns
+        ``(lr, loss terms per micro-batch and process, gradient norm)``."""
+        cfg, accelerator, model, opt, step = self.cfg, self.accelerator, self.model, self.opt, self.step
+        lr = cfg.lr * lr_factor(step, cfg.steps, cfg.warmup_steps)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        g = torch.Generator().manual_seed(mix_seed(cfg.seed, step, _NOISE))
+        noise, t = self.unwrapped.objective.draw(
+            cfg.batch_size, self.pc.horizon, self.pc.action_dim, generator=g
         )
-        val_loader = loader_for(val_data, val_sampler)
+        local = []
+        for m in range(self.accum):
+            # The per-micro-batch RNG (dropout, augmentation) is keyed by the slice of the global
+            # batch, so the same slice gets the same draws however the batch is split.
+            torch.manual_seed(mix_seed(cfg.seed, step, m * self.world + self.rank, _RNG))
+            batch = next(batches)
+            no_sync = accelerator.no_sync(model) if m < self.accum - 1 else contextlib.nullcontext()
+            with no_sync:
+                n_, t_ = _slice_draws(noise, t, self.sampler.slice_of(m))
+                losses = model(batch, noise=n_, t=t_)
+                accelerator.backward(losses.loss)
+            local.append(_terms(losses))
+        rows = self._gathered(torch.stack(local))
+        max_norm = cfg.grad_clip if cfg.grad_clip else float("inf")
+        grad_norm = _scalar(accelerator.clip_grad_norm_(model.parameters(), max_norm))
+        losses_ok = bool(torch.isfinite(rows[:, 0]).all())
+        self.step = step = step + 1
+        if losses_ok and math.isfinite(grad_norm):
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if self.ema is not None:
+                self.ema.update()
+            self.consecutive = 0
+        else:
+            self._skip(rows)
+        return lr, rows, grad_norm
 
-    # ---- the model: the same weights everywhere, wrapped, then the optimizer and EMA state ---
-    if fsdp and world > 1:
-        _sync_from_main(policy, accelerator.device)
-    params = [p for p in policy.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    model, opt = accelerator.prepare(policy, opt)
-    unwrapped = accelerator.unwrap_model(model)
-    if state is not None:
-        restore_optimizer(unwrapped, opt.optimizer, state)
-    ema = EMA(unwrapped, cfg.ema_decay) if cfg.ema_decay else None
-    if ema is not None and state is not None and ema_weights_path(ckpt).is_file():
-        ema.load_full_state_dict(load_file(str(ema_weights_path(ckpt))), state.get("ema_updates", 0))
-    skipped = int(state.get("skipped", 0)) if state is not None else 0
-    pc = unwrapped.config
-
-    # ---- helpers -----------------------------------------------------------------------------------
-    def save(step: int) -> None:
-        # Every process joins: under FSDP gathering the weights and optimizer state is collective.
-        weights = full_model_state(unwrapped) if fsdp else None
-        opt_state = optimizer_state(unwrapped, opt.optimizer)
-        ema_weights = None
-        if ema is not None:
-            averaged = ema.full_state_dict()
-            if main:
-                base = weights if weights is not None else unwrapped.state_dict()
-                ema_weights = {k: averaged.get(k, v) for k, v in base.items()}
-        if main:
-            trainer_state = {
-                "format": STATE_FORMAT,
-                "optimizer": opt_state,
-                "step": step,
-                "ema_updates": 0 if ema is None else ema.updates,
-                "skipped": skipped,
-                "num_processes": world,
-                "config": asdict(cfg),
-            }
-            unwrapped.save_pretrained(
-                ckpt, trainer_state=trainer_state, state_dict=weights, ema_state_dict=ema_weights
+    def _skip(self, rows: torch.Tensor) -> None:
+        """A non-finite step: no update, a record logged; after ``nan_patience`` in a row, stop."""
+        record = self._bad_step_record(self.step, rows, self.sampler.global_batch(self.step - 1))
+        if self.accelerator.scaler is not None:
+            self.opt.step()  # fp16: the loss scaler skips the update and lowers its scale
+        self.opt.zero_grad(set_to_none=True)
+        self.skipped += 1
+        self.consecutive += 1
+        self.bad_steps = [*self.bad_steps, record][-self.cfg.nan_patience :]
+        self._emit(record)
+        if self.consecutive >= self.cfg.nan_patience:
+            raise _stop_on_non_finite(
+                self.out, self.ckpt, self.step, self.consecutive, self.skipped, self.bad_steps, self.main
             )
-        accelerator.wait_for_everyone()
 
-    log_file = open(out / "log.jsonl", "a") if main else None
+    # ------------------------------------------------------------------------------------- logging
+    def _count(self, rows: torch.Tensor, seconds: float) -> None:
+        self.window_samples += self.cfg.batch_size
+        self.window_s += seconds
+        self.total_samples += self.cfg.batch_size
+        self.total_train_s += seconds
+        self.last = {k: float(v) for k, v in zip(LOSS_TERMS, rows.mean(0).tolist(), strict=True)}
+        if self.bar is not None:
+            self.bar.update(1)
 
-    def emit(row: dict[str, Any]) -> None:
-        if not main:
+    def _log_step(self, lr: float, grad_norm: float) -> None:
+        row = {
+            "step": self.step,
+            "lr": lr,
+            **{k: _finite_or_none(v) for k, v in self.last.items()},
+            "grad_norm": _finite_or_none(grad_norm),
+            "samples_per_s": self.window_samples / self.window_s if self.window_s > 0 else None,
+            "seconds": time.perf_counter() - self.t_call,
+            "skipped": self.skipped,
+        }
+        self.window_samples, self.window_s = 0, 0.0
+        self._emit(row)
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{self.last['loss']:.4g}", refresh=False)
+
+    def _emit(self, row: dict[str, Any]) -> None:
+        if not self.main:
             return
-        log_file.write(json.dumps(row) + "\n")
-        log_file.flush()
-        if on_log is not None:
-            on_log(row)
+        self.log_file.write(json.dumps(row) + "\n")
+        self.log_file.flush()
+        if self.on_log is not None:
+            self.on_log(row)
 
-    def gathered(local: torch.Tensor) -> torch.Tensor:
-        local = local.to(accelerator.device)
-        return (accelerator.gather(local) if world > 1 else local).double().cpu()
+    def _gathered(self, local: torch.Tensor) -> torch.Tensor:
+        local = local.to(self.accelerator.device)
+        return (self.accelerator.gather(local) if self.world > 1 else local).double().cpu()
 
-    @torch.no_grad()
-    def validate() -> dict[str, float]:
-        model.eval()
-        rows = []
-        for k, batch in enumerate(val_loader):
-            g = torch.Generator().manual_seed(mix_seed(cfg.seed, k, _VAL_NOISE))
-            noise, t = unwrapped.objective.draw(
-                val_sampler.batch_size, pc.horizon, pc.action_dim, generator=g
-            )
-            torch.manual_seed(mix_seed(cfg.seed, k, rank, _VAL_RNG))
-            n_, t_ = _slice_draws(noise, t, val_sampler.slice_of(0))
-            rows.append(_terms(model(batch, noise=n_, t=t_)))
-        model.train()
-        mean = gathered(torch.stack(rows)[None]).mean(dim=(0, 1))
-        return {k: float(v) for k, v in zip(LOSS_TERMS, mean.tolist(), strict=True)}
-
-    def run_validation(step: int) -> tuple[dict[str, float], dict[str, float]]:
-        val = validate()
-        row: dict[str, Any] = {"step": step, "event": "validation"}
-        row.update({f"val_{k}": _finite_or_none(v) for k, v in val.items()})
-        ema_val: dict[str, float] = {}
-        if ema is not None:
-            with ema.applied():
-                ema_val = validate()
-            row.update({f"ema_val_{k}": _finite_or_none(v) for k, v in ema_val.items()})
-        emit(row)
-        return val, ema_val
-
-    def bad_step_record(step: int, rows: torch.Tensor, global_batch: list[int]) -> dict[str, Any]:
+    def _bad_step_record(self, step: int, rows: torch.Tensor, global_batch: list[int]) -> dict[str, Any]:
         micro = []
         finite_rows = torch.isfinite(rows[:, 0])
         for i in range(rows.shape[0]):
-            r, m = divmod(i, accum)  # gather order: process-major, then micro-step
+            r, m = divmod(i, self.accum)  # gather order: process-major, then micro-step
             if bool(finite_rows.all()) or not bool(finite_rows[i]):
-                items = describe_items(datasets, global_batch[sampler.slice_of(m, r)])
+                items = describe_items(self.datasets, global_batch[self.sampler.slice_of(m, r)])
                 values = rows[i].tolist()
                 terms = {
                     k: v if math.isfinite(v) else str(v) for k, v in zip(LOSS_TERMS, values, strict=True)
@@ -435,7 +552,7 @@ def train(
                 micro.append({"process": r, "micro_step": m, "losses": terms, "items": items})
         bad_grads = [
             n
-            for n, p in unwrapped.named_parameters()
+            for n, p in self.unwrapped.named_parameters()
             if p.grad is not None
             and not bool(torch.isfinite(p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad).all())
         ]
@@ -446,124 +563,91 @@ def train(
             "non_finite_grads": bad_grads[:20],
         }
 
-    # ---- loop --------------------------------------------------------------------------------------
-    bar = None
-    if cfg.progress and main:
-        from tqdm.auto import tqdm
+    # ----------------------------------------------------------------------------------- validation
+    @torch.no_grad()
+    def _validate(self) -> dict[str, float]:
+        cfg, model = self.cfg, self.model
+        model.eval()
+        rows = []
+        for k, batch in enumerate(self.val_loader):
+            g = torch.Generator().manual_seed(mix_seed(cfg.seed, k, _VAL_NOISE))
+            noise, t = self.unwrapped.objective.draw(
+                self.val_sampler.batch_size, self.pc.horizon, self.pc.action_dim, generator=g
+            )
+            torch.manual_seed(mix_seed(cfg.seed, k, self.rank, _VAL_RNG))
+            n_, t_ = _slice_draws(noise, t, self.val_sampler.slice_of(0))
+            rows.append(_terms(model(batch, noise=n_, t=t_)))
+        model.train()
+        mean = self._gathered(torch.stack(rows)[None]).mean(dim=(0, 1))
+        return {k: float(v) for k, v in zip(LOSS_TERMS, mean.tolist(), strict=True)}
 
-        bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
-    budget = _Budget(cfg.max_minutes, t_call)
-    policy_was = model.training
-    model.train()
-    last: dict[str, float] = {}
-    val_losses: dict[str, float] = {}
-    ema_val_losses: dict[str, float] = {}
-    window_samples, window_s, total_samples, total_train_s = 0, 0.0, 0, 0.0
-    consecutive, bad_steps = 0, []
-    stopped = "steps" if stop == cfg.steps else "stop_after"
-    step = start
-    saved_at = start
-    it = iter(loader_for(data, sampler))
-    try:
-        while step < stop:
-            if budget.exhausted(accelerator):
-                stopped = "max_minutes"
-                break
-            t_step = time.perf_counter()
-            lr = cfg.lr * lr_factor(step, cfg.steps, cfg.warmup_steps)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            g = torch.Generator().manual_seed(mix_seed(cfg.seed, step, _NOISE))
-            noise, t = unwrapped.objective.draw(cfg.batch_size, pc.horizon, pc.action_dim, generator=g)
-            local = []
-            for m in range(accum):
-                # The per-micro-batch RNG (dropout, augmentation) is keyed by the slice of the global
-                # batch, so the same slice gets the same draws however the batch is split.
-                torch.manual_seed(mix_seed(cfg.seed, step, m * world + rank, _RNG))
-                batch = next(it)
-                no_sync = accelerator.no_sync(model) if m < accum - 1 else contextlib.nullcontext()
-                with no_sync:
-                    n_, t_ = _slice_draws(noise, t, sampler.slice_of(m))
-                    losses = model(batch, noise=n_, t=t_)
-                    accelerator.backward(losses.loss)
-                local.append(_terms(losses))
-            rows = gathered(torch.stack(local))
-            max_norm = cfg.grad_clip if cfg.grad_clip else float("inf")
-            grad_norm = _scalar(accelerator.clip_grad_norm_(model.parameters(), max_norm))
-            losses_ok = bool(torch.isfinite(rows[:, 0]).all())
-            step += 1
-            if losses_ok and math.isfinite(grad_norm):
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                if ema is not None:
-                    ema.update()
-                consecutive = 0
-            else:
-                record = bad_step_record(step, rows, sampler.global_batch(step - 1))
-                if accelerator.scaler is not None:
-                    opt.step()  # fp16: the loss scaler skips the update and lowers its scale
-                opt.zero_grad(set_to_none=True)
-                skipped += 1
-                consecutive += 1
-                bad_steps = [*bad_steps, record][-cfg.nan_patience :]
-                emit(record)
-                if consecutive >= cfg.nan_patience:
-                    raise _stop_on_non_finite(out, ckpt, step, consecutive, skipped, bad_steps, main)
-            seconds = time.perf_counter() - t_step
-            budget.observe(seconds)
-            window_samples += cfg.batch_size
-            window_s += seconds
-            total_samples += cfg.batch_size
-            total_train_s += seconds
-            last = {k: float(v) for k, v in zip(LOSS_TERMS, rows.mean(0).tolist(), strict=True)}
-            if bar is not None:
-                bar.update(1)
-            if step % cfg.log_every == 0 or step == stop:
-                row = {
-                    "step": step,
-                    "lr": lr,
-                    **{k: _finite_or_none(v) for k, v in last.items()},
-                    "grad_norm": _finite_or_none(grad_norm),
-                    "samples_per_s": window_samples / window_s if window_s > 0 else None,
-                    "seconds": time.perf_counter() - t_call,
-                    "skipped": skipped,
-                }
-                window_samples, window_s = 0, 0.0
-                emit(row)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{last['loss']:.4g}", refresh=False)
-            if val_loader is not None and cfg.val_every and (step % cfg.val_every == 0 or step == cfg.steps):
-                val_losses, ema_val_losses = run_validation(step)
-            # Not inside a run of non-finite steps: the checkpoint stays the last good one.
-            if (step % cfg.save_every == 0 or step == stop) and consecutive == 0:
-                save(step)
-                saved_at = step
-        if stopped == "max_minutes" and saved_at != step and consecutive == 0:
-            save(step)
-    finally:
-        if bar is not None:
-            bar.close()
-        if log_file is not None:
-            log_file.close()
-        model.train(policy_was)
+    def _run_validation(self, step: int) -> tuple[dict[str, float], dict[str, float]]:
+        val = self._validate()
+        row: dict[str, Any] = {"step": step, "event": "validation"}
+        row.update({f"val_{k}": _finite_or_none(v) for k, v in val.items()})
+        ema_val: dict[str, float] = {}
+        if self.ema is not None:
+            with self.ema.applied():
+                ema_val = self._validate()
+            row.update({f"ema_val_{k}": _finite_or_none(v) for k, v in ema_val.items()})
+        self._emit(row)
+        return val, ema_val
+
+    # ---------------------------------------------------------------------------------- checkpoint
+    def save(self, step: int) -> None:
+        """Write the checkpoint of ``step`` (every process joins: under FSDP gathering the weights and
+        the optimizer state is collective)."""
+        unwrapped, ema = self.unwrapped, self.ema
+        weights = full_model_state(unwrapped) if self.fsdp else None
+        opt_state = optimizer_state(unwrapped, self.opt.optimizer)
+        ema_weights = None
+        if ema is not None:
+            averaged = ema.full_state_dict()
+            if self.main:
+                base = weights if weights is not None else unwrapped.state_dict()
+                ema_weights = {k: averaged.get(k, v) for k, v in base.items()}
+        if self.main:
+            trainer_state = {
+                "format": STATE_FORMAT,
+                "optimizer": opt_state,
+                "step": step,
+                "ema_updates": 0 if ema is None else ema.updates,
+                "skipped": self.skipped,
+                "num_processes": self.world,
+                "config": asdict(self.cfg),
+            }
+            unwrapped.save_pretrained(
+                self.ckpt, trainer_state=trainer_state, state_dict=weights, ema_state_dict=ema_weights
+            )
+        self.accelerator.wait_for_everyone()
+
+    # ------------------------------------------------------------------------------------------ end
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.log_file is not None:
+            self.log_file.close()
+        self.model.train(self.policy_was)
         # Drop Accelerate's autocast wrapper from the policy's forward (1 process, mixed precision).
-        accelerator.unwrap_model(model, keep_fp32_wrapper=False)
-    return {
-        "step": step,
-        "resumed_from": resumed_from,
-        "stopped": stopped,
-        "last_losses": last,
-        "val_losses": val_losses,
-        "ema_val_losses": ema_val_losses,
-        "skipped": skipped,
-        "samples_per_s": total_samples / total_train_s if total_train_s > 0 else None,
-        "seconds": time.perf_counter() - t_call,
-        "num_processes": world,
-        "gradient_accumulation_steps": accum,
-        "mixed_precision": accelerator.mixed_precision,
-        "distributed_type": distributed_type,
-        "checkpoint": str(ckpt),
-    }
+        self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False)
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "resumed_from": self.resumed_from,
+            "stopped": self.stopped,
+            "last_losses": self.last,
+            "val_losses": self.val_losses,
+            "ema_val_losses": self.ema_val_losses,
+            "skipped": self.skipped,
+            "samples_per_s": self.total_samples / self.total_train_s if self.total_train_s > 0 else None,
+            "seconds": time.perf_counter() - self.t_call,
+            "num_processes": self.world,
+            "gradient_accumulation_steps": self.accum,
+            "mixed_precision": self.accelerator.mixed_precision,
+            "distributed_type": self.distributed_type,
+            "checkpoint": str(self.ckpt),
+        }
 
 
 def _stop_on_non_finite(

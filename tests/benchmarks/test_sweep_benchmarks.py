@@ -28,7 +28,7 @@ def load(name):
 def _check(base, variants):
     configs = variant_configs(base, variants)
     for cfg in configs.values():
-        assert cfg.solver in available_solvers()
+        assert cfg.eval.solver in available_solvers()
         json.dumps(cfg.to_dict())
     return configs
 
@@ -40,7 +40,7 @@ def test_every_study_variant_is_a_valid_recipe():
         assert next(iter(configs)) in ("reference", "min28", "demos50"), name
     minutes = variant_configs(preset("default"), study.STUDIES["minutes"])
     # Steps scale with the budget, so every run finishes its schedule at the default's pace.
-    assert {c.max_minutes: c.steps for c in minutes.values()} == {
+    assert {c.train.max_minutes: c.train.steps for c in minutes.values()} == {
         28.0: 2000,
         7.0: 500,
         14.0: 1000,

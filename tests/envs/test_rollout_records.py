@@ -3,27 +3,24 @@ and the summary names the policy and the step limit in force. No simulator: epis
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
 import pytest
 
-from flowvla.envs import rollout
+from flowvla.envs import metrics
 from flowvla.envs.rollout import ConstantPolicy, EpisodeRecord, RolloutConfig, StaleRecordsError, evaluate
 
 A = {"class": "VLAPolicy", "path": "/runs/a/checkpoint", "weights_sha256": "aa", "step": 3000}
 B = {"class": "VLAPolicy", "path": "/runs/b/checkpoint", "weights_sha256": "bb", "step": 3000}
 
 
-@pytest.fixture
-def episodes(monkeypatch):
-    """Replace the simulator episode: success for policy A only; returns the (task, init) run."""
-    ran: list[tuple[int, int]] = []
+class FakeEpisodes(list):
+    """An ``episode_fn`` without a simulator: success for policy A only; remembers (task, init) run."""
 
-    def fake_job(policy, cfg, task, init_state, first_of_task):
-        ran.append((task, init_state))
-        rec = EpisodeRecord(
+    def __call__(self, policy, cfg, task, init_state):
+        self.append((task, init_state))
+        return EpisodeRecord(
             suite=cfg.suite,
             task_index=task,
             task_name=f"task{task}",
@@ -42,11 +39,12 @@ def episodes(monkeypatch):
             policy=cfg.policy_id,
             settings=cfg.outcome_settings(),
         )
-        return dataclasses.asdict(rec)
 
-    monkeypatch.setattr(rollout, "_run_job", fake_job)
-    monkeypatch.setattr(rollout, "prepare_libero", lambda: None)  # no simulator needed
-    return ran
+
+@pytest.fixture
+def episodes():
+    """The injected episodes (evaluate's public ``episode_fn`` seam): no simulator is touched."""
+    return FakeEpisodes()
 
 
 def config(tmp_path, **kw):
@@ -55,23 +53,25 @@ def config(tmp_path, **kw):
 
 
 def test_same_policy_resumes_without_running_again(tmp_path, episodes):
-    first = evaluate(ConstantPolicy(), config(tmp_path, policy_id=A))
+    first = evaluate(ConstantPolicy(), config(tmp_path, policy_id=A), episode_fn=episodes)
     assert len(episodes) == 4 and first["successes"] == 4
-    again = evaluate(ConstantPolicy(), config(tmp_path, policy_id=A))
+    again = evaluate(ConstantPolicy(), config(tmp_path, policy_id=A), episode_fn=episodes)
     assert len(episodes) == 4 and again["successes"] == 4
 
 
 def test_another_policy_is_refused_and_nothing_is_touched(tmp_path, episodes):
-    evaluate(ConstantPolicy(), config(tmp_path, policy_id=A))
+    evaluate(ConstantPolicy(), config(tmp_path, policy_id=A), episode_fn=episodes)
     before = (tmp_path / "episodes.jsonl").read_text()
     with pytest.raises(StaleRecordsError, match=r"/runs/a/checkpoint.*/runs/b/checkpoint"):
-        evaluate(ConstantPolicy(), config(tmp_path, policy_id=B))
+        evaluate(ConstantPolicy(), config(tmp_path, policy_id=B), episode_fn=episodes)
     assert len(episodes) == 4 and (tmp_path / "episodes.jsonl").read_text() == before
 
 
 def test_another_policy_with_restart_starts_fresh_and_says_so(tmp_path, episodes, capsys):
-    evaluate(ConstantPolicy(), config(tmp_path, policy_id=A))
-    summary = evaluate(ConstantPolicy(), config(tmp_path, policy_id=B, on_mismatch="restart"))
+    evaluate(ConstantPolicy(), config(tmp_path, policy_id=A), episode_fn=episodes)
+    summary = evaluate(
+        ConstantPolicy(), config(tmp_path, policy_id=B, on_mismatch="restart"), episode_fn=episodes
+    )
     assert len(episodes) == 8 and summary["episodes"] == 4 and summary["successes"] == 0
     assert "starting fresh" in capsys.readouterr().err
     old = [json.loads(line) for line in (tmp_path / "stale-0" / "episodes.jsonl").read_text().splitlines()]
@@ -82,9 +82,9 @@ def test_another_policy_with_restart_starts_fresh_and_says_so(tmp_path, episodes
 
 
 def test_an_unidentified_run_does_not_reuse_identified_records(tmp_path, episodes):
-    evaluate(ConstantPolicy(), config(tmp_path, policy_id=A))
+    evaluate(ConstantPolicy(), config(tmp_path, policy_id=A), episode_fn=episodes)
     with pytest.raises(StaleRecordsError, match="unidentified"):
-        evaluate(ConstantPolicy(), config(tmp_path))
+        evaluate(ConstantPolicy(), config(tmp_path), episode_fn=episodes)
 
 
 @pytest.mark.parametrize(
@@ -92,9 +92,9 @@ def test_an_unidentified_run_does_not_reuse_identified_records(tmp_path, episode
     [({"max_steps": 100}, "step_limit"), ({"replan_every": 4}, "replan_every"), ({"seed": 1}, "seed")],
 )
 def test_other_outcome_settings_are_refused(tmp_path, episodes, change, named):
-    evaluate(ConstantPolicy(), config(tmp_path, policy_id=A))
+    evaluate(ConstantPolicy(), config(tmp_path, policy_id=A), episode_fn=episodes)
     with pytest.raises(StaleRecordsError, match=named):
-        evaluate(ConstantPolicy(), config(tmp_path, policy_id=A, **change))
+        evaluate(ConstantPolicy(), config(tmp_path, policy_id=A, **change), episode_fn=episodes)
 
 
 def test_records_without_identity_count_as_another_policy(tmp_path, episodes):
@@ -106,17 +106,17 @@ def test_records_without_identity_count_as_another_policy(tmp_path, episodes):
     }  # fmt: skip
     (tmp_path / "episodes.jsonl").write_text(json.dumps(legacy) + "\n")
     with pytest.raises(StaleRecordsError, match="unidentified"):
-        evaluate(ConstantPolicy(), config(tmp_path, policy_id=A))
+        evaluate(ConstantPolicy(), config(tmp_path, policy_id=A), episode_fn=episodes)
 
 
 def test_another_suite_of_the_same_policy_is_kept(tmp_path, episodes):
-    evaluate(ConstantPolicy(), config(tmp_path, policy_id=A, suite="libero_spatial"))
-    summary = evaluate(ConstantPolicy(), config(tmp_path, policy_id=A))
+    evaluate(ConstantPolicy(), config(tmp_path, policy_id=A, suite="libero_spatial"), episode_fn=episodes)
+    summary = evaluate(ConstantPolicy(), config(tmp_path, policy_id=A), episode_fn=episodes)
     assert summary["episodes"] == 4 and len(episodes) == 8
 
 
 def test_summary_records_the_policy_and_the_step_limit_in_force(tmp_path, episodes):
-    evaluate(ConstantPolicy(), config(tmp_path, policy_id=A))
+    evaluate(ConstantPolicy(), config(tmp_path, policy_id=A), episode_fn=episodes)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["policy"] == A
     assert summary["config"]["max_steps"] == 280  # libero_object's standard limit, not null
@@ -175,17 +175,17 @@ def test_action_smoothness_measures_the_arm_and_ignores_the_gripper_step():
         a = np.zeros((t, 7))
         a[:, dim] = offset + slope * time  # a straight line: no acceleration, no jerk
         a[:, 6] = np.where(time < switch, -1.0, 1.0)  # the gripper's step counts for nothing
-        flat = rollout.action_smoothness(a)
+        flat = metrics.action_smoothness(a)
         assert flat == pytest.approx({"second_diff": 0.0, "third_diff": 0.0}, abs=1e-9)
         a[:, (dim + 1) % 6] = curvature * time**2  # constant 2nd difference 2c, no 3rd
-        got = rollout.action_smoothness(a)
+        got = metrics.action_smoothness(a)
         assert got["second_diff"] == pytest.approx(4 * curvature**2, abs=1e-9)
         assert got["third_diff"] == pytest.approx(0.0, abs=1e-9)
 
     check()
-    assert rollout.action_smoothness(np.zeros((2, 7))) == {"second_diff": 0.0, "third_diff": 0.0}
+    assert metrics.action_smoothness(np.zeros((2, 7))) == {"second_diff": 0.0, "third_diff": 0.0}
     with pytest.raises(ValueError, match=r"actions: expected \[T, 7\]"):
-        rollout.action_smoothness(np.zeros((5, 6)))
+        metrics.action_smoothness(np.zeros((5, 6)))
 
 
 def test_smoothness_splits_at_the_replans_and_a_seam_shows_only_across():
@@ -200,7 +200,7 @@ def test_smoothness_splits_at_the_replans_and_a_seam_shows_only_across():
         # Each chunk is flat but sits `jump` above the one before: a seam at every re-plan, nothing
         # within (chunks of 2 or more: steps of 1 would be a straight ramp).
         a[:, dim] = jump * (np.arange(t) // every)
-        got = rollout.action_smoothness(a, starts)
+        got = metrics.action_smoothness(a, starts)
         assert got["second_diff_within"] == pytest.approx(0.0, abs=1e-12)
         assert got["third_diff_within"] == pytest.approx(0.0, abs=1e-12)
         if every < t:
@@ -211,10 +211,10 @@ def test_smoothness_splits_at_the_replans_and_a_seam_shows_only_across():
             across = sum(any(s in starts for s in range(w + 1, w + n + 1)) for w in range(windows))
             whole = (got[f"{name}_across"] * across + got[f"{name}_within"] * (windows - across)) / windows
             assert whole == pytest.approx(got[name], rel=1e-9, abs=1e-12)
-        assert {k: got[k] for k in ("second_diff", "third_diff")} == rollout.action_smoothness(a)
+        assert {k: got[k] for k in ("second_diff", "third_diff")} == metrics.action_smoothness(a)
 
     check()
-    one_chunk = rollout.action_smoothness(np.ones((6, 7)), [0])
+    one_chunk = metrics.action_smoothness(np.ones((6, 7)), [0])
     assert one_chunk["second_diff_across"] == 0.0  # no seam inside the episode
     with pytest.raises(ValueError, match="chunk_starts"):
-        rollout.action_smoothness(np.zeros((5, 7)), [0, 5])
+        metrics.action_smoothness(np.zeros((5, 7)), [0, 5])

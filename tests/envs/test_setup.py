@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from flowvla.envs import libero_check
 from flowvla.envs import libero_setup as ls
 
 
@@ -78,7 +79,7 @@ def test_no_working_gl_names_apt_packages(monkeypatch):
 
 
 def test_cli_print_install(capsys):
-    assert ls.main(["--print-install"]) == 0
+    assert libero_check.main(["--print-install"]) == 0
     out = capsys.readouterr().out
     assert "flowvla[libero]" in out and "--no-deps libero==0.1.1" in out
 

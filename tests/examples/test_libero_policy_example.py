@@ -24,9 +24,13 @@ def example():
 
 
 def test_task_lists_use_one_syntax_and_any_setting_can_be_set(example):
-    args = example.build_parser().parse_args(["run", "--tasks", "0-3,7", "--set", "lr=2e-3", "solver=heun"])
+    argv = ["run", "--tasks", "0-3,7", "--set", "lr=2e-3", "eval.solver=heun", "policy.head.depth=2"]
+    args = example.build_parser().parse_args(argv)
     assert args.tasks == [0, 1, 2, 3, 7]
-    assert example._overrides(args) == {"tasks": [0, 1, 2, 3, 7], "lr": 2e-3, "solver": "heun"}
+    overrides = example._overrides(args)
+    assert overrides == {"tasks": [0, 1, 2, 3, 7], "lr": 2e-3, "eval.solver": "heun", "policy.head.depth": 2}
+    cfg = example.preset("default", **overrides)
+    assert (cfg.train.lr, cfg.eval.solver, cfg.policy.head.depth) == (2e-3, "heun", 2)
     args = example.build_parser().parse_args(["eval", "--policy", "p", "--out", "o", "--tasks", "2,4"])
     assert args.tasks == [2, 4]
     with pytest.raises(SystemExit):
@@ -97,3 +101,24 @@ def test_the_main_job_runs_every_phase_at_toy_size(example, tmp_path):
         ["run", "--preset", "toy", "--out", str(out), "--cache", str(tmp_path / "cache"), "--quiet"]
     )
     assert again["phases"]["data"]["note"] == "reused from the cache"
+
+
+@pytest.mark.parametrize(
+    "argv, line",
+    [
+        (["run", "--set", "lr=abc"], "lr (train.lr): expected a float, got 'abc'"),
+        (["run", "--set", "eval.replan_every=0"], "eval.replan_every: must be >= 1, got 0"),
+        (["run", "--set", "colour=red"], "colour: not a recipe setting"),
+        (["eval", "--policy", "/nonexistent", "--out", "o"], "/nonexistent: no config.json here"),
+    ],
+)
+def test_a_users_mistake_is_one_line_before_any_compute(example, argv, line, capsys, monkeypatch):
+    import flowvla.recipes.libero as libero
+
+    # Nothing may start: the job itself would fail the test if it were reached.
+    monkeypatch.setattr(libero, "run_job", lambda *a, **k: pytest.fail("the job started"))
+    with pytest.raises(SystemExit) as e:
+        example.main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and line in err, err

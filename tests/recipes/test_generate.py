@@ -4,6 +4,7 @@ duplicates or losses and a rendered round trip through the loaders (simulator, m
 from __future__ import annotations
 
 import json
+import types
 
 import numpy as np
 import pytest
@@ -195,3 +196,30 @@ def test_rendered_episode_round_trips_through_the_loaders(libero_ready, tmp_path
     ds = ChunkDataset(HDF5Source([path]), horizon=2)
     item = ds[0]
     assert item["images"].shape == (2, 3, size, size) and item["instruction"] == env.instruction
+
+
+def _staged_episode(env, expert, init_state, **_):
+    """An injected expert episode (the generator's ``episode_fn`` seam): four still steps from the
+    fresh layout, with the stages a staged expert reports."""
+    env.reset(init_state=init_state, settle_steps=0)
+    state = env.get_sim_state()
+    return types.SimpleNamespace(
+        success=True, stable=True, settle_drift=0.0, steps=4, retries=0, phases={},
+        actions=np.zeros((4, 7)), states=np.stack([state] * 4), init_state=init_state,
+        executed_actions=None, stages=[("reach", 0), ("grasp", 2)],
+    )  # fmt: skip
+
+
+@pytest.mark.libero
+def test_the_experts_stages_reach_the_tasks_dataset(libero_ready, tmp_path):
+    from flowvla.data.hdf5 import LiberoHDF5Reader
+    from flowvla.recipes.generate import generate
+
+    cfg = GenerateConfig(out_dir=str(tmp_path), tasks=[1], demos_per_task=2, images=False, progress=False)
+    s = generate(cfg, episode_fn=_staged_episode)["tasks"]["libero_object/1"]
+    assert s["demos"] == 2 and s["mean_steps_kept"] == 4
+    reader = LiberoHDF5Reader(tmp_path / "libero_object" / s["dataset"], image_keys=())
+    for i in range(2):
+        attrs = reader.demo_attrs(i)
+        assert [str(n) for n in attrs["stage_names"]] == ["reach", "grasp"]
+        assert list(attrs["stage_starts"]) == [0, 2]

@@ -23,7 +23,7 @@ from flowvla.recipes.sweep import (
 def test_variants_are_checked_before_anything_runs():
     base = preset("toy")
     configs = variant_configs(base, {"ref": {}, "fast": {"lr": 1e-2}})
-    assert configs["ref"] == base and configs["fast"].lr == 1e-2
+    assert configs["ref"] == base and configs["fast"].train.lr == 1e-2
     with pytest.raises(ValueError, match=r"variants\['bad'\].*colour"):
         variant_configs(base, {"ref": {}, "bad": {"colour": "red"}})
     with pytest.raises(ValueError, match=r"variants\['bad'\].*vision"):

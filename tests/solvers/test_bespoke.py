@@ -101,10 +101,10 @@ def test_save_load_round_trip_is_bit_exact(tmp_path_factory, mixture, seed, base
     grid = [i / steps for i in range(steps + 1)]
     assert torch.equal(loaded.solve(mixture, x0, grid).x, solver.solve(mixture, x0, grid).x)
     # Its identity in evaluation records is its coefficients: two fits never pass for each other.
-    from flowvla.envs.rollout import _jsonable
+    from flowvla.io import jsonable
 
-    record = json.loads(json.dumps(_jsonable({"solver": loaded})))
-    assert record["solver"] == loaded.to_dict() and record != _jsonable(
+    record = json.loads(json.dumps(jsonable({"solver": loaded})))
+    assert record["solver"] == loaded.to_dict() and record != jsonable(
         {"solver": BespokeSolver.identity(base, steps)}
     )
 

@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from flowvla.solvers import FittedGrid, fit_time_grid, get_solver, integrate
+from flowvla.solvers import FittedGrid, create_solver, fit_time_grid, integrate
 
 
 def _rms(a, b):
@@ -33,7 +33,7 @@ def test_fit_is_valid_and_beats_its_start_on_held_out_samples(stiff_mixture, sol
     test_x0 = torch.randn(512, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     ref = integrate(stiff_mixture, test_x0, solver="rk4", steps=1000).x
     uniform = _rms(integrate(stiff_mixture, test_x0, solver=solver, steps=steps).x, ref)
-    tuned = _rms(get_solver(solver).solve(stiff_mixture, test_x0, fitted.tensor()).x, ref)
+    tuned = _rms(create_solver(solver).solve(stiff_mixture, test_x0, fitted.tensor()).x, ref)
     assert tuned < 0.9 * uniform, f"{solver}: fitted {tuned:.4f} vs uniform {uniform:.4f}"
 
 

@@ -5,7 +5,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flowvla.solvers import GRIDS, cosine_grid, make_grid, power_grid, shifted_grid, uniform_grid
+from flowvla.solvers import GRIDS, cosine_grid, create_grid, power_grid, shifted_grid, uniform_grid
 
 PARAMS = {"uniform": {}, "shifted": {"shift": 2.5}, "power": {"power": 1.7}, "cosine": {}}
 
@@ -13,7 +13,7 @@ PARAMS = {"uniform": {}, "shifted": {"shift": 2.5}, "power": {"power": 1.7}, "co
 @pytest.mark.parametrize("kind", sorted(GRIDS))
 @given(steps=st.integers(1, 64))
 def test_grids_span_unit_interval_monotonically(kind, steps):
-    g = make_grid(kind, steps, **PARAMS[kind])
+    g = create_grid(kind, steps, **PARAMS[kind])
     assert g.shape == (steps + 1,) and g.dtype == torch.float64
     assert float(g[0]) == pytest.approx(0.0, abs=1e-15) and float(g[-1]) == pytest.approx(1.0, abs=1e-15)
     assert bool((g.diff() > 0).all())
@@ -46,7 +46,7 @@ def test_power_and_cosine_shapes():
     "call, match",
     [
         (lambda: uniform_grid(0), "steps"),
-        (lambda: make_grid("linear", 4), "unknown grid"),
+        (lambda: create_grid("linear", 4), "unknown grid"),
         (lambda: shifted_grid(4, 0.0), "shift"),
         (lambda: power_grid(4, -1.0), "power"),
         (lambda: uniform_grid(3, 0.5, 0.5), "interval"),

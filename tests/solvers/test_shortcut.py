@@ -119,7 +119,7 @@ def test_bad_arguments_name_the_argument(mixture):
 
 
 def test_the_shortcut_solver_hands_each_step_its_exact_size():
-    from flowvla.solvers import ShortcutSolver, get_solver
+    from flowvla.solvers import ShortcutSolver, create_solver
 
     grid = [0.0, 0.1, 0.35, 1.0]
     x0 = torch.randn(3, 4, dtype=torch.float64)
@@ -132,8 +132,8 @@ def test_the_shortcut_solver_hands_each_step_its_exact_size():
     def field(x, t, step=None):
         return torch.sin(3 * x) * (1 + t)
 
-    euler = get_solver("euler").solve(field, x0, grid)
-    assert torch.equal(get_solver("shortcut").solve(field, x0, grid).x, euler.x)
+    euler = create_solver("euler").solve(field, x0, grid)
+    assert torch.equal(create_solver("shortcut").solve(field, x0, grid).x, euler.x)
     with pytest.raises(ValueError, match="step"):
         ShortcutSolver().solve(lambda x, t: x, x0, grid)
     with pytest.raises(ValueError, match="step"):

@@ -17,7 +17,7 @@ from flowvla.solvers import (
     RK4Solver,
     Solver,
     available_solvers,
-    get_solver,
+    create_solver,
     integrate,
     register_solver,
     uniform_grid,
@@ -83,7 +83,7 @@ def test_bitwise_deterministic_and_does_not_mutate_input(name):
 def test_trajectory(name):
     x0 = torch.randn(2, 3)
     grid = uniform_grid(4)
-    sol = get_solver(name).solve(smooth_field, x0, grid, return_trajectory=True)
+    sol = create_solver(name).solve(smooth_field, x0, grid, return_trajectory=True)
     assert sol.trajectory.shape == (5, 2, 3)
     assert torch.equal(sol.trajectory[0], x0) and torch.equal(sol.trajectory[-1], sol.x)
     torch.testing.assert_close(sol.times, grid)
@@ -234,14 +234,14 @@ def test_velocity_dtype_is_cast_to_the_state_dtype():
 def test_registry():
     assert set(ALL) <= set(available_solvers())
     with pytest.raises(ValueError, match="unknown solver"):
-        get_solver("rk45")
+        create_solver("rk45")
     with pytest.raises(ValueError, match="already registered"):
         register_solver("heun", EulerSolver)
     register_solver("heun-test", lambda: ExplicitRungeKutta(HEUN))
-    assert isinstance(get_solver("heun-test"), Solver)
+    assert isinstance(create_solver("heun-test"), Solver)
     solver = EulerSolver()
-    assert get_solver(solver) is solver
-    assert get_solver("dopri5", atol=1e-3).atol == 1e-3
+    assert create_solver(solver) is solver
+    assert create_solver("dopri5", atol=1e-3).atol == 1e-3
 
 
 @pytest.mark.parametrize(
@@ -259,9 +259,9 @@ def test_inconsistent_tableaus_are_rejected(kwargs):
 
 def test_adaptive_arguments_are_validated():
     with pytest.raises(ValueError, match="max_nfe"):
-        get_solver("dopri5", max_nfe=5)
+        create_solver("dopri5", max_nfe=5)
     with pytest.raises(ValueError, match="atol"):
-        get_solver("bosh3", atol=0.0, rtol=0.0)
+        create_solver("bosh3", atol=0.0, rtol=0.0)
     with pytest.raises(ValueError, match="tableau"):
         from flowvla.solvers import AdaptiveRungeKutta
 

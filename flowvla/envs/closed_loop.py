@@ -1,0 +1,259 @@
+"""One closed-loop episode: observe, predict a chunk, execute it (re-planning, temporal ensembling,
+cuts at gripper toggles), until success or the step limit; and its record.
+
+[`run_episode`][flowvla.envs.closed_loop.run_episode] runs an episode in a given environment;
+[`simulate_episode`][flowvla.envs.closed_loop.simulate_episode] is the evaluation's default
+[`EpisodeFn`][flowvla.envs.closed_loop.EpisodeFn]: it keeps one environment per process, runs the
+episode and writes its video. A test or an experiment passes its own ``EpisodeFn`` to
+[`evaluate`][flowvla.envs.rollout.evaluate] instead (no simulator needed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flowvla.data.batch import STATE, STATE_MASK, collate, pad_state
+from flowvla.envs.libero import ACTION_DIM, LiberoEnv
+from flowvla.envs.metrics import action_smoothness
+from flowvla.envs.outcome import OutcomeTracker
+from flowvla.envs.pool import cached_env
+from flowvla.envs.rollout_config import RolloutConfig
+from flowvla.envs.video import tile_views, write_video
+from flowvla.io import jsonable
+
+__all__ = [
+    "EpisodeFn",
+    "EpisodeRecord",
+    "ensemble_action",
+    "gripper_toggles",
+    "run_episode",
+    "simulate_episode",
+]
+
+
+@dataclasses.dataclass
+class EpisodeRecord:
+    """One evaluated episode (one line of ``episodes.jsonl``). Times in seconds."""
+
+    suite: str
+    task_index: int
+    task_name: str
+    instruction: str
+    init_state: int
+    seed: int
+    success: bool
+    steps: int
+    step_limit: int
+    replans: int
+    time_total: float
+    time_policy: float
+    time_render: float
+    time_physics: float
+    time_reset: float
+    video: str | None = None
+    debug: dict[str, Any] = dataclasses.field(default_factory=dict)
+    policy: dict[str, Any] | None = None
+    settings: dict[str, Any] | None = None
+    outcome: dict[str, Any] | None = None
+    smoothness: dict[str, float] | None = None
+    perturbation: dict[str, Any] | None = None
+
+    def key(self) -> tuple[str, int, int]:
+        return self.suite, self.task_index, self.init_state
+
+
+#: ``episode_fn(policy, cfg, task, init_state) -> EpisodeRecord``: how
+#: [`evaluate`][flowvla.envs.rollout.evaluate] gets one episode (default:
+#: [`simulate_episode`][flowvla.envs.closed_loop.simulate_episode]). It runs in the worker processes
+#: when ``cfg.workers > 1``, so it must be a module-level function there.
+EpisodeFn = Callable[[Any, RolloutConfig, int, int], EpisodeRecord]
+
+
+def _as_numpy_actions(actions: Any) -> np.ndarray:
+    if hasattr(actions, "detach"):
+        actions = actions.detach().float().cpu().numpy()
+    a = np.asarray(actions, dtype=np.float64)
+    if a.ndim != 3 or a.shape[0] != 1 or a.shape[2] != ACTION_DIM or a.shape[1] < 1:
+        raise ValueError(
+            f"predict_action must return actions of shape [1, H, {ACTION_DIM}] for a batch of "
+            f"one, got {a.shape}"
+        )
+    if not np.all(np.isfinite(a)):
+        raise ValueError("predict_action returned NaN or Inf actions")
+    return a[0]
+
+
+def _wants_video(cfg: RolloutConfig, first_of_task: bool) -> bool:
+    # Frames must be collected before the outcome is known, so "failures" / "successes" collect them
+    # for every episode and decide at the end.
+    return cfg.video in ("all", "failures", "successes") or (cfg.video == "first" and first_of_task)
+
+
+def _render_frame(env: LiberoEnv) -> np.ndarray:
+    return tile_views(np.stack([env.render_camera(c)[0].transpose(2, 0, 1) for c in env.cameras]))
+
+
+def ensemble_action(chunks: Sequence[tuple[int, np.ndarray]], step: int, m: float) -> np.ndarray:
+    """ACT's temporal ensemble: the mean of every chunk's action for ``step``, the ``i``-th oldest
+    chunk weighted by ``exp(-m * i)``.
+
+    Args:
+        chunks: ``(first step, [H, A] actions)`` of the predicted chunks, oldest first.
+        step: the episode step to act at.
+        m: the weight decay (0: a plain mean; large: the oldest prediction).
+
+    Raises:
+        ValueError: no chunk covers ``step``.
+    """
+    rows = [c[step - s0] for s0, c in chunks if 0 <= step - s0 < len(c)]
+    if not rows:
+        raise ValueError(f"step {step}: no predicted chunk covers it")
+    w = np.exp(-m * np.arange(len(rows)))
+    return (w[:, None] * np.stack(rows)).sum(0) / w.sum()
+
+
+def run_episode(
+    env: LiberoEnv, policy: Any, cfg: RolloutConfig, init_state: int, record_video: bool = False
+) -> tuple[EpisodeRecord, list[np.ndarray]]:
+    """Run one episode of ``env``'s task from ``init_state``; return its record and video frames."""
+    seed = cfg.seed + init_state
+    t_start = time.perf_counter()
+    applied: dict[str, Any] = {}
+    perturb = None
+    if cfg.perturbation is not None and cfg.perturbation.active:
+        rng = np.random.default_rng([seed, 0x5E7])  # its own stream: LIBERO's numpy draws stay as they were
+
+        def perturb(e: LiberoEnv) -> None:
+            applied.update(cfg.perturbation.apply(e, rng))
+
+    env.reset(init_state=init_state, seed=seed, settle_steps=cfg.settle_steps, perturb=perturb)
+    t_reset = time.perf_counter() - t_start
+    instruction = (cfg.instructions or {}).get(env.task.index, env.instruction)
+    tracker = OutcomeTracker(env)
+    limit = cfg.step_limit
+    frames: list[np.ndarray] = []
+    queue: list[np.ndarray] = []
+    running: list[tuple[int, np.ndarray]] = []  # (first step, chunk), for temporal ensembling
+    t_policy = t_render = t_physics = 0.0
+    replans = steps = 0
+    success = False
+    last_debug: dict[str, Any] = {}
+    executed: list[np.ndarray] = []
+    chunk_starts: list[int] = []  # steps whose action is the first of a fresh chunk
+    fresh = False  # the next queued action is the first of a chunk just predicted
+    while steps < limit:
+        if cfg.replan_at_gripper and queue and executed and not fresh:
+            if gripper_toggles(executed[-1], queue[0]):
+                queue = []
+        if not queue:
+            t0 = time.perf_counter()
+            obs = env.observe()
+            t1 = time.perf_counter()
+            if cfg.state_dim is not None:
+                obs[STATE], obs[STATE_MASK] = pad_state(obs[STATE], cfg.state_dim)
+            obs["instruction"] = instruction
+            actions, debug = policy.predict_action(collate([obs]), **cfg.predict_kwargs)
+            t2 = time.perf_counter()
+            t_render += t1 - t0
+            t_policy += t2 - t1
+            chunk = _as_numpy_actions(actions)
+            queue = list(chunk[: cfg.replan_every or len(chunk)])
+            if cfg.temporal_ensemble is not None:
+                running = [(s0, c) for s0, c in running if s0 + len(c) > steps] + [(steps, chunk)]
+            replans += 1
+            fresh = True
+            last_debug = debug if isinstance(debug, dict) else {}
+            if record_video:
+                frames.append(tile_views(obs["images"]))
+        elif record_video and cfg.video_every and steps % cfg.video_every == 0:
+            t0 = time.perf_counter()
+            frames.append(_render_frame(env))
+            t_render += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        action = queue.pop(0)
+        if cfg.temporal_ensemble is not None:
+            action = ensemble_action(running, steps, cfg.temporal_ensemble)
+        result = env.step(action)
+        t_physics += time.perf_counter() - t0
+        tracker.update(action)
+        if fresh:
+            chunk_starts.append(steps)
+        executed.append(np.asarray(action, dtype=np.float64))
+        fresh = False
+        steps += 1
+        if result.success:
+            success = True
+            break
+    if record_video:
+        frames.append(_render_frame(env))
+    rec = EpisodeRecord(
+        suite=cfg.suite,
+        task_index=env.task.index,
+        task_name=env.task.name,
+        instruction=instruction,
+        init_state=init_state,
+        seed=seed,
+        success=success,
+        steps=steps,
+        step_limit=limit,
+        replans=replans,
+        time_total=time.perf_counter() - t_start,
+        time_policy=t_policy,
+        time_render=t_render,
+        time_physics=t_physics,
+        time_reset=t_reset,
+        debug=jsonable(last_debug),
+        policy=cfg.policy_id,
+        settings=cfg.outcome_settings(),
+        outcome=tracker.summary(success),
+        smoothness=action_smoothness(np.stack(executed), chunk_starts) if executed else None,
+        perturbation=applied or None,
+    )
+    return rec, frames
+
+
+def gripper_toggles(previous: np.ndarray, action: np.ndarray) -> bool:
+    """Whether ``action`` switches the gripper against ``previous`` (closed: last dimension > 0)."""
+    return bool((previous[-1] > 0) != (action[-1] > 0))
+
+
+def _env_for(cfg: RolloutConfig, task: int) -> LiberoEnv:
+    key = (cfg.suite, task, cfg.image_size, tuple(cfg.cameras), cfg.depth, cfg.hard_reset)
+    return cached_env(
+        key,
+        lambda: LiberoEnv(
+            cfg.suite,
+            task,
+            image_size=cfg.image_size,
+            cameras=cfg.cameras,
+            depth=cfg.depth,
+            hard_reset=cfg.hard_reset,
+        ),
+    )
+
+
+def _video_path(cfg: RolloutConfig, task: int, init_state: int) -> Path:
+    assert cfg.out_dir is not None
+    name = f"{cfg.suite}_task{task:02d}_init{init_state:02d}.{cfg.video_format}"
+    return Path(cfg.out_dir) / "videos" / name
+
+
+def simulate_episode(policy: Any, cfg: RolloutConfig, task: int, init_state: int) -> EpisodeRecord:
+    """The default [`EpisodeFn`][flowvla.envs.closed_loop.EpisodeFn]: ``task``'s episode from
+    ``init_state`` in this process's LIBERO environment (built once per task and process), with the
+    video ``cfg.video`` asks for written under ``cfg.out_dir``."""
+    env = _env_for(cfg, task)
+    want = _wants_video(cfg, first_of_task=init_state == cfg.init_states[0])
+    rec, frames = run_episode(env, policy, cfg, init_state, record_video=want)
+    keep = want and (cfg.video in ("all", "first") or (cfg.video == "failures") != rec.success)
+    if keep and frames:
+        # Real-time playback: the frames span the episode's steps at LIBERO's 20 Hz control rate.
+        fps = min(20.0, max(1.0, 20.0 * len(frames) / max(rec.steps, 1)))
+        rec.video = str(write_video(frames, _video_path(cfg, task, init_state), fps=fps))
+    return rec
