@@ -25,7 +25,7 @@ _SCRIPTS_TABLE = (ROOT / "pyproject.toml").read_text().split("[project.scripts]\
 SCRIPTS = dict(re.findall(r'^([\w-]+) = "([\w.:]+)"$', _SCRIPTS_TABLE, re.M))
 # What starts one of flowvla's command lines.
 COMMAND = re.compile(
-    r"(?:python -m flowvla(?:\.\w+)+|python (?:examples|benchmarks)/\w+\.py|"
+    r"(?:python -m flowvla(?:\.\w+)+|python (?:examples|benchmarks)/(?:\w+/)?\w+\.py|"
     + "|".join(map(re.escape, sorted(SCRIPTS, key=len, reverse=True)))
     + r")(?![\w.-])"
 )

@@ -28,7 +28,7 @@ import torch
 from flowvla.flow import distill_shortcut, shortcut_sample
 from flowvla.flow.analytic import smooth_chunk_mixture
 from flowvla.profiling import agg_pyplot, markdown_table, write_results
-from flowvla.solvers import fit_bespoke_solver, fit_time_grid, get_solver, integrate
+from flowvla.solvers import create_solver, fit_bespoke_solver, fit_time_grid, integrate
 from flowvla.typing import set_typecheck
 
 H, A = 16, 7
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
                 )
                 cost = {"seconds": time.perf_counter() - t0, "teacher_nfe": fitted.solves * nfe * n_train}
                 fitted_grids[name, steps] = fitted.times
-                err = _rms(get_solver(name).solve(field, x_test, fitted.tensor()).x, ref_test)
+                err = _rms(create_solver(name).solve(field, x_test, fitted.tensor()).x, ref_test)
                 record(f"{name}/fitted", nfe, err, cost)
 
     for base, per_step in (("euler", 1), ("midpoint", 2)):

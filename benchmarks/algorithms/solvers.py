@@ -33,8 +33,8 @@ from flowvla.flow.analytic import smooth_chunk_mixture
 from flowvla.profiling import agg_pyplot, keep_large_allocations_in_heap, markdown_table, write_results
 from flowvla.solvers import (
     DormandPrince54Solver,
+    create_solver,
     fit_time_grid,
-    get_solver,
     grid_times,
     integrate,
 )
@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> dict:
     # ---- accuracy: flowvla solvers x named grids --------------------------------------------
     with torch.no_grad():
         for name, per in FIXED.items():
-            solver = get_solver(name)
+            solver = create_solver(name)
             for grid_name, kw in GRIDS.items():
                 for nfe in nfe_values(per, nfes):
                     times = grid_times(GRID_KIND[grid_name], nfe // per, **kw)
@@ -186,7 +186,7 @@ def run(args: argparse.Namespace) -> dict:
             t_fit = time.perf_counter()
             fitted = fit_time_grid(field, x0_fit, solver=name, steps=nfe // per, reference=ref_fit.float())
             fit_s = time.perf_counter() - t_fit
-            solver = get_solver(name)
+            solver = create_solver(name)
             with torch.no_grad():
                 score(
                     f"{name}/fitted",
@@ -221,7 +221,7 @@ def run(args: argparse.Namespace) -> dict:
                 mean_nfe = round(counted.calls / math.ceil(n_eval / CHUNK))
                 score("torchdiffeq-dopri5/adaptive", mean_nfe, x1)
         for tol in TOLERANCES_QUICK if args.quick else TOLERANCES:
-            solver = get_solver("dopri5", atol=tol, rtol=tol, max_nfe=10_000)
+            solver = create_solver("dopri5", atol=tol, rtol=tol, max_nfe=10_000)
             sols = [solver.solve(field, c, [0.0, 1.0]) for c in x0_eval.split(CHUNK)]
             score(
                 "dopri5/adaptive", round(statistics.mean(s.nfe for s in sols)), torch.cat([s.x for s in sols])

@@ -86,7 +86,7 @@ from flowvla.flow import (
     shortcut_sample,
 )
 from flowvla.profiling import Stopwatch, agg_pyplot, markdown_table, write_results
-from flowvla.solvers import DormandPrince54Solver, fit_bespoke_solver, get_solver, grid_times
+from flowvla.solvers import DormandPrince54Solver, create_solver, fit_bespoke_solver, grid_times
 from flowvla.typing import set_typecheck, typecheck_enabled
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -200,7 +200,7 @@ def evaluate_model(
         "euler": {},
         "bespoke": {},
     }
-    euler = get_solver("euler")
+    euler = create_solver("euler")
     with torch.no_grad():
         for nfe in EULER_NFES:
             x = euler.solve(model, z_test, grid_times("uniform", nfe), goal=test_goal).x

@@ -27,7 +27,7 @@ import torch
 from flowvla.flow import GaussianMixtureFlow
 from flowvla.flow.analytic import smooth_chunk_mixture
 from flowvla.profiling import keep_large_allocations_in_heap, markdown_table, median_time, write_results
-from flowvla.solvers import get_solver, grid_times
+from flowvla.solvers import create_solver, grid_times
 from flowvla.typing import set_typecheck
 
 SOLVERS = {"euler": 1, "midpoint": 2, "rk4": 4, "heun": 2, "ab2": 1, "dpm++2m": 1}  # NFE per step
@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> dict:
     peers = load_peers()
     with torch.no_grad():
         for name, per in SOLVERS.items():
-            solver = get_solver(name)
+            solver = create_solver(name)
             for nfe in peer_nfes(per):
                 times = grid_times("uniform", nfe // per)
                 for checked in (True, False):

@@ -8,8 +8,8 @@ environment), [`rollout`][flowvla.envs.rollout]
 [`metrics`][flowvla.envs.metrics], [`baselines`][flowvla.envs.baselines]), the machinery simulator jobs share
 ([`pool`][flowvla.envs.pool], [`ledger`][flowvla.envs.ledger], [`progress`][flowvla.envs.progress]),
 [`perturb`][flowvla.envs.perturb]
-(robustness perturbations for evaluation), ``experts`` (a scripted
-pick-and-place expert reading the simulator's state), [`cameras`][flowvla.envs.cameras] (geometry),
+(robustness perturbations for evaluation), ``experts`` (scripted experts for every standard
+LIBERO task, reading the simulator's state), [`cameras`][flowvla.envs.cameras] (geometry),
 [`video`][flowvla.envs.video].
 """
 
@@ -23,6 +23,7 @@ __all__ = [
     "Perturbation",
     "PickPlaceExpert",
     "RolloutConfig",
+    "TaskExpert",
     "evaluate",
     "make_expert",
     "prepare_libero",
@@ -37,6 +38,7 @@ _LAZY = {
     "RolloutConfig": "flowvla.envs.rollout_config",
     "evaluate": "flowvla.envs.rollout",
     "PickPlaceExpert": "flowvla.envs.experts",
+    "TaskExpert": "flowvla.envs.experts",
     "make_expert": "flowvla.envs.experts",
     "run_expert_episode": "flowvla.envs.experts",
 }

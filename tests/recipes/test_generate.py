@@ -151,14 +151,20 @@ def test_scattered_layouts_start_the_demonstration_and_are_logged(libero_ready, 
 
 
 @pytest.mark.libero
-def test_named_unsupported_task_is_refused(libero_ready, tmp_path):
-    from flowvla.envs.experts import UnsupportedGoalError
+def test_named_unsupported_task_is_refused(libero_ready, tmp_path, monkeypatch):
+    # Every goal of the standard suites has an expert now; an expert that refuses this one stands in
+    # for a goal no skill handles (a LIBERO-90 predicate, say).
+    import flowvla.envs.experts as experts
     from flowvla.recipes.generate import generate
 
-    with pytest.raises(
-        UnsupportedGoalError, match=r"libero_goal task 0 .*\(Open wooden_cabinet_1_middle_region\)"
-    ):
+    def refuse(env, config=None):
+        raise experts.UnsupportedGoalError("goal predicate (Stack a b) is not supported")
+
+    monkeypatch.setattr(experts, "make_expert", refuse)
+    refused = r"libero_goal task 0 \(.*\): goal predicate \(Stack a b\)"
+    with pytest.raises(experts.UnsupportedGoalError, match=refused):
         generate(GenerateConfig(out_dir=str(tmp_path), suites=["libero_goal"], tasks=[0], progress=False))
+    assert not list(tmp_path.rglob("*.hdf5"))  # refused before any attempt
 
 
 @pytest.mark.libero
