@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1] / "flowvla"
 RANK = {
     "_version": 0,
     "deprecation": 0,
+    "_lazy": 0,
     "typing": 0,
     "io": 0,
     "extras": 0,

@@ -9,7 +9,7 @@ dependencies), so ``import flowvla.data`` itself is cheap.
 
 from __future__ import annotations
 
-from typing import Any
+from flowvla._lazy import lazy_exports
 
 __all__ = [
     "ChunkDataset",
@@ -48,9 +48,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -15,7 +15,7 @@ LIBERO task, reading the simulator's state), [`cameras`][flowvla.envs.cameras] (
 
 from __future__ import annotations
 
-from typing import Any
+from flowvla._lazy import lazy_exports
 
 __all__ = [
     "LiberoEnv",
@@ -44,10 +44,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    # Lazy, so `python -m flowvla.envs.libero_check` does not find its module half-imported.
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'flowvla.envs' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)
