@@ -3,7 +3,7 @@ cuts at gripper toggles), until success or the step limit; and its record.
 
 [`run_episode`][flowvla.envs.closed_loop.run_episode] runs an episode in a given environment;
 [`simulate_episode`][flowvla.envs.closed_loop.simulate_episode] is the evaluation's default
-[`EpisodeFn`][flowvla.envs.closed_loop.EpisodeFn]: it keeps one environment per process, runs the
+`EpisodeFn`: it keeps one environment per process, runs the
 episode and writes its video. A test or an experiment passes its own ``EpisodeFn`` to
 [`evaluate`][flowvla.envs.rollout.evaluate] instead (no simulator needed).
 """
@@ -245,7 +245,7 @@ def _video_path(cfg: RolloutConfig, task: int, init_state: int) -> Path:
 
 
 def simulate_episode(policy: Any, cfg: RolloutConfig, task: int, init_state: int) -> EpisodeRecord:
-    """The default [`EpisodeFn`][flowvla.envs.closed_loop.EpisodeFn]: ``task``'s episode from
+    """The default `EpisodeFn`: ``task``'s episode from
     ``init_state`` in this process's LIBERO environment (built once per task and process), with the
     video ``cfg.video`` asks for written under ``cfg.out_dir``."""
     env = _env_for(cfg, task)

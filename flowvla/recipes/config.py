@@ -22,7 +22,7 @@ Every setting is checked against its type and range when the config is built (be
 and refused in one line naming it ([`SettingError`][flowvla.checks.SettingError]). A command line
 names a setting by its path (``eval.replan_every=4``, ``policy.head.dim=256``); the flat names of
 the recipe before it was nested (``replan_every=4``) are read as their paths
-([`FLAT_KEYS`][flowvla.recipes.settings.FLAT_KEYS]).
+(`FLAT_KEYS`).
 """
 
 from __future__ import annotations

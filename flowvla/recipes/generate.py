@@ -109,7 +109,7 @@ def run_attempt(
 ) -> dict[str, Any]:
     """Plan, verify, render and write one attempt (in this process's env of the task); return its log
     record. ``episode_fn``: how the expert's episode is run (see
-    [`ExpertEpisodeFn`][flowvla.recipes.generate.ExpertEpisodeFn])."""
+    `ExpertEpisodeFn`)."""
     from flowvla.envs.experts import make_expert, run_expert_episode
 
     episode_fn = episode_fn or run_expert_episode
@@ -247,7 +247,7 @@ def generate(cfg: GenerateConfig, *, episode_fn: ExpertEpisodeFn | None = None) 
     and then resumes from what it wrote, or refuses when ``cfg.wait_for_lock`` is False.
 
     ``episode_fn`` replaces the scripted expert's episode (see
-    [`ExpertEpisodeFn`][flowvla.recipes.generate.ExpertEpisodeFn]; tests inject episodes this way).
+    `ExpertEpisodeFn`; tests inject episodes this way).
 
     Raises:
         UnsupportedGoalError: a task named in ``cfg.tasks`` has a goal the expert cannot reach.

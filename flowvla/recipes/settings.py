@@ -4,7 +4,7 @@ the recipe before it was nested (still read, and converted in old run folders).
 A setting's key is its path in [`RecipeConfig`][flowvla.recipes.config.RecipeConfig]
 (``train.lr``, ``eval.replan_every``, ``policy.head.dim``); every flat key of the old recipe
 (``lr``, ``replan_every``, ``head_dim``) is still accepted and read as its path
-([`FLAT_KEYS`][flowvla.recipes.settings.FLAT_KEYS]). A value of the wrong type or out of range is
+(`FLAT_KEYS`). A value of the wrong type or out of range is
 refused in one line naming the key as typed and its path: ``lr (train.lr): expected a float, got 'abc'``.
 """
 
