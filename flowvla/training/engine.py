@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, fields
@@ -49,6 +48,7 @@ from flowvla.data.batch import collate
 from flowvla.data.stats import load_stats
 from flowvla.io import write_json_atomic
 from flowvla.policy.policy import STATS_FILE, WEIGHTS_FILE, PolicyLosses, VLAPolicy
+from flowvla.training import processes
 from flowvla.training.checkpoint import (
     CHECKPOINT_DIR,
     STATE_FORMAT,
@@ -68,10 +68,6 @@ LOSS_TERMS = tuple(f.name for f in fields(PolicyLosses))
 REPORT_FILE = "non_finite_report.json"
 # Stream tags, so the batch, the flow draws, the per-batch RNG and validation never share a seed.
 _NOISE, _RNG, _VAL_NOISE, _VAL_RNG, _LOADER = 1, 2, 3, 4, 5
-_FSDP_ALIASES = {
-    "transformer_layer_cls_to_wrap": "transformer_cls_names_to_wrap",
-    "offload_params": "cpu_offload",
-}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -87,66 +83,6 @@ class NonFiniteLossError(RuntimeError):
     def __init__(self, message: str, report: dict[str, Any]) -> None:
         super().__init__(message)
         self.report = report
-
-
-def _fsdp_plugin(options: Mapping[str, Any]):
-    from accelerate.utils import FullyShardedDataParallelPlugin
-
-    known = {f.name for f in fields(FullyShardedDataParallelPlugin)}
-    # Accelerate's loading through the main process expects every state-dict entry to be sharded,
-    # which a persistent buffer (image mean/std, a router table) is not; train() makes the copies
-    # equal itself (_sync_from_main).
-    kwargs: dict[str, Any] = {"cpu_ram_efficient_loading": False}
-    for key, value in options.items():
-        name = (
-            key if key in known else _FSDP_ALIASES.get(key.removeprefix("fsdp_"), key.removeprefix("fsdp_"))
-        )
-        if name not in known:
-            raise ValueError(
-                f"fsdp: {key!r} is not an option of Accelerate's FSDP plugin; known: {sorted(known)}"
-            )
-        kwargs[name] = value
-    return FullyShardedDataParallelPlugin(**kwargs)
-
-
-@torch.no_grad()
-def _sync_from_main(module: torch.nn.Module, device: torch.device) -> None:
-    """Give every process the main process's weights and buffers (FSDP, unlike DDP, shards each
-    process's own copy as it finds it). One tensor at a time through ``device``, so NCCL can carry it
-    without the whole model on the GPU."""
-    import torch.distributed as dist
-
-    for tensor in module.state_dict().values():
-        moved = tensor.detach().to(device)
-        dist.broadcast(moved, src=0)
-        tensor.copy_(moved)
-
-
-def _make_accelerator(cfg: TrainConfig):
-    """The Accelerator of one ``train`` call (tests replace this to reach code paths Accelerate
-    reserves for GPUs)."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-    from accelerate.utils import DistributedDataParallelKwargs
-
-    # Accelerate keeps its settings in a process-wide singleton and refuses a second Accelerator with
-    # another precision; each train() call is a run of its own, so its settings start afresh (the
-    # process group, held apart from them, is kept).
-    AcceleratorState._reset_state(reset_partial_state=False)
-    # Without a GPU, Accelerate sets up gloo only when told "cpu"; otherwise each process of a
-    # torchrun launch would train alone.
-    on_accelerator = (
-        torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
-    )
-    return Accelerator(
-        mixed_precision=cfg.mixed_precision,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps or 1,
-        cpu=cfg.cpu or not on_accelerator,
-        fsdp_plugin=None if cfg.fsdp is None else _fsdp_plugin(cfg.fsdp),
-        dynamo_backend=cfg.dynamo_backend,
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=cfg.find_unused_parameters)],
-        step_scheduler_with_optimizer=False,
-    )
 
 
 def _named(dataset: Any, argument: str) -> dict[str, torch.utils.data.Dataset]:
@@ -170,36 +106,8 @@ def _terms(losses: PolicyLosses) -> torch.Tensor:
     return torch.stack([getattr(losses, k).detach().float().reshape(()) for k in LOSS_TERMS])
 
 
-def _scalar(x: torch.Tensor | float) -> float:
-    if hasattr(x, "full_tensor"):  # a DTensor norm under FSDP2
-        x = x.full_tensor()
-    return float(x)
-
-
 def _slice_draws(noise: torch.Tensor, t: torch.Tensor, sl: slice) -> tuple[torch.Tensor, torch.Tensor]:
     return noise[..., sl, :, :], t[..., sl]
-
-
-class _Budget:
-    """Stops before a step that would end past ``max_minutes`` (decided on the main process)."""
-
-    def __init__(self, minutes: float | None, t0: float) -> None:
-        self.limit = None if minutes is None else minutes * 60.0
-        self.t0, self.step_s = t0, 0.0
-
-    def observe(self, seconds: float) -> None:
-        self.step_s = seconds if self.step_s == 0 else 0.8 * self.step_s + 0.2 * seconds
-
-    def exhausted(self, accelerator) -> bool:
-        if self.limit is None:
-            return False
-        over = time.perf_counter() - self.t0 + self.step_s > self.limit
-        if accelerator.num_processes == 1:
-            return over
-        from accelerate.utils import broadcast
-
-        flag = torch.tensor([float(over)], device=accelerator.device)
-        return bool(broadcast(flag, from_process=0).item() > 0)
 
 
 def train(
@@ -292,21 +200,11 @@ class _TrainingRun:
 
     def _set_up_processes(self) -> None:
         cfg = self.cfg
-        accelerator = self.accelerator = _make_accelerator(cfg)
+        accelerator = self.accelerator = processes.make_accelerator(cfg)
+        processes.check_launch(accelerator, cfg)
         self.main, self.world = accelerator.is_main_process, accelerator.num_processes
         self.rank = accelerator.process_index
-        launched = int(os.environ.get("WORLD_SIZE", "1"))
-        if launched != self.world:
-            raise RuntimeError(
-                f"the launcher started {launched} processes (WORLD_SIZE) but Accelerate set up {self.world}; "
-                "each would train alone. Check the launcher and Accelerate configuration"
-            )
         self.accum = accelerator.gradient_accumulation_steps
-        if cfg.gradient_accumulation_steps is not None and self.accum != cfg.gradient_accumulation_steps:
-            raise ValueError(
-                f"cfg.gradient_accumulation_steps: {cfg.gradient_accumulation_steps}, but the launcher set "
-                f"{self.accum} (ACCELERATE_GRADIENT_ACCUMULATION_STEPS); set one of them"
-            )
         # Read before prepare(): the kind of run this call set up (what the report states).
         self.distributed_type = accelerator.distributed_type.value
         self.fsdp = self.distributed_type == "FSDP"
@@ -395,7 +293,7 @@ class _TrainingRun:
 
         cfg, accelerator = self.cfg, self.accelerator
         if self.fsdp and self.world > 1:
-            _sync_from_main(policy, accelerator.device)
+            processes.sync_from_main(policy, accelerator.device)
         params = [p for p in policy.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.model, self.opt = accelerator.prepare(policy, opt)
@@ -420,7 +318,7 @@ class _TrainingRun:
             self.bar = tqdm(
                 total=cfg.steps, initial=self.start, desc="train", unit="step", dynamic_ncols=True
             )
-        budget = _Budget(cfg.max_minutes, self.t_call)
+        budget = processes.TimeBudget(cfg.max_minutes, self.t_call)
         self.model.train()
         batches = iter(self._loader(self.data, self.sampler))
         while self.step < self.stop:
@@ -473,7 +371,7 @@ class _TrainingRun:
             local.append(_terms(losses))
         rows = self._gathered(torch.stack(local))
         max_norm = cfg.grad_clip if cfg.grad_clip else float("inf")
-        grad_norm = _scalar(accelerator.clip_grad_norm_(model.parameters(), max_norm))
+        grad_norm = processes.scalar(accelerator.clip_grad_norm_(model.parameters(), max_norm))
         losses_ok = bool(torch.isfinite(rows[:, 0]).all())
         self.step = step = step + 1
         if losses_ok and math.isfinite(grad_norm):

@@ -1,4 +1,4 @@
-"""benchmarks/libero_baseline.py, the regression floor the recipe is measured against: its keypoints
+"""benchmarks/libero/baseline.py, the regression floor the recipe is measured against: its keypoints
 find what they attend to, its task code follows the instruction, its loss ignores padded steps, and
 (with LIBERO) the script trains and evaluates end to end at toy size."""
 
@@ -16,7 +16,7 @@ from flowvla.data.stats import FeatureStats
 from tests.benchmark_loader import load_benchmark
 from tests.libero_demos import generate_one_demo
 
-bench = load_benchmark("libero_baseline")
+bench = load_benchmark("libero/baseline")
 
 H, A, S = 4, 7, 8
 

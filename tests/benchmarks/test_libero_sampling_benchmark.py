@@ -1,27 +1,18 @@
-"""benchmarks/libero_sampling.py (and libero_robustness.py's rows): settings parsing, and a tiny
+"""benchmarks/libero/sampling.py (and libero/robustness.py's rows): settings parsing, and a tiny
 closed-loop run through the real runner."""
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.benchmark_loader import load_benchmark as _load
 
 
 def load_benchmark():
-    return _load("libero_sampling")
+    return _load("libero/sampling")
 
 
 def test_settings_name_a_known_solver_and_a_step_count():
@@ -136,7 +127,7 @@ def test_every_setting_runs_the_same_episodes_and_reports_its_nfe(tmp_path):
 
 
 def test_robustness_camera_rows_parse_and_an_empty_list_gives_none():
-    robustness = _load("libero_robustness")
+    robustness = _load("libero/robustness")
     assert robustness.camera_settings("0.02:3,0.04:6") == [(0.02, 3.0), (0.04, 6.0)]
     assert robustness.camera_settings("") == []  # only the instruction rows (and objects, if given)
     with pytest.raises(argparse.ArgumentTypeError, match="SHIFT_M:ANGLE_DEG"):
@@ -145,7 +136,7 @@ def test_robustness_camera_rows_parse_and_an_empty_list_gives_none():
 
 def test_robustness_rows_keep_the_named_subset_in_order_and_refuse_unknown_names(capsys):
     pytest.importorskip("libero")
-    robustness = _load("libero_robustness")
+    robustness = _load("libero/robustness")
     from flowvla.recipes.sweep import select_variants
 
     rows = robustness.variants("libero_object", [0, 1], [0.03], [(0.02, 3.0)], [0.04])

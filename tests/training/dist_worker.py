@@ -14,7 +14,7 @@ import torch
 
 from flowvla.training import (
     TrainConfig,
-    engine,
+    processes,
     train,
 )
 from tests.policy.helpers import tiny_policy
@@ -28,15 +28,15 @@ def force_fsdp2_on_cpu() -> None:
     sharded save / resume code in CI, put Accelerate's state in its FSDP2 mode after it is built."""
     from accelerate.utils import DistributedType
 
-    make = engine._make_accelerator
+    make = processes.make_accelerator
 
     def patched(cfg):
         accelerator = make(cfg)
         accelerator.state.distributed_type = DistributedType.FSDP
-        accelerator.state.fsdp_plugin = engine._fsdp_plugin({"fsdp_version": 2})
+        accelerator.state.fsdp_plugin = processes.fsdp_plugin({"fsdp_version": 2})
         return accelerator
 
-    engine._make_accelerator = patched
+    processes.make_accelerator = patched
 
 
 def main() -> None:

@@ -168,6 +168,7 @@ def test_resuming_with_a_longer_schedule_is_refused_unless_asked(tmp_path):
 
 def test_time_budget_stops_cleanly_with_a_checkpoint(tmp_path, monkeypatch):
     import flowvla.training.engine as engine
+    import flowvla.training.processes as processes
 
     class Clock:  # each reading is 10 s later: the 1-minute budget ends after a few steps
         now = 0.0
@@ -176,7 +177,9 @@ def test_time_budget_stops_cleanly_with_a_checkpoint(tmp_path, monkeypatch):
             self.now += 10.0
             return self.now
 
-    monkeypatch.setattr(engine, "time", Clock())
+    clock = Clock()  # one clock for the loop and its budget
+    monkeypatch.setattr(engine, "time", clock)
+    monkeypatch.setattr(processes, "time", clock)
     cfg = TrainConfig(out_dir=str(tmp_path), steps=50, batch_size=2, save_every=100, max_minutes=1.0)
     report = train(tiny_policy(), ItemList(), cfg)
     assert report["stopped"] == "max_minutes" and 0 < report["step"] < 50
@@ -227,7 +230,7 @@ def test_progress_bar_on_request(tmp_path, capsys):
 
 
 def test_fsdp_options_take_accelerates_names():
-    from flowvla.training.engine import _fsdp_plugin
+    from flowvla.training.processes import fsdp_plugin
 
     # Both the plugin's field names and the fsdp_-prefixed keys of an `accelerate config` file.
     options = {
@@ -235,8 +238,8 @@ def test_fsdp_options_take_accelerates_names():
         "fsdp_transformer_layer_cls_to_wrap": ["DiTBlock"],
         "reshard_after_forward": True,
     }
-    plugin = _fsdp_plugin(options)
+    plugin = fsdp_plugin(options)
     assert plugin.fsdp_version == 2 and plugin.transformer_cls_names_to_wrap == ["DiTBlock"]
     assert plugin.reshard_after_forward is True
     with pytest.raises(ValueError, match="fsdp: 'fsdp_sharding' is not an option"):
-        _fsdp_plugin({"fsdp_sharding": "FULL"})
+        fsdp_plugin({"fsdp_sharding": "FULL"})

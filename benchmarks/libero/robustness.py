@@ -11,7 +11,7 @@ holds. ``swapped_instruction`` gives every task the instruction of the next task
 (cyclically) and still scores the original task: a policy that obeys its words drops towards 0 there,
 one that reads the task off the scene alone keeps its success.
 
-    python benchmarks/libero_robustness.py --policy RUN/checkpoint --tasks 0,1 --init-states 25 \\
+    python benchmarks/libero/robustness.py --policy RUN/checkpoint --tasks 0,1 --init-states 25 \\
         --object-shift 0.02,0.04 --camera 0.02:3 --out benchmarks/results/libero_robustness
 
 ``--object-scatter 0.04`` adds a row whose objects are scattered within 4 cm of their official
@@ -34,7 +34,7 @@ from typing import Any
 def _sampling_module() -> Any:
     # The shared closed-loop options live in the sibling script; benchmarks are not a package.
     spec = importlib.util.spec_from_file_location(
-        "libero_sampling", Path(__file__).with_name("libero_sampling.py")
+        "bench_libero_sampling", Path(__file__).with_name("sampling.py")
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

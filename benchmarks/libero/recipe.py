@@ -1,8 +1,8 @@
 """The LIBERO recipe's success targets, measured: the main job end to end, with its time per phase.
 
-    python benchmarks/libero_recipe.py                       # the default recipe (the one-command job)
-    python benchmarks/libero_recipe.py --preset libero_object
-    python benchmarks/libero_recipe.py --preset default --demos-per-task 10 --tag demos10
+    python benchmarks/libero/recipe.py                       # the default recipe (the one-command job)
+    python benchmarks/libero/recipe.py --preset libero_object
+    python benchmarks/libero/recipe.py --preset default --demos-per-task 10 --tag demos10
 
 Runs [`run_recipe`][flowvla.recipes.libero.run_recipe] into ``benchmarks/results/libero_recipe_<tag>/``
 (resumable: run the same command again after an interruption), then prints one table: success per
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--steps", type=int)
     ap.add_argument("--init-states", type=int)
     ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="other recipe settings")
-    ap.add_argument("--results", default=str(Path(__file__).parent / "results"))
+    ap.add_argument("--results", default=str(Path(__file__).resolve().parents[1] / "results"))
     a = ap.parse_args(argv)
     given = {"demos_per_task": a.demos_per_task, "steps": a.steps, "init_states": a.init_states}
     cfg = preset(a.preset, **{k: v for k, v in given.items() if v is not None}, **parse_settings(a.set))

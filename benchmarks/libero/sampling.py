@@ -9,7 +9,7 @@ and all solver steps), the episode length, the smoothness of the executed arm ac
 2nd / 3rd differences, [`action_smoothness`][flowvla.envs.rollout.action_smoothness]) and how the
 failures ended.
 
-    python benchmarks/libero_sampling.py --policy RUN/checkpoint --tasks 0,1 --init-states 25 \\
+    python benchmarks/libero/sampling.py --policy RUN/checkpoint --tasks 0,1 --init-states 25 \\
         --settings euler@10,euler@1,euler@2,euler@4,midpoint@5,ab2@4,dpm++2m@4 \\
         --out benchmarks/results/libero_sampling
 
@@ -89,7 +89,7 @@ def base_config(policy: Any, args: argparse.Namespace) -> Any:
 
 
 def eval_options(p: argparse.ArgumentParser) -> None:
-    """The options of a closed-loop comparison (shared with ``libero_robustness.py``)."""
+    """The options of a closed-loop comparison (shared with ``robustness.py``)."""
     p.add_argument("--policy", required=True, help="a directory written by save_pretrained")
     p.add_argument("--suite", default="libero_object")
     p.add_argument("--tasks", type=index_list, default=[0, 1])

@@ -7,7 +7,7 @@ the field's small-data visual-imitation recipes do. It speaks the rollout runner
 contract, so it is evaluated by exactly the same code, on the same official init states, as the
 flowvla policy.
 
-    python benchmarks/libero_baseline.py --data DEMO_FOLDER \\
+    python benchmarks/libero/baseline.py --data DEMO_FOLDER \\
         --tasks 0,1 --demos-per-task 25 --minutes 10 --init-states 50 --out benchmarks/results/baseline
 
 ``--steps N`` trains a fixed number of steps instead of a wall-clock budget (the learning-rate
