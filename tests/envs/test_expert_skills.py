@@ -89,6 +89,33 @@ def test_an_open_drawer_and_an_open_door_are_pushed_shut(suite, task, arg, start
         assert _run_skill(env, skill, 150)
 
 
+def test_the_plate_slides_towards_the_stove_front_without_being_lifted():
+    """libero_goal 5, ``(On plate_1 main_table_stove_front_region)``: the plate is slid (pressed from
+    above and dragged), never lifted: over the whole skill its body stays within 1 cm of its resting
+    height while it gets at least 10 cm closer to the region."""
+    from flowvla.envs.experts.predicates import place_goals
+    from flowvla.envs.experts.push import SlideSkill, slides
+    from flowvla.envs.experts.scene import Scene
+
+    with LiberoEnv("libero_goal", 5, render=False) as env:
+        env.reset(seed=1)
+        scene = Scene(env)
+        goal = place_goals(env)[0]
+        assert slides(scene, goal)
+        skill = SlideSkill(env, scene, goal)
+        site = scene.site_pos(goal.target)[:2]
+        rest = scene.body_pos("plate_1")
+        heights = []
+        for _ in range(120):
+            env.step(skill.act())
+            heights.append(float(scene.body_pos("plate_1")[2]))
+            if skill.done or skill.failed:
+                break
+        end = scene.body_pos("plate_1")
+        assert max(heights) - rest[2] < 0.01
+        assert np.linalg.norm(rest[:2] - site) - np.linalg.norm(end[:2] - site) > 0.1
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("suite", ["libero_spatial", "libero_object", "libero_goal", "libero_10"])
 def test_every_task_of_the_standard_suites_gets_an_expert(suite):

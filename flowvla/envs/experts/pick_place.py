@@ -440,6 +440,11 @@ class PickPlaceExpert:
         # lower: bring the object's bottom to place_gap above its support (or until contact).
         bottom = eef[2] - self._obj_below
         release_z = float(support_z) + (cfg.place_gap if not inside else 0.02)
+        shape = sc.shape(self.goal.obj)
+        if not inside and self.goal.target_kind == "site" and shape.high[2] - shape.low[2] > 0.12:
+            # A tall object let go above a region's surface (a bottle over the rack's bars) drops into
+            # it and topples: it is set down until the hand stalls on the contact.
+            release_z = float(support_z) - 0.015
         target = np.array([xy[0], xy[1], release_z + self._obj_below])
         speed = cfg.slow if bottom - release_z < 0.06 else cfg.fast
         if bottom <= release_z + 0.004 or (self.phase_steps > 5 and self._stalled()) or timed_out:

@@ -39,6 +39,7 @@ from flowvla.envs.experts.predicates import (
     place_goals,
     site_parent,
 )
+from flowvla.envs.experts.push import SlideSkill, slides
 from flowvla.envs.experts.scene import Scene
 from flowvla.envs.experts.skill import Skill
 
@@ -238,6 +239,8 @@ class TaskExpert:
         p, sc = stage.predicate, self.scene
         if p.name in ("in", "on"):
             goal = place_goals(self.env, [p], inside_articulated=True)[0]
+            if slides(sc, goal):
+                return SlideSkill(self.env, sc, goal)
             sharing = [q for q in self.predicates if q.name in ("in", "on") and q.args[1] == p.args[1]]
             return PlaceSkill(self.env, sc, goal, self.cfg, slot=(sharing.index(p), len(sharing)))
         art = self._articulation(p)
