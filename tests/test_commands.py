@@ -143,7 +143,7 @@ def test_the_docs_show_commands():
         "python -m flowvla.envs.libero_check",
         "flowvla-diagnose",
         "python examples/libero_eval.py",
-        "python benchmarks/libero_expert.py",
+        "python benchmarks/libero/expert.py",
     } <= shown
     assert len(COMMANDS) >= 20
 

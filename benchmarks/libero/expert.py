@@ -1,8 +1,8 @@
 """The scripted LIBERO expert per task: success over fresh initial states, episode length, and the time
 it costs to generate one kept demonstration.
 
-    python benchmarks/libero_expert.py                                   # libero_object, 20 states
-    python benchmarks/libero_expert.py --suites libero_spatial,libero_goal --states 20 --render 1
+    python benchmarks/libero/expert.py                                   # libero_object, 20 states
+    python benchmarks/libero/expert.py --suites libero_spatial,libero_goal --states 20 --render 1
 
 Each task runs the expert (physics only) from ``--states`` fresh layouts drawn by LIBERO's BDDL region
 sampler, seeded exactly as ``flowvla.recipes.generate`` seeds its attempts, so a row predicts what
@@ -104,7 +104,9 @@ def main() -> None:
     p.add_argument("--render", type=int, default=1, help="kept episodes per task rendered and written")
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "libero_expert.json"))
+    p.add_argument(
+        "--out", default=str(Path(__file__).resolve().parents[1] / "results" / "libero_expert.json")
+    )
     a = p.parse_args()
     import torch
 
