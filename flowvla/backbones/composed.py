@@ -38,6 +38,7 @@ from flowvla.backbones.timm_encoders import FusedTimmEncoder, TimmEncoder
 from flowvla.extras import requires_extra
 from flowvla.geometry import PatchGrid
 from flowvla.processing import MultimodalProcessor, scatter_image_features
+from flowvla.processing.tokenizers import load_tokenizer, save_tokenizer
 from flowvla.typing import Float, Shaped, Tensor, typechecked
 
 __all__ = ["ComposedBackbone"]
@@ -385,7 +386,7 @@ class ComposedBackbone(VisionLanguageBackbone):
 
     def save_tokenizer(self, directory: str | os.PathLike) -> None:
         """Write the tokenizer files under ``directory/tokenizer``."""
-        self.tokenizer.save_pretrained(Path(directory) / _TOKENIZER_DIR)
+        save_tokenizer(self.tokenizer, Path(directory) / _TOKENIZER_DIR)
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any], directory: str | os.PathLike) -> ComposedBackbone:
@@ -393,7 +394,7 @@ class ComposedBackbone(VisionLanguageBackbone):
         (random weights) with the tokenizer saved in ``directory`` by
         [`save_tokenizer`][flowvla.backbones.composed.ComposedBackbone.save_tokenizer]."""
         with requires_extra("hf", "ComposedBackbone.from_spec"):
-            from transformers import AutoConfig, AutoModel, AutoTokenizer
+            from transformers import AutoConfig, AutoModel
 
         def config(d: dict[str, Any]) -> Any:
             d = dict(d)
@@ -408,7 +409,7 @@ class ComposedBackbone(VisionLanguageBackbone):
                 return FusedTimmEncoder.from_config(d)
             return AutoModel.from_config(config(d))
 
-        tokenizer = AutoTokenizer.from_pretrained(Path(directory) / _TOKENIZER_DIR)
+        tokenizer = load_tokenizer(Path(directory) / _TOKENIZER_DIR)
         return cls(
             vision(spec["vision_config"]),
             AutoModel.from_config(config(spec["language_config"])),

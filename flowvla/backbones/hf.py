@@ -40,6 +40,7 @@ from flowvla.backbones.hf_adapters import HFAdapter, adapter_for
 from flowvla.extras import requires_extra
 from flowvla.geometry import PatchGrid
 from flowvla.processing import MultimodalProcessor
+from flowvla.processing.tokenizers import load_tokenizer, save_tokenizer
 from flowvla.typing import Float, Shaped, Tensor, typechecked
 
 __all__ = ["HFVisionLanguageBackbone"]
@@ -318,7 +319,7 @@ class HFVisionLanguageBackbone(VisionLanguageBackbone):
         Args:
             directory: the checkpoint directory.
         """
-        self.tokenizer.save_pretrained(os.path.join(os.fspath(directory), TOKENIZER_DIR))
+        save_tokenizer(self.tokenizer, os.path.join(os.fspath(directory), TOKENIZER_DIR))
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any], directory: str | os.PathLike) -> HFVisionLanguageBackbone:
@@ -331,14 +332,14 @@ class HFVisionLanguageBackbone(VisionLanguageBackbone):
             directory: the checkpoint directory holding ``tokenizer/``.
         """
         with requires_extra("hf", "HFVisionLanguageBackbone.from_spec"):
-            from transformers import AutoConfig, AutoModelForImageTextToText, AutoTokenizer
+            from transformers import AutoConfig, AutoModelForImageTextToText
 
         spec = dict(spec)
         if spec.pop("kind", "hf") != "hf":
             raise ValueError("spec: not an HFVisionLanguageBackbone spec (kind must be 'hf')")
         model_config = dict(spec.pop("model_config"))
         config = AutoConfig.for_model(model_config.pop("model_type"), **model_config)
-        tokenizer = AutoTokenizer.from_pretrained(os.path.join(os.fspath(directory), TOKENIZER_DIR))
+        tokenizer = load_tokenizer(os.path.join(os.fspath(directory), TOKENIZER_DIR))
         model = AutoModelForImageTextToText.from_config(config)
         return cls(model, tokenizer, **spec)
 

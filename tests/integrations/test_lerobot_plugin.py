@@ -207,6 +207,32 @@ def test_views_of_another_size_are_resized_to_the_policys():
     assert torch.allclose(chunk, policy.predict_action_chunk(small | state), atol=1e-6)
 
 
+def test_mirrored_views_act_as_flowvlas_upright_views(tmp_path):
+    """LeRobot's LIBERO env hands the policy LIBERO's renders turned by 180 degrees: flowvla's upright
+    view mirrored left-right. Exported with ``mirror_views``, the policy acts on such a view exactly as
+    flowvla's policy acts on the upright one; the views really differ (the actions do without it)."""
+    vla = recipe_like_policy()
+    export_policy(vla, tmp_path / "ckpt", image_keys=VIEWS, sampling_seed=5, mirror_views=True)
+    policy = FlowVLAPolicy.from_pretrained(tmp_path / "ckpt")
+    assert policy.config.mirror_views
+    g = torch.Generator().manual_seed(4)
+    upright = {k: torch.rand(1, 3, 32, 32, generator=g) for k in VIEWS}
+    state = torch.randn(1, 8, generator=g)
+    lerobots = {k: v.flip(-1) for k, v in upright.items()} | {
+        "observation.state": state,
+        "task": ["pick block 0"],
+    }
+    batch = {
+        "images": torch.stack([upright[k] for k in VIEWS], 1),
+        "instruction": ["pick block 0"],
+        "state": state,
+    }
+    ours, _ = vla.predict_action(batch, seed=5)
+    assert torch.equal(policy.predict_action_chunk(lerobots), ours)
+    policy.config.mirror_views = False
+    assert not torch.allclose(policy.predict_action_chunk(lerobots), ours, atol=1e-4)
+
+
 def export_features(vla: VLAPolicy) -> dict:
     inputs = {k: PolicyFeature(type=FeatureType.VISUAL, shape=(3, 32, 32)) for k in VIEWS}
     state = PolicyFeature(type=FeatureType.STATE, shape=(vla.config.state_dim,))

@@ -66,6 +66,10 @@ class FlowVLAConfig(PreTrainedConfig):
         flow_repeats: noise draws per sample and step.
         solver: ODE solver of the action chunk (``"euler"``, ``"heun"``, ``"midpoint"``, ...).
         solver_steps: solver steps.
+        mirror_views: flip every view left-right before the policy reads it. LeRobot's LIBERO
+            environment turns LIBERO's renders by 180 degrees (its ``LiberoProcessorStep``, the
+            convention of the HuggingFaceVLA/libero datasets), which is flowvla's upright view
+            mirrored; a policy trained on flowvla's own demonstrations needs ``true`` there.
         sampling_seed: seeds the initial noise of every chunk (the same observation then gives the
             same chunk); ``None`` draws it from torch's global generator.
         seed: initialisation seed of the weights.
@@ -111,6 +115,7 @@ class FlowVLAConfig(PreTrainedConfig):
     flow_repeats: int = 4
     solver: str = "euler"
     solver_steps: int = 10
+    mirror_views: bool = False
     sampling_seed: int | None = None
     seed: int = 0
     optimizer_lr: float = 2e-3

@@ -35,6 +35,7 @@ def export_policy(
     image_keys: Sequence[str],
     n_action_steps: int = 8,
     sampling_seed: int | None = None,
+    mirror_views: bool = False,
     device: str = "cpu",
 ) -> FlowVLAPolicy:
     """Write ``vla`` as a LeRobot checkpoint (config, flowvla folder, identity processors) in ``out_dir``.
@@ -45,6 +46,8 @@ def export_policy(
         image_keys: LeRobot's name of each of the policy's ``V`` views, in the policy's order.
         n_action_steps: actions of each chunk LeRobot executes before predicting the next.
         sampling_seed: see [`FlowVLAConfig`][lerobot_policy_flowvla.FlowVLAConfig].
+        mirror_views: see [`FlowVLAConfig`][lerobot_policy_flowvla.FlowVLAConfig]: ``True`` for a
+            policy trained on flowvla's LIBERO renders that LeRobot's LIBERO environment will run.
         device: the device the checkpoint loads on by default.
 
     Returns:
@@ -82,6 +85,7 @@ def export_policy(
         solver=c.solver,
         solver_steps=c.steps,
         sampling_seed=sampling_seed,
+        mirror_views=mirror_views,
         input_features=inputs,
         output_features={ACTION: PolicyFeature(type=FeatureType.ACTION, shape=(c.action_dim,))},
         push_to_hub=False,
@@ -111,10 +115,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("out", help="the LeRobot checkpoint folder to write")
     parser.add_argument("--views", required=True, help="LeRobot names of the policy's views, comma-separated")
     parser.add_argument("--n-action-steps", type=int, default=8)
+    parser.add_argument(
+        "--sampling-seed", type=int, default=None, help="seed of every chunk's noise (default: drawn)"
+    )
+    parser.add_argument(
+        "--mirror-views",
+        action="store_true",
+        help="flip views left-right (for LeRobot's LIBERO env, which turns renders by 180 degrees)",
+    )
     args = parser.parse_args(argv)
     try:
         vla = VLAPolicy.from_pretrained(args.policy)
-        export_policy(vla, args.out, image_keys=args.views.split(","), n_action_steps=args.n_action_steps)
+        export_policy(
+            vla,
+            args.out,
+            image_keys=args.views.split(","),
+            n_action_steps=args.n_action_steps,
+            sampling_seed=args.sampling_seed,
+            mirror_views=args.mirror_views,
+        )
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -3,7 +3,8 @@
 LeRobot hands the policy batches of its own keys; this module maps them onto flowvla's batch
 contract ([`flowvla.data.batch`][flowvla.data.batch]) and back::
 
-    observation.images.<view> [B, 3, h, w] (each view)  ->  images      [B, V, 3, S, S] (resized to S)
+    observation.images.<view> [B, 3, h, w] (each view)  ->  images      [B, V, 3, S, S] (resized to S,
+                                                                                 mirrored if asked)
     observation.state         [B, S_state]              ->  state       [B, S_state]
     task                      list[str]                 ->  instruction list[str]
     action                    [B, H, A]                 ->  actions     [B, H, A]
@@ -48,8 +49,9 @@ def flowvla_batch(config: FlowVLAConfig, batch: dict[str, Any], *, training: boo
     if missing:
         raise KeyError(f"batch: missing {missing} (a flowvla policy reads {config.image_keys} and 'task')")
     tasks = batch[_TASK]
+    images = torch.stack([_sized(batch[k], config.image_size) for k in config.image_keys], dim=1)
     out: dict[str, Any] = {
-        "images": torch.stack([_sized(batch[k], config.image_size) for k in config.image_keys], dim=1),
+        "images": images.flip(-1) if config.mirror_views else images,
         "instruction": [tasks] if isinstance(tasks, str) else list(tasks),
     }
     if config.state_key is not None:
