@@ -186,6 +186,18 @@ class Perturbation:
             out["object_swap"] = list(self.object_swap)
         return out
 
+    def split(self) -> tuple[Perturbation, Perturbation]:
+        """``(layout, appearance)``: the axes that live in the simulator state (objects, the robot's
+        joints, the task) and those only the renderer reads (cameras, lights, materials, pixel
+        noise). Appearance may be applied after the physics of an episode has run (as the demonstration
+        generator does before rendering a kept episode): the physics never reads it."""
+        look = ("camera_shift_m", "camera_rotation_deg", "light_intensity", "light_rotation_deg")
+        look += ("scene_tint", "scene_texture_swap", "image_noise_std")
+        off = {f.name: f.default for f in dataclasses.fields(self) if f.name != "cameras"}
+        layout = dataclasses.replace(self, **{k: off[k] for k in look})
+        appearance = dataclasses.replace(self, **{k: v for k, v in off.items() if k not in look})
+        return layout, appearance
+
     def check_suite(self, suite: str) -> None:
         """Refuse, before any episode runs, an axis that ``suite`` cannot have."""
         if self.changed_task and suite in _NO_CHANGED_TASK:
