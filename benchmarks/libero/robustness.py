@@ -14,7 +14,8 @@ holds; ``object_synonym`` names the objects in other words
 every task the instruction of the next task in ``--tasks`` (cyclically) and still scores the original
 task: a policy that obeys its words drops towards 0 there, one that reads the task off the scene alone
 keeps its success. ``changed_task`` is the converse: each episode is told another task its scene
-allows and scored on that task (not on libero_spatial, whose words name the bowl by where it lies).
+allows and scored on that task (not on libero_spatial, whose words name the bowl by where it lies, and
+on libero_10 only when ``--tasks`` are among 0, 1, 7, 8, the scenes that hold another task's objects).
 
 The other rows each turn one axis of [`Perturbation`][flowvla.envs.perturb.Perturbation], at the
 magnitudes given (two each by default; an empty list drops the axis): ``swap_target`` /
@@ -50,6 +51,11 @@ def _sampling_module() -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+# Tasks whose scene allows another task of the suite (scorable_tasks, measured for libero_10: tasks
+# 0 <-> 1, 7 and 2 <- 8); every libero_object and libero_goal task has some.
+_CHANGED_TASK_SCENES = {"libero_10": {0, 1, 7, 8}}
 
 
 def floats(text: str) -> list[float]:
@@ -113,7 +119,10 @@ def variants(
         rows["object_synonym"] = {
             "instructions": {t: object_synonym(get_task(suite, t).instruction) for t in tasks}
         }
-        if suite != "libero_spatial":  # its instructions name the bowl by where it lies
+        # libero_spatial's instructions name the bowl by where it lies; in libero_10 only four
+        # scenes hold another task's objects (flowvla.envs.perturb.scorable_tasks).
+        allowed = _CHANGED_TASK_SCENES.get(suite)
+        if suite != "libero_spatial" and (allowed is None or set(tasks) <= allowed):
             rows["changed_task"] = {"perturbation": Perturbation(changed_task=True)}
     for shift in object_shifts:
         rows[f"objects+{100 * shift:g}cm"] = {"perturbation": Perturbation(object_shift_m=shift)}

@@ -118,7 +118,8 @@ class Perturbation:
         image_noise_std: standard deviation of the Gaussian noise added to the policy's images
             (pixel values, 0-255).
         changed_task: score the episode on another task of the suite that the scene allows, and
-            tell the policy that task's instruction (not on libero_spatial).
+            tell the policy that task's instruction (not on libero_spatial; ``RolloutConfig.instructions``
+            naming the task still overrides the words).
         cameras: the cameras jittered (default: the third-person view; the wrist camera rides on the
             robot).
     """
@@ -176,11 +177,14 @@ class Perturbation:
 
     @property
     def active(self) -> bool:
+        """Whether any axis is on."""
         return any(
             getattr(self, name) for name in (*_AMOUNTS, "object_swap", "scene_texture_swap", "changed_task")
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as JSON-ready values, as records store them (read back by
+        [`from_dict`][flowvla.envs.perturb.Perturbation.from_dict])."""
         out = {**dataclasses.asdict(self), "cameras": list(self.cameras)}
         if not isinstance(self.object_swap, str):
             out["object_swap"] = list(self.object_swap)

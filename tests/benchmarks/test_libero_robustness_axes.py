@@ -46,6 +46,9 @@ def test_every_axis_gets_a_named_row_per_magnitude(libero_ready):
     # libero_spatial's words pick the bowl by where it lies: no changed task there.
     spatial = robustness.variants("libero_spatial", [0], [], [], language=True)
     assert "object_synonym" in spatial and "changed_task" not in spatial
+    # In libero_10 only four scenes hold another task's objects.
+    assert "changed_task" in robustness.variants("libero_10", [0, 1], [], [], language=True)
+    assert "changed_task" not in robustness.variants("libero_10", [0, 2], [], [], language=True)
 
 
 def test_a_bad_amount_is_refused_by_its_field_before_any_policy_loads(capsys):
