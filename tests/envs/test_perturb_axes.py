@@ -187,6 +187,7 @@ def model_fields(env):
     ],
     ids=["light_intensity", "light_rotation", "scene_tint", "texture_swap", "camera"],
 )
+@pytest.mark.libero
 def test_appearance_changes_the_image_and_leaves_the_physics_bit_exact(env, clean, perturbation):
     run = episode(env, perturbation)
     assert np.abs(run["image"] - clean["image"]).mean() > 1.0  # the rendered view changed
@@ -194,6 +195,7 @@ def test_appearance_changes_the_image_and_leaves_the_physics_bit_exact(env, clea
     np.testing.assert_array_equal(run["end"], clean["end"])  # 5 settling + 12 random steps, exactly
 
 
+@pytest.mark.libero
 def test_lights_change_by_exactly_the_drawn_factor_and_angle(env, clean):
     before = clean["model"]
     run = episode(env, Perturbation(light_intensity=0.3, light_rotation_deg=20.0), seed=3)
@@ -211,6 +213,7 @@ def test_lights_change_by_exactly_the_drawn_factor_and_angle(env, clean):
     )
 
 
+@pytest.mark.libero
 def test_scene_tint_darkens_only_the_table_floor_and_walls_by_the_drawn_amount(env, clean):
     from flowvla.envs.perturb import scene_materials
 
@@ -229,6 +232,7 @@ def test_scene_tint_darkens_only_the_table_floor_and_walls_by_the_drawn_amount(e
         assert after["mat_rgba"][i, 3] == before["mat_rgba"][i, 3]
 
 
+@pytest.mark.libero
 def test_texture_swap_gives_scene_materials_other_textures_of_their_kind(env, clean):
     before = clean["model"]
     run = episode(env, Perturbation(scene_texture_swap=True), seed=2)
@@ -244,6 +248,7 @@ def test_texture_swap_gives_scene_materials_other_textures_of_their_kind(env, cl
     assert episode(env, Perturbation(scene_texture_swap=True), seed=2)["applied"] == run["applied"]
 
 
+@pytest.mark.libero
 def test_a_reset_undoes_every_model_change_even_without_rebuilding_the_model(soft):
     everything = Perturbation(
         light_intensity=0.5,
@@ -268,6 +273,7 @@ def test_a_reset_undoes_every_model_change_even_without_rebuilding_the_model(sof
     np.testing.assert_array_equal(soft.observe()["images"], image)
 
 
+@pytest.mark.libero
 def test_image_noise_reaches_the_policy_repeats_from_the_seed_and_leaves_the_physics(env, clean, soft):
     run = episode(env, Perturbation(image_noise_std=8.0), seed=5)
     diff = run["image"] - clean["image"]
@@ -288,6 +294,7 @@ def _positions(env, state):
     return {n: state[1 + a : 4 + a] for n, a in free_objects(env).items()}
 
 
+@pytest.mark.libero
 def test_swapped_objects_exchange_places_and_nothing_else_moves(soft):
     official = start(soft, Perturbation())["start"]
     before = _positions(soft, official)
@@ -310,6 +317,7 @@ def test_swapped_objects_exchange_places_and_nothing_else_moves(soft):
         start(soft, Perturbation(object_swap=("teapot", "plate_1")))
 
 
+@pytest.mark.libero
 def test_a_swapped_object_comes_to_rest_where_the_other_rested(soft):
     from flowvla.envs.perturb import _lowest_point, swap_objects
 
@@ -326,6 +334,7 @@ def test_a_swapped_object_comes_to_rest_where_the_other_rested(soft):
     np.testing.assert_allclose(lows["after"], lows["before"][::-1], atol=1e-9)
 
 
+@pytest.mark.libero
 def test_robot_joints_start_offset_within_bounds_and_limits_and_hold_there(soft):
     env = soft
     clean = start(env, Perturbation())
@@ -348,6 +357,7 @@ def test_robot_joints_start_offset_within_bounds_and_limits_and_hold_there(soft)
     np.testing.assert_array_equal(again["start"], run["start"])
 
 
+@pytest.mark.libero
 def test_a_changed_task_is_scored_on_the_other_goal_and_its_words(soft):
     env = soft
     from flowvla.envs.libero import get_task, task_goal
@@ -369,6 +379,7 @@ def test_a_changed_task_is_scored_on_the_other_goal_and_its_words(soft):
         states["plate_1"] = plate
 
 
+@pytest.mark.libero
 def test_every_axis_is_a_field_of_the_record(soft):
     """Each axis, when on, leaves a JSON-ready trace in the episode's record."""
     keys = {
