@@ -90,6 +90,8 @@ _AMOUNTS: dict[str, tuple[float | None, str]] = {
     "image_noise_std": (255.0, "pixel values on the 0-255 scale"),
 }
 _SWAP_MODES = ("any", "target")
+# The fields every record's settings hold (the first axes); later ones are recorded when set.
+_RECORDED_ALWAYS = ("object_shift_m", "object_scatter_m", "camera_shift_m", "camera_rotation_deg", "cameras")
 # Suites whose instructions pick an object by where it lies: another task's words there name no
 # object its goal does, so a changed task cannot be scored.
 _NO_CHANGED_TASK = {"libero_spatial": "its instructions name the bowl by where it lies"}
@@ -185,9 +187,13 @@ class Perturbation:
     def to_dict(self) -> dict[str, Any]:
         """The fields as JSON-ready values, as records store them (read back by
         [`from_dict`][flowvla.envs.perturb.Perturbation.from_dict])."""
-        out = {**dataclasses.asdict(self), "cameras": list(self.cameras)}
-        if not isinstance(self.object_swap, str):
-            out["object_swap"] = list(self.object_swap)
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            # Axes added later appear only when on, so the records of perturbed evaluations written
+            # before they existed still match their settings (and resume).
+            if f.name in _RECORDED_ALWAYS or value != f.default:
+                out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
 
     def split(self) -> tuple[Perturbation, Perturbation]:

@@ -65,6 +65,12 @@ def test_a_perturbation_survives_json_and_is_active_iff_something_is_on(amounts,
     assert p.active == (any(amounts.values()) or bool(swap) or any(flags))
 
 
+def test_records_of_the_first_axes_keep_their_settings_so_old_evaluations_resume():
+    old = {"object_shift_m": 0.03, "object_scatter_m": 0.0, "camera_shift_m": 0.0, "camera_rotation_deg": 0.0}
+    assert Perturbation(object_shift_m=0.03).to_dict() == {**old, "cameras": ["agentview"]}
+    assert Perturbation(scene_tint=0.2).to_dict()["scene_tint"] == 0.2
+
+
 @settings(max_examples=30, deadline=None)
 @given(
     std=st.floats(0, 60),
