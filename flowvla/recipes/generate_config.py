@@ -70,7 +70,9 @@ class GenerateConfig:
             layout axes (objects moved or swapped, the robot's joints) before the expert starts, the
             appearance axes (camera, lights, table and walls, pixel noise) before the kept episode is
             rendered. ``changed_task`` is an evaluation axis (a demonstration is recorded under its
-            own task's instruction) and is refused. ``None``: nothing.
+            own task's instruction) and is refused. ``None``: nothing. A robot joint offset holds
+            only partly: the expert's episode resets again from the drawn state, where robosuite's
+            controller keeps the default orientation as its goal, so settling turns the hand back.
         compression: h5py compression of images (``None``, ``"gzip"``, ``"lzf"``).
         progress: show a progress bar.
         wait_for_lock: when another job is generating into ``out_dir`` (a shared cache), wait for it
