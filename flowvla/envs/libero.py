@@ -28,6 +28,7 @@ frame), then the gripper, ``-1`` open and ``+1`` close.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -52,6 +53,7 @@ __all__ = [
     "get_task",
     "list_tasks",
     "quat_to_axis_angle",
+    "task_goal",
 ]
 
 ACTION_DIM = 7
@@ -123,6 +125,19 @@ def list_tasks(suite: str) -> list[LiberoTask]:
         )
         for i, t in enumerate(bench.tasks)
     ]
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_goal(bddl_file: str) -> tuple[tuple[str, ...], ...]:
+    from libero.libero.envs.bddl_utils import robosuite_parse_problem
+
+    return tuple(tuple(str(a) for a in p) for p in robosuite_parse_problem(bddl_file)["goal_state"])
+
+
+def task_goal(task: LiberoTask) -> list[list[str]]:
+    """The goal conjunction of ``task``'s BDDL file, as LIBERO parses it (``[["on", "akita_black_bowl_1",
+    "flat_stove_1_cook_region"]]``)."""
+    return [list(p) for p in _parsed_goal(task.bddl_file)]
 
 
 def get_task(suite: str, index: int) -> LiberoTask:
@@ -236,6 +251,14 @@ class LiberoEnv:
         self._init_states: np.ndarray | None = None
         self._last_obs: dict[str, Any] | None = None
         self.steps = 0
+        #: Applied to the ``[V, 3, H, W]`` uint8 images of every
+        #: [`observe`][flowvla.envs.libero.LiberoEnv.observe] (e.g. a perturbation's pixel noise);
+        #: cleared by every reset.
+        self.image_filter: Callable[[np.ndarray], np.ndarray] | None = None
+        #: The task whose goal and instruction this episode has, when not its own (see
+        #: [`set_goal`][flowvla.envs.libero.LiberoEnv.set_goal]).
+        self.goal_task: LiberoTask | None = None
+        self._undo: list[Callable[[], None]] = []
 
     # ----------------------------------------------------------------------------------------- info
     @property
@@ -244,7 +267,9 @@ class LiberoEnv:
 
     @property
     def instruction(self) -> str:
-        return self.task.instruction
+        """The instruction of the episode's task (another task's after
+        [`set_goal`][flowvla.envs.libero.LiberoEnv.set_goal])."""
+        return (self.goal_task or self.task).instruction
 
     @property
     def max_steps(self) -> int:
@@ -298,6 +323,11 @@ class LiberoEnv:
                 [`Perturbation`][flowvla.envs.perturb.Perturbation]); the returned state includes
                 its changes.
         """
+        # Undo the last episode's changes to the model first, on the model they were made in: a
+        # reset that keeps the model (hard_reset=False) would carry them into this episode.
+        while self._undo:
+            self._undo.pop()()
+        self.image_filter = None
         if seed is not None:
             self.raw.seed(seed)
         self.raw.reset()
@@ -325,6 +355,38 @@ class LiberoEnv:
             self.step(DUMMY_ACTION)
         self.steps = 0
         return initial
+
+    def restore_on_reset(self, undo: Callable[[], None]) -> None:
+        """Have the next [`reset`][flowvla.envs.libero.LiberoEnv.reset] call ``undo`` before anything
+        else (the last registered first): how a change to the model (a camera, a light, a material,
+        the goal) lasts one episode, whether or not the reset rebuilds the model."""
+        self._undo.append(undo)
+
+    def set_goal(self, task_index: int) -> None:
+        """Score this episode on task ``task_index``'s goal (a task of the same suite), in this task's
+        scene, and make its instruction the episode's, until the next reset.
+
+        Raises:
+            ValueError: the goal names an object, fixture or region this scene does not have.
+        """
+        other = get_task(self.suite, task_index)
+        goal = task_goal(other)
+        problem = self.raw.env.parsed_problem
+        missing = sorted({n for p in goal for n in p[1:]} - set(self.raw.env.object_states_dict))
+        if missing:
+            raise ValueError(
+                f"task_index: the goal of task {task_index} ({other.name}) names {missing}, which the "
+                f"scene of {self.task.name} does not have"
+            )
+        own_goal, own_task = problem["goal_state"], self.goal_task
+        problem["goal_state"] = goal
+        self.goal_task = other
+
+        def undo() -> None:
+            problem["goal_state"] = own_goal
+            self.goal_task = own_task
+
+        self.restore_on_reset(undo)
 
     def step(self, action: Shaped[np.ndarray, " 7"] | Sequence[float]) -> StepResult:
         """Apply one 7-D delta action (physics only, nothing is rendered)."""
@@ -513,8 +575,11 @@ class LiberoEnv:
             rgb, z = self.render_camera(c, depth=want_depth)
             rgbs.append(rgb.transpose(2, 0, 1))
             depths.append(z)
+        images = np.stack(rgbs)
+        if self.image_filter is not None:
+            images = self.image_filter(images)
         obs: dict[str, Any] = {
-            "images": np.stack(rgbs),
+            "images": images,
             "instruction": self.instruction,
             "state": self.state(),
         }

@@ -129,6 +129,8 @@ class RolloutConfig:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.perturbation is not None and not isinstance(self.perturbation, Perturbation):
             raise TypeError(f"perturbation: expected a Perturbation, got {type(self.perturbation).__name__}")
+        if self.perturbation is not None:
+            self.perturbation.check_suite(self.suite)
         if self.instructions is not None:
             self.instructions = {int(t): str(text) for t, text in self.instructions.items()}
             bad = sorted(set(self.instructions) - set(self.tasks))

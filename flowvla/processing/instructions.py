@@ -7,6 +7,9 @@ swapped back):
 - ``HELD_OUT_SYNONYMS``: other same-meaning rewordings, sharing no replacement with ``SYNONYMS``,
   kept out of training so an evaluation can ask whether consistency generalises to new words;
 - ``OPPOSITES``: an instruction asking for the opposite.
+
+A fourth, ``OBJECT_SYNONYMS``, names LIBERO's objects in other words (LIBERO-Para's finding: object
+synonyms cost policies 22-52 points), held out of training like ``HELD_OUT_SYNONYMS``.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ from collections.abc import Mapping
 
 __all__ = [
     "HELD_OUT_SYNONYMS",
+    "OBJECT_SYNONYMS",
     "OPPOSITES",
     "SYNONYMS",
     "held_out_paraphrase",
     "normalize_instruction",
+    "object_synonym",
     "opposite",
     "paraphrase",
     "rewrite",
@@ -78,6 +83,40 @@ OPPOSITES: dict[str, str] = {
 """Phrase -> its opposite (both directions are listed)."""
 
 
+OBJECT_SYNONYMS: dict[str, str] = {
+    "alphabet soup": "letter soup",
+    "cream cheese box": "cheese spread box",
+    "cream cheese": "cheese spread",
+    "salad dressing": "vinaigrette",
+    "bbq sauce": "barbecue sauce",
+    "ketchup": "catsup",
+    "tomato sauce": "marinara",
+    "butter": "butter pack",
+    "milk": "milk carton",
+    "chocolate pudding": "pudding cup",
+    "orange juice": "juice carton",
+    "black bowl": "dark basin",
+    "bowl": "basin",
+    "plate": "dish",
+    "ramekin": "small ceramic pot",
+    "cookie box": "biscuit box",
+    "cabinet": "cupboard",
+    "stove": "cooktop",
+    "wine bottle": "bottle of red",
+    "rack": "holder",
+    "basket": "hamper",
+    "moka pots": "espresso makers",
+    "moka pot": "espresso maker",
+    "yellow and white mug": "yellow and white cup",
+    "white mug": "white cup",
+    "book": "hardback",
+    "caddy": "desk organiser",
+    "microwave": "microwave oven",
+}
+"""Object name -> another name for the same object, for every object LIBERO's four standard suites name
+(held out of training: an evaluation asks whether a policy finds the object by other words)."""
+
+
 def rewrite(instruction: str, table: Mapping[str, str]) -> str:
     """``instruction`` with every phrase of ``table`` replaced in one pass (whole words, case-insensitive,
     longest phrase first); unchanged when no phrase occurs."""
@@ -101,6 +140,11 @@ def paraphrase(instruction: str) -> str:
 def held_out_paraphrase(instruction: str) -> str:
     """A same-meaning rewording from ``HELD_OUT_SYNONYMS``; raises ``ValueError`` if no phrase applies."""
     return _rewrite_or_raise(instruction, HELD_OUT_SYNONYMS, "held-out paraphrase")
+
+
+def object_synonym(instruction: str) -> str:
+    """The instruction with its objects named from ``OBJECT_SYNONYMS``; ``ValueError`` if it names none."""
+    return _rewrite_or_raise(instruction, OBJECT_SYNONYMS, "object synonym")
 
 
 def opposite(instruction: str) -> str:

@@ -45,7 +45,7 @@ from flowvla.cli import fail, index_list
 from flowvla.envs.ledger import RecordLedger
 from flowvla.envs.libero import DEFAULT_CAMERAS, LIBERO_SUITES, LiberoEnv
 from flowvla.envs.libero_setup import LiberoSetupError, set_libero_verbose
-from flowvla.envs.perturb import scatter_objects
+from flowvla.envs.perturb import Perturbation, scatter_objects
 from flowvla.envs.pool import WorkerPool, cached_env, worker_state
 from flowvla.envs.progress import Progress
 from flowvla.extras import MissingExtraError
@@ -119,13 +119,17 @@ def run_attempt(
     seed = attempt_seed(cfg.seed, suite, task, attempt)
     t0 = time.perf_counter()
     scattered: dict[str, list[float]] = {}
+    perturbed: dict[str, Any] = {}
+    layout, appearance = (cfg.perturbation or Perturbation()).split()
     scatter = None
-    if cfg.object_scatter_m:
+    if cfg.object_scatter_m or layout.active:
         # Its own stream, so the layout's draw does not shift the expert's noise draws.
         rng = np.random.default_rng([seed, 1])
 
         def scatter(e: LiberoEnv) -> None:
-            scattered.update(scatter_objects(e, cfg.object_scatter_m, rng))
+            if cfg.object_scatter_m:
+                scattered.update(scatter_objects(e, cfg.object_scatter_m, rng))
+            perturbed.update(layout.apply(e, rng))
 
     fresh = env.reset(seed=seed, perturb=scatter)
     dist = float(init_state_distance(fresh, env.init_states, int(env.sim.model.nq)).min())
@@ -144,6 +148,7 @@ def run_attempt(
         "time_plan": 0.0,
         "time_render": 0.0,
         **({"scatter": scattered} if scattered else {}),
+        **({"perturbation": perturbed} if perturbed else {}),
     }
     if dist < cfg.official_tol:
         rec["reason"] = "layout overlaps an official init state"
@@ -164,6 +169,10 @@ def run_attempt(
     if not ep.stable:
         rec["reason"] = f"unstable layout: an object moved {100 * ep.settle_drift:.0f} cm while settling"
     if ep.success:
+        if appearance.active:
+            # The expert's episode reset the env again (undoing model changes): camera, lights and
+            # materials go in now, before rendering; the physics never reads them.
+            rec.setdefault("perturbation", {}).update(appearance.apply(env, np.random.default_rng([seed, 2])))
         path = task_dir(cfg, suite, env.task.name) / f"attempt_{attempt:06d}.hdf5"
         write_demo(
             path,
@@ -320,6 +329,18 @@ def _burst_pair(text: str) -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
+def _perturbation(text: str) -> Perturbation:
+    import json
+
+    try:
+        fields = json.loads(text)
+        if not isinstance(fields, dict):
+            raise ValueError(f"expected a JSON object of Perturbation fields, got {text!r}")
+        return Perturbation.from_dict(fields)
+    except (ValueError, TypeError) as e:  # json.JSONDecodeError is a ValueError
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m flowvla.recipes.generate --suites libero_object --demos-per-task 50 --out DIR``."""
     p = argparse.ArgumentParser(
@@ -364,6 +385,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="M",
         help="move each object of every fresh layout to a random point within M metres (wider layouts)",
     )
+    p.add_argument(
+        "--perturbation",
+        type=_perturbation,
+        metavar="JSON",
+        help='other axes drawn per attempt, as Perturbation fields, e.g. \'{"light_intensity": 0.3, '
+        '"camera_shift_m": 0.02, "robot_joint_offset_rad": 0.05}\'',
+    )
     p.add_argument("--image-convention", default="opengl", choices=["opengl", "opencv"])
     p.add_argument("--compression", default=None, choices=["gzip", "lzf"])
     p.add_argument("--no-progress", action="store_true")
@@ -395,6 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             action_noise=a.action_noise,
             noise_bursts=a.noise_bursts,
             object_scatter_m=a.object_scatter,
+            perturbation=a.perturbation,
             progress=not a.no_progress,
         )
         summary = generate(cfg)

@@ -15,6 +15,7 @@ from flowvla.checks import check_nonnegative
 from flowvla.cli import as_index_list
 from flowvla.envs.experts.episode import NoiseBursts
 from flowvla.envs.libero import DEFAULT_CAMERAS, LIBERO_SUITES
+from flowvla.envs.perturb import Perturbation
 from flowvla.typing import Float, typechecked
 
 __all__ = ["GenerateConfig", "attempt_seed", "init_state_distance"]
@@ -64,6 +65,14 @@ class GenerateConfig:
             [`scatter_objects`][flowvla.envs.perturb.scatter_objects]): layouts wider than LIBERO's
             placement regions, so a policy must find objects rather than remember where they lie.
             0: LIBERO's own layouts.
+        perturbation: what else to change in every attempt (see
+            [`Perturbation`][flowvla.envs.perturb.Perturbation]), drawn from the attempt's seed: the
+            layout axes (objects moved or swapped, the robot's joints) before the expert starts, the
+            appearance axes (camera, lights, table and walls, pixel noise) before the kept episode is
+            rendered. ``changed_task`` is an evaluation axis (a demonstration is recorded under its
+            own task's instruction) and is refused. ``None``: nothing. A robot joint offset holds
+            only partly: the expert's episode resets again from the drawn state, where robosuite's
+            controller keeps the default orientation as its goal, so settling turns the hand back.
         compression: h5py compression of images (``None``, ``"gzip"``, ``"lzf"``).
         progress: show a progress bar.
         wait_for_lock: when another job is generating into ``out_dir`` (a shared cache), wait for it
@@ -93,6 +102,7 @@ class GenerateConfig:
     action_noise: float = 0.0
     noise_bursts: tuple[int, int] | None = None
     object_scatter_m: float = 0.0
+    perturbation: Perturbation | None = None
     compression: str | None = None
     progress: bool = True
     wait_for_lock: bool = True
@@ -125,6 +135,22 @@ class GenerateConfig:
             raise ValueError(f"image_stride must be >= 1, got {self.image_stride}")
         check_nonnegative("action_noise", self.action_noise)
         check_nonnegative("object_scatter_m", self.object_scatter_m, "metres")
+        if isinstance(self.perturbation, dict):
+            self.perturbation = Perturbation.from_dict(self.perturbation)
+        if self.perturbation is not None:
+            if not isinstance(self.perturbation, Perturbation):
+                raise ValueError(
+                    f"perturbation: expected a Perturbation, got {type(self.perturbation).__name__}"
+                )
+            if self.perturbation.changed_task:
+                raise ValueError(
+                    "perturbation: changed_task is an evaluation axis; a demonstration is recorded "
+                    "under its own task's instruction"
+                )
+            if self.perturbation.object_shift_m and self.object_scatter_m:
+                raise ValueError(
+                    "perturbation: object_shift_m and object_scatter_m both move the objects: give one"
+                )
         if self.noise_bursts is not None:
             # The schedule checks itself; built here so a bad one fails before any episode runs.
             length, gap = (int(v) for v in self.noise_bursts)
