@@ -377,6 +377,11 @@ class EvalConfig:
         workers: simulator processes.
         video: which episodes get a video (see ``RolloutConfig.video``).
         max_steps: episode step limit (None: the suite's).
+        video_size: the videos' frames are rendered at this size (each view square, side by side)
+            after every control step, apart from the policy's observations, and captioned with the
+            instruction, the step and the outcome (see ``RolloutConfig.video_size``; a 256 px frame
+            costs about 0.1-0.15 s a view on 2 CPU cores, so 15-40 s for a 130-step episode);
+            None: the policy's own observations at each re-plan, as before.
     """
 
     path: ClassVar[str] = "eval"
@@ -391,6 +396,7 @@ class EvalConfig:
     workers: int = setting(2, ge=1)
     video: str = setting("first", choices=("none", "failures", "successes", "all", "first"))
     max_steps: int | None = setting(None, ge=1)
+    video_size: int | None = setting(256, ge=16)
 
     def __post_init__(self) -> None:
         check_fields(self, self.path)
@@ -443,6 +449,7 @@ class EvalConfig:
             cameras=cameras,
             out_dir=out_dir,
             video=self.video,
+            video_size=self.video_size,
             workers=self.workers,
             seed=seed,
             predict_kwargs={
