@@ -54,6 +54,7 @@ OUTCOMES = (
     "next_stage_never_started",
     "unknown",
 )
+"""Every outcome an episode record can hold, successes first (see the module's table)."""
 
 StageKind = Literal["place", "open", "close", "turn"]
 _KIND = {"in": "place", "on": "place", "open": "open", "close": "close", "turnon": "turn", "turnoff": "turn"}

@@ -54,9 +54,9 @@ def _suite(suite: str, **data: Any) -> dict[str, Any]:
     }
 
 
-#: The four standard LIBERO suites, each with its preset of the same name, in the order the field
-#: reports them (spatial / object / goal / 10).
 SUITE_PRESETS = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
+"""The four standard LIBERO suites, each with its preset of the same name, in the order the field
+reports them (spatial / object / goal / 10)."""
 
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
