@@ -40,8 +40,10 @@ class RolloutConfig:
             (each view ``video_size`` square, the views side by side), after every control step (or
             every ``video_every``-th), written at the simulator's 20 Hz (``20 / video_every`` fps)
             with the instruction, the step and the episode's outcome drawn on every frame. The
-            policy's observations are not changed. ``None``: the frames are the policy's own
-            observations at each re-plan (cheap, small and fast-forward).
+            policy's observations are not changed. It costs a render of every view at every
+            step (about 0.1-0.15 s a view on a CPU), for every episode that may get a video:
+            ``"failures"``, ``"successes"`` and ``"all"`` render them all. ``None``: the frames
+            are the policy's own observations at each re-plan (cheap, small and fast-forward).
         video_format: ``"mp4"`` (falls back to GIF without imageio-ffmpeg) or ``"gif"``.
         out_dir: where records, summary and videos go (default: no files).
         workers: processes (each builds its own environments); 1 runs in this process.
