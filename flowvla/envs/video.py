@@ -91,6 +91,7 @@ def caption_frames(
     line_h = int(font.getbbox("Ag")[3]) + 2
     lines = [line for part in header.splitlines() for line in _wrap(part, font, w - 2 * pad)]
     band = pad * 2 + line_h * (len(lines) + (footers is not None))
+    band += (h + band) % 2  # an even height: H.264 (yuv420p) needs one, or the writer pads
     out = []
     for i, frame in enumerate(frames):
         canvas = Image.new("RGB", (w, h + band), background)

@@ -22,6 +22,7 @@ def test_a_caption_is_drawn_in_a_band_above_the_unchanged_frame():
     out = caption_frames(frames, "put the bowl on the plate", [f"step {i}" for i in range(3)])
     band = out[0].shape[0] - 64
     assert band > 0 and all(o.shape == (64 + band, 128, 3) and o.dtype == np.uint8 for o in out)
+    assert caption_frames(_frames(1, h=63), "x")[0].shape[0] % 2 == 0  # H.264 needs even sizes
     for raw, captioned in zip(frames, out, strict=True):
         np.testing.assert_array_equal(captioned[band:], raw)
     # Text was drawn: the band is not its plain background, and each frame's own line differs.
