@@ -179,3 +179,18 @@ def test_four_suites_end_to_end_resume_where_they_were_cut(libero_ready, tmp_pat
     CALLS.clear()
     again = bench.run_suites(tmp_path / "out", **kw)
     assert CALLS == [] and again["average"] == table["average"]
+    # Carried to a new machine (no demonstration cache) with an evaluation to redo: it evaluates
+    # the trained policy without generating a demonstration or training again.
+    import shutil
+
+    goal = tmp_path / "out" / "libero_goal"
+    run = json.loads((goal / "run.json").read_text())
+    run.pop("finished")
+    (goal / "run.json").write_text(json.dumps(run))
+    shutil.rmtree(goal / "eval")
+    shutil.rmtree(tmp_path / "cache")
+    CALLS.clear()
+    bench.run_suites(tmp_path / "out", ["libero_goal"], **kw)
+    assert CALLS == [("episode", "libero_goal")] and not (tmp_path / "cache").exists()
+    after = json.loads((goal / "run.json").read_text())
+    assert after["phases"]["data"] == run["phases"]["data"] and after["phases"]["eval"]["calls"] == 2
