@@ -14,9 +14,10 @@ machine or another one that has the ``<out>`` folder: a finished suite is not to
 continues its phase (generation from its attempt logs, training from its last checkpoint,
 evaluation from its episode records), and the demonstrations are read only by a phase still to do (a
 run carried to a new machine with its training done evaluates without regenerating them; the cache,
-``--cache`` / ``$FLOWVLA_CACHE``, is regenerated there when a phase needs it). A suite that fails (an
-expert that cannot solve one of its tasks, a parity failure) is reported and the next one runs; the
-command then exits with status 1.
+``--cache`` / ``$FLOWVLA_CACHE``, is regenerated there when a phase needs it). A task the scripted
+expert does not solve is trained without and still evaluated (the presets'
+``data.unsolved_tasks=train_without``; the table marks it). A suite that fails (a parity failure, no
+task with demonstrations) is reported and the next one runs; the command then exits with status 1.
 
 Writes ``<out>/suites.md`` and ``<out>/suites.json`` (also with ``--report-only``, from whatever the
 run folders hold): success per suite with its Wilson 95% interval and their average beside the

@@ -163,6 +163,10 @@ class DataConfig:
             within this distance (m) before the expert starts (``GenerateConfig.object_scatter_m``):
             layouts wider than LIBERO's placement regions; 0: LIBERO's own.
         workers: processes generating demonstrations.
+        unsolved_tasks: a task for which the scripted expert did not give ``demos_per_task`` (and
+            ``val_demos_per_task``) demonstrations: ``"error"`` stops the data phase naming it;
+            ``"train_without"`` trains on the other tasks and still evaluates it, so a table by the
+            standard protocol counts what the policy does there (and says it had no demonstrations).
     """
 
     path: ClassVar[str] = "data"
@@ -178,6 +182,7 @@ class DataConfig:
     noise_bursts: list[int] | None = setting(factory=lambda: [6, 30], parse=_pair_or_none)
     object_scatter: float = setting(0.0, ge=0)
     workers: int = setting(2, ge=1)
+    unsolved_tasks: str = setting("error", choices=("error", "train_without"))
 
     def __post_init__(self) -> None:
         from flowvla.envs.libero import LIBERO_SUITES

@@ -36,6 +36,13 @@ def ensure_demos(
     interrupted one stopped; when every file is complete this costs nothing. ``episode_fn``: the
     generator's expert episode (see [`generate`][flowvla.recipes.generate.generate]; tests inject
     episodes through it).
+
+    A task the expert could not give its demonstrations for stops here (``data.unsolved_tasks ==
+    "error"``), or is left out of the files and named in the summary's ``left_out`` (``{task: why}``,
+    with ``"train_without"``).
+
+    Raises:
+        RuntimeError: a task without its demonstrations (naming it and why), or no task with them.
     """
     from flowvla.recipes.generate import generate
 
@@ -46,18 +53,27 @@ def ensure_demos(
         data.generate_config(str(folder), depth=cfg.needs_depth, seed=cfg.seed, progress=progress),
         episode_fn=episode_fn,
     )
-    files = []
+    files, left_out = [], {}
     for t in data.tasks:
         s = summary["tasks"][f"{data.suite}/{t}"]
         if not s.get("supported", True):
-            raise RuntimeError(f"{data.suite} task {t}: the scripted expert cannot solve it ({s['reason']})")
-        if s["demos"] < data.demos_needed:
-            raise RuntimeError(
-                f"{data.suite} task {t}: only {s['demos']} of {data.demos_needed} demonstrations after "
-                f"{s['attempts']} attempts (expert success {s['expert_success_rate']:.0%})"
+            why = f"the scripted expert cannot solve it ({s['reason']})"
+        elif s["demos"] < data.demos_needed:
+            why = (
+                f"only {s['demos']} of {data.demos_needed} demonstrations after {s['attempts']} attempts "
+                f"(expert success {s['expert_success_rate']:.0%})"
             )
-        files.append(folder / data.suite / s["dataset"])
-    return files, summary
+        else:
+            files.append(folder / data.suite / s["dataset"])
+            continue
+        if data.unsolved_tasks == "error":
+            raise RuntimeError(
+                f"{data.suite} task {t}: {why}; data.unsolved_tasks=train_without trains without it"
+            )
+        left_out[t] = why
+    if not files:
+        raise RuntimeError(f"{data.suite}: no task of {data.tasks} has its demonstrations: {left_out}")
+    return files, {**summary, "left_out": left_out}
 
 
 def check_resumable(cfg: RecipeConfig, out: Path) -> None:
@@ -162,7 +178,12 @@ def run_job(
             files, gen = ensure_demos(cfg, cache_dir, progress=progress, episode_fn=expert_episode_fn)
             made = gen["attempts_this_call"]
             note = f"generated ({made} attempts)" if made else "reused from the cache"
-            done("data", time.perf_counter() - t0, note, files=[str(f) for f in files])
+            left_out = gen.get("left_out", {})
+            if left_out:
+                note += f"; trained without tasks {sorted(left_out)} (no demonstrations)"
+                say(f"      no demonstrations, trained without: {left_out}")
+            extra = {"left_out": {str(t): why for t, why in left_out.items()}} if left_out else {}
+            done("data", time.perf_counter() - t0, note, files=[str(f) for f in files], **extra)
         return files
 
     # 2. parity (before any training)

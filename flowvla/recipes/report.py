@@ -197,6 +197,11 @@ def suite_result(run: Mapping[str, Any]) -> dict[str, Any]:
     episodes = table["overall"]["episodes"] if table else 0
     sens = run.get("sensitivity") or {}
     train = run.get("train") or {}
+    left_out = (run.get("phases", {}).get("data") or {}).get("left_out", {})
+    if table is not None and left_out:
+        untrained = {f"{cfg['data']['suite']}/{k}" for k in left_out}
+        rows = [{**t, "demonstrations": t["task"] not in untrained} for t in table["tasks"]]
+        table = {**table, "tasks": rows}
     return {
         "suite": cfg["data"]["suite"],
         "preset": cfg["name"],
@@ -206,6 +211,7 @@ def suite_result(run: Mapping[str, Any]) -> dict[str, Any]:
         "phases_minutes": {k: p.get("seconds", 0.0) / 60 for k, p in run.get("phases", {}).items()},
         "train": {k: train.get(k) for k in ("step", "stopped")},
         "sensitivity": {k: sens[k] for k in SENSITIVITY_DISTANCES if k in sens},
+        "untrained_tasks": {int(k): why for k, why in left_out.items()},
     }
 
 
@@ -296,8 +302,9 @@ def format_suites_report(
         for t in r["success"]["tasks"]:
             lo, hi = t["ci95"]
             video = f"[video]({t['video']})" if t.get("video") else "-"
+            untrained = " (no demonstrations: not trained on)" if t.get("demonstrations") is False else ""
             lines.append(
-                f"| {t['task']} | {t['instruction']} | {t['successes']}/{t['episodes']} | "
+                f"| {t['task']}{untrained} | {t['instruction']} | {t['successes']}/{t['episodes']} | "
                 f"{100 * lo:.0f}-{100 * hi:.0f}% | {t['mean_steps']:.0f} | "
                 f"{_failures(t.get('outcomes', {}))} | {video} |"
             )

@@ -82,7 +82,10 @@ def test_the_table_averages_the_suites_and_says_what_is_missing(tmp_path):
     runs = {"libero_spatial": ([50, 48], 50), "libero_goal": ([45, 50], 50)}
     for suite, (succ, n) in runs.items():
         (tmp_path / suite).mkdir()
-        (tmp_path / suite / "run.json").write_text(json.dumps(_fake_run(suite, succ, n)))
+        run = _fake_run(suite, succ, n)
+        if suite == "libero_goal":  # the expert solved no layout of task 0: trained without it
+            run["phases"]["data"]["left_out"] = {"0": "only 0 of 50 demonstrations"}
+        (tmp_path / suite / "run.json").write_text(json.dumps(run))
     videos = tmp_path / "libero_goal" / "eval" / "videos"
     videos.mkdir(parents=True)
     (videos / "libero_goal_task01_init00.mp4").write_bytes(b"")
@@ -98,7 +101,11 @@ def test_the_table_averages_the_suites_and_says_what_is_missing(tmp_path):
         None,
         "libero_goal/eval/videos/libero_goal_task01_init00.mp4",
     ]
+    assert [t["demonstrations"] for t in goal["success"]["tasks"]] == [False, True]
+    assert goal["untrained_tasks"] == {0: "only 0 of 50 demonstrations"}
+    assert result["suites"]["libero_spatial"]["untrained_tasks"] == {}
     text = (tmp_path / "suites.md").read_text()
+    assert "| libero_goal/0 (no demonstrations: not trained on) |" in text
     assert "| pi0 | 96.8 | 98.8 | 95.8 | 85.2 | 94.15 |" in text and bench.ANCHORS_NOTE in text
     assert "98.0 (" in text and "95.0 (" in text and "Not evaluated yet." in text
     assert "missed_grasp 5" in text and "[video](libero_goal/eval/videos/" in text

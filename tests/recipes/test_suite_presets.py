@@ -37,6 +37,8 @@ def test_a_suite_preset_runs_the_standard_protocol_on_its_own_suite(name):
     gen = cfg.data.generate_config("unused", depth=False, seed=0, progress=False)
     assert gen.suites == [name] and gen.max_steps is None and gen.settle_steps == 10
     assert gen.demos_per_task >= 50
+    # A task the expert cannot solve is still evaluated: the table counts all 10.
+    assert cfg.data.unsolved_tasks == "train_without"
 
 
 def test_the_suite_presets_share_their_cache_only_with_runs_of_the_same_suite():
