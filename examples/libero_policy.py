@@ -6,6 +6,10 @@
     # the same job for all 10 libero_object tasks, into a folder of your choice
     python examples/libero_policy.py run --preset libero_object --out runs/libero_object
 
+    # one standard suite by the field's protocol (also libero_object, libero_goal, libero_10);
+    # benchmarks/libero/suites.py runs the four and writes the table
+    python examples/libero_policy.py run --preset libero_spatial --out runs/suites/libero_spatial
+
     # train on demonstrations you already have, then evaluate a saved policy
     python examples/libero_policy.py train --data data/scripted --out runs/mine --steps 3000
     python examples/libero_policy.py eval --policy runs/mine/checkpoint --suite libero_object \\

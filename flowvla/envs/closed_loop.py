@@ -24,14 +24,16 @@ from flowvla.envs.metrics import action_smoothness
 from flowvla.envs.outcome import OutcomeTracker
 from flowvla.envs.pool import cached_env
 from flowvla.envs.rollout_config import RolloutConfig
-from flowvla.envs.video import tile_views, write_video
+from flowvla.envs.video import caption_frames, tile_views, write_video
 from flowvla.io import jsonable
 
 __all__ = [
     "EpisodeFn",
     "EpisodeRecord",
+    "caption_episode",
     "ensemble_action",
     "gripper_toggles",
+    "outcome_text",
     "run_episode",
     "simulate_episode",
 ]
@@ -57,6 +59,7 @@ class EpisodeRecord:
     time_physics: float
     time_reset: float
     video: str | None = None
+    time_video: float = 0.0
     debug: dict[str, Any] = dataclasses.field(default_factory=dict)
     policy: dict[str, Any] | None = None
     settings: dict[str, Any] | None = None
@@ -95,8 +98,10 @@ def _wants_video(cfg: RolloutConfig, first_of_task: bool) -> bool:
     return cfg.video in ("all", "failures", "successes") or (cfg.video == "first" and first_of_task)
 
 
-def _render_frame(env: LiberoEnv) -> np.ndarray:
-    return tile_views(np.stack([env.render_camera(c)[0].transpose(2, 0, 1) for c in env.cameras]))
+def _render_frame(env: LiberoEnv, size: int | None = None) -> np.ndarray:
+    """The env's views side by side, upright, at the env's image size or ``size`` (square)."""
+    views = [env.render_camera(c, height=size, width=size)[0].transpose(2, 0, 1) for c in env.cameras]
+    return tile_views(np.stack(views))
 
 
 def ensemble_action(chunks: Sequence[tuple[int, np.ndarray]], step: int, m: float) -> np.ndarray:
@@ -121,7 +126,13 @@ def ensemble_action(chunks: Sequence[tuple[int, np.ndarray]], step: int, m: floa
 def run_episode(
     env: LiberoEnv, policy: Any, cfg: RolloutConfig, init_state: int, record_video: bool = False
 ) -> tuple[EpisodeRecord, list[np.ndarray]]:
-    """Run one episode of ``env``'s task from ``init_state``; return its record and video frames."""
+    """Run one episode of ``env``'s task from ``init_state``; return its record and video frames.
+
+    The frames (with ``record_video``) are the policy's observations at each re-plan, or, with
+    ``cfg.video_size``, a render at that size after every ``cfg.video_every``-th control step (default:
+    each), the last step always included: as many frames as steps when every step is rendered.
+    [`caption_episode`][flowvla.envs.closed_loop.caption_episode] writes the episode's text on them.
+    """
     seed = cfg.seed + init_state
     t_start = time.perf_counter()
     applied: dict[str, Any] = {}
@@ -140,7 +151,9 @@ def run_episode(
     frames: list[np.ndarray] = []
     queue: list[np.ndarray] = []
     running: list[tuple[int, np.ndarray]] = []  # (first step, chunk), for temporal ensembling
-    t_policy = t_render = t_physics = 0.0
+    t_policy = t_render = t_physics = t_video = 0.0
+    # Watchable video: rendered apart from the observations, every k-th step.
+    video_every = (cfg.video_every or 1) if record_video and cfg.video_size else None
     replans = steps = 0
     success = False
     last_debug: dict[str, Any] = {}
@@ -169,9 +182,9 @@ def run_episode(
             replans += 1
             fresh = True
             last_debug = debug if isinstance(debug, dict) else {}
-            if record_video:
+            if record_video and video_every is None:
                 frames.append(tile_views(obs["images"]))
-        elif record_video and cfg.video_every and steps % cfg.video_every == 0:
+        elif record_video and video_every is None and cfg.video_every and steps % cfg.video_every == 0:
             t0 = time.perf_counter()
             frames.append(_render_frame(env))
             t_render += time.perf_counter() - t0
@@ -187,10 +200,14 @@ def run_episode(
         executed.append(np.asarray(action, dtype=np.float64))
         fresh = False
         steps += 1
+        if video_every is not None and (steps % video_every == 0 or result.success or steps == limit):
+            t0 = time.perf_counter()
+            frames.append(_render_frame(env, cfg.video_size))
+            t_video += time.perf_counter() - t0
         if result.success:
             success = True
             break
-    if record_video:
+    if record_video and video_every is None:
         frames.append(_render_frame(env))
     rec = EpisodeRecord(
         suite=cfg.suite,
@@ -208,6 +225,7 @@ def run_episode(
         time_render=t_render,
         time_physics=t_physics,
         time_reset=t_reset,
+        time_video=t_video,
         debug=jsonable(last_debug),
         policy=cfg.policy_id,
         settings=cfg.outcome_settings(),
@@ -253,7 +271,31 @@ def simulate_episode(policy: Any, cfg: RolloutConfig, task: int, init_state: int
     rec, frames = run_episode(env, policy, cfg, init_state, record_video=want)
     keep = want and (cfg.video in ("all", "first") or (cfg.video == "failures") != rec.success)
     if keep and frames:
-        # Real-time playback: the frames span the episode's steps at LIBERO's 20 Hz control rate.
-        fps = min(20.0, max(1.0, 20.0 * len(frames) / max(rec.steps, 1)))
+        if cfg.video_size:
+            frames = caption_episode(frames, rec, every=cfg.video_every or 1)
+            fps = 20.0 / (cfg.video_every or 1)
+        else:
+            # Real-time playback: the frames span the episode's steps at LIBERO's 20 Hz control rate.
+            fps = min(20.0, max(1.0, 20.0 * len(frames) / max(rec.steps, 1)))
         rec.video = str(write_video(frames, _video_path(cfg, task, init_state), fps=fps))
     return rec
+
+
+def outcome_text(rec: EpisodeRecord) -> str:
+    """How an episode ended, in words for a caption: ``"success at step 143"`` or
+    ``"failure: missed_grasp (280 steps)"`` (the outcome named by
+    [`flowvla.envs.outcome`][flowvla.envs.outcome])."""
+    if rec.success:
+        return f"success at step {rec.steps}"
+    outcome = (rec.outcome or {}).get("outcome", "unknown")
+    return f"failure: {outcome} ({rec.steps} steps)"
+
+
+def caption_episode(frames: Sequence[np.ndarray], rec: EpisodeRecord, every: int = 1) -> list[np.ndarray]:
+    """The frames of a ``video_size`` episode video with its text drawn above them: the instruction,
+    the outcome ([`outcome_text`][flowvla.envs.closed_loop.outcome_text]) and each frame's step
+    (frame ``i`` shows the state after step ``(i + 1) * every``, the last one after the last step)."""
+    header = f"{rec.suite} task {rec.task_index}, init state {rec.init_state}: {rec.instruction}\n"
+    header += outcome_text(rec)
+    steps = [min((i + 1) * every, rec.steps) for i in range(len(frames))]
+    return caption_frames(frames, header, [f"step {s} / {rec.step_limit}" for s in steps])

@@ -33,8 +33,17 @@ class RolloutConfig:
         state_dim: pad/truncate the 8-D state to this size (default: leave it 8-D).
         video: which episodes get a video: ``"none"``, ``"failures"``, ``"successes"``, ``"all"``, or
             ``"first"`` (the first episode of each task).
-        video_every: frames for the video are the policy's own observations; with ``k`` set, also
-            render every ``k`` steps in between (costs a render per frame).
+        video_every: without ``video_size``, the video's frames are the policy's own observations
+            and ``k`` also renders every ``k``-th step in between; with ``video_size``, every ``k``-th
+            step is rendered (default: every step). Each costs a render per camera.
+        video_size: render the video's frames apart from the policy's observations, at this height
+            (each view ``video_size`` square, the views side by side), after every control step (or
+            every ``video_every``-th), written at the simulator's 20 Hz (``20 / video_every`` fps)
+            with the instruction, the step and the episode's outcome drawn on every frame. The
+            policy's observations are not changed. It costs a render of every view at every
+            step (about 0.1-0.15 s a view on a CPU), for every episode that may get a video:
+            ``"failures"``, ``"successes"`` and ``"all"`` render them all. ``None``: the frames
+            are the policy's own observations at each re-plan (cheap, small and fast-forward).
         video_format: ``"mp4"`` (falls back to GIF without imageio-ffmpeg) or ``"gif"``.
         out_dir: where records, summary and videos go (default: no files).
         workers: processes (each builds its own environments); 1 runs in this process.
@@ -77,6 +86,7 @@ class RolloutConfig:
     state_dim: int | None = None
     video: str = "none"
     video_every: int | None = None
+    video_size: int | None = None
     video_format: str = "mp4"
     out_dir: str | None = None
     workers: int = 1
@@ -121,6 +131,10 @@ class RolloutConfig:
             )
         if self.video not in ("none", "failures", "successes", "all", "first"):
             raise ValueError(f"video={self.video!r}: choose none, failures, successes, all or first")
+        if self.video_every is not None and self.video_every < 1:
+            raise ValueError(f"video_every must be >= 1 or None, got {self.video_every}")
+        if self.video_size is not None and self.video_size < 16:
+            raise ValueError(f"video_size must be >= 16 pixels or None, got {self.video_size}")
         if self.video_format not in ("mp4", "gif"):
             raise ValueError(f"video_format={self.video_format!r}: choose mp4 or gif")
         if self.video != "none" and self.out_dir is None:

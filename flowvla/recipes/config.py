@@ -163,6 +163,10 @@ class DataConfig:
             within this distance (m) before the expert starts (``GenerateConfig.object_scatter_m``):
             layouts wider than LIBERO's placement regions; 0: LIBERO's own.
         workers: processes generating demonstrations.
+        unsolved_tasks: a task for which the scripted expert did not give ``demos_per_task`` (and
+            ``val_demos_per_task``) demonstrations: ``"error"`` stops the data phase naming it;
+            ``"train_without"`` trains on the other tasks and still evaluates it, so a table by the
+            standard protocol counts what the policy does there (and says it had no demonstrations).
     """
 
     path: ClassVar[str] = "data"
@@ -178,6 +182,7 @@ class DataConfig:
     noise_bursts: list[int] | None = setting(factory=lambda: [6, 30], parse=_pair_or_none)
     object_scatter: float = setting(0.0, ge=0)
     workers: int = setting(2, ge=1)
+    unsolved_tasks: str = setting("error", choices=("error", "train_without"))
 
     def __post_init__(self) -> None:
         from flowvla.envs.libero import LIBERO_SUITES
@@ -377,6 +382,11 @@ class EvalConfig:
         workers: simulator processes.
         video: which episodes get a video (see ``RolloutConfig.video``).
         max_steps: episode step limit (None: the suite's).
+        video_size: the videos' frames are rendered at this size (each view square, side by side)
+            after every control step, apart from the policy's observations, and captioned with the
+            instruction, the step and the outcome (see ``RolloutConfig.video_size``; a 256 px frame
+            costs about 0.1-0.15 s a view on 2 CPU cores, so 15-40 s for a 130-step episode);
+            None: the policy's own observations at each re-plan, as before.
     """
 
     path: ClassVar[str] = "eval"
@@ -391,6 +401,7 @@ class EvalConfig:
     workers: int = setting(2, ge=1)
     video: str = setting("first", choices=("none", "failures", "successes", "all", "first"))
     max_steps: int | None = setting(None, ge=1)
+    video_size: int | None = setting(256, ge=16)
 
     def __post_init__(self) -> None:
         check_fields(self, self.path)
@@ -443,6 +454,7 @@ class EvalConfig:
             cameras=cameras,
             out_dir=out_dir,
             video=self.video,
+            video_size=self.video_size,
             workers=self.workers,
             seed=seed,
             predict_kwargs={

@@ -18,18 +18,31 @@ from flowvla.recipes.config import RecipeConfig
 from flowvla.recipes.parts import build_dataset, build_val_dataset, default_cache_dir
 from flowvla.recipes.settings import flat_settings, load_recipe, save_recipe
 
-__all__ = ["check_resumable", "ensure_demos", "run_job"]
+__all__ = ["check_resumable", "ensure_demos", "load_run", "run_job"]
 
 RUN_FILE = "run.json"
 
 
 def ensure_demos(
-    cfg: RecipeConfig, cache_dir: str | Path | None = None, *, progress: bool = True
+    cfg: RecipeConfig,
+    cache_dir: str | Path | None = None,
+    *,
+    progress: bool = True,
+    episode_fn: Any = None,
 ) -> tuple[list[Path], dict[str, Any]]:
     """The task files of ``cfg``'s demonstrations, generated into the cache on first use.
 
     Returns ``(files in task order, generation summary)``. Generation resumes where an earlier,
-    interrupted one stopped; when every file is complete this costs nothing.
+    interrupted one stopped; when every file is complete this costs nothing. ``episode_fn``: the
+    generator's expert episode (see [`generate`][flowvla.recipes.generate.generate]; tests inject
+    episodes through it).
+
+    A task the expert could not give its demonstrations for stops here (``data.unsolved_tasks ==
+    "error"``), or is left out of the files and named in the summary's ``left_out`` (``{task: why}``,
+    with ``"train_without"``).
+
+    Raises:
+        RuntimeError: a task without its demonstrations (naming it and why), or no task with them.
     """
     from flowvla.recipes.generate import generate
 
@@ -37,20 +50,30 @@ def ensure_demos(
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder = root / cfg.data_key()
     summary = generate(
-        data.generate_config(str(folder), depth=cfg.needs_depth, seed=cfg.seed, progress=progress)
+        data.generate_config(str(folder), depth=cfg.needs_depth, seed=cfg.seed, progress=progress),
+        episode_fn=episode_fn,
     )
-    files = []
+    files, left_out = [], {}
     for t in data.tasks:
         s = summary["tasks"][f"{data.suite}/{t}"]
         if not s.get("supported", True):
-            raise RuntimeError(f"{data.suite} task {t}: the scripted expert cannot solve it ({s['reason']})")
-        if s["demos"] < data.demos_needed:
-            raise RuntimeError(
-                f"{data.suite} task {t}: only {s['demos']} of {data.demos_needed} demonstrations after "
-                f"{s['attempts']} attempts (expert success {s['expert_success_rate']:.0%})"
+            why = f"the scripted expert cannot solve it ({s['reason']})"
+        elif s["demos"] < data.demos_needed:
+            why = (
+                f"only {s['demos']} of {data.demos_needed} demonstrations after {s['attempts']} attempts "
+                f"(expert success {s['expert_success_rate']:.0%})"
             )
-        files.append(folder / data.suite / s["dataset"])
-    return files, summary
+        else:
+            files.append(folder / data.suite / s["dataset"])
+            continue
+        if data.unsolved_tasks == "error":
+            raise RuntimeError(
+                f"{data.suite} task {t}: {why}; data.unsolved_tasks=train_without trains without it"
+            )
+        left_out[t] = why
+    if not files:
+        raise RuntimeError(f"{data.suite}: no task of {data.tasks} has its demonstrations: {left_out}")
+    return files, {**summary, "left_out": left_out}
 
 
 def check_resumable(cfg: RecipeConfig, out: Path) -> None:
@@ -74,6 +97,23 @@ def _load_run(out: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {"phases": {}}
 
 
+def load_run(out: str | Path) -> dict[str, Any]:
+    """What a run folder's ``run.json`` holds: ``phases`` (each phase's ``seconds`` summed over every
+    call that worked on it, ``calls``, ``note``), and the results of the phases done so far
+    (``parity``, ``train``, ``success``, ``eval_summary``, ``sensitivity``); ``finished`` once the
+    report of a complete run was written. ``{"phases": {}}`` for a folder without one."""
+    return _load_run(Path(out))
+
+
+def _training_done(run: dict[str, Any], out: Path) -> bool:
+    """Whether an earlier call finished training: its report says it stopped at its steps or its
+    budget, and the checkpoint is there (a call cut short writes no report)."""
+    from flowvla.training import latest_checkpoint
+
+    stopped = run.get("train", {}).get("stopped")
+    return stopped in ("steps", "max_minutes") and latest_checkpoint(out) is not None
+
+
 def run_job(
     cfg: RecipeConfig,
     out: Path,
@@ -82,11 +122,31 @@ def run_job(
     progress: bool = True,
     parity: bool = True,
     trained: Path | None = None,
+    episode_fn: Any = None,
+    expert_episode_fn: Any = None,
 ) -> dict[str, Any]:
     """Run (or resume) every phase; see [`run_recipe`][flowvla.recipes.libero.run_recipe].
 
-    ``trained``: a checkpoint of this recipe's training trained elsewhere (e.g. by another variant of a
-    sweep that differs only in how it is evaluated); the training phase then loads it instead.
+    Nothing finished is done again: a call into a finished run returns it; otherwise each phase whose
+    result ``run.json`` holds (parity, training, sensitivity) is skipped, and the evaluation runs
+    only the episodes missing from its records. The demonstrations are read (generated into the
+    cache when missing) only when a phase left to do needs them, so a run folder carried to a new
+    machine with its training done evaluates without regenerating any data. Each phase's ``seconds``
+    add up over every call that worked on it.
+
+    Args:
+        cfg: the recipe.
+        out: the run folder.
+        cache_dir: the demonstration cache (default:
+            [`default_cache_dir`][flowvla.recipes.parts.default_cache_dir]).
+        progress: show progress bars.
+        parity: run the train/eval parity check before training.
+        trained: a checkpoint of this recipe's training trained elsewhere (e.g. by another variant of
+            a sweep that differs only in how it is evaluated); the training phase then loads it.
+        episode_fn: the evaluation's episode (see [`evaluate`][flowvla.envs.rollout.evaluate]);
+            tests inject episodes through it.
+        expert_episode_fn: the generator's expert episode (see
+            [`generate`][flowvla.recipes.generate.generate]).
     """
     import torch
 
@@ -94,60 +154,83 @@ def run_job(
     check_resumable(cfg, out)
     save_recipe(cfg, out)
     run = _load_run(out)
+    if run.get("finished"):
+        say(f"{out}: finished earlier; nothing to do (report: {out / 'report.md'})")
+        return run
     run["recipe"] = cfg.to_dict()
 
     def done(name: str, seconds: float, note: str = "", **extra: Any) -> None:
-        run["phases"][name] = {"seconds": seconds, "note": note, **extra}
+        before = run["phases"].get(name, {})
+        calls = before.get("calls", 1 if before else 0) + 1
+        total = before.get("seconds", 0.0) + seconds
+        run["phases"][name] = {"seconds": total, "calls": calls, "note": note, **extra}
         write_json_atomic(out / RUN_FILE, run)
 
-    # 1. demonstrations
-    t0 = time.perf_counter()
-    d = cfg.data
-    say(f"[1/6] demonstrations: {d.demos_per_task} per task for {d.suite} tasks {d.tasks}")
-    files, gen = ensure_demos(cfg, cache_dir, progress=progress)
-    made = gen["attempts_this_call"]
-    note = f"generated ({made} attempts)" if made else "reused from the cache"
-    done("data", time.perf_counter() - t0, note, files=[str(f) for f in files])
+    files: list[Path] | None = None
+
+    def demos() -> list[Path]:
+        # 1. demonstrations, read only when a phase left to do needs them
+        nonlocal files
+        if files is None:
+            t0 = time.perf_counter()
+            d = cfg.data
+            say(f"[1/6] demonstrations: {d.demos_per_task} per task for {d.suite} tasks {d.tasks}")
+            files, gen = ensure_demos(cfg, cache_dir, progress=progress, episode_fn=expert_episode_fn)
+            made = gen["attempts_this_call"]
+            note = f"generated ({made} attempts)" if made else "reused from the cache"
+            left_out = gen.get("left_out", {})
+            if left_out:
+                note += f"; trained without tasks {sorted(left_out)} (no demonstrations)"
+                say(f"      no demonstrations, trained without: {left_out}")
+            extra = {"left_out": {str(t): why for t, why in left_out.items()}} if left_out else {}
+            done("data", time.perf_counter() - t0, note, files=[str(f) for f in files], **extra)
+        return files
 
     # 2. parity (before any training)
-    dataset = build_dataset(cfg, files)
-    if parity:
+    if parity and not run.get("parity", {}).get("passed"):
         from flowvla.recipes.parity import check_parity
 
+        first = demos()[0]
         t0 = time.perf_counter()
         say("[2/6] train/eval parity check")
-        report = check_parity(files[0], episode=0, cameras=cfg.data.cameras)
+        report = check_parity(first, episode=0, cameras=cfg.data.cameras)
         report.save(out / "parity.json")
         run["parity"] = report.to_dict()
         done("parity", time.perf_counter() - t0, "passed" if report.passed else "FAILED")
         report.raise_if_failed()
 
     # 3. training
-    t0 = time.perf_counter()
     torch.set_num_threads(cfg.train.threads)
     from flowvla.recipes.train import load_trained, train_policy
 
     if trained is not None:
+        t0 = time.perf_counter()
         say(f"[3/6] training: reusing {trained}")
         policy, run["train"] = load_trained(cfg, Path(trained))
         done("train", time.perf_counter() - t0, f"reused {trained}")
+    elif _training_done(run, out):
+        from flowvla.policy import VLAPolicy
+
+        say(f"[3/6] training: done earlier (step {run['train'].get('step')}, {run['train']['stopped']})")
+        policy = VLAPolicy.from_pretrained(out / "checkpoint", weights=cfg.eval.weights)
     else:
+        dataset = build_dataset(cfg, demos())
+        val = build_val_dataset(cfg, demos())
+        t0 = time.perf_counter()
         say(f"[3/6] training ({cfg.train.steps} steps, batch {cfg.train.batch_size})")
-        val = build_val_dataset(cfg, files)
-        prior = run.get("train")
         policy, report = train_policy(cfg, dataset, out, progress=progress, val_dataset=val)
-        if prior is not None and report["step"] == report.get("resumed_from"):
+        if report["step"] == report.get("resumed_from") and "train" in run:
             # Finished earlier (all steps, or the budget spent): keep the report of the call that trained.
             say(f"      already trained: step {report['step']} ({report['stopped']})")
         else:
             run["train"] = report
             done("train", time.perf_counter() - t0, f"{report['step']} steps")
 
-    # 4. evaluation on the official init states
+    # 4. evaluation on the official init states (resumes from its records)
     t0 = time.perf_counter()
     n = cfg.eval.init_states * len(cfg.data.tasks)
     say(f"[4/6] evaluation: {n} episodes on official init states 0-{cfg.eval.init_states - 1}")
-    summary = evaluate_policy(cfg, policy, out / "eval", progress=progress)
+    summary = evaluate_policy(cfg, policy, out / "eval", progress=progress, episode_fn=episode_fn)
     from flowvla.recipes.report import format_success_table, success_table
 
     table = success_table(summary)
@@ -162,15 +245,16 @@ def run_job(
     print(format_success_table(table))
 
     # 5. sensitivity of the trained policy
-    t0 = time.perf_counter()
-    say("[5/6] sensitivity check")
-    from flowvla.diagnostics import sensitivity_report
+    if "sensitivity" not in run:
+        batch = sensitivity_batch(cfg, demos())
+        t0 = time.perf_counter()
+        say("[5/6] sensitivity check")
+        from flowvla.diagnostics import sensitivity_report
 
-    batch = sensitivity_batch(cfg, files)
-    sens = sensitivity_report(policy, batch, seed=cfg.seed)
-    write_json_atomic(out / "sensitivity.json", sens)
-    run["sensitivity"] = sens
-    done("sensitivity", time.perf_counter() - t0)
+        sens = sensitivity_report(policy, batch, seed=cfg.seed)
+        write_json_atomic(out / "sensitivity.json", sens)
+        run["sensitivity"] = sens
+        done("sensitivity", time.perf_counter() - t0)
 
     # 6. report
     say("[6/6] report")
@@ -178,14 +262,19 @@ def run_job(
 
     if (out / "log.jsonl").is_file():
         loss_curve_png(out / "log.jsonl", out / "loss.png")
+    run["finished"] = True
     path = write_report(out, run)
     write_json_atomic(out / RUN_FILE, run)
     say(f"report: {path}  (total {sum(p['seconds'] for p in run['phases'].values()) / 60:.1f} min)")
     return run
 
 
-def evaluate_policy(cfg: RecipeConfig, policy: Any, out: Path, *, progress: bool = True) -> dict[str, Any]:
-    """Roll ``policy`` out on ``cfg``'s tasks and official init states; returns the summary."""
+def evaluate_policy(
+    cfg: RecipeConfig, policy: Any, out: Path, *, progress: bool = True, episode_fn: Any = None
+) -> dict[str, Any]:
+    """Roll ``policy`` out on ``cfg``'s tasks and official init states; returns the summary.
+    ``episode_fn``: how one episode is run (default: in LIBERO; see
+    [`evaluate`][flowvla.envs.rollout.evaluate])."""
     from flowvla.envs.rollout import evaluate
 
     rollout = cfg.eval.rollout_config(
@@ -197,7 +286,7 @@ def evaluate_policy(cfg: RecipeConfig, policy: Any, out: Path, *, progress: bool
         seed=cfg.seed,
         progress=progress,
     )
-    return evaluate(policy.eval(), rollout)
+    return evaluate(policy.eval(), rollout, **({"episode_fn": episode_fn} if episode_fn else {}))
 
 
 def sensitivity_batch(cfg: RecipeConfig, files: list[Path], per_task: int = 2) -> dict[str, Any]:

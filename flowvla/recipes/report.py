@@ -1,14 +1,26 @@
-"""The run report of a recipe: the success table, the loss curve and a one-page Markdown summary."""
+"""The run report of a recipe: the success table, the loss curve and a one-page Markdown summary; and
+the table of several suites' runs side by side ([`suites_table`][flowvla.recipes.report.suites_table],
+[`format_suites_report`][flowvla.recipes.report.format_suites_report]): the standard LIBERO table."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from flowvla.diagnostics import SENSITIVITY_DISTANCES
+from flowvla.envs.metrics import wilson_interval
 
-__all__ = ["loss_curve_png", "success_table", "write_report"]
+__all__ = [
+    "format_success_table",
+    "format_suites_report",
+    "loss_curve_png",
+    "success_table",
+    "suite_result",
+    "suites_table",
+    "write_report",
+]
 
 
 def success_table(summary: dict[str, Any]) -> dict[str, Any]:
@@ -171,3 +183,175 @@ def write_report(out_dir: str | Path, run: dict[str, Any]) -> Path:
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+# ------------------------------------------------------------------------- several suites, one table
+def suite_result(run: Mapping[str, Any]) -> dict[str, Any]:
+    """One suite's part of the table, from its run (``run.json``, see
+    [`load_run`][flowvla.recipes.job.load_run]): success per task and overall (None before its
+    evaluation), whether every episode of the protocol is in, minutes per phase, the training's end,
+    the sensitivity distances."""
+    cfg = run["recipe"]
+    expected = len(cfg["data"]["tasks"]) * cfg["eval"]["init_states"]
+    table = run.get("success")
+    episodes = table["overall"]["episodes"] if table else 0
+    sens = run.get("sensitivity") or {}
+    train = run.get("train") or {}
+    left_out = (run.get("phases", {}).get("data") or {}).get("left_out", {})
+    if table is not None and left_out:
+        untrained = {f"{cfg['data']['suite']}/{k}" for k in left_out}
+        rows = [{**t, "demonstrations": t["task"] not in untrained} for t in table["tasks"]]
+        table = {**table, "tasks": rows}
+    return {
+        "suite": cfg["data"]["suite"],
+        "preset": cfg["name"],
+        "expected_episodes": expected,
+        "complete": bool(run.get("finished")) and episodes == expected,
+        "success": table,
+        "phases_minutes": {k: p.get("seconds", 0.0) / 60 for k, p in run.get("phases", {}).items()},
+        "train": {k: train.get(k) for k in ("step", "stopped")},
+        "sensitivity": {k: sens[k] for k in SENSITIVITY_DISTANCES if k in sens},
+        "untrained_tasks": {int(k): why for k, why in left_out.items()},
+    }
+
+
+def suites_table(results: Mapping[str, Mapping[str, Any] | None]) -> dict[str, Any]:
+    """Suites side by side: each suite's [`suite_result`][flowvla.recipes.report.suite_result] (None:
+    not run yet) and their average, the field's headline number: the mean of the suites' success rates
+    (with equal episodes per suite, as the protocol has, the pooled rate; its Wilson 95% interval is
+    the pooled one). ``average.suites`` says over how many suites it was taken."""
+    done = {k: r for k, r in results.items() if r is not None and r.get("success")}
+    rates = [r["success"]["overall"]["success_rate"] for r in done.values()]
+    k = sum(r["success"]["overall"]["successes"] for r in done.values())
+    n = sum(r["success"]["overall"]["episodes"] for r in done.values())
+    average = {
+        "suites": len(done),
+        "of": len(results),
+        "complete": len(done) == len(results) and all(r["complete"] for r in done.values()),
+        "success_rate": sum(rates) / len(rates) if rates else None,
+        "successes": k,
+        "episodes": n,
+        "ci95": list(wilson_interval(k, n)) if n else None,
+    }
+    return {"suites": dict(results), "average": average}
+
+
+def _pct(rate: float | None, ci: Sequence[float] | None = None) -> str:
+    if rate is None:
+        return "-"
+    text = f"{100 * rate:.1f}"
+    return f"{text} ({100 * ci[0]:.1f}-{100 * ci[1]:.1f})" if ci is not None else text
+
+
+def format_suites_report(
+    table: Mapping[str, Any],
+    anchors: Mapping[str, Mapping[str, float]],
+    *,
+    title: str = "flowvla on the standard LIBERO suites",
+    anchors_note: str = "",
+) -> str:
+    """The standard LIBERO table as a Markdown page: success per suite and their average beside the
+    ``anchors`` (name -> suite -> success %, as published), then each suite's per-task table (Wilson
+    interval, failure outcomes, a video per task where its row has ``video``), the sensitivity of each
+    suite's policy and the minutes each phase took."""
+    suites = list(table["suites"])
+    avg = table["average"]
+    lines = [f"# {title}", ""]
+    status = f"{avg['suites']} of {avg['of']} suites evaluated, {avg['episodes']} episodes"
+    lines += [f"{status}{'' if avg['complete'] else ' (incomplete: runs resume where they stopped)'}.", ""]
+    lines += ["## Success (%) by the standard protocol", ""]
+    header = "| policy | " + " | ".join(suites) + " | average |"
+    lines += [header, "|" + "---|" * (len(suites) + 2)]
+    cells = []
+    for name in suites:
+        r = table["suites"][name]
+        o = (r or {}).get("success") and r["success"]["overall"]
+        cells.append(_pct(o["success_rate"], o["ci95"]) + ("" if r["complete"] else " *") if o else "-")
+    mean = avg["success_rate"]
+    lines.append(
+        f"| **flowvla** | {' | '.join(cells)} | **{_pct(mean)}**"
+        + (f" ({avg['suites']} suites)" if avg["suites"] != avg["of"] and mean is not None else "")
+        + " |"
+    )
+    for name, row in anchors.items():
+        vals = [row.get(s) for s in suites]
+        known = [v for v in vals if v is not None]
+        anchor_mean = sum(known) / len(known) if len(known) == len(vals) else None
+        text = " | ".join("-" if v is None else f"{v:.1f}" for v in vals)
+        lines.append(f"| {name} | {text} | {'-' if anchor_mean is None else f'{anchor_mean:.2f}'} |")
+    lines += [
+        "",
+        "flowvla: success with its Wilson 95% interval; * a suite whose run is not finished. "
+        "The average is the mean of the suites' rates.",
+    ]
+    lines += [anchors_note, ""] if anchors_note else [""]
+    for name in suites:
+        r = table["suites"][name]
+        lines += [f"## {name}", ""]
+        if r is None or not r.get("success"):
+            lines += ["Not evaluated yet.", ""]
+            continue
+        o = r["success"]["overall"]
+        lines += [
+            f"Preset `{r['preset']}`: {o['successes']}/{o['episodes']} of {r['expected_episodes']} "
+            f"episodes{'' if r['complete'] else ' so far'}.",
+            "",
+            "| task | instruction | success | 95% CI | mean steps | failures | video |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for t in r["success"]["tasks"]:
+            lo, hi = t["ci95"]
+            video = f"[video]({t['video']})" if t.get("video") else "-"
+            untrained = " (no demonstrations: not trained on)" if t.get("demonstrations") is False else ""
+            lines.append(
+                f"| {t['task']}{untrained} | {t['instruction']} | {t['successes']}/{t['episodes']} | "
+                f"{100 * lo:.0f}-{100 * hi:.0f}% | {t['mean_steps']:.0f} | "
+                f"{_failures(t.get('outcomes', {}))} | {video} |"
+            )
+        lines += [
+            f"| **all** | | **{o['successes']}/{o['episodes']}** | {100 * o['ci95'][0]:.1f}-"
+            f"{100 * o['ci95'][1]:.1f}% | {o['mean_steps']:.0f} | {_failures(o.get('outcomes', {}))} | |",
+            "",
+        ]
+    present = [(n, table["suites"][n]) for n in suites if table["suites"][n] is not None]
+    columns = [
+        (k, label)
+        for k, label in SENSITIVITY_DISTANCES.items()
+        if any(k in r["sensitivity"] for _, r in present)
+    ]
+    if columns:
+        lines += [
+            "## Sensitivity of each suite's policy",
+            "",
+            "| suite | " + " | ".join(label for _, label in columns) + " |",
+            "|" + "---|" * (len(columns) + 1),
+        ]
+        for n, r in present:
+            vals = [f"{r['sensitivity'][k]:.4f}" if k in r["sensitivity"] else "-" for k, _ in columns]
+            lines.append(f"| {n} | " + " | ".join(vals) + " |")
+        lines += [
+            "",
+            "L2 distances between predicted action chunks (same noise); see each run's report.md.",
+            "",
+        ]
+    phases = ["data", "parity", "train", "eval", "sensitivity"]
+    lines += [
+        "## Compute per phase (minutes, summed over every call)",
+        "",
+        "| suite | " + " | ".join(phases) + " | total | training |",
+        "|" + "---|" * (len(phases) + 3),
+    ]
+    totals = dict.fromkeys(phases, 0.0)
+    for n, r in present:
+        mins = r["phases_minutes"]
+        for p in phases:
+            totals[p] += mins.get(p, 0.0)
+        trained = r["train"]
+        steps = f"{trained['step']} steps ({trained['stopped']})" if trained.get("step") is not None else "-"
+        cells = " | ".join(f"{mins[p]:.1f}" if p in mins else "-" for p in phases)
+        lines.append(f"| {n} | {cells} | {sum(mins.values()):.1f} | {steps} |")
+    lines += [
+        f"| **all** | {' | '.join(f'{totals[p]:.1f}' for p in phases)} | **{sum(totals.values()):.1f}** | |",
+        "",
+    ]
+    return "\n".join(lines)
