@@ -110,6 +110,27 @@ def _slice_draws(noise: torch.Tensor, t: torch.Tensor, sl: slice) -> tuple[torch
     return noise[..., sl, :, :], t[..., sl]
 
 
+def _attention_kernel(backend: str | None) -> contextlib.AbstractContextManager:
+    """The ``sdpa_kernel`` context of ``TrainConfig.attention_backend`` (a no-op for None)."""
+    if backend is None:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    kernels = {
+        "math": SDPBackend.MATH,
+        "flash": SDPBackend.FLASH_ATTENTION,
+        "efficient": SDPBackend.EFFICIENT_ATTENTION,
+        "cudnn": SDPBackend.CUDNN_ATTENTION,
+    }
+    return sdpa_kernel(kernels[backend])
+
+
+def _optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.AdamW:
+    impl = cfg.optimizer_impl
+    choice = {} if impl is None else {"foreach": impl == "foreach", "fused": impl == "fused"}
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **choice)
+
+
 def train(
     policy: VLAPolicy,
     dataset: torch.utils.data.Dataset | Mapping[str, torch.utils.data.Dataset],
@@ -295,7 +316,7 @@ class _TrainingRun:
         if self.fsdp and self.world > 1:
             processes.sync_from_main(policy, accelerator.device)
         params = [p for p in policy.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = _optimizer(params, cfg)
         self.model, self.opt = accelerator.prepare(policy, opt)
         self.unwrapped = accelerator.unwrap_model(self.model)
         if state is not None:
@@ -366,7 +387,8 @@ class _TrainingRun:
             no_sync = accelerator.no_sync(model) if m < self.accum - 1 else contextlib.nullcontext()
             with no_sync:
                 n_, t_ = _slice_draws(noise, t, self.sampler.slice_of(m))
-                losses = model(batch, noise=n_, t=t_)
+                with _attention_kernel(cfg.attention_backend):
+                    losses = model(batch, noise=n_, t=t_)
                 accelerator.backward(losses.loss)
             local.append(_terms(losses))
         rows = self._gathered(torch.stack(local))
@@ -474,7 +496,8 @@ class _TrainingRun:
             )
             torch.manual_seed(mix_seed(cfg.seed, k, self.rank, _VAL_RNG))
             n_, t_ = _slice_draws(noise, t, self.val_sampler.slice_of(0))
-            rows.append(_terms(model(batch, noise=n_, t=t_)))
+            with _attention_kernel(cfg.attention_backend):
+                rows.append(_terms(model(batch, noise=n_, t=t_)))
         model.train()
         mean = self._gathered(torch.stack(rows)[None]).mean(dim=(0, 1))
         return {k: float(v) for k, v in zip(LOSS_TERMS, mean.tolist(), strict=True)}
