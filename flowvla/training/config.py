@@ -39,7 +39,10 @@ class TrainConfig:
         grad_clip: clip the global gradient norm (0: off; the norm is logged either way).
         save_every: checkpoint period in steps (and at the end).
         log_every: log period in steps.
-        num_workers: DataLoader worker processes (per process).
+        num_workers: DataLoader worker processes (per process) that make the items ahead of the
+            step; each micro-batch's RNG seed travels with its indices, so the items (augmentation
+            draws included) are those the training process would make, and a resumed run stays
+            bit-identical. On 2 cores a worker competes with the torch threads for the CPU.
         seed: seeds batch sampling and every random draw of a step.
         gradient_accumulation_steps: micro-steps per optimizer step (Accelerate's name). ``None``
             takes the launcher's value (``accelerate launch --gradient_accumulation_steps``), else 1.

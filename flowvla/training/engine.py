@@ -110,6 +110,43 @@ def _slice_draws(noise: torch.Tensor, t: torch.Tensor, sl: slice) -> tuple[torch
     return noise[..., sl, :, :], t[..., sl]
 
 
+class _SeededItems(torch.utils.data.Dataset):
+    """``data`` indexed by ``(seed, index)`` keys: a key with a seed first seeds the global RNG, as
+    the training process seeds it before a micro-batch, so the items a DataLoader worker makes
+    (augmentation draws included) are the ones the training process would make itself."""
+
+    def __init__(self, data: torch.utils.data.Dataset) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, key: tuple[int | None, int]) -> Any:
+        seed, index = key
+        if seed is not None:
+            torch.manual_seed(seed)
+        return self.data[index]
+
+
+class _SeededBatches:
+    """The micro-batches of a [`StepBatchSampler`][flowvla.training.sampling.StepBatchSampler] as
+    keys of [`_SeededItems`][flowvla.training.engine._SeededItems]: each batch's first key carries
+    the seed of its ``(step, slice)``."""
+
+    def __init__(self, sampler: StepBatchSampler, seed_of: Callable[[int, int], int]) -> None:
+        self.sampler, self.seed_of = sampler, seed_of
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        accum = self.sampler.accumulation_steps
+        for k, batch in enumerate(self.sampler):
+            step, m = divmod(k, accum)
+            seed = self.seed_of(self.sampler.start + step, m)
+            yield [(seed if j == 0 else None, int(i)) for j, i in enumerate(batch)]
+
+
 def _attention_kernel(backend: str | None) -> contextlib.AbstractContextManager:
     """The ``sdpa_kernel`` context of ``TrainConfig.attention_backend`` (a no-op for None)."""
     if backend is None:
@@ -341,7 +378,13 @@ class _TrainingRun:
             )
         budget = processes.TimeBudget(cfg.max_minutes, self.t_call)
         self.model.train()
-        batches = iter(self._loader(self.data, self.sampler))
+        if cfg.num_workers:
+            # Workers make the items: they seed them as this process would (see one_step).
+            batches = iter(
+                self._loader(_SeededItems(self.data), _SeededBatches(self.sampler, self._micro_batch_seed))
+            )
+        else:
+            batches = iter(self._loader(self.data, self.sampler))
         while self.step < self.stop:
             if budget.exhausted(self.accelerator):
                 self.stopped = "max_minutes"
@@ -382,7 +425,7 @@ class _TrainingRun:
         for m in range(self.accum):
             # The per-micro-batch RNG (dropout, augmentation) is keyed by the slice of the global
             # batch, so the same slice gets the same draws however the batch is split.
-            torch.manual_seed(mix_seed(cfg.seed, step, m * self.world + self.rank, _RNG))
+            torch.manual_seed(self._micro_batch_seed(step, m))
             batch = next(batches)
             no_sync = accelerator.no_sync(model) if m < self.accum - 1 else contextlib.nullcontext()
             with no_sync:
@@ -405,6 +448,9 @@ class _TrainingRun:
         else:
             self._skip(rows)
         return lr, rows, grad_norm
+
+    def _micro_batch_seed(self, step: int, micro: int) -> int:
+        return mix_seed(self.cfg.seed, step, micro * self.world + self.rank, _RNG)
 
     def _skip(self, rows: torch.Tensor) -> None:
         """A non-finite step: no update, a record logged; after ``nan_patience`` in a row, stop."""

@@ -262,6 +262,28 @@ def test_math_attention_computes_the_same_losses_in_float32(tmp_path):
     assert losses[None] == pytest.approx(losses["math"], rel=1e-5)
 
 
+class RandomlyAugmented(ItemList):
+    """Items whose images depend on the global RNG, as augmentation draws do."""
+
+    def __getitem__(self, i):
+        item = dict(super().__getitem__(i))
+        item["images"] = torch.randint_like(item["images"], 0, 255)
+        return item
+
+
+def test_data_workers_make_the_items_the_training_process_makes(tmp_path):
+    cfg = dict(steps=4, batch_size=3, lr=1e-3, warmup_steps=1, save_every=2)
+    in_process, in_workers, resumed = tiny_policy(), tiny_policy(), tiny_policy(seed=1)
+    train(in_process, RandomlyAugmented(), TrainConfig(out_dir=str(tmp_path / "a"), **cfg))
+    workers = TrainConfig(out_dir=str(tmp_path / "b"), num_workers=2, **cfg)
+    train(in_workers, RandomlyAugmented(), workers)
+    resume = TrainConfig(out_dir=str(tmp_path / "c"), num_workers=2, **cfg)
+    train(tiny_policy(), RandomlyAugmented(), resume, stop_after=1)  # odd: the workers' turns shift
+    train(resumed, RandomlyAugmented(), resume)
+    a, b, c = weights(in_process), weights(in_workers), weights(resumed)
+    assert all(torch.equal(a[k], b[k]) and torch.equal(a[k], c[k]) for k in a)
+
+
 def test_progress_bar_on_request(tmp_path, capsys):
     train(tiny_policy(), ItemList(), TrainConfig(out_dir=str(tmp_path), steps=2, batch_size=2, progress=True))
     assert "2/2" in capsys.readouterr().err
