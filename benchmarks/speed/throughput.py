@@ -72,6 +72,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "fp32 1 data worker": {"mixed_precision": "no", "attention_backend": None, "num_workers": 1},
     "bf16": {"mixed_precision": "bf16", "attention_backend": None},
     "bf16 math attention": {"mixed_precision": "bf16", "attention_backend": "math"},
+    "bf16 math contiguous convs": {
+        "mixed_precision": "bf16",
+        "attention_backend": "math",
+        "_contiguous": True,
+    },
     "bf16 math fused": {"mixed_precision": "bf16", "attention_backend": "math", "optimizer_impl": "fused"},
     "bf16 math fused 1 worker": {
         "mixed_precision": "bf16",
@@ -255,6 +260,12 @@ def loss_curves(cfg: Any, data: Any, steps: int, variants: list[str]) -> dict:
 
 
 # --------------------------------------------------------------------------------------- profile
+def _clock() -> float:
+    """CPU seconds of this thread with one torch thread (what the step costs, whatever else shares
+    the machine), else wall seconds."""
+    return time.thread_time() if torch.get_num_threads() == 1 else time.perf_counter()
+
+
 class _PartClock:
     """Forward seconds per part (module hooks) and the moment each part's output gradient is
     complete in backward (tensor hooks), for one step."""
@@ -270,13 +281,13 @@ class _PartClock:
 
     def _start(self, name: str):
         def hook(module, args):
-            self._t0[name] = time.perf_counter()
+            self._t0[name] = _clock()
 
         return hook
 
     def _stop(self, name: str):
         def hook(module, args, output):
-            self.forward[name] += time.perf_counter() - self._t0[name]
+            self.forward[name] += _clock() - self._t0[name]
             tensors = output if isinstance(output, torch.Tensor) else getattr(output, "hidden_states", None)
             for t in [tensors] if isinstance(tensors, torch.Tensor) else list(tensors or ()):
                 if t.requires_grad:
@@ -286,7 +297,7 @@ class _PartClock:
 
     def _ready(self, name: str):
         def hook(grad):
-            self.grad_ready[name] = max(self.grad_ready.get(name, 0.0), time.perf_counter())
+            self.grad_ready[name] = max(self.grad_ready.get(name, 0.0), _clock())
 
         return hook
 
@@ -335,19 +346,19 @@ def profile_step(cfg: Any, data: Any, options: dict[str, Any], repeats: int) -> 
     opt.step()
     opt.zero_grad(set_to_none=True)
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = _clock()
         x = batch()
-        t_data = time.perf_counter() - t0
+        t_data = _clock() - t0
         clock = _PartClock(parts)
-        t0 = time.perf_counter()
+        t0 = _clock()
         loss = forward(x)
-        t1 = time.perf_counter()
+        t1 = _clock()
         loss.backward()
-        t2 = time.perf_counter()
+        t2 = _clock()
         clock.close()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        t3 = time.perf_counter()
+        t3 = _clock()
         lm_ready = clock.grad_ready.get("language model", t1)
         vision_ready = clock.grad_ready.get("vision encoder", lm_ready)
         fwd = clock.forward
@@ -368,7 +379,31 @@ def profile_step(cfg: Any, data: Any, options: dict[str, Any], repeats: int) -> 
     with sdpa_kernel(SDPBackend.MATH):
         flops = count_flops(lambda: forward(x).backward())
     opt.zero_grad(set_to_none=True)
-    return {"seconds": seconds, "step_s": sum(seconds.values()), "flops": flops, "batch_size": b}
+    clock = "thread CPU time" if torch.get_num_threads() == 1 else "wall time"
+    return {
+        "seconds": seconds,
+        "step_s": sum(seconds.values()),
+        "flops": flops,
+        "batch_size": b,
+        "clock": clock,
+    }
+
+
+def matmul_peak(size: int, dtype: torch.dtype, min_time: float) -> float:
+    """GFLOP/s of a square matmul: on thread CPU time with one torch thread (the load of a shared
+    machine does not lower it), else [`matmul_peak_gflops`][flowvla.profiling.matmul_peak_gflops]."""
+    if torch.get_num_threads() != 1:
+        return matmul_peak_gflops(size, dtype=dtype, min_time=min_time)
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    torch.mm(a, b)
+    best = float("inf")
+    spent = 0.0
+    while spent < min_time or best == float("inf"):
+        t0 = time.thread_time()
+        torch.mm(a, b)
+        dt = max(time.thread_time() - t0, 1e-9)
+        best, spent = min(best, dt), spent + dt
+    return 2 * size**3 / best / 1e9
 
 
 def print_profile(profiles: dict[str, dict], peaks: dict[str, float]) -> None:
@@ -460,7 +495,7 @@ def episodes(cfg: Any, data: Any, count: int, max_steps: int) -> dict:
     flowvla.typing.set_typecheck(False)
     d = cfg.data
     env = LiberoEnv(d.suite, d.tasks[0], image_size=d.image_size, cameras=d.cameras, depth=cfg.needs_depth)
-    rcfg = cfg.eval.rollout_config(
+    rcfg = dataclasses.replace(cfg.eval, video="none").rollout_config(
         policy, suite=d.suite, tasks=[d.tasks[0]], cameras=d.cameras, out_dir=None, progress=False
     )
     rcfg = dataclasses.replace(rcfg, max_steps=max_steps)
@@ -632,8 +667,8 @@ def main(argv: list[str] | None = None) -> dict:
     if "profile" in args.what:
         size, min_time = (256, 0.05) if args.quick else (1024, 0.5)
         peaks = {
-            "fp32": matmul_peak_gflops(size, min_time=min_time),
-            "bf16": matmul_peak_gflops(size, dtype=torch.bfloat16, min_time=min_time),
+            "fp32": matmul_peak(size, torch.float32, min_time),
+            "bf16": matmul_peak(size, torch.bfloat16, min_time),
         }
         profiles = {
             name: profile_step(cfg, data, VARIANTS[name], args.repeats)

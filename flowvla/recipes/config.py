@@ -345,8 +345,8 @@ class TrainingConfig:
         threads: torch threads for training.
         precision: ``"fp32"``, or ``"bf16"``: bf16 autocast of the forward pass (float32 weights,
             optimizer state and EMA), with attention on PyTorch's math kernel on the CPU (see
-            [`TrainConfig.attention_backend`][flowvla.training.TrainConfig]) and the fused AdamW.
-            About 1.4x the training samples/s on CPUs with AVX-512 BF16 (``benchmarks/speed/throughput.py``).
+            [`TrainConfig.attention_backend`][flowvla.training.TrainConfig]): about 1.36x the
+            training samples/s on a CPU with AVX-512 BF16 (``benchmarks/speed/throughput.py``).
     """
 
     path: ClassVar[str] = "train"

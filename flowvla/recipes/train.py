@@ -45,7 +45,6 @@ def train_config(cfg: RecipeConfig, out: Path, *, progress: bool = True, minutes
         mixed_precision="bf16" if bf16 else None,
         # PyTorch's flash kernel runs its bf16 backward 4x slower than its float32 one on the CPU.
         attention_backend="math" if bf16 and not torch.cuda.is_available() else None,
-        optimizer_impl="fused" if bf16 else None,
     )
 
 
