@@ -359,7 +359,7 @@ class TrainingConfig:
     ema_decay: float = setting(0.999, ge=0, le=1)
     shift: int = setting(6, ge=0)
     threads: int = setting(2, ge=1)
-    precision: str = setting("fp32", choices=("fp32", "bf16"))
+    precision: str = setting("bf16", choices=("fp32", "bf16"))
 
     def __post_init__(self) -> None:
         check_fields(self, self.path)

@@ -9,7 +9,7 @@ from flowvla.recipes.train import train_config
 
 
 def test_fp32_leaves_the_engine_and_launcher_defaults(tmp_path):
-    tc = train_config(preset("default"), tmp_path, progress=False)
+    tc = train_config(preset("default", **{"train.precision": "fp32"}), tmp_path, progress=False)
     assert (tc.mixed_precision, tc.attention_backend, tc.optimizer_impl) == (None, None, None)
 
 
