@@ -129,9 +129,8 @@ class _SeededItems(torch.utils.data.Dataset):
 
 
 class _SeededBatches:
-    """The micro-batches of a [`StepBatchSampler`][flowvla.training.sampling.StepBatchSampler] as
-    keys of [`_SeededItems`][flowvla.training.engine._SeededItems]: each batch's first key carries
-    the seed of its ``(step, slice)``."""
+    """The micro-batches of a ``StepBatchSampler`` as keys of ``_SeededItems``: each batch's first
+    key carries the seed of its ``(step, slice)``."""
 
     def __init__(self, sampler: StepBatchSampler, seed_of: Callable[[int, int], int]) -> None:
         self.sampler, self.seed_of = sampler, seed_of
