@@ -348,6 +348,12 @@ class TrainingConfig:
         ema_decay: decay of the weights' exponential moving average used for evaluation (0: off).
         shift: random-shift augmentation in pixels (pad and crop back), 0: off.
         threads: torch threads for training.
+        precision: ``"bf16"``: bf16 autocast of the forward pass (float32 weights, optimizer state
+            and EMA), with attention on PyTorch's math kernel on the CPU (see
+            [`TrainConfig.attention_backend`][flowvla.training.TrainConfig]): about 1.36x the
+            training samples/s on a CPU with AVX-512 BF16, the same loss curve
+            (``benchmarks/speed/throughput.py``). ``"fp32"``: float32 throughout. ``"auto"``: bf16
+            on a CPU with native bf16 instructions (AVX-512 BF16 or AMX) and no GPU, else fp32.
     """
 
     path: ClassVar[str] = "train"
@@ -360,6 +366,7 @@ class TrainingConfig:
     ema_decay: float = setting(0.999, ge=0, le=1)
     shift: int = setting(6, ge=0)
     threads: int = setting(2, ge=1)
+    precision: str = setting("auto", choices=("auto", "fp32", "bf16"))
 
     def __post_init__(self) -> None:
         check_fields(self, self.path)

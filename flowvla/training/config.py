@@ -15,6 +15,8 @@ from typing import Any
 __all__ = ["SCHEDULE_FIELDS", "TrainConfig", "check_schedule", "lr_factor"]
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
+ATTENTION_BACKENDS = ("math", "flash", "efficient", "cudnn")
+OPTIMIZER_IMPLS = ("for_loop", "foreach", "fused")
 SAMPLING = ("task", "item")
 # The fields that define the learning rate at every step: resuming with other values changes the
 # schedule under a half-trained model.
@@ -37,7 +39,10 @@ class TrainConfig:
         grad_clip: clip the global gradient norm (0: off; the norm is logged either way).
         save_every: checkpoint period in steps (and at the end).
         log_every: log period in steps.
-        num_workers: DataLoader worker processes (per process).
+        num_workers: DataLoader worker processes (per process) that make the items ahead of the
+            step; each micro-batch's RNG seed travels with its indices, so the items (augmentation
+            draws included) are those the training process would make, and a resumed run stays
+            bit-identical. On 2 cores a worker competes with the torch threads for the CPU.
         seed: seeds batch sampling and every random draw of a step.
         gradient_accumulation_steps: micro-steps per optimizer step (Accelerate's name). ``None``
             takes the launcher's value (``accelerate launch --gradient_accumulation_steps``), else 1.
@@ -78,6 +83,15 @@ class TrainConfig:
         allow_schedule_change: resume even if ``steps``, ``lr`` or ``warmup_steps`` differ from the
             checkpoint's (the schedule is then recomputed for the new values, so the rate jumps);
             refused by default.
+        attention_backend: the kernel ``scaled_dot_product_attention`` uses in training and
+            validation forward passes (``"math"``, ``"flash"``, ``"efficient"``, ``"cudnn"``;
+            ``None``: PyTorch's choice). On the CPU under bf16 autocast, ``"math"`` (two matmuls and a
+            float32 softmax) trains about 1.4x faster than PyTorch's choice, whose bf16 flash backward
+            runs 4x slower than its float32 one (torch 2.13; see ``benchmarks/speed/throughput.py``).
+        optimizer_impl: AdamW's implementation: ``"for_loop"`` (one parameter at a time),
+            ``"foreach"`` (multi-tensor kernels) or ``"fused"`` (one fused kernel; CPU and CUDA);
+            ``None``: PyTorch's default for the device. All follow the same update rule and state, so
+            a checkpoint resumes under any of them.
     """
 
     out_dir: str
@@ -108,6 +122,8 @@ class TrainConfig:
     progress: bool = False
     max_minutes: float | None = None
     allow_schedule_change: bool = False
+    attention_backend: str | None = None
+    optimizer_impl: str | None = None
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "save_every", "log_every", "val_batches", "nan_patience")
@@ -130,6 +146,15 @@ class TrainConfig:
         if self.mixed_precision is not None and self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(
                 f"mixed_precision: expected one of {MIXED_PRECISION} or None, got {self.mixed_precision!r}"
+            )
+        if self.attention_backend is not None and self.attention_backend not in ATTENTION_BACKENDS:
+            raise ValueError(
+                f"attention_backend: expected one of {ATTENTION_BACKENDS} or None, "
+                f"got {self.attention_backend!r}"
+            )
+        if self.optimizer_impl is not None and self.optimizer_impl not in OPTIMIZER_IMPLS:
+            raise ValueError(
+                f"optimizer_impl: expected one of {OPTIMIZER_IMPLS} or None, got {self.optimizer_impl!r}"
             )
         if self.sampling not in SAMPLING:
             raise ValueError(f"sampling: expected one of {SAMPLING}, got {self.sampling!r}")

@@ -110,6 +110,63 @@ def _slice_draws(noise: torch.Tensor, t: torch.Tensor, sl: slice) -> tuple[torch
     return noise[..., sl, :, :], t[..., sl]
 
 
+class _SeededItems(torch.utils.data.Dataset):
+    """``data`` indexed by ``(seed, index)`` keys: a key with a seed first seeds the global RNG, as
+    the training process seeds it before a micro-batch, so the items a DataLoader worker makes
+    (augmentation draws included) are the ones the training process would make itself."""
+
+    def __init__(self, data: torch.utils.data.Dataset) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, key: tuple[int | None, int]) -> Any:
+        seed, index = key
+        if seed is not None:
+            torch.manual_seed(seed)
+        return self.data[index]
+
+
+class _SeededBatches:
+    """The micro-batches of a ``StepBatchSampler`` as keys of ``_SeededItems``: each batch's first
+    key carries the seed of its ``(step, slice)``."""
+
+    def __init__(self, sampler: StepBatchSampler, seed_of: Callable[[int, int], int]) -> None:
+        self.sampler, self.seed_of = sampler, seed_of
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        accum = self.sampler.accumulation_steps
+        for k, batch in enumerate(self.sampler):
+            step, m = divmod(k, accum)
+            seed = self.seed_of(self.sampler.start + step, m)
+            yield [(seed if j == 0 else None, int(i)) for j, i in enumerate(batch)]
+
+
+def _attention_kernel(backend: str | None) -> contextlib.AbstractContextManager:
+    """The ``sdpa_kernel`` context of ``TrainConfig.attention_backend`` (a no-op for None)."""
+    if backend is None:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    kernels = {
+        "math": SDPBackend.MATH,
+        "flash": SDPBackend.FLASH_ATTENTION,
+        "efficient": SDPBackend.EFFICIENT_ATTENTION,
+        "cudnn": SDPBackend.CUDNN_ATTENTION,
+    }
+    return sdpa_kernel(kernels[backend])
+
+
+def _optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.AdamW:
+    impl = cfg.optimizer_impl
+    choice = {} if impl is None else {"foreach": impl == "foreach", "fused": impl == "fused"}
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **choice)
+
+
 def train(
     policy: VLAPolicy,
     dataset: torch.utils.data.Dataset | Mapping[str, torch.utils.data.Dataset],
@@ -295,7 +352,7 @@ class _TrainingRun:
         if self.fsdp and self.world > 1:
             processes.sync_from_main(policy, accelerator.device)
         params = [p for p in policy.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = _optimizer(params, cfg)
         self.model, self.opt = accelerator.prepare(policy, opt)
         self.unwrapped = accelerator.unwrap_model(self.model)
         if state is not None:
@@ -320,7 +377,13 @@ class _TrainingRun:
             )
         budget = processes.TimeBudget(cfg.max_minutes, self.t_call)
         self.model.train()
-        batches = iter(self._loader(self.data, self.sampler))
+        if cfg.num_workers:
+            # Workers make the items: they seed them as this process would (see one_step).
+            batches = iter(
+                self._loader(_SeededItems(self.data), _SeededBatches(self.sampler, self._micro_batch_seed))
+            )
+        else:
+            batches = iter(self._loader(self.data, self.sampler))
         while self.step < self.stop:
             if budget.exhausted(self.accelerator):
                 self.stopped = "max_minutes"
@@ -361,12 +424,13 @@ class _TrainingRun:
         for m in range(self.accum):
             # The per-micro-batch RNG (dropout, augmentation) is keyed by the slice of the global
             # batch, so the same slice gets the same draws however the batch is split.
-            torch.manual_seed(mix_seed(cfg.seed, step, m * self.world + self.rank, _RNG))
+            torch.manual_seed(self._micro_batch_seed(step, m))
             batch = next(batches)
             no_sync = accelerator.no_sync(model) if m < self.accum - 1 else contextlib.nullcontext()
             with no_sync:
                 n_, t_ = _slice_draws(noise, t, self.sampler.slice_of(m))
-                losses = model(batch, noise=n_, t=t_)
+                with _attention_kernel(cfg.attention_backend):
+                    losses = model(batch, noise=n_, t=t_)
                 accelerator.backward(losses.loss)
             local.append(_terms(losses))
         rows = self._gathered(torch.stack(local))
@@ -383,6 +447,9 @@ class _TrainingRun:
         else:
             self._skip(rows)
         return lr, rows, grad_norm
+
+    def _micro_batch_seed(self, step: int, micro: int) -> int:
+        return mix_seed(self.cfg.seed, step, micro * self.world + self.rank, _RNG)
 
     def _skip(self, rows: torch.Tensor) -> None:
         """A non-finite step: no update, a record logged; after ``nan_patience`` in a row, stop."""
@@ -474,7 +541,8 @@ class _TrainingRun:
             )
             torch.manual_seed(mix_seed(cfg.seed, k, self.rank, _VAL_RNG))
             n_, t_ = _slice_draws(noise, t, self.val_sampler.slice_of(0))
-            rows.append(_terms(model(batch, noise=n_, t=t_)))
+            with _attention_kernel(cfg.attention_backend):
+                rows.append(_terms(model(batch, noise=n_, t=t_)))
         model.train()
         mean = self._gathered(torch.stack(rows)[None]).mean(dim=(0, 1))
         return {k: float(v) for k, v in zip(LOSS_TERMS, mean.tolist(), strict=True)}

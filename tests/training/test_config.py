@@ -19,6 +19,8 @@ from flowvla.training.config import check_schedule
         ("task_weights", {"a": -1.0}, "task_weights: weights must be finite and >= 0"),
         ("dataset_weights", {"a": float("nan")}, "dataset_weights: weights must be finite"),
         ("grad_clip", -1.0, "grad_clip: must be >= 0"),
+        ("attention_backend", "sdpa", "attention_backend: expected one of"),
+        ("optimizer_impl", "apex", "optimizer_impl: expected one of"),
     ],
 )
 def test_bad_values_are_refused_by_name(field, value, message):

@@ -224,6 +224,66 @@ def test_bf16_autocast_on_the_cpu(tmp_path):
     assert all(p.dtype == torch.float32 for p in loaded.parameters())
 
 
+def test_bf16_with_math_attention_and_a_fused_optimizer_resumes_bit_exactly(tmp_path):
+    # The CPU's fast configuration: a run stopped and resumed ends with the uninterrupted run's
+    # float32 weights, and every logged loss and gradient norm is finite.
+    fast = dict(mixed_precision="bf16", attention_backend="math", optimizer_impl="fused")
+    cfg = dict(steps=4, batch_size=3, lr=1e-3, warmup_steps=1, save_every=2, log_every=1, **fast)
+    rows = []
+    straight = tiny_policy()
+    train(straight, ItemList(), TrainConfig(out_dir=str(tmp_path / "a"), **cfg), on_log=rows.append)
+    assert all(math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]) for r in rows)
+    train(tiny_policy(), ItemList(), TrainConfig(out_dir=str(tmp_path / "b"), **cfg), stop_after=2)
+    resumed = tiny_policy(seed=1)
+    train(resumed, ItemList(), TrainConfig(out_dir=str(tmp_path / "b"), **cfg))
+    a, b = weights(straight), weights(resumed)
+    assert all(a[k].dtype == torch.float32 or not a[k].is_floating_point() for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("impl", ["for_loop", "foreach", "fused"])
+def test_optimizer_implementations_follow_one_update_rule(tmp_path, impl):
+    cfg = dict(steps=3, batch_size=2, lr=1e-3, warmup_steps=1, save_every=3)
+    default, chosen = tiny_policy(), tiny_policy()
+    train(default, ItemList(), TrainConfig(out_dir=str(tmp_path / "a"), **cfg))
+    train(chosen, ItemList(), TrainConfig(out_dir=str(tmp_path / "b"), optimizer_impl=impl, **cfg))
+    assert max_difference(weights(default), weights(chosen)) < 1e-6
+
+
+def test_math_attention_computes_the_same_losses_in_float32(tmp_path):
+    losses = {}
+    for backend in (None, "math"):
+        rows = []
+        cfg = TrainConfig(
+            out_dir=str(tmp_path / str(backend)), steps=2, batch_size=2, attention_backend=backend
+        )
+        train(tiny_policy(), ItemList(), cfg, on_log=rows.append)
+        losses[backend] = [r["loss"] for r in rows]
+    assert losses[None] == pytest.approx(losses["math"], rel=1e-5)
+
+
+class RandomlyAugmented(ItemList):
+    """Items whose images depend on the global RNG, as augmentation draws do."""
+
+    def __getitem__(self, i):
+        item = dict(super().__getitem__(i))
+        item["images"] = torch.randint_like(item["images"], 0, 255)
+        return item
+
+
+def test_data_workers_make_the_items_the_training_process_makes(tmp_path):
+    cfg = dict(steps=4, batch_size=3, lr=1e-3, warmup_steps=1, save_every=2)
+    in_process, in_workers, resumed = tiny_policy(), tiny_policy(), tiny_policy(seed=1)
+    train(in_process, RandomlyAugmented(), TrainConfig(out_dir=str(tmp_path / "a"), **cfg))
+    workers = TrainConfig(out_dir=str(tmp_path / "b"), num_workers=2, **cfg)
+    train(in_workers, RandomlyAugmented(), workers)
+    resume = TrainConfig(out_dir=str(tmp_path / "c"), num_workers=2, **cfg)
+    train(tiny_policy(), RandomlyAugmented(), resume, stop_after=1)  # odd: the workers' turns shift
+    train(resumed, RandomlyAugmented(), resume)
+    a, b, c = weights(in_process), weights(in_workers), weights(resumed)
+    assert all(torch.equal(a[k], b[k]) and torch.equal(a[k], c[k]) for k in a)
+
+
 def test_progress_bar_on_request(tmp_path, capsys):
     train(tiny_policy(), ItemList(), TrainConfig(out_dir=str(tmp_path), steps=2, batch_size=2, progress=True))
     assert "2/2" in capsys.readouterr().err
