@@ -25,9 +25,13 @@ def test_auto_trains_in_bf16_exactly_on_cpus_with_bf16_instructions(tmp_path, mo
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(recipe_train, "native_bf16_cpu", lambda: native)
-    tc = train_config(preset("default"), tmp_path, progress=False)
+    tc = train_config(preset("default", **{"train.precision": "auto"}), tmp_path, progress=False)
     assert tc.mixed_precision == ("bf16" if native else None)
     assert tc.attention_backend == ("math" if native else None)
+
+
+def test_the_default_trains_in_fp32_until_bf16_is_measured_in_closed_loop(tmp_path):
+    assert train_config(preset("default"), tmp_path, progress=False).mixed_precision is None
 
 
 def test_an_unknown_precision_is_refused_by_name():
