@@ -30,6 +30,7 @@ from flowvla.envs.experts.articulated import (
     KnobSkill,
     articulation,
 )
+from flowvla.envs.experts.insert import SideInsertSkill, inserts
 from flowvla.envs.experts.pick_place import ExpertConfig, PickPlaceExpert
 from flowvla.envs.experts.predicates import (
     GoalPredicate,
@@ -239,6 +240,8 @@ class TaskExpert:
         p, sc = stage.predicate, self.scene
         if p.name in ("in", "on"):
             goal = place_goals(self.env, [p], inside_articulated=True)[0]
+            if inserts(sc, goal):
+                return SideInsertSkill(self.env, sc, goal)
             if slides(sc, goal):
                 return SlideSkill(self.env, sc, goal)
             sharing = [q for q in self.predicates if q.name in ("in", "on") and q.args[1] == p.args[1]]
