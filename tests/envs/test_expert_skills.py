@@ -127,3 +127,73 @@ def test_every_task_of_the_standard_suites_gets_an_expert(suite):
             expert = make_expert(env)  # raises UnsupportedGoalError naming the predicate otherwise
             expert.reset()
             assert expert.stages and expert.plan()
+
+
+def test_the_mug_is_carried_sideways_into_the_microwave_and_the_hand_backs_out():
+    """libero_10 9, ``(In white_yellow_mug_1 microwave_1_heating_region)``: the region is under the
+    microwave's roof, so the mug goes in by its handle, hand level and outside; it ends inside the region
+    (LIBERO's own check), upright, with the hand back out past the opening."""
+    from flowvla.envs.experts.insert import SideInsertSkill, cavity, inserts
+    from flowvla.envs.experts.predicates import goal_predicates, place_goals
+    from flowvla.envs.experts.scene import Scene
+
+    with LiberoEnv("libero_10", 9, render=False) as env:
+        env.reset(seed=2, settle_steps=10)
+        scene = Scene(env)
+        put_in = [p for p in goal_predicates(env) if p.name == "in"]
+        goal = place_goals(env, put_in, inside_articulated=True)[0]
+        assert inserts(scene, goal)
+        cav = cavity(scene, goal.target)
+        region = scene.site_pos(goal.target)
+        assert cav.floor < region[2] < cav.roof and cav.depth[0] < float(region @ cav.inward) < cav.depth[1]
+        skill = SideInsertSkill(env, scene, goal)
+        assert not skill.holds()
+        for _ in range(skill.timeout):
+            env.step(skill.act())
+            if skill.done or skill.failed:
+                break
+        mug = env.raw.env.obj_body_id["white_yellow_mug_1"]
+        assert skill.done and skill.holds()
+        assert env.sim.data.xmat[mug].reshape(3, 3)[2, 2] > 0.95  # upright
+        assert float(scene.eef_pos() @ cav.inward) < cav.depth[0]  # the hand is out
+
+
+def test_regions_under_a_roof_are_told_from_open_ones():
+    """The microwave's heating region is a cavity open on one side; its top, and a drawer's region (it
+    moves out with the drawer), are not."""
+    from flowvla.envs.experts.insert import cavity
+    from flowvla.envs.experts.scene import Scene
+
+    with LiberoEnv("libero_10", 9, render=False) as env:
+        env.reset(seed=0)
+        scene = Scene(env)
+        cav = cavity(scene, "microwave_1_heating_region")
+        assert cav is not None and cavity(scene, "microwave_1_top_side") is None
+        assert abs(float(np.linalg.norm(cav.inward)) - 1.0) < 1e-9 and abs(float(cav.inward[2])) < 1e-9
+        assert cav.lateral[0] < cav.lateral[1] and cav.roof - cav.floor > 0.1
+    with LiberoEnv("libero_goal", 3, render=False) as env:
+        env.reset(seed=0)
+        assert cavity(Scene(env), "wooden_cabinet_1_top_region") is None
+
+
+def test_the_bowl_in_front_of_the_drawer_is_pushed_clear_without_being_lifted():
+    """libero_goal 3: the top drawer would open over the bowl; the first stage pushes the bowl out of its
+    path (it stays on the table: never 2 cm up, never tipped) before the drawer is opened."""
+    with LiberoEnv("libero_goal", 3, render=False) as env:
+        env.reset(seed=1, settle_steps=10)
+        expert = make_expert(env)
+        expert.reset()
+        box = "wooden_cabinet_1_top_region"
+        assert expert.stages[0][0] == f"move akita_black_bowl_1 clear of {box}"
+        assert expert._blocks("akita_black_bowl_1", box)
+        bowl = env.raw.env.obj_body_id["akita_black_bowl_1"]
+        rest = float(env.sim.data.body_xpos[bowl][2])
+        heights = []
+        for _ in range(100):
+            env.step(expert.act())
+            heights.append(float(env.sim.data.body_xpos[bowl][2]))
+            if len(expert.stages) > 1:
+                break
+        assert expert.stages[1][0] == f"open {box}"
+        assert not expert._blocks("akita_black_bowl_1", box)
+        assert max(heights) - rest < 0.02 and env.sim.data.xmat[bowl].reshape(3, 3)[2, 2] > 0.95
