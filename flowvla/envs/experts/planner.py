@@ -51,7 +51,7 @@ _ORDER = {"turnon": 0, "turnoff": 0, "clear": 1, "open": 1, "in": 2, "on": 2, "c
 # An object whose origin lies within _BLOCK_MARGIN (m) of the box a drawer sweeps as it opens is in the
 # way: the hand reaching down for it would meet the opened drawer. It is slid to where its origin is
 # _CLEAR_MARGIN out, which leaves room for the palm (7 cm wide) along the drawer's side.
-_BLOCK_MARGIN, _CLEAR_MARGIN = 0.035, 0.05
+_BLOCK_MARGIN, _CLEAR_MARGIN = 0.05, 0.065
 _VERBS = {"turnon": "turn on", "turnoff": "turn off", "open": "open", "close": "close"}
 
 

@@ -172,13 +172,13 @@ class ClearSkill(Skill):
         if self.phase == "descend":
             if pose_error(sc, low, rot)[0] < 0.01 or self.phase_steps > 25:
                 self._start("push")
-            return pose_action(sc, low, rot, 0.6, 1.0)
+            return pose_action(sc, low, rot, 1.0, 1.0)
         if self.phase == "push":
             tgt = sc.eef_pos() + np.array([*(self.spot - obj[:2]), 0.0])
             tgt[2] = low[2]
             if self.holds() or self.phase_steps > 40:
                 self._start("rise")
-            return pose_action(sc, tgt, rot, 0.5, 1.0)
+            return pose_action(sc, tgt, rot, 0.8, 1.0)
         tgt = np.array([*sc.eef_pos()[:2], float(shape.high[2]) + 0.06])
         if sc.eef_pos()[2] > tgt[2] - 0.02 or self.phase_steps > 20:
             self.done, self.failed = self.holds(), not self.holds()
