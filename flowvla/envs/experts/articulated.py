@@ -148,9 +148,9 @@ class DrawerSkill(_JointSkill):
         scene: live readings of ``env``.
         predicate: ``("open", region)`` or ``("close", region)``: what must hold when done.
         art: the drawer's joint (see [`articulation`][flowvla.envs.experts.articulated.articulation]).
-        recover_posture: after opening, bring the hand back to the arm's home and palm down (about 40
-            steps); ``False`` ends the stage once the hand has backed off the handle, for a stage that
-            reaches for something right next to the drawer anyway (the bowl that goes into it).
+        recover_posture: after opening and pulling the hand back towards the arm's home, turn it palm
+            down and unwind the wrist (about 25 steps); ``False`` ends the stage back at home, for a
+            pick-and-place stage, whose approach turns the hand palm down on its way anyway.
     """
 
     def __init__(
@@ -247,8 +247,6 @@ class DrawerSkill(_JointSkill):
             if self.phase == "retreat":
                 tgt = h + 0.07 * n + np.array([0.0, 0.0, 0.03])
                 if pose_error(sc, tgt, rot)[0] < 0.04 or self.phase_steps > 25:
-                    if not self.recover_posture:
-                        self.done, self.failed = self.holds(), not self.holds()
                     self._start("withdraw")
                 return pose_action(sc, tgt, rot, 1.0, -1.0)
             # The side grasp leaves the elbow stretched: pull the hand back towards the arm's home first,
@@ -257,6 +255,8 @@ class DrawerSkill(_JointSkill):
             tgt = sc.home_pos
             if self.phase == "withdraw":
                 if pose_error(sc, tgt, rot)[0] < 0.04 or self.phase_steps > 25:
+                    if not self.recover_posture:
+                        self.done, self.failed = self.holds(), not self.holds()
                     self._start("upright")
                     # Palm down by the smallest turn from here: turning on to the home heading as well
                     # drives the wrist joints into their limits.
