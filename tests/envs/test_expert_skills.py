@@ -197,3 +197,21 @@ def test_the_bowl_in_front_of_the_drawer_is_pushed_clear_without_being_lifted():
         assert expert.stages[1][0] == f"open {box}"
         assert not expert._blocks("akita_black_bowl_1", box)
         assert max(heights) - rest < 0.02 and env.sim.data.xmat[bowl].reshape(3, 3)[2, 2] > 0.95
+
+
+@pytest.mark.slow
+def test_the_bowl_ends_inside_the_top_drawer():
+    """libero_goal 3, ``(In akita_black_bowl_1 wooden_cabinet_1_top_region)`` from a fresh layout (the
+    benchmark's first): the bowl is pushed clear, the drawer opened, the bowl set inside it; LIBERO scores
+    it within the suite's 300 steps."""
+    with LiberoEnv("libero_goal", 3, render=False) as env:
+        expert = make_expert(env)
+        ep = run_expert_episode(env, expert, seed=3842683572)
+        box = "wooden_cabinet_1_top_region"
+        assert ep.success and ep.steps < env.max_steps
+        assert [name for name, _ in ep.stages] == [
+            f"move akita_black_bowl_1 clear of {box}",
+            f"open {box}",
+            f"place akita_black_bowl_1 in {box}",
+        ]
+        assert env.raw.env._eval_predicate(["in", "akita_black_bowl_1", box])
