@@ -1,7 +1,9 @@
-"""The articulated skills in the LIBERO simulator (marked ``libero``; skipped without LIBERO): a drawer
-opens past LIBERO's threshold by its handle, the stove's knob turns on, an open drawer and an open
-microwave door are pushed shut, and each task of the four standard suites gets an expert (the last one
-``slow``: it builds all 40 scenes)."""
+"""The skills in the LIBERO simulator (marked ``libero``; skipped without LIBERO): a drawer opens past
+LIBERO's threshold by its handle, the stove's knob turns on, an open drawer and an open microwave door
+are pushed shut, the plate slides without being lifted, the mug goes sideways into the microwave, the
+bowl in front of the top drawer is pushed clear of it and then ends inside it, two pots get their own
+spots on one burner, and each task of the four standard suites gets an expert (the whole-episode and
+all-40-scenes tests are ``slow``)."""
 
 from __future__ import annotations
 
@@ -215,3 +217,30 @@ def test_the_bowl_ends_inside_the_top_drawer():
             f"place akita_black_bowl_1 in {box}",
         ]
         assert env.raw.env._eval_predicate(["in", "akita_black_bowl_1", box])
+
+
+def test_two_pots_set_on_one_burner_get_spots_their_width_apart_inside_it():
+    """libero_10 8, both moka pots ``On flat_stove_1_cook_region``: their spots lie inside the region and
+    at least a pot's width apart (closer, the second one lands on the first's edge and tips over)."""
+    from flowvla.envs.experts.geometry import footprint_widths
+    from flowvla.envs.experts.pick_place import PickPlaceExpert
+    from flowvla.envs.experts.predicates import goal_predicates, place_goals
+    from flowvla.envs.experts.scene import Scene
+
+    with LiberoEnv("libero_10", 8, render=False) as env:
+        env.reset(seed=0, settle_steps=10)
+        scene = Scene(env)
+        goals = place_goals(env, [p for p in goal_predicates(env) if p.name == "on"])
+        assert len(goals) == 2 and goals[0].target == goals[1].target
+        spots = []
+        for i, g in enumerate(goals):
+            expert = PickPlaceExpert(env, g, slot=(i, 2))
+            expert.reset(scene)
+            spots.append(expert._target()[0])
+        site, half = scene.site_pos(goals[0].target)[:2], scene.site_half_size(goals[0].target)[:2]
+        assert all(np.all(np.abs(s - site) < half) for s in spots)
+        width = max(
+            float(footprint_widths(scene.shape(g.obj).points, np.linspace(0.0, np.pi, 36)).min())
+            for g in goals
+        )
+        assert float(np.linalg.norm(spots[0] - spots[1])) >= width
