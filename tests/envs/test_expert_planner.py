@@ -174,6 +174,27 @@ def test_a_closed_container_is_opened_first_and_closed_after_when_the_goal_says_
     assert stages[0].implied and stages[0].predicate == P("open", "microwave_1")
 
 
+def test_an_object_in_the_path_of_an_opening_drawer_is_moved_clear_before_it_opens():
+    """libero_goal 3: the top drawer opens over the bowl in front of it; the bowl is slid clear first,
+    and only while the drawer is shut (once open, the placement reaches past it)."""
+    goal = [P("in", "akita_black_bowl_1", "wooden_cabinet_1_top_region")]
+    box = "wooden_cabinet_1_top_region"
+    in_the_way = lambda obj, part: (obj, part) == ("akita_black_bowl_1", box)
+    stages = plan_stages(goal, lambda p: p.name == "close", container, in_the_way)
+    assert [s.name for s in stages] == [
+        f"move akita_black_bowl_1 clear of {box}",
+        f"open {box}",
+        f"place akita_black_bowl_1 in {box}",
+    ]
+    assert stages[0].implied and stages[1].implied and not stages[2].implied
+    # Opened already: nothing is moved, whatever stands in front of it.
+    assert [s.name for s in plan_stages(goal, lambda p: p.name == "open", container, in_the_way)] == [
+        f"place akita_black_bowl_1 in {box}"
+    ]
+    # Nothing in the way: no clearing stage.
+    assert names(goal, ["(Close wooden_cabinet_1_top_region)"])[0] == f"open {box}"
+
+
 @given(
     st.lists(
         st.sampled_from(

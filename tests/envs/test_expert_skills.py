@@ -1,7 +1,9 @@
-"""The articulated skills in the LIBERO simulator (marked ``libero``; skipped without LIBERO): a drawer
-opens past LIBERO's threshold by its handle, the stove's knob turns on, an open drawer and an open
-microwave door are pushed shut, and each task of the four standard suites gets an expert (the last one
-``slow``: it builds all 40 scenes)."""
+"""The skills in the LIBERO simulator (marked ``libero``; skipped without LIBERO): a drawer opens past
+LIBERO's threshold by its handle, the stove's knob turns on, an open drawer and an open microwave door
+are pushed shut, the plate slides without being lifted, the mug goes sideways into the microwave, the
+bowl in front of the top drawer is pushed clear of it and then ends inside it, two pots get their own
+spots on one burner, and each task of the four standard suites gets an expert (the whole-episode and
+all-40-scenes tests are ``slow``)."""
 
 from __future__ import annotations
 
@@ -127,3 +129,118 @@ def test_every_task_of_the_standard_suites_gets_an_expert(suite):
             expert = make_expert(env)  # raises UnsupportedGoalError naming the predicate otherwise
             expert.reset()
             assert expert.stages and expert.plan()
+
+
+def test_the_mug_is_carried_sideways_into_the_microwave_and_the_hand_backs_out():
+    """libero_10 9, ``(In white_yellow_mug_1 microwave_1_heating_region)``: the region is under the
+    microwave's roof, so the mug goes in by its handle, hand level and outside; it ends inside the region
+    (LIBERO's own check), upright, with the hand back out past the opening."""
+    from flowvla.envs.experts.insert import SideInsertSkill, cavity, inserts
+    from flowvla.envs.experts.predicates import goal_predicates, place_goals
+    from flowvla.envs.experts.scene import Scene
+
+    with LiberoEnv("libero_10", 9, render=False) as env:
+        env.reset(seed=2, settle_steps=10)
+        scene = Scene(env)
+        put_in = [p for p in goal_predicates(env) if p.name == "in"]
+        goal = place_goals(env, put_in, inside_articulated=True)[0]
+        assert inserts(scene, goal)
+        cav = cavity(scene, goal.target)
+        region = scene.site_pos(goal.target)
+        assert cav.floor < region[2] < cav.roof and cav.depth[0] < float(region @ cav.inward) < cav.depth[1]
+        skill = SideInsertSkill(env, scene, goal)
+        assert not skill.holds()
+        for _ in range(skill.timeout):
+            env.step(skill.act())
+            if skill.done or skill.failed:
+                break
+        mug = env.raw.env.obj_body_id["white_yellow_mug_1"]
+        assert skill.done and skill.holds()
+        assert env.sim.data.xmat[mug].reshape(3, 3)[2, 2] > 0.95  # upright
+        assert float(scene.eef_pos() @ cav.inward) < cav.depth[0]  # the hand is out
+
+
+def test_regions_under_a_roof_are_told_from_open_ones():
+    """The microwave's heating region is a cavity open on one side; its top, and a drawer's region (it
+    moves out with the drawer), are not."""
+    from flowvla.envs.experts.insert import cavity
+    from flowvla.envs.experts.scene import Scene
+
+    with LiberoEnv("libero_10", 9, render=False) as env:
+        env.reset(seed=0)
+        scene = Scene(env)
+        cav = cavity(scene, "microwave_1_heating_region")
+        assert cav is not None and cavity(scene, "microwave_1_top_side") is None
+        assert abs(float(np.linalg.norm(cav.inward)) - 1.0) < 1e-9 and abs(float(cav.inward[2])) < 1e-9
+        assert cav.lateral[0] < cav.lateral[1] and cav.roof - cav.floor > 0.1
+    with LiberoEnv("libero_goal", 3, render=False) as env:
+        env.reset(seed=0)
+        assert cavity(Scene(env), "wooden_cabinet_1_top_region") is None
+
+
+def test_the_bowl_in_front_of_the_drawer_is_pushed_clear_without_being_lifted():
+    """libero_goal 3: the top drawer would open over the bowl; the first stage pushes the bowl out of its
+    path (it stays on the table: never 2 cm up, never tipped) before the drawer is opened."""
+    with LiberoEnv("libero_goal", 3, render=False) as env:
+        env.reset(seed=1, settle_steps=10)
+        expert = make_expert(env)
+        expert.reset()
+        box = "wooden_cabinet_1_top_region"
+        assert expert.stages[0][0] == f"move akita_black_bowl_1 clear of {box}"
+        assert expert._blocks("akita_black_bowl_1", box)
+        bowl = env.raw.env.obj_body_id["akita_black_bowl_1"]
+        rest = float(env.sim.data.body_xpos[bowl][2])
+        heights = []
+        for _ in range(100):
+            env.step(expert.act())
+            heights.append(float(env.sim.data.body_xpos[bowl][2]))
+            if len(expert.stages) > 1:
+                break
+        assert expert.stages[1][0] == f"open {box}"
+        assert not expert._blocks("akita_black_bowl_1", box)
+        assert max(heights) - rest < 0.02 and env.sim.data.xmat[bowl].reshape(3, 3)[2, 2] > 0.95
+
+
+@pytest.mark.slow
+def test_the_bowl_ends_inside_the_top_drawer():
+    """libero_goal 3, ``(In akita_black_bowl_1 wooden_cabinet_1_top_region)`` from a fresh layout (the
+    benchmark's first): the bowl is pushed clear, the drawer opened, the bowl set inside it; LIBERO scores
+    it within the suite's 300 steps."""
+    with LiberoEnv("libero_goal", 3, render=False) as env:
+        expert = make_expert(env)
+        ep = run_expert_episode(env, expert, seed=3842683572)
+        box = "wooden_cabinet_1_top_region"
+        assert ep.success and ep.steps < env.max_steps
+        assert [name for name, _ in ep.stages] == [
+            f"move akita_black_bowl_1 clear of {box}",
+            f"open {box}",
+            f"place akita_black_bowl_1 in {box}",
+        ]
+        assert env.raw.env._eval_predicate(["in", "akita_black_bowl_1", box])
+
+
+def test_two_pots_set_on_one_burner_get_spots_their_width_apart_inside_it():
+    """libero_10 8, both moka pots ``On flat_stove_1_cook_region``: their spots lie inside the region and
+    at least a pot's width apart (closer, the second one lands on the first's edge and tips over)."""
+    from flowvla.envs.experts.geometry import footprint_widths
+    from flowvla.envs.experts.pick_place import PickPlaceExpert
+    from flowvla.envs.experts.predicates import goal_predicates, place_goals
+    from flowvla.envs.experts.scene import Scene
+
+    with LiberoEnv("libero_10", 8, render=False) as env:
+        env.reset(seed=0, settle_steps=10)
+        scene = Scene(env)
+        goals = place_goals(env, [p for p in goal_predicates(env) if p.name == "on"])
+        assert len(goals) == 2 and goals[0].target == goals[1].target
+        spots = []
+        for i, g in enumerate(goals):
+            expert = PickPlaceExpert(env, g, slot=(i, 2))
+            expert.reset(scene)
+            spots.append(expert._target()[0])
+        site, half = scene.site_pos(goals[0].target)[:2], scene.site_half_size(goals[0].target)[:2]
+        assert all(np.all(np.abs(s - site) < half) for s in spots)
+        width = max(
+            float(footprint_widths(scene.shape(g.obj).points, np.linspace(0.0, np.pi, 36)).min())
+            for g in goals
+        )
+        assert float(np.linalg.norm(spots[0] - spots[1])) >= width

@@ -5,6 +5,8 @@ Modules: [`predicates`][flowvla.envs.experts.predicates] (what the BDDL goal ask
 (simulator readings), [`pick_place`][flowvla.envs.experts.pick_place] (the pick-and-place expert),
 [`skill`][flowvla.envs.experts.skill] (what a stage runs through),
 [`articulated`][flowvla.envs.experts.articulated] (drawers, doors, knobs),
+[`push`][flowvla.envs.experts.push] (sliding a plate, pushing a bowl clear),
+[`insert`][flowvla.envs.experts.insert] (carrying an object sideways into a region under a roof),
 [`control`][flowvla.envs.experts.control] (pose tracking), [`planner`][flowvla.envs.experts.planner]
 (stages from the goal's predicates, the task expert), [`episode`][flowvla.envs.experts.episode] (run
 and record one episode). Nothing here imports LIBERO; the env passed in does.

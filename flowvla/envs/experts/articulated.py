@@ -148,10 +148,22 @@ class DrawerSkill(_JointSkill):
         scene: live readings of ``env``.
         predicate: ``("open", region)`` or ``("close", region)``: what must hold when done.
         art: the drawer's joint (see [`articulation`][flowvla.envs.experts.articulated.articulation]).
+        recover_posture: after opening and pulling the hand back towards the arm's home, turn it palm
+            down and unwind the wrist (about 25 steps); ``False`` ends the stage back at home, for a
+            pick-and-place stage, whose approach turns the hand palm down on its way anyway.
     """
 
-    def __init__(self, env: Any, scene: Scene, predicate: tuple[str, str], art: Articulation) -> None:
+    def __init__(
+        self,
+        env: Any,
+        scene: Scene,
+        predicate: tuple[str, str],
+        art: Articulation,
+        recover_posture: bool = True,
+    ) -> None:
         super().__init__(env, scene, predicate, art)
+        self.recover_posture = recover_posture
+        self._grasp_ref: np.ndarray | None = None
         self.opening = predicate[0] == "open"
         self.target_q = art.open_q if self.opening else art.closed_q
         self.timeout = 200
@@ -164,6 +176,30 @@ class DrawerSkill(_JointSkill):
         n[2] = 0.0
         return n / np.linalg.norm(n)
 
+    def _side_grasp(self, approach: np.ndarray) -> np.ndarray:
+        """The side-grasp rotation (fingers closing vertically) of the two mirror images that is the
+        smaller turn from the hand's pose when the stage began. From palm down the other one is nearly a
+        half turn away, and the direction of a half turn flips with millimetres of tilt: the wrist then
+        swings one way and the other and the arm wanders off."""
+        if self._grasp_ref is None:
+            now = self.scene.eef_rot()
+            cands = []
+            for sign in (1.0, -1.0):
+                ref = now.copy()
+                ref[:, 0] = np.array([0.0, 0.0, sign])
+                rot = side_rotation(approach, ref)
+                cands.append((float(np.linalg.norm(rotation_error(now, rot))), rot))
+            self._grasp_ref = min(cands, key=lambda c: c[0])[1]
+        return side_rotation(approach, self._grasp_ref)
+
+    def sweep(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(lo [2], hi [2])``: the horizontal box the drawer occupies between now and fully open."""
+        _, pts = self._geom_boxes()
+        pts = pts.reshape(-1, 3)[:, :2]
+        moved = pts + abs(self.art.open_q - self.q()) * self.open_dir()[:2]
+        both = np.concatenate([pts, moved])
+        return both.min(axis=0), both.max(axis=0)
+
     def handle(self) -> np.ndarray:
         """``[3]`` centre of the handle bar: the joint body's collision geom farthest out the front."""
         centers, _ = self._geom_boxes()
@@ -174,7 +210,7 @@ class DrawerSkill(_JointSkill):
         n, h = self.open_dir(), self.handle()
         remaining = abs(self.target_q - self.q())
         if self.opening:
-            rot = side_rotation(-n, sc.eef_rot())
+            rot = self._side_grasp(-n)
             pre = h + 0.09 * n
             if self.phase == "above":
                 tgt = pre + np.array([0.0, 0.0, 0.04])
@@ -219,6 +255,8 @@ class DrawerSkill(_JointSkill):
             tgt = sc.home_pos
             if self.phase == "withdraw":
                 if pose_error(sc, tgt, rot)[0] < 0.04 or self.phase_steps > 25:
+                    if not self.recover_posture:
+                        self.done, self.failed = self.holds(), not self.holds()
                     self._start("upright")
                     # Palm down by the smallest turn from here: turning on to the home heading as well
                     # drives the wrist joints into their limits.

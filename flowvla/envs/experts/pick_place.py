@@ -260,6 +260,12 @@ class PickPlaceExpert:
             # of ``count`` goes to its own spot along the region's longer side, so they do not collide.
             axis = np.eye(2)[int(np.argmax(half[:2]))]
             spacing = min(1.8 * float(half[:2].max()) / count, 0.1)
+            if g.relation == "on":
+                # Standing side by side on a surface (two moka pots on one burner), the objects must not
+                # touch: at least their own width apart, as far as the region allows (origins 2 cm in).
+                width = float(footprint_widths(sc.shape(g.obj).points, np.linspace(0.0, math.pi, 36)).min())
+                room = 2.0 * (float(half[:2].max()) - 0.02) / (count - 1)
+                spacing = max(spacing, min(width + 0.012, room))
             xy += (index - (count - 1) / 2) * spacing * axis
         if g.relation == "in":
             return xy, np.array(site[2] - half[2]), 1.0

@@ -6,7 +6,8 @@ Rules of [`plan_stages`][flowvla.envs.experts.planner.plan_stages] (pure: predic
 1. A predicate that holds now needs no stage (a knob already on, a door already shut).
 2. ``Turnon`` / ``Turnoff`` come first: the knob before the pot set on the stove.
 3. Then ``Open``, and an implied open of the drawer or door a placement goes into while it is shut
-   (with its ``Close`` planned again if the goal has one).
+   (with its ``Close`` planned again if the goal has one); an object the opened part would cover (a
+   bowl in front of the drawer, under its path) is first slid clear of it (an implied ``clear`` stage).
 4. Then ``In`` / ``On`` placements, in the BDDL file's order.
 5. ``Close`` comes last: the drawer is shut after the bowl is in it.
 
@@ -30,6 +31,7 @@ from flowvla.envs.experts.articulated import (
     KnobSkill,
     articulation,
 )
+from flowvla.envs.experts.insert import SideInsertSkill, inserts
 from flowvla.envs.experts.pick_place import ExpertConfig, PickPlaceExpert
 from flowvla.envs.experts.predicates import (
     GoalPredicate,
@@ -39,13 +41,17 @@ from flowvla.envs.experts.predicates import (
     place_goals,
     site_parent,
 )
-from flowvla.envs.experts.push import SlideSkill, slides
+from flowvla.envs.experts.push import ClearSkill, SlideSkill, clear_spot, slides
 from flowvla.envs.experts.scene import Scene
 from flowvla.envs.experts.skill import Skill
 
 __all__ = ["PlaceSkill", "Stage", "TaskExpert", "plan_stages"]
 
-_ORDER = {"turnon": 0, "turnoff": 0, "open": 1, "in": 2, "on": 2, "close": 3}
+_ORDER = {"turnon": 0, "turnoff": 0, "clear": 1, "open": 1, "in": 2, "on": 2, "close": 3}
+# An object whose origin lies within _BLOCK_MARGIN (m) of the box a drawer sweeps as it opens is in the
+# way: the hand reaching down for it would meet the opened drawer. It is slid to where its origin is
+# _CLEAR_MARGIN out, which leaves room for the palm (7 cm wide) along the drawer's side.
+_BLOCK_MARGIN, _CLEAR_MARGIN = 0.05, 0.065
 _VERBS = {"turnon": "turn on", "turnoff": "turn off", "open": "open", "close": "close"}
 
 
@@ -67,6 +73,8 @@ class Stage:
         p = self.predicate
         if p.name in ("in", "on"):
             return f"place {p.args[0]} {p.name} {p.args[1]}"
+        if p.name == "clear":
+            return f"move {p.args[0]} clear of {p.args[1]}"
         return f"{_VERBS[p.name]} {p.args[0]}"
 
 
@@ -74,6 +82,7 @@ def plan_stages(
     predicates: Sequence[GoalPredicate],
     holds: Callable[[GoalPredicate], bool],
     container: Callable[[str], str | None] = lambda region: None,
+    blocks: Callable[[str, str], bool] = lambda obj, box: False,
 ) -> list[Stage]:
     """The stages that make every predicate hold, in execution order (see the module's rules).
 
@@ -82,6 +91,8 @@ def plan_stages(
         holds: whether a predicate holds now (LIBERO's own check, or a test's table).
         container: for a placement target, the articulated part that must be open to reach it (a drawer
             region, a microwave), or ``None``.
+        blocks: whether an object stands where the opened part would cover it (a bowl in front of a
+            drawer that opens over it): it is moved clear first, by an implied ``clear`` stage.
 
     Raises:
         UnsupportedGoalError: a predicate no skill handles (named).
@@ -101,6 +112,9 @@ def plan_stages(
             if box is not None and box not in opened:
                 implied = GoalPredicate("open", (box,))
                 if not holds(implied):
+                    if blocks(p.args[0], box):
+                        # Opened, the part would hang over the object and keep the hand from it.
+                        stages.append(Stage(GoalPredicate("clear", (p.args[0], box)), implied=True))
                     stages.append(Stage(implied, implied=True))
                     opened.add(box)
                     # Opening undoes a Close the goal asks for: shut it again afterwards.
@@ -200,7 +214,23 @@ class TaskExpert:
             raise UnsupportedGoalError(f"goal predicate {p}: {e}") from None
 
     def _holds(self, p: GoalPredicate) -> bool:
+        if p.name == "clear":
+            return not self._blocks(*p.args)
         return bool(self.raw._eval_predicate([p.name, *p.args]))
+
+    def _sweep(self, box: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """The horizontal box a drawer sweeps as it opens (``None`` for anything but a drawer)."""
+        art = self._articulation(GoalPredicate("open", (box,)))
+        if art.kind != "slide":
+            return None
+        return DrawerSkill(self.env, self.scene, ("open", box), art).sweep()
+
+    def _blocks(self, obj: str, box: str, margin: float = _BLOCK_MARGIN) -> bool:
+        sweep = self._sweep(box)
+        if sweep is None:
+            return False
+        p = self.scene.body_pos(obj)[:2]
+        return bool(np.all(p > sweep[0] - margin) and np.all(p < sweep[1] + margin))
 
     def _container(self, region: str) -> str | None:
         sites = self.raw.object_sites_dict
@@ -219,7 +249,7 @@ class TaskExpert:
 
     def plan(self) -> list[Stage]:
         """The remaining stages, from the simulator's state now."""
-        return plan_stages(self.predicates, self._holds, self._container)
+        return plan_stages(self.predicates, self._holds, self._container, self._blocks)
 
     # ---------------------------------------------------------------------------------------- run
     def reset(self) -> None:
@@ -237,8 +267,14 @@ class TaskExpert:
 
     def _make_skill(self, stage: Stage) -> Skill:
         p, sc = stage.predicate, self.scene
+        if p.name == "clear":
+            obj, box = p.args
+            spot = clear_spot(sc, obj, self._sweep(box), margin=_CLEAR_MARGIN)
+            return ClearSkill(self.env, sc, obj, sc.body_pos(obj)[:2] if spot is None else spot)
         if p.name in ("in", "on"):
             goal = place_goals(self.env, [p], inside_articulated=True)[0]
+            if inserts(sc, goal):
+                return SideInsertSkill(self.env, sc, goal)
             if slides(sc, goal):
                 return SlideSkill(self.env, sc, goal)
             sharing = [q for q in self.predicates if q.name in ("in", "on") and q.args[1] == p.args[1]]
@@ -248,7 +284,9 @@ class TaskExpert:
         if p.name in ("turnon", "turnoff"):
             return KnobSkill(self.env, sc, pred, art)
         if art.kind == "slide":
-            return DrawerSkill(self.env, sc, pred, art)
+            # An implied open is followed by the placement into the drawer: the pick-and-place approach
+            # turns the hand palm down on its way, so the posture recovery would only cost steps.
+            return DrawerSkill(self.env, sc, pred, art, recover_posture=not stage.implied)
         if p.name == "close":
             return DoorCloseSkill(self.env, sc, pred, art)
         raise UnsupportedGoalError(f"stage {stage.name}: opening a hinged door is not supported")
