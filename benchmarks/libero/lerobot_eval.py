@@ -81,6 +81,13 @@ def export_run_policy(run_dir: Path, out: Path) -> tuple[Any, Any]:
     return cfg, vla
 
 
+def _step_limit(cfg: Any) -> int:
+    """The episode step limit flowvla holds the run's suite to."""
+    from flowvla.envs.libero import LIBERO_SUITES
+
+    return cfg.eval.max_steps or LIBERO_SUITES[cfg.data.suite].max_steps
+
+
 def _lerobot_env_config(suite: str, task: int, size: int, max_steps: int) -> Any:
     from lerobot.envs.configs import LiberoEnv as LiberoEnvConfig
 
@@ -100,12 +107,11 @@ def compare_first_observation(cfg: Any, vla: Any, export_dir: Path, task: int, i
     from lerobot.utils.import_utils import register_third_party_plugins
     from lerobot_policy_flowvla.modeling_flowvla import flowvla_batch
 
-    from flowvla.envs.libero import LIBERO_SUITES, LiberoEnv
+    from flowvla.envs.libero import LiberoEnv
 
     register_third_party_plugins()
     size = vla.observation_settings()["image_size"]
-    limit = cfg.eval.max_steps or LIBERO_SUITES[cfg.data.suite].max_steps
-    env_cfg = _lerobot_env_config(cfg.data.suite, task, size, limit)
+    env_cfg = _lerobot_env_config(cfg.data.suite, task, size, _step_limit(cfg))
     policy_cfg = PreTrainedConfig.from_pretrained(export_dir)
     envs = make_env(env_cfg, n_envs=1)
     vec = envs[cfg.data.suite][task]
@@ -144,9 +150,6 @@ def start_lerobot_eval(
     cfg: Any, export_dir: Path, task: int, n: int, size: int, out: Path
 ) -> subprocess.Popen:
     """``lerobot-eval`` on ``n`` episodes of ``task`` (init states ``0 .. n-1``, one env), started."""
-    from flowvla.envs.libero import LIBERO_SUITES
-
-    limit = cfg.eval.max_steps or LIBERO_SUITES[cfg.data.suite].max_steps
     command = [
         str(Path(sys.executable).with_name("lerobot-eval")),
         f"--policy.path={export_dir}",
@@ -156,7 +159,7 @@ def start_lerobot_eval(
         f"--env.task_ids=[{task}]",
         f"--env.observation_height={size}",
         f"--env.observation_width={size}",
-        f"--env.episode_length={limit}",
+        f"--env.episode_length={_step_limit(cfg)}",
         f"--eval.n_episodes={n}",
         "--eval.batch_size=1",
         f"--seed={cfg.seed}",

@@ -109,8 +109,9 @@ def save_tokenizer(tokenizer: Any, directory: str | os.PathLike) -> Path:
     path = directory / _CONFIG
     if path.is_file():
         config = json.loads(path.read_text())
-        if portable_tokenizer_config(config) != config:
-            write_json_atomic(path, portable_tokenizer_config(config))
+        portable = portable_tokenizer_config(config)
+        if portable != config:
+            write_json_atomic(path, portable)
     return directory
 
 
@@ -125,10 +126,11 @@ def load_tokenizer(directory: str | os.PathLike) -> Any:
     directory = Path(directory)
     path = directory / _CONFIG
     config = json.loads(path.read_text()) if path.is_file() else None
-    if config is None or portable_tokenizer_config(config) == config:
+    portable = portable_tokenizer_config(config) if config is not None else None
+    if portable == config:
         return AutoTokenizer.from_pretrained(directory)
     with tempfile.TemporaryDirectory(prefix="flowvla-tokenizer-") as tmp:
         copy = Path(tmp) / directory.name
         shutil.copytree(directory, copy)
-        write_json_atomic(copy / _CONFIG, portable_tokenizer_config(config))
+        write_json_atomic(copy / _CONFIG, portable)
         return AutoTokenizer.from_pretrained(copy)

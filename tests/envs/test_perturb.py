@@ -51,15 +51,10 @@ def test_rollout_options_are_validated():
 
 
 @pytest.fixture(scope="module")
-def env():
-    pytest.importorskip("libero", reason="LIBERO is not installed (see docs/libero.md)")
+def env(libero_ready):
     from flowvla.envs.libero import LiberoEnv
-    from flowvla.envs.libero_setup import LiberoSetupError
 
-    try:
-        e = LiberoEnv("libero_object", 0, image_size=32, cameras=("agentview",))
-    except LiberoSetupError as err:
-        pytest.skip(str(err))
+    e = LiberoEnv("libero_object", 0, image_size=32, cameras=("agentview",))
     yield e
     e.close()
 

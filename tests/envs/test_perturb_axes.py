@@ -103,17 +103,12 @@ ACTIONS = np.random.default_rng(0).uniform(-1, 1, size=(12, 7))
 
 
 @pytest.fixture(scope="module")
-def env():
+def env(libero_ready):
     """libero_goal's one kitchen scene (a table, a cabinet, a stove, four objects; all ten tasks share
     it), rebuilt on every reset as LIBERO's evaluation does: episodes repeat bit for bit."""
-    pytest.importorskip("libero", reason="LIBERO is not installed (see docs/libero.md)")
     from flowvla.envs.libero import LiberoEnv
-    from flowvla.envs.libero_setup import LiberoSetupError
 
-    try:
-        e = LiberoEnv("libero_goal", 1, image_size=32, cameras=("agentview",))
-    except LiberoSetupError as err:
-        pytest.skip(str(err))
+    e = LiberoEnv("libero_goal", 1, image_size=32, cameras=("agentview",))
     yield e
     e.close()
 
