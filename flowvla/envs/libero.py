@@ -413,6 +413,19 @@ class LiberoEnv:
         the proprioception)."""
         self._last_obs = self.raw.regenerate_obs_from_state(np.asarray(state, dtype=np.float64))
 
+    def hold_robot_pose(self) -> None:
+        """Make the arm's controller hold the pose the arm is in now.
+
+        LIBERO's reset leaves the operational-space controller aiming at the pose of its own default
+        layout; restoring a state with the arm elsewhere (a joint offset, a recorded mid-episode
+        state) would let the first actions pull the hand back towards that stale goal (turning it by
+        degrees while settling). Official init states start at the default pose, so LIBERO's own
+        evaluations never call this.
+        """
+        controller = self.raw.env.robots[0].controller
+        controller.update(force=True)
+        controller.reset_goal()
+
     def place_fixtures(self, model_xml: str) -> dict[str, list[float]]:
         """Put the scene's fixed bodies where ``model_xml`` (a recorded demo's ``model_file``) has them.
 

@@ -407,8 +407,7 @@ def offset_robot_joints(env: Any, max_offset: float, rng: np.random.Generator) -
         state[i] = new
         applied[name] = round(new - q, 6)
     env.set_sim_state(state)
-    robot.controller.update(force=True)
-    robot.controller.reset_goal()
+    env.hold_robot_pose()
     return applied
 
 

@@ -359,6 +359,34 @@ def test_robot_joints_start_offset_within_bounds_and_limits_and_hold_there(soft)
 
 
 @pytest.mark.libero
+def test_a_restored_offset_pose_holds_once_the_controller_is_told(soft):
+    # What the expert's episode does with the generator's perturbed layout: reset to its state. The
+    # controller still aims at the hand pose of the reset's default layout until hold_robot_pose.
+    from flowvla.envs.experts.geometry import rotation_error
+    from flowvla.envs.libero import DUMMY_ACTION
+
+    env = soft
+    site = env.raw.env.robots[0].eef_site_id
+    offset = start(env, Perturbation(robot_joint_offset_rad=0.3), seed=3)["start"]
+
+    def hand_moves_while_settling(hold: bool) -> tuple[float, float]:
+        """(m, degrees) the hand moves in 10 idle steps from the restored state."""
+        env.reset(init_state=offset, seed=0)
+        if hold:
+            env.hold_robot_pose()
+        d = env.sim.data
+        p0, r0 = np.array(d.site_xpos[site]), np.array(d.site_xmat[site]).reshape(3, 3)
+        for _ in range(10):
+            env.step(DUMMY_ACTION)
+        r1 = np.array(d.site_xmat[site]).reshape(3, 3)
+        turn = math.degrees(float(np.linalg.norm(rotation_error(r1, r0))))
+        return float(np.linalg.norm(d.site_xpos[site] - p0)), turn
+
+    (moved, turned), (held, held_turn) = hand_moves_while_settling(False), hand_moves_while_settling(True)
+    assert held < 0.002 < 0.01 < moved and held_turn < 0.5 < 3.0 < turned
+
+
+@pytest.mark.libero
 def test_a_changed_task_is_scored_on_the_other_goal_and_its_words(soft):
     env = soft
     from flowvla.envs.libero import get_task, task_goal

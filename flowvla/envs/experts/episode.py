@@ -155,6 +155,9 @@ def run_expert_episode(
         # Draw the fresh layout first, then start from it exactly as an evaluation would.
         init_state = env.reset(seed=seed)
     s0 = env.reset(init_state=init_state, seed=seed)
+    # The state may hold the arm off LIBERO's default pose (a robot joint offset): hold it there
+    # rather than let the controller's goal from the reset pull the hand back while settling.
+    env.hold_robot_pose()
     raw = env.raw.env
     ids = [raw.obj_body_id[n] for n in raw.objects_dict]
     before = np.array(env.sim.data.body_xpos[ids])
