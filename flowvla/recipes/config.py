@@ -28,6 +28,8 @@ the recipe before it was nested (``replan_every=4``) are read as their paths
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import warnings
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -36,7 +38,15 @@ from flowvla.checks import SettingError, check_fields, check_nonnegative, settin
 from flowvla.cli import as_index_list
 from flowvla.policy.config import FusionConfig, HeadConfig, LossConfig, RouterConfig
 
-__all__ = ["FLAT_KEYS", "DataConfig", "EvalConfig", "ModelConfig", "RecipeConfig", "TrainingConfig"]
+__all__ = [
+    "FLAT_KEYS",
+    "MAPPING_SETTINGS",
+    "DataConfig",
+    "EvalConfig",
+    "ModelConfig",
+    "RecipeConfig",
+    "TrainingConfig",
+]
 
 
 def _index_list(value: Any, path: str) -> list[int]:
@@ -53,6 +63,30 @@ def _pair_or_none(value: Any, path: str) -> list[int] | None:
     ):
         raise SettingError(path, f"give [length, gap] (two integers >= 1), e.g. [6, 30]; got {value!r}")
     return [int(v) for v in value]
+
+
+def _perturbation_fields(value: Any, path: str) -> dict[str, Any] | None:
+    """A perturbation setting checked as the generator checks it, as the JSON-ready fields that are on
+    (``None`` when none is)."""
+    from flowvla.recipes.generate_config import demo_perturbation
+
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise SettingError(path, f"expected a mapping of Perturbation fields, got {value!r}")
+    try:
+        p = demo_perturbation(value)
+    except ValueError as e:
+        raise SettingError(path, str(e).removeprefix("perturbation: ")) from None
+    if p is None:
+        return None
+    defaults = {f.name: f.default for f in dataclasses.fields(p)}
+    defaults = {k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items()}
+    return {k: v for k, v in p.to_dict().items() if v != defaults.get(k)}
+
+
+#: Settings whose value is itself a mapping (one setting, not a part of the recipe).
+MAPPING_SETTINGS = frozenset({"data.perturbation"})
 
 
 def _is_int(v: Any) -> bool:
@@ -162,6 +196,12 @@ class DataConfig:
         object_scatter: move each object of every demonstration's fresh layout to a random point
             within this distance (m) before the expert starts (``GenerateConfig.object_scatter_m``):
             layouts wider than LIBERO's placement regions; 0: LIBERO's own.
+        perturbation: the robustness axes every demonstration is recorded under, as
+            [`Perturbation`][flowvla.envs.perturb.Perturbation] fields (``{"robot_joint_offset_rad":
+            0.05, "light_intensity": 0.3}``; the generator's ``perturbation``), drawn per attempt
+            from its seed: objects and robot before the expert starts, camera, lights, table and
+            walls and pixel noise before the kept episode is rendered. ``changed_task`` is refused
+            (an evaluation axis). ``None``: LIBERO's own scenes.
         workers: processes generating demonstrations.
         unsolved_tasks: a task for which the scripted expert did not give ``demos_per_task`` (and
             ``val_demos_per_task``) demonstrations: ``"error"`` stops the data phase naming it;
@@ -181,6 +221,7 @@ class DataConfig:
     action_noise: float = setting(0.3, ge=0)
     noise_bursts: list[int] | None = setting(factory=lambda: [6, 30], parse=_pair_or_none)
     object_scatter: float = setting(0.0, ge=0)
+    perturbation: dict[str, Any] | None = setting(None, parse=_perturbation_fields)
     workers: int = setting(2, ge=1)
     unsolved_tasks: str = setting("error", choices=("error", "train_without"))
 
@@ -201,6 +242,12 @@ class DataConfig:
             raise SettingError("data.cameras", "give at least one view, e.g. ['agentview']")
         if self.action_noise == 0:
             self.noise_bursts = None  # no noise to schedule: the same clean demonstrations
+        if self.perturbation and self.object_scatter:
+            moves = sorted({"object_shift_m", "object_scatter_m"} & set(self.perturbation))
+            if moves:
+                raise SettingError(
+                    "data.perturbation", f"{moves[0]} and data.object_scatter both move the objects: give one"
+                )
 
     @property
     def demos_needed(self) -> int:
@@ -221,6 +268,7 @@ class DataConfig:
             action_noise=self.action_noise,
             noise_bursts=self.noise_bursts,
             object_scatter_m=self.object_scatter,
+            perturbation=self.perturbation,
             cameras=self.cameras,
             depth=depth,
             workers=self.workers,
@@ -566,6 +614,10 @@ class RecipeConfig:
             noise += "_bursts{}x{}".format(*d.noise_bursts)
         depth = "_depth" if self.needs_depth else ""
         scatter = f"_scatter{100 * d.object_scatter:g}cm" if d.object_scatter > 0 else ""
+        if d.perturbation:
+            # Named by a digest of its fields: any change of an axis or an amount is another dataset.
+            text = json.dumps(d.perturbation, sort_keys=True)
+            scatter += f"_perturbed-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
         return f"{d.suite}_{d.image_size}px{stride}_{cams}{depth}{noise}{scatter}_seed{self.seed}"
 
     @property

@@ -7,7 +7,8 @@ official init states, which are kept for evaluation
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -18,9 +19,37 @@ from flowvla.envs.libero import DEFAULT_CAMERAS, LIBERO_SUITES
 from flowvla.envs.perturb import Perturbation
 from flowvla.typing import Float, typechecked
 
-__all__ = ["GenerateConfig", "attempt_seed", "init_state_distance"]
+__all__ = ["GenerateConfig", "attempt_seed", "demo_perturbation", "init_state_distance"]
 
 _SUITE_IDS = {name: i for i, name in enumerate(LIBERO_SUITES)}
+
+
+def demo_perturbation(
+    perturbation: Perturbation | Mapping[str, Any] | None, object_scatter_m: float = 0.0
+) -> Perturbation | None:
+    """``perturbation`` (or its fields, as [`Perturbation.to_dict`][flowvla.envs.perturb.Perturbation.to_dict]
+    writes them) checked as one demonstrations may be recorded under; ``None`` when nothing is on.
+
+    Raises:
+        ValueError: unknown fields or bad amounts; ``changed_task`` (an evaluation axis: a
+            demonstration is recorded under its own task's instruction); its ``object_shift_m`` or
+            ``object_scatter_m`` together with ``object_scatter_m`` (both move the objects).
+    """
+    if perturbation is None:
+        return None
+    if isinstance(perturbation, Mapping):
+        perturbation = Perturbation.from_dict(perturbation)
+    if not isinstance(perturbation, Perturbation):
+        raise ValueError(f"perturbation: expected a Perturbation, got {type(perturbation).__name__}")
+    if perturbation.changed_task:
+        raise ValueError(
+            "perturbation: changed_task is an evaluation axis; a demonstration is recorded "
+            "under its own task's instruction"
+        )
+    moves = [n for n in ("object_shift_m", "object_scatter_m") if getattr(perturbation, n)]
+    if moves and object_scatter_m:
+        raise ValueError(f"perturbation: {moves[0]} and object_scatter_m both move the objects: give one")
+    return perturbation if perturbation.active else None
 
 
 @dataclasses.dataclass
@@ -70,9 +99,7 @@ class GenerateConfig:
             layout axes (objects moved or swapped, the robot's joints) before the expert starts, the
             appearance axes (camera, lights, table and walls, pixel noise) before the kept episode is
             rendered. ``changed_task`` is an evaluation axis (a demonstration is recorded under its
-            own task's instruction) and is refused. ``None``: nothing. A robot joint offset holds
-            only partly: the expert's episode resets again from the drawn state, where robosuite's
-            controller keeps the default orientation as its goal, so settling turns the hand back.
+            own task's instruction) and is refused. ``None``: nothing.
         compression: h5py compression of images (``None``, ``"gzip"``, ``"lzf"``).
         progress: show a progress bar.
         wait_for_lock: when another job is generating into ``out_dir`` (a shared cache), wait for it
@@ -135,22 +162,7 @@ class GenerateConfig:
             raise ValueError(f"image_stride must be >= 1, got {self.image_stride}")
         check_nonnegative("action_noise", self.action_noise)
         check_nonnegative("object_scatter_m", self.object_scatter_m, "metres")
-        if isinstance(self.perturbation, dict):
-            self.perturbation = Perturbation.from_dict(self.perturbation)
-        if self.perturbation is not None:
-            if not isinstance(self.perturbation, Perturbation):
-                raise ValueError(
-                    f"perturbation: expected a Perturbation, got {type(self.perturbation).__name__}"
-                )
-            if self.perturbation.changed_task:
-                raise ValueError(
-                    "perturbation: changed_task is an evaluation axis; a demonstration is recorded "
-                    "under its own task's instruction"
-                )
-            if self.perturbation.object_shift_m and self.object_scatter_m:
-                raise ValueError(
-                    "perturbation: object_shift_m and object_scatter_m both move the objects: give one"
-                )
+        self.perturbation = demo_perturbation(self.perturbation, self.object_scatter_m)
         if self.noise_bursts is not None:
             # The schedule checks itself; built here so a bad one fails before any episode runs.
             length, gap = (int(v) for v in self.noise_bursts)

@@ -19,7 +19,7 @@ from typing import Any
 
 from flowvla.checks import MissingPathError, SettingError
 from flowvla.io import write_json_atomic
-from flowvla.recipes.config import FLAT_KEYS, RecipeConfig
+from flowvla.recipes.config import FLAT_KEYS, MAPPING_SETTINGS, RecipeConfig
 
 __all__ = [
     "FLAT_KEYS",
@@ -107,7 +107,7 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
         path = f"{prefix}{k}"
-        if isinstance(v, Mapping):
+        if isinstance(v, Mapping) and path not in MAPPING_SETTINGS:
             out.update(_flatten(v, f"{path}."))
         else:
             out[path] = v

@@ -4,6 +4,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("h5py")
 pytest.importorskip("transformers")
@@ -59,6 +61,49 @@ def test_cache_key_names_what_was_rendered():
     for bad in (-0.01, float("nan")):
         with pytest.raises(ValueError, match=r"object_scatter \(data.object_scatter\): must be"):
             preset("default", object_scatter=bad)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    amounts=st.lists(
+        st.sampled_from(["robot_joint_offset_rad", "light_intensity", "camera_shift_m", "scene_tint"]),
+        unique=True,
+        max_size=3,
+    ).flatmap(lambda names: st.fixed_dictionaries({n: st.sampled_from([0.0, 0.02, 0.05]) for n in names})),
+    reordered=st.booleans(),
+)
+def test_demonstrations_under_a_perturbation_are_their_own_dataset(amounts, reordered):
+    from flowvla.envs.perturb import Perturbation
+    from flowvla.recipes.settings import parse_settings, with_settings
+
+    given_ = dict(reversed(amounts.items())) if reordered else amounts
+    cfg = with_settings(preset("default"), parse_settings([f"data.perturbation={json.dumps(given_)}"]))
+    on = {k: v for k, v in amounts.items() if v}
+    # Only the axes that are on are kept, in any order: nothing on is LIBERO's own scenes.
+    assert cfg.data.perturbation == (on or None)
+    assert (cfg.data_key() == preset("default").data_key()) == (not on)
+    assert cfg.data_key() == preset("default", **{"data.perturbation": on or None}).data_key()
+    # The generator draws exactly these axes; the setting survives the run folder's JSON.
+    gen = cfg.data.generate_config("out", depth=False, seed=0).perturbation
+    assert gen == (Perturbation(**on) if on else None)
+    assert RecipeConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_a_perturbation_changes_the_dataset_by_every_amount_and_bad_ones_are_named():
+    keys = {
+        preset("default", **{"data.perturbation": {"light_intensity": v}}).data_key() for v in (0.1, 0.2, 0.3)
+    }
+    assert len(keys) == 3
+    for bad, match in [
+        ({"light": 0.3}, r"data.perturbation: unknown fields \['light'\]"),
+        ({"light_intensity": -1}, "data.perturbation: light_intensity: must be"),
+        ({"changed_task": True}, "data.perturbation: changed_task is an evaluation axis"),
+        ("strong", "data.perturbation: expected a mapping"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            preset("default", **{"data.perturbation": bad})
+    with pytest.raises(ValueError, match=r"data\.perturbation: object_shift_m and data\.object_scatter"):
+        preset("default", object_scatter=0.02, **{"data.perturbation": {"object_shift_m": 0.02}})
 
 
 @pytest.fixture(scope="module")
