@@ -5,8 +5,8 @@ simulator's object poses, plans a top-down grasp and then tracks a sequence of w
 loop, one 7-D delta action per call of
 [`PickPlaceExpert.act`][flowvla.envs.experts.pick_place.PickPlaceExpert.act]::
 
-    approach -> descend -> close -> lift -> transport -> lower -> release -> retreat
-                   ^__________________ recover (grasp missed or slipped) ___|
+    approach -> descend -> close -> [draw] -> lift -> transport -> lower -> release -> retreat
+                   ^__________________ recover (grasp missed or slipped) ___________|
 
 Grasps (see [`PickPlaceExpert.plan_grasp`][flowvla.envs.experts.pick_place.PickPlaceExpert.plan_grasp]):
 
@@ -16,6 +16,12 @@ Grasps (see [`PickPlaceExpert.plan_grasp`][flowvla.envs.experts.pick_place.PickP
   the one needing the least wrist turn, is chosen.
 - **rim**: an object wider than the opening in every direction (a bowl) is taken by its wall: the
   grasp point sits on the rim and the fingers close radially, one inside, one outside.
+
+An object with something overhanging it (a bowl in an open drawer, partly under the cabinet's top: a
+collision box of another body whose underside is above the object's top and whose footprint overlaps
+the object's) is first **drawn out** sideways, barely lifted, the shortest way that clears every
+overhang without running into what stands beside it, and only then lifted
+([`PickPlaceExpert.draw_out`][flowvla.envs.experts.pick_place.PickPlaceExpert.draw_out]).
 
 Each waypoint is tracked by a proportional law on the pose error, clipped to the action range (one
 action unit is 5 cm and 0.5 rad per step). The object is carried above everything on its way, placed
@@ -34,10 +40,12 @@ from typing import Any
 import numpy as np
 
 from flowvla.envs.experts.geometry import (
+    clearing_shift,
     closest_equivalent_yaw,
     footprint_widths,
     rect_overlap_area,
     rotation_error,
+    shift_overlap,
     top_down_rotation,
 )
 from flowvla.envs.experts.predicates import PlaceGoal, goal_holds, place_goals
@@ -69,6 +77,9 @@ class ExpertConfig:
         rot_tol: waypoint orientation tolerance (rad).
         max_retries: fresh grasp attempts after a miss or slip.
         phase_timeout: steps after which a phase gives up (and retries or moves on).
+        draw_margin: how far past an overhang's edge an object is drawn out before it is lifted.
+        draw_lift: the most an object is raised while drawn out from under an overhang (it stays
+            at least 4 mm below the overhang).
     """
 
     max_opening: float = 0.072
@@ -85,6 +96,8 @@ class ExpertConfig:
     rot_tol: float = 0.08
     max_retries: int = 3
     phase_timeout: int = 80
+    draw_margin: float = 0.015
+    draw_lift: float = 0.005
 
 
 @dataclasses.dataclass(frozen=True)
@@ -289,6 +302,52 @@ class PickPlaceExpert:
                 tops.append(s.high[2])
         return max(tops) + self.cfg.clearance + obj_below
 
+    def _overhangs(self) -> tuple[list[np.ndarray], list[np.ndarray], float]:
+        """Footprints ``[8, 2]`` of the collision boxes over the goal object (underside above its top, less
+        5 mm; footprint overlapping its own: lifted straight up it would hit them) and of those beside it
+        (reaching above its bottom by 1 cm, below its top); and the height of the lowest overhang above
+        its top (``inf`` without one)."""
+        sc = self.scene
+        shape = sc.shape(self.goal.obj)
+        obj_xy, top, bottom = shape.points[:, :2], float(shape.high[2]), float(shape.low[2])
+        over, beside, gap = [], [], math.inf
+        for n in sc.names:
+            if n == self.goal.obj:
+                continue
+            for box in sc.boxes(n):
+                lo, hi = float(box[:, 2].min()), float(box[:, 2].max())
+                if lo > top - 0.005:
+                    if clearing_shift(obj_xy, box[:, :2], np.array([1.0, 0.0])) > 0.0:
+                        over.append(box[:, :2])
+                        gap = min(gap, lo - top)
+                elif hi > bottom + 0.01:
+                    beside.append(box[:, :2])
+        return over, beside, gap
+
+    def draw_out(self) -> np.ndarray | None:
+        """``[2]`` the horizontal shift that draws the goal object out from under everything overhanging
+        it, or ``None`` when nothing does.
+
+        Of 36 headings, the shift is the shortest that takes the object's footprint ``draw_margin`` past
+        every overhang's, among those that meet no box beside the object (a wall of the drawer it stands
+        in) on the way; if every heading meets one, the shortest overall (see
+        [`clearing_shift`][flowvla.envs.experts.geometry.clearing_shift])."""
+        over, beside, _ = self._overhangs()
+        if not over:
+            return None
+        obj_xy = self.scene.shape(self.goal.obj).points[:, :2]
+        best: tuple[float, np.ndarray] | None = None
+        for yaw in np.linspace(-math.pi, math.pi, 36, endpoint=False):
+            u = np.array([math.cos(yaw), math.sin(yaw)])
+            need = max(clearing_shift(obj_xy, box, u) for box in over) + self.cfg.draw_margin
+            spans = [shift_overlap(obj_xy, box, u) for box in beside]
+            # A box ahead (met only after some shift) caps how far the object can go this way.
+            room = min([sp[0] for sp in spans if sp is not None and sp[0] >= 0.0], default=math.inf)
+            cost = need + (1.0 if need > room else 0.0)
+            if best is None or cost < best[0]:
+                best = (cost, need * u)
+        return None if best is None else best[1]
+
     # ---------------------------------------------------------------------------------- control
     def _move(self, target: np.ndarray, yaw: float, speed: float, gripper: float) -> np.ndarray:
         sc = self.scene
@@ -370,8 +429,21 @@ class PickPlaceExpert:
                     self._obj_below = self._grasp_z - float(sc.shape(self.goal.obj).low[2])
                     dest_xy, _, _ = self._target()
                     self._carry_z = self._carry_height(self._obj_below, dest_xy)
-                    self._start_phase("lift")
+                    shift = self.draw_out()
+                    if shift is None:
+                        self._start_phase("lift")
+                    else:
+                        _, _, gap = self._overhangs()
+                        rise = float(np.clip(gap - 0.004, 0.0, cfg.draw_lift))
+                        start = sc.eef_pos()
+                        self._draw_from = sc.body_pos(self.goal.obj)[:2]
+                        self._draw = shift
+                        self._draw_target = np.array([*(start[:2] + shift), start[2] + rise])
+                        self._xy_trace: list[np.ndarray] = []
+                        self._start_phase("draw")
             return self._move(g.position, g.yaw, cfg.slow, close)
+        if self.phase == "draw":
+            return self._draw_step(close)
         if self.phase in ("lift", "transport", "lower"):
             return self._carry(close)
         if self.phase == "release":
@@ -407,6 +479,23 @@ class PickPlaceExpert:
         # "failed": hold still with the gripper open; the caller's step limit ends the episode.
         self.finished = True
         return np.concatenate([np.zeros(6), [open_]])
+
+    def _draw_step(self, close: float) -> np.ndarray:
+        """Draw the held object out from under its overhangs, barely lifted; lift once it has gone the
+        planned shift (or the hand stopped short: it met something)."""
+        cfg, sc, g = self.cfg, self.scene, self.grasp
+        if not self._holding():
+            self._recover()
+            return self._move(sc.eef_pos(), g.yaw, cfg.slow, -1.0)
+        length = float(np.linalg.norm(self._draw))
+        moved = float((sc.body_pos(self.goal.obj)[:2] - self._draw_from) @ self._draw) / length
+        self._xy_trace.append(sc.eef_pos()[:2])
+        stopped = (
+            self.phase_steps > 8 and float(np.linalg.norm(self._xy_trace[-1] - self._xy_trace[-5])) < 0.002
+        )
+        if moved >= length - 0.003 or stopped or self.phase_steps > 40:
+            self._start_phase("lift")
+        return self._move(self._draw_target, g.yaw, cfg.slow, close)
 
     def _carry(self, close: float) -> np.ndarray:
         cfg, sc, g = self.cfg, self.scene, self.grasp
