@@ -5,8 +5,8 @@ simulator's object poses, plans a top-down grasp and then tracks a sequence of w
 loop, one 7-D delta action per call of
 [`PickPlaceExpert.act`][flowvla.envs.experts.pick_place.PickPlaceExpert.act]::
 
-    approach -> descend -> close -> [draw] -> lift -> transport -> lower -> release -> retreat
-                   ^__________________ recover (grasp missed or slipped) ___________|
+    [nudge] -> approach -> descend -> close -> [draw] -> lift -> transport -> lower -> release -> retreat
+                   ^__________________ recover (grasp missed or slipped) ______________________|
 
 Grasps (see [`PickPlaceExpert.plan_grasp`][flowvla.envs.experts.pick_place.PickPlaceExpert.plan_grasp]):
 
@@ -16,6 +16,11 @@ Grasps (see [`PickPlaceExpert.plan_grasp`][flowvla.envs.experts.pick_place.PickP
   the one needing the least wrist turn, is chosen.
 - **rim**: an object wider than the opening in every direction (a bowl) is taken by its wall: the
   grasp point sits on the rim and the fingers close radially, one inside, one outside.
+
+A flat object (under 3 cm) whose every pinch would land the hand on a taller neighbour (the palm on a
+milk carton beside a cream cheese box) is first **nudged**: the closed fingertips press on its top and
+slide it, closed loop on its position, the shortest way (along a path that meets no neighbour) to where a
+pinch is free; then the grasp is planned again.
 
 An object with something overhanging it (a bowl in an open drawer, partly under the cabinet's top: a
 collision box of another body whose underside is above the object's top and whose footprint overlaps
@@ -114,6 +119,10 @@ class Grasp:
 _FINGER_HALF = np.array([0.055, 0.012])
 _PALM_HALF = np.array([0.11, 0.035])
 _PALM_ABOVE = 0.055  # palm bottom above the grip site
+# A grasp whose cost passes _BLOCKED puts the hand on a neighbour (an overlap of about 1 cm^2); an object
+# under _FLAT (m) tall can be slid by pressing on its top instead.
+_BLOCKED, _FLAT = 0.1, 0.03
+_PRESS = 0.022  # how far below the fingertips' resting height the hand is held while sliding an object
 
 
 class PickPlaceExpert:
@@ -161,6 +170,7 @@ class PickPlaceExpert:
         self.steps = 0
         self.finished = False
         self.history: list[str] = []
+        self._nudges = 0
         self._start_phase("approach")
         self.grasp = self.plan_grasp()
 
@@ -190,15 +200,13 @@ class PickPlaceExpert:
         # Obstacles as (top z, xy points); the goal's own target counts too (a plate under a bowl).
         obstacles = [(sc.shape(n).high[2], sc.shape(n).points[:, :2]) for n in self._obstacles()]
         candidates: list[tuple[float, Grasp]] = []
+        self.nudge = None
         if widths.min() <= cfg.max_opening:
-            center = 0.5 * (low + high)
-            z = max(high[2] - cfg.grasp_depth, low[2] + 0.5 * height)
-            z = max(z, low[2] + cfg.fingertip_drop + 0.002)
-            for yaw, w in zip(yaws, widths, strict=True):
-                if w > min(widths.min() + 0.01, cfg.max_opening):
-                    continue
-                pos = np.array([center[0], center[1], z])
-                candidates.append((self._grasp_cost(pos, yaw, current, obstacles), Grasp(pos, yaw, "pinch")))
+            candidates = self._pinch_candidates(pts, widths, yaws, current, obstacles)
+            if min(c[0] for c in candidates) > _BLOCKED and height < _FLAT and self._nudges < 2:
+                # Every pinch would land the hand on a taller neighbour (the palm on a milk carton beside
+                # a cream cheese box): slide the object clear first, pressing on its top.
+                self.nudge = self._nudge_shift(pts, widths, yaws, current, obstacles)
         elif height > 0.12 and (handle := self._handle(pts, high[2])) is not None:
             # A tall vessel wider than the opening with a handle (a moka pot): its body wedges between
             # the fully open fingers and would not be let go, so it is taken by the handle, across it.
@@ -228,6 +236,63 @@ class PickPlaceExpert:
         yaw = closest_equivalent_yaw(best.yaw, current)
         self._planned_at = sc.body_pos(self.goal.obj)
         return Grasp(best.position, yaw, best.kind)
+
+    def _pinch_candidates(
+        self,
+        pts: np.ndarray,
+        widths: np.ndarray,
+        yaws: np.ndarray,
+        current: float,
+        obstacles: list[tuple[float, np.ndarray]],
+    ) -> list[tuple[float, Grasp]]:
+        """Pinch grasps of an object with corners ``pts [N, 3]`` across its narrowest extents, with costs."""
+        cfg = self.cfg
+        low, high = pts.min(axis=0), pts.max(axis=0)
+        center = 0.5 * (low + high)
+        z = max(high[2] - cfg.grasp_depth, low[2] + 0.5 * (high[2] - low[2]))
+        z = max(z, low[2] + cfg.fingertip_drop + 0.002)
+        pos = np.array([center[0], center[1], z])
+        out = []
+        for yaw, w in zip(yaws, widths, strict=True):
+            if w <= min(widths.min() + 0.01, cfg.max_opening):
+                out.append(
+                    (self._grasp_cost(pos, float(yaw), current, obstacles), Grasp(pos, float(yaw), "pinch"))
+                )
+        return out
+
+    def _nudge_shift(
+        self,
+        pts: np.ndarray,
+        widths: np.ndarray,
+        yaws: np.ndarray,
+        current: float,
+        obstacles: list[tuple[float, np.ndarray]],
+        reach: float = 0.12,
+    ) -> np.ndarray | None:
+        """``[2]`` the shortest horizontal shift (1 cm grid, at most ``reach``) after which some pinch grasp
+        of the object lands on no neighbour, along a straight path (plus 1 cm) that meets no neighbour
+        standing above the table; ``None`` if there is none."""
+        bottom = float(pts[:, 2].min())
+        xy = pts[:, :2]
+        around = [nb for top, nb in obstacles if top > bottom + 0.005]
+        grid = np.arange(-reach, reach + 1e-9, 0.01)
+        shifts = sorted(
+            (np.array([dx, dy]) for dx in grid for dy in grid if 0 < math.hypot(dx, dy) <= reach),
+            key=lambda d: float(np.linalg.norm(d)),
+        )
+        for d in shifts:
+            length = float(np.linalg.norm(d))
+            u = d / length
+            spans = [shift_overlap(xy, nb, u) for nb in around]
+            if any(sp is not None and sp[0] < length + 0.01 and sp[1] > 0.0 for sp in spans):
+                continue
+            moved = pts + np.array([d[0], d[1], 0.0])
+            if (
+                min(c[0] for c in self._pinch_candidates(moved, widths, yaws, current, obstacles))
+                < _BLOCKED / 2
+            ):
+                return d
+        return None
 
     def _handle(self, pts: np.ndarray, top: float) -> np.ndarray | None:
         """Corner points ``[8, 3]`` of the object's handle: of its collision geoms narrower than 3 cm that
@@ -281,8 +346,43 @@ class PickPlaceExpert:
                 spacing = max(spacing, min(width + 0.012, room))
             xy += (index - (count - 1) / 2) * spacing * axis
         if g.relation == "in":
-            return xy, np.array(site[2] - half[2]), 1.0
+            support = site[2] - half[2]
+            return self._clear_drop(xy, float(support), site[:2], half[:2]), np.array(support), 1.0
         return xy, np.array(site[2] + half[2]), 0.0
+
+    def _clear_drop(self, xy: np.ndarray, support: float, site: np.ndarray, half: np.ndarray) -> np.ndarray:
+        """``xy`` moved, within the region (origin 5 mm inside it), the shortest way that takes the held
+        object's footprint over it 1.5 cm past every box overhanging the region's floor (its underside above
+        the floor and below 30 cm over it: the cabinet above an open bottom drawer), so the object is
+        lowered in without catching on it. Computed once per grasp (the footprint is the object's now)."""
+        key = (self.goal_index, self.retries)
+        if getattr(self, "_drop_key", None) == key:
+            return self._drop_xy
+        sc = self.scene
+        shape = sc.shape(self.goal.obj)
+        foot = shape.points[:, :2] - sc.body_pos(self.goal.obj)[:2] + xy
+        over = [
+            box[:, :2]
+            for n in sc.names
+            if n != self.goal.obj
+            for box in sc.boxes(n)
+            if support + 0.005 < float(box[:, 2].min()) < support + 0.3
+            and clearing_shift(foot, box[:, :2], np.array([1.0, 0.0])) > 0.0
+        ]
+        best = xy
+        if over:
+            room = np.maximum(np.asarray(half, dtype=np.float64) - 0.005, 0.0)
+            fits = []
+            for yaw in np.linspace(-math.pi, math.pi, 36, endpoint=False):
+                u = np.array([math.cos(yaw), math.sin(yaw)])
+                need = max(clearing_shift(foot, box, u) for box in over) + 0.015
+                p = xy + need * u
+                if np.all(np.abs(p - site) <= room):
+                    fits.append((need, p))
+            if fits:
+                best = min(fits, key=lambda f: f[0])[1]
+        self._drop_key, self._drop_xy = key, best
+        return best
 
     def _carry_height(self, obj_below: float, dest_xy: np.ndarray) -> float:
         """Grip-site height that carries the object ``obj_below`` m under the hand over everything in
@@ -397,6 +497,10 @@ class PickPlaceExpert:
         timed_out = self.phase_steps > cfg.phase_timeout
         open_, close = -1.0, 1.0
         hover = g.position + np.array([0.0, 0.0, cfg.hover])
+        if self.phase == "approach" and self.nudge is not None:
+            self._start_nudge()
+        if self.phase.startswith("nudge"):
+            return self._nudge_step()
         if self.phase == "approach" and (
             float(np.linalg.norm(sc.body_pos(self.goal.obj) - self._planned_at)) > 0.02
         ):
@@ -479,6 +583,55 @@ class PickPlaceExpert:
         # "failed": hold still with the gripper open; the caller's step limit ends the episode.
         self.finished = True
         return np.concatenate([np.zeros(6), [open_]])
+
+    def _start_nudge(self) -> None:
+        sc = self.scene
+        obj = sc.body_pos(self.goal.obj)
+        self._nudge_dest = obj[:2] + self.nudge
+        self._nudges += 1
+        self.nudge = None
+        # Pressing needs no particular heading: the one whose hand lands on the fewest neighbours.
+        press = np.array([obj[0], obj[1], float(sc.shape(self.goal.obj).high[2]) + self.cfg.fingertip_drop])
+        obstacles = [(sc.shape(n).high[2], sc.shape(n).points[:, :2]) for n in self._obstacles()]
+        current = _yaw_of(sc.eef_rot())
+        yaws = np.linspace(-math.pi / 2, math.pi / 2, 36, endpoint=False)
+        costs = [self._grasp_cost(press, float(y), current, obstacles) for y in yaws]
+        self._nudge_yaw = closest_equivalent_yaw(float(yaws[int(np.argmin(costs))]), current)
+        self._start_phase("nudge_above")
+
+    def _nudge_step(self) -> np.ndarray:
+        """Slide the object to ``_nudge_dest`` with the closed fingertips pressed on its top (the finger pads
+        grip it harder than the table holds it), closed loop on its position; then plan the grasp again."""
+        cfg, sc = self.cfg, self.scene
+        obj = sc.body_pos(self.goal.obj)
+        top = float(sc.shape(self.goal.obj).high[2])
+        press = np.array([obj[0], obj[1], top + cfg.fingertip_drop])
+        yaw, closed = self._nudge_yaw, 1.0
+        if self.phase == "nudge_above":
+            tgt = press + np.array([0.0, 0.0, 0.06])
+            if self._at(tgt, yaw, tol=0.015) or self.phase_steps > 40:
+                self._start_phase("nudge_press")
+            return self._move(tgt, yaw, cfg.fast, closed)
+        if self.phase == "nudge_press":
+            # Down until the fingertips rest on the top, then hold the hand below that height: the
+            # controller's spring is the press.
+            z = self._z_trace
+            if (len(z) > 5 and z[-5] - z[-1] < 0.001) or self.phase_steps > 30:
+                self._drag_z = float(sc.eef_pos()[2]) - _PRESS
+                self._start_phase("nudge_drag")
+            return self._move(press - np.array([0.0, 0.0, 0.03]), yaw, 0.3, closed)
+        if self.phase == "nudge_drag":
+            left = self._nudge_dest - obj[:2]
+            if float(np.linalg.norm(left)) < 0.01 or self.phase_steps > 60:
+                self._start_phase("nudge_rise")
+            tgt = np.array([*(sc.eef_pos()[:2] + left), self._drag_z])
+            return self._move(tgt, yaw, 0.7, closed)
+        tgt = sc.eef_pos().copy()
+        tgt[2] = top + 0.08
+        if abs(float(sc.eef_pos()[2]) - tgt[2]) < 0.02 or self.phase_steps > 20:
+            self.grasp = self.plan_grasp()
+            self._start_phase("approach")
+        return self._move(tgt, yaw, cfg.fast, -1.0)
 
     def _draw_step(self, close: float) -> np.ndarray:
         """Draw the held object out from under its overhangs, barely lifted; lift once it has gone the
