@@ -346,43 +346,8 @@ class PickPlaceExpert:
                 spacing = max(spacing, min(width + 0.012, room))
             xy += (index - (count - 1) / 2) * spacing * axis
         if g.relation == "in":
-            support = site[2] - half[2]
-            return self._clear_drop(xy, float(support), site[:2], half[:2]), np.array(support), 1.0
+            return xy, np.array(site[2] - half[2]), 1.0
         return xy, np.array(site[2] + half[2]), 0.0
-
-    def _clear_drop(self, xy: np.ndarray, support: float, site: np.ndarray, half: np.ndarray) -> np.ndarray:
-        """``xy`` moved, within the region (origin 5 mm inside it), the shortest way that takes the held
-        object's footprint over it 1.5 cm past every box overhanging the region's floor (its underside above
-        the floor and below 30 cm over it: the cabinet above an open bottom drawer), so the object is
-        lowered in without catching on it. Computed once per grasp (the footprint is the object's now)."""
-        key = (self.goal_index, self.retries)
-        if getattr(self, "_drop_key", None) == key:
-            return self._drop_xy
-        sc = self.scene
-        shape = sc.shape(self.goal.obj)
-        foot = shape.points[:, :2] - sc.body_pos(self.goal.obj)[:2] + xy
-        over = [
-            box[:, :2]
-            for n in sc.names
-            if n != self.goal.obj
-            for box in sc.boxes(n)
-            if support + 0.005 < float(box[:, 2].min()) < support + 0.3
-            and clearing_shift(foot, box[:, :2], np.array([1.0, 0.0])) > 0.0
-        ]
-        best = xy
-        if over:
-            room = np.maximum(np.asarray(half, dtype=np.float64) - 0.005, 0.0)
-            fits = []
-            for yaw in np.linspace(-math.pi, math.pi, 36, endpoint=False):
-                u = np.array([math.cos(yaw), math.sin(yaw)])
-                need = max(clearing_shift(foot, box, u) for box in over) + 0.015
-                p = xy + need * u
-                if np.all(np.abs(p - site) <= room):
-                    fits.append((need, p))
-            if fits:
-                best = min(fits, key=lambda f: f[0])[1]
-        self._drop_key, self._drop_xy = key, best
-        return best
 
     def _carry_height(self, obj_below: float, dest_xy: np.ndarray) -> float:
         """Grip-site height that carries the object ``obj_below`` m under the hand over everything in
@@ -609,6 +574,10 @@ class PickPlaceExpert:
         yaw, closed = self._nudge_yaw, 1.0
         if self.phase == "nudge_above":
             tgt = press + np.array([0.0, 0.0, 0.06])
+            if float(np.linalg.norm(tgt[:2] - sc.eef_pos()[:2])) > 0.05:
+                # Far from it, keep the hand's height: the way there may cross something tall (the basket
+                # the previous object went into).
+                tgt[2] = max(tgt[2], min(float(sc.eef_pos()[2]), tgt[2] + 0.15))
             if self._at(tgt, yaw, tol=0.015) or self.phase_steps > 40:
                 self._start_phase("nudge_press")
             return self._move(tgt, yaw, cfg.fast, closed)
