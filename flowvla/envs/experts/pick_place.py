@@ -119,10 +119,10 @@ class Grasp:
 _FINGER_HALF = np.array([0.055, 0.012])
 _PALM_HALF = np.array([0.11, 0.035])
 _PALM_ABOVE = 0.055  # palm bottom above the grip site
-# A pinch whose cost passes _BLOCKED lands the hand on a neighbour (15 cm^2 of overlap: in libero_10 1 the
-# palm then rested on the milk carton in every layout above it, and in none below it, where the hand
-# brushes past); an object under _FLAT (m) tall can be slid, pressed on its top, to where the best pinch
-# costs under _FREE (3 cm^2).
+# A pinch whose cost passes _BLOCKED lands the hand on a neighbour (15 cm^2 of overlap: of libero_10 1's
+# first 20 layouts, the palm rested on the milk carton in the three above it and in none below it, where
+# the hand brushes past); an object under _FLAT (m) tall can be slid, pressed on its top, to where the best
+# pinch costs under _FREE (3 cm^2).
 _BLOCKED, _FREE, _FLAT = 1.5, 0.3, 0.03
 _PRESS = 0.022  # how far below the fingertips' resting height the hand is held while sliding an object
 
