@@ -12,7 +12,9 @@ towards the cost of a kept demonstration. The first ``--render`` successful epis
 are also rendered and written as the generator does (both cameras, ``--image-size``), which gives
 the cost of one kept demonstration: planning time of all attempts divided by the successes, plus the measured
 render-and-write time (``--render 0``: the worker-seconds of planning alone). Failed episodes are
-counted by the stage they ended in (``failed_in_stage``). Tasks whose goal the expert does not
+counted by the stage they ended in (``failed_in_stage``), and every attempt's index is recorded with how
+it ended (``attempts``, ``failed_attempts``): attempt ``i`` is always the same layout, so a failure can be
+replayed. Tasks whose goal the expert does not
 support are listed with the reason.
 Prints a table and writes JSON (default ``benchmarks/results/libero_expert.json``).
 """
@@ -45,6 +47,7 @@ def bench_task(suite: str, task: int, states: int, render: int, size: int, seed:
         return {**row, "supported": False, "reason": str(e)}
     ok, steps, plan_s, render_s, min_dist = [], [], [], [], []
     stuck: list[str] = []
+    attempts: list[dict] = []  # per attempt index: how it ended, so a failed layout can be replayed
     unstable = 0
     with tempfile.TemporaryDirectory() as tmp:
         i = -1
@@ -58,12 +61,17 @@ def bench_task(suite: str, task: int, states: int, render: int, size: int, seed:
             plan_s.append(time.perf_counter() - t0)
             if not ep.stable:
                 unstable += 1  # the sampler put an object where it falls: not the expert's failure
+                attempts.append({"attempt": i, "stable": False})
                 continue
             ok.append(ep.success)
             steps.append(ep.steps)
+            last = ep.stages[-1][0] if ep.stages else "-"
+            attempts.append(
+                {"attempt": i, "stable": True, "success": ep.success, "steps": ep.steps, "last_stage": last}
+            )
             if not ep.success:
                 # Where a failed episode was stuck: its last stage (the planner's name for it).
-                stuck.append(ep.stages[-1][0] if ep.stages else "-")
+                stuck.append(last)
             if ep.success and len(render_s) < render:
                 t1 = time.perf_counter()
                 write_demo(Path(tmp) / f"{i}.hdf5", env, ep.actions, ep.states, ep.init_state)
@@ -91,6 +99,8 @@ def bench_task(suite: str, task: int, states: int, render: int, size: int, seed:
         "s_per_kept_demo": plan_per_kept + float(np.mean(render_s)) if render_s else None,
         "min_distance_to_official_init_m": float(min(min_dist)),
         "failed_in_stage": {name: stuck.count(name) for name in sorted(set(stuck))},
+        "failed_attempts": [a["attempt"] for a in attempts if a["stable"] and not a["success"]],
+        "attempts": attempts,
     }
 
 

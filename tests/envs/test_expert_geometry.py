@@ -11,10 +11,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flowvla.envs.experts.geometry import (
+    clearing_shift,
     closest_equivalent_yaw,
     footprint_widths,
     rect_overlap_area,
     rotation_error,
+    shift_overlap,
     top_down_rotation,
     wrap_half_turn,
 )
@@ -103,6 +105,57 @@ def _fake_env(goal, sites=("basket_1_contain_region",), drawer=()):
         fixtures_dict={"wooden_cabinet_1": 0, "flat_stove_1": 0},
         object_sites_dict=site_objs,
     )
+
+
+def _box(centre: tuple[float, float], half: tuple[float, float]) -> np.ndarray:
+    cx, cy = centre
+    hx, hy = half
+    return np.array([[cx + sx * hx, cy + sy * hy] for sx in (-1, 1) for sy in (-1, 1)])
+
+
+def _boxes_overlap(a: np.ndarray, b: np.ndarray) -> bool:
+    return bool(np.all(a.max(axis=0) > b.min(axis=0)) and np.all(a.min(axis=0) < b.max(axis=0)))
+
+
+coords = st.floats(-0.2, 0.2, allow_nan=False)
+halves = st.floats(0.01, 0.1, allow_nan=False)
+
+
+@given(
+    c1=st.tuples(coords, coords),
+    h1=st.tuples(halves, halves),
+    c2=st.tuples(coords, coords),
+    h2=st.tuples(halves, halves),
+    heading=angles,
+    t=st.floats(-0.6, 0.6, allow_nan=False),
+)
+def test_shift_overlap_is_the_set_of_shifts_where_two_boxes_meet(c1, h1, c2, h2, heading, t):
+    moving, fixed = _box(c1, h1), _box(c2, h2)
+    u = np.array([math.cos(heading), math.sin(heading)])
+    span = shift_overlap(moving, fixed, u)
+    meets = _boxes_overlap(moving + t * u, fixed)
+    if span is None:
+        assert not meets
+    elif min(abs(t - span[0]), abs(t - span[1])) > 1e-6:
+        assert (span[0] < t < span[1]) == meets
+
+
+@given(
+    c1=st.tuples(coords, coords),
+    h1=st.tuples(halves, halves),
+    c2=st.tuples(coords, coords),
+    h2=st.tuples(halves, halves),
+    heading=angles,
+)
+def test_a_footprint_shifted_by_its_clearing_shift_just_clears_the_other(c1, h1, c2, h2, heading):
+    moving, fixed = _box(c1, h1), _box(c2, h2)
+    u = np.array([math.cos(heading), math.sin(heading)])
+    d = clearing_shift(moving, fixed, u)
+    assert d >= 0.0
+    assert not _boxes_overlap(moving + (d + 1e-6) * u, fixed)
+    if d > 1e-6:  # it overlapped: any shorter shift along u still does
+        assert _boxes_overlap(moving + (d - 1e-6) * u, fixed)
+        assert _boxes_overlap(moving, fixed)
 
 
 def test_place_goal_reads_in_and_on():

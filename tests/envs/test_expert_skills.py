@@ -1,9 +1,10 @@
 """The skills in the LIBERO simulator (marked ``libero``; skipped without LIBERO): a drawer opens past
 LIBERO's threshold by its handle, the stove's knob turns on, an open drawer and an open microwave door
 are pushed shut, the plate slides without being lifted, the mug goes sideways into the microwave, the
-bowl in front of the top drawer is pushed clear of it and then ends inside it, two pots get their own
-spots on one burner, and each task of the four standard suites gets an expert (the whole-episode and
-all-40-scenes tests are ``slow``)."""
+bowl in front of the top drawer is pushed clear of it and then ends inside it, a bowl under the
+cabinet's top is drawn out before it rises, a flat box hemmed in by a carton is slid clear, two pots get
+their own spots on one burner, and each task of the four standard suites gets an expert (the
+whole-episode and all-40-scenes tests are ``slow``)."""
 
 from __future__ import annotations
 
@@ -217,6 +218,71 @@ def test_the_bowl_ends_inside_the_top_drawer():
             f"place akita_black_bowl_1 in {box}",
         ]
         assert env.raw.env._eval_predicate(["in", "akita_black_bowl_1", box])
+
+
+def test_a_bowl_under_an_overhang_is_drawn_out_before_it_rises():
+    """libero_spatial 4 (the benchmark's layout 6): the bowl stands in the open top drawer, partly under the
+    cabinet's top. Held by its rim, it is drawn out sideways, never more than 1 cm up, until its footprint
+    is clear of every box over it; only then does it rise (lifted straight up it was torn out of the grasp).
+    """
+    from flowvla.envs.experts.geometry import clearing_shift
+    from flowvla.envs.libero import DUMMY_ACTION
+    from flowvla.recipes.generate import attempt_seed
+
+    with LiberoEnv("libero_spatial", 4, render=False) as env:
+        seed = attempt_seed(0, "libero_spatial", 4, 6)
+        env.reset(init_state=env.reset(seed=seed), seed=seed)
+        for _ in range(10):
+            env.step(DUMMY_ACTION)
+        expert = make_expert(env)
+        expert.reset()
+        place = expert.skill.expert
+        over, _, _ = place._overhangs()
+        assert over, "the cabinet's top should overhang the bowl in this layout"
+        bowl = place.goal.obj
+        rest = float(expert.scene.body_pos(bowl)[2])
+        risen, cleared = 0.0, False
+        for _ in range(160):
+            env.step(expert.act())
+            footprint = expert.scene.shape(bowl).points[:, :2]
+            cleared = cleared or all(
+                clearing_shift(footprint, box, np.array([1.0, 0.0])) == 0.0 for box in over
+            )
+            risen = float(expert.scene.body_pos(bowl)[2]) - rest
+            if not cleared:
+                assert risen < 0.01, f"the bowl rose {risen:.3f} m while still under the overhang"
+            if risen > 0.05:
+                break
+        assert "draw" in place.history and cleared and risen > 0.05
+
+
+def test_a_flat_box_hemmed_in_by_a_taller_neighbour_is_slid_clear_pressed_from_above():
+    """libero_10 1 (the benchmark's layout 12): every pinch of the cream cheese box would land the palm on
+    the milk carton beside it (the hand stalled there until the stage gave up). The box is slid first,
+    pressed from above: it moves at least 1 cm and never rises by more than 5 mm."""
+    from flowvla.envs.libero import DUMMY_ACTION
+    from flowvla.recipes.generate import attempt_seed
+
+    with LiberoEnv("libero_10", 1, render=False) as env:
+        seed = attempt_seed(0, "libero_10", 1, 12)
+        env.reset(init_state=env.reset(seed=seed), seed=seed)
+        for _ in range(10):
+            env.step(DUMMY_ACTION)
+        expert = make_expert(env)
+        expert.reset()
+        place = expert.skill.expert
+        assert place.nudge is not None, "the cream cheese box should be hemmed in in this layout"
+        box = place.goal.obj
+        start = expert.scene.body_pos(box).copy()
+        for _ in range(150):
+            env.step(expert.act())
+            now = expert.scene.body_pos(box)
+            if place.phase.startswith("nudge"):
+                assert now[2] - start[2] < 0.005
+            if place.phase == "nudge_rise":
+                break
+        assert place.phase == "nudge_rise"
+        assert float(np.linalg.norm(now[:2] - start[:2])) > 0.01
 
 
 def test_two_pots_set_on_one_burner_get_spots_their_width_apart_inside_it():

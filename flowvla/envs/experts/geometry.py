@@ -18,13 +18,20 @@ import numpy as np
 from flowvla.typing import Float, typechecked
 
 __all__ = [
+    "clearing_shift",
     "closest_equivalent_yaw",
     "footprint_widths",
     "rect_overlap_area",
     "rotation_error",
+    "shift_overlap",
     "top_down_rotation",
     "wrap_half_turn",
 ]
+
+# Separating axes tried between two footprints: with 72 headings two convex sets closer than about
+# 1e-4 of their size count as overlapping (the test errs on the side of "in the way").
+_HEADINGS = np.linspace(0.0, math.pi, 72, endpoint=False)
+_AXES = np.stack([np.cos(_HEADINGS), np.sin(_HEADINGS)], axis=1)
 
 
 def wrap_half_turn(yaw: float) -> float:
@@ -120,3 +127,46 @@ def rect_overlap_area(
     hi = np.minimum(local.max(axis=0), half_size)
     ext = np.clip(hi - lo, 0.0, None)
     return float(ext[0] * ext[1])
+
+
+@typechecked
+def shift_overlap(
+    moving: Float[np.ndarray, "N 2"], fixed: Float[np.ndarray, "M 2"], direction: Float[np.ndarray, " 2"]
+) -> tuple[float, float] | None:
+    """The shifts ``t`` (m) for which the convex hull of ``moving + t * direction`` overlaps that of
+    ``fixed``: an open interval ``(lo, hi)``, or ``None`` if no shift along ``direction`` makes them meet.
+
+    Both point sets are taken as their convex hulls (the footprints of boxes, of an object's collision
+    geoms); the hulls overlap exactly when their projections overlap on every axis, and the shifts that
+    keep one axis's projections overlapping form an interval, so the answer is the intersection of one
+    interval per axis (72 evenly spaced headings).
+
+    Args:
+        moving: ``[N, 2]`` points of the footprint that moves.
+        fixed: ``[M, 2]`` points of the footprint that stays.
+        direction: ``[2]`` unit direction of the shift.
+    """
+    pm, pf = moving @ _AXES.T, fixed @ _AXES.T  # [N, A], [M, A]
+    a0, a1, b0, b1 = pm.min(axis=0), pm.max(axis=0), pf.min(axis=0), pf.max(axis=0)
+    s = _AXES @ direction  # [A]: how fast the moving projection slides along each axis
+    lo, hi = -math.inf, math.inf
+    for sa, lo_a, hi_a in zip(s, b0 - a1, b1 - a0, strict=True):
+        # Projections overlap while lo_a < t * sa < hi_a.
+        if abs(sa) < 1e-9:
+            if not lo_a < 0.0 < hi_a:
+                return None
+            continue
+        t0, t1 = sorted((lo_a / sa, hi_a / sa))
+        lo, hi = max(lo, t0), min(hi, t1)
+    return (lo, hi) if lo < hi else None
+
+
+@typechecked
+def clearing_shift(
+    moving: Float[np.ndarray, "N 2"], fixed: Float[np.ndarray, "M 2"], direction: Float[np.ndarray, " 2"]
+) -> float:
+    """How far (m) the footprint ``moving`` must go along the unit ``direction`` until it no longer
+    overlaps ``fixed`` (convex hulls, see [`shift_overlap`][flowvla.envs.experts.geometry.shift_overlap]);
+    0 when they do not overlap now."""
+    span = shift_overlap(moving, fixed, direction)
+    return 0.0 if span is None or not span[0] < 0.0 < span[1] else float(span[1])

@@ -176,7 +176,11 @@ class ClearSkill(Skill):
         if self.phase == "push":
             tgt = sc.eef_pos() + np.array([*(self.spot - obj[:2]), 0.0])
             tgt[2] = low[2]
-            if self.holds() or self.phase_steps > 40:
+            # The fingertips slipped out over the wall (the bowl tipped, or caught): pushing on would only
+            # carry the hand away from it; rise, and let the planner judge whether it is clear enough.
+            radius = 0.5 * float(np.min(shape.high[:2] - shape.low[:2]))
+            lost = float(np.linalg.norm(sc.eef_pos()[:2] - obj[:2])) > radius
+            if self.holds() or self.phase_steps > 40 or (self.phase_steps > 5 and lost):
                 self._start("rise")
             return pose_action(sc, tgt, rot, 0.8, 1.0)
         tgt = np.array([*sc.eef_pos()[:2], float(shape.high[2]) + 0.06])

@@ -134,6 +134,13 @@ class Scene:
         pts = np.einsum("gij,gkj->gki", rot, local) + pos[:, None, :]
         return BodyShape(pts.reshape(-1, 3))
 
+    def boxes(self, name: str) -> np.ndarray:
+        """``[G, 8, 3]`` corners of each of ``name``'s collision-geom boxes at its current pose (``G = 0``
+        for a body without collision geoms)."""
+        if len(self._geoms[name]) == 0:
+            return np.zeros((0, 8, 3))
+        return self.shape(name).points.reshape(-1, 8, 3)
+
     def in_contact(self, a: str, b: str) -> bool:
         """Whether any collision geom of ``a`` touches one of ``b``."""
         ga, gb = set(self._geoms[a].tolist()), set(self._geoms[b].tolist())
