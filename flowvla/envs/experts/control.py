@@ -15,10 +15,13 @@ import numpy as np
 
 from flowvla.envs.experts.geometry import rotation_error
 
-__all__ = ["POS_SCALE", "ROT_SCALE", "pose_action", "pose_error", "side_rotation", "yaw_of"]
+__all__ = ["POS_SCALE", "PRESS_DEPTH", "ROT_SCALE", "pose_action", "pose_error", "side_rotation", "yaw_of"]
 
 POS_SCALE = 0.05  # m per action unit (OSC_POSE output_max)
 ROT_SCALE = 0.5  # rad per action unit
+# Sliding an object with the closed fingertips pressed on it: the hand is commanded this far (m) below
+# where the fingertips came to rest on it, so the controller's spring presses them down.
+PRESS_DEPTH = 0.022
 
 
 def pose_action(scene: Any, target: np.ndarray, rot: np.ndarray, speed: float, gripper: float) -> np.ndarray:

@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from flowvla.envs.experts.control import PRESS_DEPTH
 from flowvla.envs.experts.geometry import (
     clearing_shift,
     closest_equivalent_yaw,
@@ -124,7 +125,6 @@ _PALM_ABOVE = 0.055  # palm bottom above the grip site
 # the hand brushes past); an object under _FLAT (m) tall can be slid, pressed on its top, to where the best
 # pinch costs under _FREE (3 cm^2).
 _BLOCKED, _FREE, _FLAT = 1.5, 0.3, 0.03
-_PRESS = 0.022  # how far below the fingertips' resting height the hand is held while sliding an object
 
 
 class PickPlaceExpert:
@@ -585,7 +585,7 @@ class PickPlaceExpert:
             # controller's spring is the press.
             z = self._z_trace
             if (len(z) > 5 and z[-5] - z[-1] < 0.001) or self.phase_steps > 30:
-                self._drag_z = float(sc.eef_pos()[2]) - _PRESS
+                self._drag_z = float(sc.eef_pos()[2]) - PRESS_DEPTH
                 self._start_phase("nudge_drag")
             return self._move(press - np.array([0.0, 0.0, 0.03]), yaw, 0.3, closed)
         if self.phase == "nudge_drag":

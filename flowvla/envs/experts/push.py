@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from flowvla.envs.experts.control import pose_action, pose_error, yaw_of
+from flowvla.envs.experts.control import PRESS_DEPTH, pose_action, pose_error, yaw_of
 from flowvla.envs.experts.geometry import footprint_widths, top_down_rotation
 from flowvla.envs.experts.predicates import PlaceGoal
 from flowvla.envs.experts.scene import Scene
@@ -25,7 +25,6 @@ from flowvla.envs.experts.skill import Skill
 __all__ = ["ClearSkill", "SlideSkill", "clear_spot", "slides"]
 
 _FINGERTIP_DROP = 0.013  # fingertips below the grip site (as in the pick-and-place expert)
-_PRESS = 0.022  # how far below the fingertips' contact height the hand is commanded (the press force)
 
 
 def slides(scene: Scene, goal: PlaceGoal, max_opening: float = 0.072) -> bool:
@@ -104,7 +103,7 @@ class SlideSkill(Skill):
             rested = len(self._z) > 5 and self._z[-5] - z < 0.001
             if rested or self.phase_steps > 30:
                 self._offset = sc.eef_pos()[:2] - sc.body_pos(self.obj)[:2]
-                self._drag_z = z - _PRESS
+                self._drag_z = z - PRESS_DEPTH
                 self._via = self._via_point()
                 self._start("drag")
             return pose_action(sc, tgt, rot, 0.3, closed)
