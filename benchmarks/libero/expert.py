@@ -37,7 +37,10 @@ def bench_task(suite: str, task: int, states: int, render: int, size: int, seed:
     from flowvla.envs.rollout import wilson_interval
     from flowvla.recipes.generate import attempt_seed, init_state_distance, write_demo
 
-    env = LiberoEnv(suite, task, image_size=size, render=render > 0)
+    # The model kept between resets, as the generator keeps it: then attempt i's layout follows from its
+    # seed alone. Rebuilt at every reset, a layout drawn around the fixtures depends on the resets
+    # before it (libero_10 3: 4.7 cm), so the rows would measure other layouts than the generator's.
+    env = LiberoEnv(suite, task, image_size=size, render=render > 0, hard_reset=False)
     row: dict = {"suite": suite, "task": task, "instruction": env.instruction}
     row["goal"] = " ".join(str(p) for p in goal_predicates(env))
     try:
