@@ -119,13 +119,17 @@ def _boxes_overlap(a: np.ndarray, b: np.ndarray) -> bool:
 
 coords = st.floats(-0.2, 0.2, allow_nan=False)
 halves = st.floats(0.01, 0.1, allow_nan=False)
+# Two axis-aligned boxes, centres and half sizes (m), as _box builds them.
+TWO_BOXES = {
+    "c1": st.tuples(coords, coords),
+    "h1": st.tuples(halves, halves),
+    "c2": st.tuples(coords, coords),
+    "h2": st.tuples(halves, halves),
+}
 
 
 @given(
-    c1=st.tuples(coords, coords),
-    h1=st.tuples(halves, halves),
-    c2=st.tuples(coords, coords),
-    h2=st.tuples(halves, halves),
+    **TWO_BOXES,
     heading=angles,
     t=st.floats(-0.6, 0.6, allow_nan=False),
 )
@@ -141,10 +145,7 @@ def test_shift_overlap_is_the_set_of_shifts_where_two_boxes_meet(c1, h1, c2, h2,
 
 
 @given(
-    c1=st.tuples(coords, coords),
-    h1=st.tuples(halves, halves),
-    c2=st.tuples(coords, coords),
-    h2=st.tuples(halves, halves),
+    **TWO_BOXES,
     heading=angles,
 )
 def test_a_footprint_shifted_by_its_clearing_shift_just_clears_the_other(c1, h1, c2, h2, heading):

@@ -220,22 +220,29 @@ def test_the_bowl_ends_inside_the_top_drawer():
         assert env.raw.env._eval_predicate(["in", "akita_black_bowl_1", box])
 
 
+def expert_on_layout(env: LiberoEnv, attempt: int):
+    """The task's expert, reset, at the benchmark's fresh layout ``attempt`` once it has settled."""
+    from flowvla.envs.libero import DUMMY_ACTION
+    from flowvla.recipes.generate import attempt_seed
+
+    seed = attempt_seed(0, env.suite, env.task.index, attempt)
+    env.reset(init_state=env.reset(seed=seed), seed=seed)
+    for _ in range(10):
+        env.step(DUMMY_ACTION)
+    expert = make_expert(env)
+    expert.reset()
+    return expert
+
+
 def test_a_bowl_under_an_overhang_is_drawn_out_before_it_rises():
     """libero_spatial 4 (the benchmark's layout 6): the bowl stands in the open top drawer, partly under the
     cabinet's top. Held by its rim, it is drawn out sideways, never more than 1 cm up, until its footprint
     is clear of every box over it; only then does it rise (lifted straight up it was torn out of the grasp).
     """
     from flowvla.envs.experts.geometry import clearing_shift
-    from flowvla.envs.libero import DUMMY_ACTION
-    from flowvla.recipes.generate import attempt_seed
 
     with LiberoEnv("libero_spatial", 4, render=False) as env:
-        seed = attempt_seed(0, "libero_spatial", 4, 6)
-        env.reset(init_state=env.reset(seed=seed), seed=seed)
-        for _ in range(10):
-            env.step(DUMMY_ACTION)
-        expert = make_expert(env)
-        expert.reset()
+        expert = expert_on_layout(env, 6)
         place = expert.skill.expert
         over, _, _ = place._overhangs()
         assert over, "the cabinet's top should overhang the bowl in this layout"
@@ -260,16 +267,8 @@ def test_a_flat_box_hemmed_in_by_a_taller_neighbour_is_slid_clear_pressed_from_a
     """libero_10 1 (the benchmark's layout 12): every pinch of the cream cheese box would land the palm on
     the milk carton beside it (the hand stalled there until the stage gave up). The box is slid first,
     pressed from above: it moves at least 1 cm and never rises by more than 5 mm."""
-    from flowvla.envs.libero import DUMMY_ACTION
-    from flowvla.recipes.generate import attempt_seed
-
     with LiberoEnv("libero_10", 1, render=False) as env:
-        seed = attempt_seed(0, "libero_10", 1, 12)
-        env.reset(init_state=env.reset(seed=seed), seed=seed)
-        for _ in range(10):
-            env.step(DUMMY_ACTION)
-        expert = make_expert(env)
-        expert.reset()
+        expert = expert_on_layout(env, 12)
         place = expert.skill.expert
         assert place.nudge is not None, "the cream cheese box should be hemmed in in this layout"
         box = place.goal.obj

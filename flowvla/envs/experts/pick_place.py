@@ -397,6 +397,11 @@ class PickPlaceExpert:
         in) on the way; if every heading meets one, the shortest overall (see
         [`clearing_shift`][flowvla.envs.experts.geometry.clearing_shift])."""
         over, beside, _ = self._overhangs()
+        return self._draw_shift(over, beside)
+
+    def _draw_shift(self, over: list[np.ndarray], beside: list[np.ndarray]) -> np.ndarray | None:
+        """[`draw_out`][flowvla.envs.experts.pick_place.PickPlaceExpert.draw_out] from the footprints of
+        the overhangs and of the boxes beside the object."""
         if not over:
             return None
         obj_xy = self.scene.shape(self.goal.obj).points[:, :2]
@@ -497,11 +502,11 @@ class PickPlaceExpert:
                     self._obj_below = self._grasp_z - float(sc.shape(self.goal.obj).low[2])
                     dest_xy, _, _ = self._target()
                     self._carry_z = self._carry_height(self._obj_below, dest_xy)
-                    shift = self.draw_out()
+                    over, beside, gap = self._overhangs()
+                    shift = self._draw_shift(over, beside)
                     if shift is None:
                         self._start_phase("lift")
                     else:
-                        _, _, gap = self._overhangs()
                         rise = float(np.clip(gap - 0.004, 0.0, cfg.draw_lift))
                         start = sc.eef_pos()
                         self._draw_from = sc.body_pos(self.goal.obj)[:2]
