@@ -19,10 +19,18 @@ expert does not solve is trained without and still evaluated (the presets'
 ``data.unsolved_tasks=train_without``; the table marks it). A suite that fails (a parity failure, no
 task with demonstrations) is reported and the next one runs; the command then exits with status 1.
 
+After a suite's run is finished, its policy is told other tasks' instructions on the first
+``--instruction-check`` official init states of each task (default 10; 0: none;
+[`check_instructions`][flowvla.recipes.instruction_check.check_instructions]): told another task its
+scene allows and scored on that task (``changed_task``), and told the next task's words but scored on
+its own goal (``swapped_instruction``), so the table says whether each suite's policy reads its
+instruction or the scene alone. Resumable like the rest; the rows' records stay under
+``<out>/<suite>/instructions/``.
+
 Writes ``<out>/suites.md`` and ``<out>/suites.json`` (also with ``--report-only``, from whatever the
 run folders hold): success per suite with its Wilson 95% interval and their average beside the
 anchors' published rows, per task success, failure outcomes and a video (every control step at 256
-px, captioned), each suite's sensitivity, and the minutes of every phase.
+px, captioned), the instruction rows, each suite's sensitivity, and the minutes of every phase.
 
 ``--smoke`` runs the same machinery at the ``toy`` preset's sizes (task 0 of each suite, one
 demonstration, 4 training steps, one 16-step episode): a check that a new machine runs every phase
@@ -42,6 +50,7 @@ from flowvla.checks import SettingError, UserError
 from flowvla.cli import fail
 from flowvla.profiling import write_results
 from flowvla.recipes.config import RecipeConfig
+from flowvla.recipes.instruction_check import check_instructions, load_instruction_check
 from flowvla.recipes.job import load_run
 from flowvla.recipes.libero import parse_settings, preset, run_recipe
 from flowvla.recipes.report import format_suites_report, suite_result, suites_table
@@ -102,6 +111,7 @@ def collect(out: Path, suites: Sequence[str]) -> dict[str, Any]:
         videos = _videos(out / suite, suite, out)
         for row in (result["success"] or {}).get("tasks", []):
             row["video"] = videos.get(int(row["task"].split("/")[1]))
+        result["instructions"] = load_instruction_check(out / suite)
         results[suite] = result
     return suites_table(results)
 
@@ -130,16 +140,23 @@ def run_suites(
     progress: bool = True,
     parity: bool = True,
     argv: Sequence[str] = (),
+    instruction_check: int = 10,
     episode_fn: Any = None,
     expert_episode_fn: Any = None,
 ) -> dict[str, Any]:
-    """Run (or resume) each suite's recipe into ``<out>/<suite>``, then write the table; returns it.
+    """Run (or resume) each suite's recipe into ``<out>/<suite>``, tell its trained policy other tasks'
+    instructions on the first ``instruction_check`` init states of each task (0: not), then write the
+    table; returns it.
 
     ``episode_fn`` / ``expert_episode_fn``: the evaluation's and the generator's episodes (see
     [`run_job`][flowvla.recipes.job.run_job]); tests inject them.
     """
     out = Path(out)
     configs = suite_configs(suites, settings or {}, smoke=smoke)
+    if not 0 <= instruction_check <= 50:
+        raise SettingError(
+            "--instruction-check", f"expected 0-50 init states per task, got {instruction_check}"
+        )
     errors: dict[str, str] = {}
     for i, (suite, cfg) in enumerate(configs.items()):
         print(f"=== [{i + 1}/{len(configs)}] {suite} ===", file=sys.stderr, flush=True)
@@ -148,6 +165,11 @@ def run_suites(
                 cfg, out / suite, cache_dir=cache_dir, progress=progress, parity=parity,
                 episode_fn=episode_fn, expert_episode_fn=expert_episode_fn,
             )  # fmt: skip
+            if instruction_check:
+                check_instructions(
+                    out / suite, init_states=min(instruction_check, cfg.eval.init_states),
+                    progress=progress, episode_fn=episode_fn,
+                )  # fmt: skip
         except UserError:
             raise
         except (RuntimeError, ValueError) as e:  # this suite cannot go on; the others can
@@ -169,6 +191,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--set", nargs="+", default=[], metavar="KEY=VALUE", help="recipe settings for every suite"
     )
     ap.add_argument("--cache", help="demonstration cache (default: $FLOWVLA_CACHE or ~/.cache/flowvla)")
+    ap.add_argument(
+        "--instruction-check",
+        type=int,
+        default=10,
+        metavar="N",
+        help="init states per task on which each trained policy is told other tasks' instructions "
+        "(default 10; 0: none)",
+    )
     ap.add_argument("--smoke", action="store_true", help="the toy preset's sizes on every suite (minutes)")
     ap.add_argument("--report-only", action="store_true", help="write the table of what the folders hold")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -181,8 +211,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             result = write_table(Path(a.out), suites, {}, argv)
         else:
             result = run_suites(
-                a.out, suites, settings, smoke=a.smoke, cache_dir=a.cache, progress=not a.quiet, argv=argv
-            )
+                a.out, suites, settings, smoke=a.smoke, cache_dir=a.cache, progress=not a.quiet,
+                argv=argv, instruction_check=a.instruction_check,
+            )  # fmt: skip
     except UserError as e:
         raise SystemExit(fail(ap.prog, e)) from None
     print((Path(a.out) / "suites.md").read_text())

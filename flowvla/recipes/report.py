@@ -185,6 +185,44 @@ def write_report(out_dir: str | Path, run: dict[str, Any]) -> Path:
     return path
 
 
+def _instruction_lines(present: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
+    """The rows of each suite's instruction check (see
+    [`check_instructions`][flowvla.recipes.instruction_check.check_instructions]), as Markdown."""
+    checked = [(n, r["instructions"]) for n, r in present if r.get("instructions")]
+    if not checked:
+        return []
+    lines = [
+        "## Does each policy read its instruction?",
+        "",
+        "| suite | told | scored on | tasks | success | 95% CI | the official words, same episodes |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    told = {"changed_task": "another task its scene allows", "swapped_instruction": "the next task's words"}
+    for n, check in checked:
+        for name, row in check["rows"].items():
+            o = row["success"]["overall"]
+            ref = row.get("official")
+            ref_text = "-"
+            if ref:
+                ref_text = f"{ref['successes']}/{ref['episodes']} ({100 * ref['success_rate']:.0f}%)"
+            lines.append(
+                f"| {n} | {told.get(name, name)} | {row['scored_on']} | {len(row['tasks'])} | "
+                f"{o['successes']}/{o['episodes']} ({100 * o['success_rate']:.0f}%) | "
+                f"{100 * o['ci95'][0]:.0f}-{100 * o['ci95'][1]:.0f}% | {ref_text} |"
+            )
+    inits = sorted({c["init_states"] for _, c in checked})
+    lines += [
+        "",
+        f"On the first {'/'.join(map(str, inits))} official init states of each task. A policy that "
+        "obeys its words keeps its success when told another task and scored on it, and drops towards 0 "
+        "when told the next task's words but scored on its own goal; one that reads the task off the "
+        "scene does the opposite. libero_spatial has no changed-task row: its words name the bowl by "
+        "where it lies.",
+        "",
+    ]
+    return lines
+
+
 # ------------------------------------------------------------------------- several suites, one table
 def suite_result(run: Mapping[str, Any]) -> dict[str, Any]:
     """One suite's part of the table, from its run (``run.json``, see
@@ -314,6 +352,7 @@ def format_suites_report(
             "",
         ]
     present = [(n, table["suites"][n]) for n in suites if table["suites"][n] is not None]
+    lines += _instruction_lines(present)
     columns = [
         (k, label)
         for k, label in SENSITIVITY_DISTANCES.items()

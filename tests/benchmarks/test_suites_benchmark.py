@@ -86,6 +86,12 @@ def test_the_table_averages_the_suites_and_says_what_is_missing(tmp_path):
         if suite == "libero_goal":  # the expert solved no layout of task 0: trained without it
             run["phases"]["data"]["left_out"] = {"0": "only 0 of 50 demonstrations"}
         (tmp_path / suite / "run.json").write_text(json.dumps(run))
+    told = {"successes": 18, "episodes": 20, "success_rate": 0.9, "ci95": list(wilson_interval(18, 20))}
+    instructions = {"suite": "libero_goal", "init_states": 10, "rows": {
+        "changed_task": {"tasks": [0, 1], "scored_on": "the task it was told", "success": {"overall": told},
+                         "official": {**told, "successes": 19, "success_rate": 0.95}},
+    }}  # fmt: skip
+    (tmp_path / "libero_goal" / "instructions.json").write_text(json.dumps(instructions))
     videos = tmp_path / "libero_goal" / "eval" / "videos"
     videos.mkdir(parents=True)
     (videos / "libero_goal_task01_init00.mp4").write_bytes(b"")
@@ -110,6 +116,11 @@ def test_the_table_averages_the_suites_and_says_what_is_missing(tmp_path):
     assert "98.0 (" in text and "95.0 (" in text and "Not evaluated yet." in text
     assert "missed_grasp 5" in text and "[video](libero_goal/eval/videos/" in text
     assert "8000 steps (steps)" in text and "other images" in text
+    assert goal["instructions"] == instructions and result["suites"]["libero_spatial"]["instructions"] is None
+    assert (
+        "| libero_goal | another task its scene allows | the task it was told | 2 | 18/20 (90%) | 70-97% | "
+        "19/20 (95%) |" in text
+    )
     saved = json.loads((tmp_path / "suites.json").read_text())
     assert "machine" in saved and saved["anchors"]["pi0.5"]["libero_10"] == 92.4
 
