@@ -2,6 +2,7 @@
 
     python benchmarks/libero/suites.py --out runs/suites                  # all four, ~4 h a suite on 2 cores
     python benchmarks/libero/suites.py --out runs/suites --suites libero_goal,libero_10
+    python benchmarks/libero/suites.py --out runs/suites --suites libero_40   # one policy, 40 tasks
     python benchmarks/libero/suites.py --out runs/suites --set eval.workers=2 --cache DIR
     python benchmarks/libero/suites.py --out runs/suites --report-only    # the table of what is done
     python benchmarks/libero/suites.py --out /tmp/suites-smoke --smoke    # toy sizes: minutes
@@ -32,6 +33,11 @@ run folders hold): success per suite with its Wilson 95% interval and their aver
 anchors' published rows, per task success, failure outcomes and a video (every control step at 256
 px, captioned), the instruction rows, each suite's sensitivity, and the minutes of every phase.
 
+``--suites libero_40`` runs the ``libero_40`` preset: one policy trained on the four suites' 40 tasks
+(the suite presets' own demonstrations, read from their cache folders) and evaluated on each suite
+by its protocol; the table reports it beside the per-suite policies (its own row, each suite's
+difference in points against the suite's own policy) and not in their average.
+
 ``--smoke`` runs the same machinery at the ``toy`` preset's sizes (task 0 of each suite, one
 demonstration, 4 training steps, one 16-step episode): a check that a new machine runs every phase
 of every suite, not a result.
@@ -54,7 +60,7 @@ from flowvla.recipes.instruction_check import check_instructions, load_instructi
 from flowvla.recipes.job import load_run
 from flowvla.recipes.libero import parse_settings, preset, run_recipe
 from flowvla.recipes.report import format_suites_report, suite_result, suites_table
-from flowvla.recipes.settings import SUITE_PRESETS
+from flowvla.recipes.settings import ALL_SUITES_PRESET, SUITE_PRESETS
 
 #: Published success (%) per suite, in the protocol's order (spatial / object / goal / 10), as issue
 #: 35 quotes them: every one trained on LIBERO's human demonstrations with a pretrained VLM on GPUs.
@@ -81,39 +87,44 @@ def suite_configs(
     """The recipe of each suite: its preset (``smoke``: the ``toy`` preset on that suite) with
     ``settings`` (paths or flat keys) on top; every one built, so a bad setting is refused before any
     suite runs."""
-    unknown = [s for s in suites if s not in SUITE_PRESETS]
-    if unknown or not suites:
-        raise SettingError("--suites", f"choose from {list(SUITE_PRESETS)}, got {list(suites)}")
+    known = [*SUITE_PRESETS, ALL_SUITES_PRESET]
+    unknown = [s for s in suites if s not in known]
+    if unknown or not suites or len(set(suites)) != len(suites):
+        raise SettingError("--suites", f"choose from {known}, each once, got {list(suites)}")
     if smoke:
-        return {s: preset("toy", **{"data.suite": s, **settings}) for s in suites}
+        return {s: preset("toy", **{"data.suite": preset(s).data.suite, **settings}) for s in suites}
     return {s: preset(s, **settings) for s in suites}
 
 
-def _videos(run_dir: Path, suite: str, out: Path) -> dict[int, str]:
-    """Task index -> its video (the first init state's), relative to ``out``."""
+def _videos(run_dir: Path, out: Path) -> dict[str, str]:
+    """``"suite/index"`` -> the task's video (the first init state's), relative to ``out``."""
     folder = run_dir / "eval" / "videos"
-    found: dict[int, str] = {}
-    for path in sorted(folder.glob(f"{suite}_task*_init*.*")) if folder.is_dir() else []:
-        task = int(path.name.removeprefix(f"{suite}_task").split("_")[0])
-        found.setdefault(task, path.relative_to(out).as_posix())
+    found: dict[str, str] = {}
+    for path in sorted(folder.glob("*_task*_init*.*")) if folder.is_dir() else []:
+        suite, _, rest = path.name.rpartition("_task")
+        found.setdefault(f"{suite}/{int(rest.split('_')[0])}", path.relative_to(out).as_posix())
     return found
 
 
 def collect(out: Path, suites: Sequence[str]) -> dict[str, Any]:
-    """The table of ``suites`` from their run folders under ``out`` (a suite not started: None)."""
+    """The table of ``suites`` (the ``libero_40`` preset's one policy beside them, not in their average)
+    from their run folders under ``out`` (one not started: None)."""
     results: dict[str, Any] = {}
-    for suite in suites:
-        run = load_run(out / suite)
+    # One policy for the four suites is read against all four per-suite policies, whichever ran.
+    names = [*SUITE_PRESETS, *suites] if ALL_SUITES_PRESET in suites else suites
+    for name in dict.fromkeys(names):
+        run = load_run(out / name)
         if "recipe" not in run:
-            results[suite] = None
+            results[name] = None
             continue
         result = suite_result(run)
-        videos = _videos(out / suite, suite, out)
+        videos = _videos(out / name, out)
         for row in (result["success"] or {}).get("tasks", []):
-            row["video"] = videos.get(int(row["task"].split("/")[1]))
-        result["instructions"] = load_instruction_check(out / suite)
-        results[suite] = result
-    return suites_table(results)
+            row["video"] = videos.get(row["task"])
+        result["instructions"] = load_instruction_check(out / name)
+        results[name] = result
+    shared = {n: results.pop(n) for n in list(results) if n == ALL_SUITES_PRESET}
+    return suites_table(results, shared)
 
 
 def write_table(out: Path, suites: Sequence[str], errors: Mapping[str, str], argv: Sequence[str]) -> dict:
@@ -186,7 +197,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument(
         "--out", default="runs/suites", help="root of the four run folders (default: runs/suites)"
     )
-    ap.add_argument("--suites", default=",".join(SUITE_PRESETS), help="a comma-separated subset, in order")
+    ap.add_argument(
+        "--suites",
+        default=",".join(SUITE_PRESETS),
+        help=f"a comma-separated subset, in order; {ALL_SUITES_PRESET}: one policy for all 40 tasks",
+    )
     ap.add_argument(
         "--set", nargs="+", default=[], metavar="KEY=VALUE", help="recipe settings for every suite"
     )

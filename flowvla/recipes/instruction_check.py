@@ -100,7 +100,8 @@ def check_instructions(
     [`instruction_rows`][flowvla.recipes.instruction_check.instruction_rows] on the first
     ``init_states`` official init states of each task, as its recipe evaluates otherwise (solver,
     re-planning, step limit, the weights it evaluates); returns what it writes to
-    ``<run_dir>/instructions.json``: ``init_states``, and per row its ``tasks``, ``scored_on``, the
+    ``<run_dir>/instructions.json``: ``init_states``, and per row (``"suite/row"``: a run of several
+    suites has each suite's rows) its ``suite``, ``name``, ``tasks``, ``scored_on``, the
     success table ([`success_table`][flowvla.recipes.report.success_table]) and ``official``: the
     run's own success on the same episodes (None before its evaluation holds them).
 
@@ -136,34 +137,38 @@ def check_instructions(
             f"run_dir: {str(run_dir)!r} holds no trained recipe run (recipe.json and checkpoint/)"
         )
     cfg = load_recipe(run_dir)
-    suite, tasks = cfg.data.suite, list(cfg.data.tasks)
-    rows = instruction_rows(suite, tasks)
+    tasks = list(cfg.data.tasks)
     ev = dataclasses.replace(
         cfg.eval, init_states=init_states, video=video, workers=workers or cfg.eval.workers
     )
     policy = VLAPolicy.from_pretrained(checkpoint, weights=cfg.eval.weights).eval()
     digest = policy_identity(policy)["weights_sha256"]
-    result: dict[str, Any] = {"suite": suite, "init_states": init_states, "rows": {}}
-    for name, row in rows.items():
-        extra = {k: row[k] for k in ("instructions", "perturbation") if k in row}
-        rollout = ev.rollout_config(
-            policy,
-            suite=suite,
-            tasks=row["tasks"],
-            cameras=cfg.data.cameras,
-            out_dir=str(run_dir / "instructions" / name),
-            seed=cfg.seed,
-            progress=progress,
-            **extra,
-        )
-        summary = evaluate(policy, rollout, **({"episode_fn": episode_fn} if episode_fn is not None else {}))
-        result["rows"][name] = {
-            "tasks": row["tasks"],
-            "scored_on": row["scored_on"],
-            **({"told": {str(t): v for t, v in row["told"].items()}} if "told" in row else {}),
-            "success": success_table(summary),
-            "official": _official(run_dir, suite, row["tasks"], init_states, digest),
-        }
+    result: dict[str, Any] = {"suite": cfg.data.suite, "init_states": init_states, "rows": {}}
+    for suite in cfg.data.suites:  # a run of several suites: each by its own rows
+        for name, row in instruction_rows(suite, tasks).items():
+            extra = {k: row[k] for k in ("instructions", "perturbation") if k in row}
+            rollout = ev.rollout_config(
+                policy,
+                suite=suite,
+                tasks=row["tasks"],
+                cameras=cfg.data.cameras,
+                out_dir=str(run_dir / "instructions" / name),
+                seed=cfg.seed,
+                progress=progress,
+                **extra,
+            )
+            summary = evaluate(
+                policy, rollout, **({"episode_fn": episode_fn} if episode_fn is not None else {})
+            )
+            result["rows"][f"{suite}/{name}"] = {
+                "suite": suite,
+                "name": name,
+                "tasks": row["tasks"],
+                "scored_on": row["scored_on"],
+                **({"told": {str(t): v for t, v in row["told"].items()}} if "told" in row else {}),
+                "success": success_table(summary),
+                "official": _official(run_dir, suite, row["tasks"], init_states, digest),
+            }
     write_json_atomic(run_dir / INSTRUCTIONS_FILE, result)
     return result
 

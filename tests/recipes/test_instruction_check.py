@@ -116,11 +116,16 @@ def test_a_run_is_told_other_tasks_scored_as_told_against_its_own_records_and_re
     assert {(t, i) for t, i, _, changed in told if changed} == episodes
     scored = {"changed_task": "the task it was told", "swapped_instruction": "its own goal"}
     for name, scored_on in scored.items():
-        row = result["rows"][name]
-        assert row["tasks"] == [0, 3] and row["scored_on"] == scored_on
+        row = result["rows"][f"libero_goal/{name}"]
+        assert (row["suite"], row["name"], row["tasks"], row["scored_on"]) == (
+            "libero_goal",
+            name,
+            [0, 3],
+            scored_on,
+        )
         assert row["success"]["overall"]["successes"] == 0 and row["success"]["overall"]["episodes"] == 6
         assert (row["official"]["successes"], row["official"]["episodes"]) == (3, 6)
-    assert result["rows"]["swapped_instruction"]["told"] == {"0": 3, "3": 0}
+    assert result["rows"]["libero_goal/swapped_instruction"]["told"] == {"0": 3, "3": 0}
     # Every episode is recorded: a second call runs none.
     told.clear()
     assert check_instructions(tmp_path, init_states=3, workers=1, progress=False, episode_fn=told) == result
