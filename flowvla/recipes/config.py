@@ -244,6 +244,7 @@ class DataConfig:
                 f"choose one of {sorted(LIBERO_SUITES)}, or several joined by '+' (each once), "
                 f"got {self.suite!r}",
             )
+        self.suite = "+".join(names)  # one spelling: " + " and "+" name the same run
         n = min(LIBERO_SUITES[s].num_tasks for s in names)
         if not self.tasks or any(not 0 <= t < n for t in self.tasks):
             raise SettingError(

@@ -84,3 +84,6 @@ def test_a_bad_list_of_suites_is_refused_by_name(suite, problem):
 
     with pytest.raises(SettingError, match=rf"^data.suite: .*{re.escape(problem)}"):
         preset("default", **{"data.suite": suite})
+    assert (
+        preset("default", **{"data.suite": "libero_goal + libero_10"}).data.suite == "libero_goal+libero_10"
+    )
