@@ -59,6 +59,11 @@ def export_run_policy(run_dir: Path, out: Path) -> tuple[Any, Any]:
     from flowvla.recipes.settings import load_recipe
 
     cfg = load_recipe(run_dir)
+    if len(cfg.data.suites) > 1:
+        raise ValueError(
+            f"run_dir: a policy of several suites ({cfg.data.suite}); this comparison runs one suite's "
+            "tasks: compare a run of one suite"
+        )
     unknown = [c for c in cfg.data.cameras if c not in LEROBOT_VIEWS]
     if unknown:
         raise ValueError(
@@ -211,7 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     prepare_libero()  # LIBERO's config and the GL backend, exported to lerobot-eval's processes too
     t0 = time.perf_counter()
     export_dir = args.out / "policy"
-    cfg, vla = export_run_policy(args.run_dir, export_dir)
+    try:
+        cfg, vla = export_run_policy(args.run_dir, export_dir)
+    except ValueError as e:  # a run this comparison cannot take, named before anything runs
+        parser.error(str(e))
     tasks = args.tasks if args.tasks is not None else list(cfg.data.tasks)
     size = vla.observation_settings()["image_size"]
     print(f"exported {args.run_dir}/checkpoint -> {export_dir} ({cfg.data.suite} tasks {tasks}, {size} px)")

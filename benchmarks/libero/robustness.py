@@ -53,11 +53,6 @@ def _sampling_module() -> Any:
     return module
 
 
-# Tasks whose scene allows another task of the suite (scorable_tasks, measured for libero_10: tasks
-# 0 <-> 1, 7 and 2 <- 8); every libero_object and libero_goal task has some.
-_CHANGED_TASK_SCENES = {"libero_10": {0, 1, 7, 8}}
-
-
 def floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x.strip()]
 
@@ -98,7 +93,7 @@ def variants(
     ``language`` adds the object-synonym row and the changed-task row (where the suite allows it);
     the keyword arguments add one row per magnitude of the other axes."""
     from flowvla.envs.libero import get_task
-    from flowvla.envs.perturb import Perturbation
+    from flowvla.envs.perturb import Perturbation, changed_task_refusal, scorable_task_indices
     from flowvla.processing.instructions import held_out_paraphrase, object_synonym, paraphrase
 
     rows: dict[str, dict[str, Any]] = {"official": {}}
@@ -120,9 +115,10 @@ def variants(
             "instructions": {t: object_synonym(get_task(suite, t).instruction) for t in tasks}
         }
         # libero_spatial's instructions name the bowl by where it lies; in libero_10 only four
-        # scenes hold another task's objects (flowvla.envs.perturb.scorable_tasks).
-        allowed = _CHANGED_TASK_SCENES.get(suite)
-        if suite != "libero_spatial" and (allowed is None or set(tasks) <= allowed):
+        # scenes hold another task's objects.
+        if changed_task_refusal(suite) is None and all(
+            scorable_task_indices(get_task(suite, t)) for t in tasks
+        ):
             rows["changed_task"] = {"perturbation": Perturbation(changed_task=True)}
     for shift in object_shifts:
         rows[f"objects+{100 * shift:g}cm"] = {"perturbation": Perturbation(object_shift_m=shift)}

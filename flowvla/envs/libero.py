@@ -53,6 +53,7 @@ __all__ = [
     "get_task",
     "list_tasks",
     "quat_to_axis_angle",
+    "scene_names",
     "task_goal",
 ]
 
@@ -138,6 +139,23 @@ def task_goal(task: LiberoTask) -> list[list[str]]:
     """The goal conjunction of ``task``'s BDDL file, as LIBERO parses it (``[["on", "akita_black_bowl_1",
     "flat_stove_1_cook_region"]]``)."""
     return [list(p) for p in _parsed_goal(task.bddl_file)]
+
+
+@functools.lru_cache(maxsize=256)
+def _declared_names(bddl_file: str) -> frozenset[str]:
+    from libero.libero.envs.bddl_utils import robosuite_parse_problem
+
+    p = robosuite_parse_problem(bddl_file)
+    names = {n for kind in ("objects", "fixtures") for group in p[kind].values() for n in group}
+    return frozenset(names | set(p["regions"]))
+
+
+def scene_names(task: LiberoTask) -> frozenset[str]:
+    """The objects, fixtures and regions ``task``'s BDDL file declares (``"basket_1"``,
+    ``"basket_1_contain_region"``): every name a goal of this scene can refer to, read without
+    building the simulator."""
+    prepare_libero()
+    return _declared_names(task.bddl_file)
 
 
 def get_task(suite: str, index: int) -> LiberoTask:

@@ -182,6 +182,10 @@ class OutcomeTracker:
         planned = {s.predicate for s in plan}
         given = [p for p in expert.predicates if p not in planned]
         for p, implied in [*((p, False) for p in given), *((s.predicate, s.implied) for s in plan)]:
+            if p.name == "clear":
+                # The expert's own means (an object pushed out of a drawer's way): nothing the goal
+                # asks, and no predicate LIBERO can evaluate.
+                continue
             kind: StageKind = _KIND[p.name]  # type: ignore[assignment]
             name = f"place {p.args[0]} {p.name} {p.args[1]}" if kind == "place" else f"{p.name} {p.args[0]}"
             holds = self._holds(p)

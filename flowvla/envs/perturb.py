@@ -63,12 +63,14 @@ from flowvla.typing import Shaped, typechecked
 __all__ = [
     "Perturbation",
     "add_image_noise",
+    "changed_task_refusal",
     "free_objects",
     "jitter_cameras",
     "offset_robot_joints",
     "perturb_lights",
     "scatter_objects",
     "scene_materials",
+    "scorable_task_indices",
     "scorable_tasks",
     "shift_objects",
     "swap_objects",
@@ -210,8 +212,9 @@ class Perturbation:
 
     def check_suite(self, suite: str) -> None:
         """Refuse, before any episode runs, an axis that ``suite`` cannot have."""
-        if self.changed_task and suite in _NO_CHANGED_TASK:
-            raise ValueError(f"changed_task: not on {suite}: {_NO_CHANGED_TASK[suite]}")
+        why = changed_task_refusal(suite) if self.changed_task else None
+        if why is not None:
+            raise ValueError(f"changed_task: not on {suite}: {why}")
 
     def apply(self, env: Any, rng: np.random.Generator) -> dict[str, Any]:
         """Perturb ``env`` (a reset [`LiberoEnv`][flowvla.envs.libero.LiberoEnv]) in place; returns what
@@ -615,6 +618,30 @@ def add_image_noise(
 
 
 # ------------------------------------------------------------------------------------------ tasks
+def changed_task_refusal(suite: str) -> str | None:
+    """Why ``suite``'s episodes cannot be told another task and scored on it, or None where they can
+    (where a scene allows one: [`scorable_task_indices`][flowvla.envs.perturb.scorable_task_indices])."""
+    return _NO_CHANGED_TASK.get(suite)
+
+
+def scorable_task_indices(task: Any) -> list[int]:
+    """The other tasks of ``task``'s suite whose goals name only objects, fixtures and regions its
+    scene declares, read from the BDDL files without a simulator (what
+    [`scorable_tasks`][flowvla.envs.perturb.scorable_tasks] finds in a built scene).
+
+    Args:
+        task: a [`LiberoTask`][flowvla.envs.libero.LiberoTask].
+    """
+    from flowvla.envs.libero import list_tasks, scene_names, task_goal
+
+    present = scene_names(task)
+    return [
+        t.index
+        for t in list_tasks(task.suite)
+        if t.index != task.index and {n for p in task_goal(t) for n in p[1:]} <= present
+    ]
+
+
 def scorable_tasks(env: Any) -> list[int]:
     """The other tasks of ``env``'s suite whose goals name only objects, fixtures and regions of this
     scene (so [`LiberoEnv.set_goal`][flowvla.envs.libero.LiberoEnv.set_goal] can score them here)."""

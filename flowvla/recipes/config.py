@@ -176,8 +176,13 @@ class DataConfig:
     """What demonstrations the recipe trains on (the scripted expert generates them once into a cache).
 
     Attributes:
-        suite: LIBERO suite.
-        tasks: task indices trained on and evaluated (a list, or text such as ``"0-3,7"``).
+        suite: LIBERO suite, or several joined by ``+`` (``"libero_goal+libero_10"``): one policy
+            trained on all their tasks and evaluated on each suite by its own protocol. Each suite's
+            demonstrations are generated into, and read from, the cache folder a run of that suite
+            alone uses ([`suite_data_key`][flowvla.recipes.config.RecipeConfig.suite_data_key]), so
+            a several-suite run reuses the single-suite runs' data where the rendering settings agree.
+        tasks: task indices trained on and evaluated, in each suite (a list, or text such as
+            ``"0-3,7"``).
         demos_per_task: scripted demonstrations per task used for training.
         val_demos_per_task: further demonstrations per task, held out of training, for the flow loss
             on unseen episodes (logged at the end of training; 0: none).
@@ -231,9 +236,16 @@ class DataConfig:
         check_fields(self, self.path)
         check_nonnegative("data.action_noise", self.action_noise)
         check_nonnegative("data.object_scatter", self.object_scatter, "metres")
-        if self.suite not in LIBERO_SUITES:
-            raise SettingError("data.suite", f"choose one of {sorted(LIBERO_SUITES)}, got {self.suite!r}")
-        n = LIBERO_SUITES[self.suite].num_tasks
+        names = self.suites
+        unknown = [s for s in names if s not in LIBERO_SUITES]
+        if unknown or len(set(names)) != len(names):
+            raise SettingError(
+                "data.suite",
+                f"choose one of {sorted(LIBERO_SUITES)}, or several joined by '+' (each once), "
+                f"got {self.suite!r}",
+            )
+        self.suite = "+".join(names)  # one spelling: " + " and "+" name the same run
+        n = min(LIBERO_SUITES[s].num_tasks for s in names)
         if not self.tasks or any(not 0 <= t < n for t in self.tasks):
             raise SettingError(
                 "data.tasks", f"give task indices in [0, {n}) of {self.suite}, got {self.tasks}"
@@ -250,17 +262,31 @@ class DataConfig:
                 )
 
     @property
+    def suites(self) -> list[str]:
+        """The suites of ``suite``, in order (one for a single suite)."""
+        return [s.strip() for s in self.suite.split("+")]
+
+    @property
     def demos_needed(self) -> int:
         """Demonstrations per task the recipe reads: the training ones and the held-out ones."""
         return self.demos_per_task + self.val_demos_per_task
 
-    def generate_config(self, out_dir: str, *, depth: bool, seed: int, progress: bool = True) -> Any:
-        """The [`GenerateConfig`][flowvla.recipes.generate.GenerateConfig] of these demonstrations."""
+    def generate_config(
+        self, out_dir: str, *, depth: bool, seed: int, progress: bool = True, suite: str | None = None
+    ) -> Any:
+        """The [`GenerateConfig`][flowvla.recipes.generate.GenerateConfig] of these demonstrations
+        (of one of the ``suites``, ``suite``, when there are several)."""
         from flowvla.recipes.generate import GenerateConfig
 
+        if suite is None:
+            if len(self.suites) > 1:
+                raise ValueError(f"suite: name one of {self.suites}; each is generated into its own folder")
+            suite = self.suite
+        elif suite not in self.suites:
+            raise ValueError(f"suite: {suite!r} is not one of {self.suites}")
         return GenerateConfig(
             out_dir=out_dir,
-            suites=[self.suite],
+            suites=[suite],
             tasks=self.tasks,
             demos_per_task=self.demos_needed,
             image_size=self.image_size,
@@ -605,7 +631,14 @@ class RecipeConfig:
         return cls(**d)
 
     def data_key(self) -> str:
-        """The cache folder name of this recipe's demonstrations (what was rendered, how)."""
+        """The cache folder name of this recipe's demonstrations (what was rendered, how); for several
+        suites, the suites' own folders are
+        [`suite_data_key`][flowvla.recipes.config.RecipeConfig.suite_data_key]."""
+        return self.suite_data_key(self.data.suite)
+
+    def suite_data_key(self, suite: str) -> str:
+        """The cache folder name of ``suite``'s demonstrations in this recipe: the one a run of
+        ``suite`` alone with these rendering settings uses."""
         d = self.data
         cams = "+".join(c.removeprefix("robot0_") for c in d.cameras)
         stride = f"_every{d.image_stride}" if d.image_stride > 1 else ""
@@ -618,7 +651,7 @@ class RecipeConfig:
             # Named by a digest of its fields: any change of an axis or an amount is another dataset.
             text = json.dumps(d.perturbation, sort_keys=True)
             scatter += f"_perturbed-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
-        return f"{d.suite}_{d.image_size}px{stride}_{cams}{depth}{noise}{scatter}_seed{self.seed}"
+        return f"{suite}_{d.image_size}px{stride}_{cams}{depth}{noise}{scatter}_seed{self.seed}"
 
     @property
     def needs_depth(self) -> bool:

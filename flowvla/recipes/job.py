@@ -32,14 +32,16 @@ def ensure_demos(
 ) -> tuple[list[Path], dict[str, Any]]:
     """The task files of ``cfg``'s demonstrations, generated into the cache on first use.
 
-    Returns ``(files in task order, generation summary)``. Generation resumes where an earlier,
-    interrupted one stopped; when every file is complete this costs nothing. ``episode_fn``: the
-    generator's expert episode (see [`generate`][flowvla.recipes.generate.generate]; tests inject
-    episodes through it).
+    Returns ``(files in task order, generation summary)``; with several suites, suite by suite, each
+    generated into its own folder ([`suite_data_key`][flowvla.recipes.config.RecipeConfig.suite_data_key]),
+    and the summary's ``tasks`` and ``attempts_this_call`` over all of them. Generation resumes
+    where an earlier, interrupted one stopped; when every file is complete this costs nothing.
+    ``episode_fn``: the generator's expert episode (see
+    [`generate`][flowvla.recipes.generate.generate]; tests inject episodes through it).
 
     A task the expert could not give its demonstrations for stops here (``data.unsolved_tasks ==
     "error"``), or is left out of the files and named in the summary's ``left_out`` (``{task: why}``,
-    with ``"train_without"``).
+    the task as ``"suite/index"`` when there are several suites, with ``"train_without"``).
 
     Raises:
         RuntimeError: a task without its demonstrations (naming it and why), or no task with them.
@@ -48,29 +50,39 @@ def ensure_demos(
 
     data = cfg.data
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    folder = root / cfg.data_key()
-    summary = generate(
-        data.generate_config(str(folder), depth=cfg.needs_depth, seed=cfg.seed, progress=progress),
-        episode_fn=episode_fn,
-    )
-    files, left_out = [], {}
-    for t in data.tasks:
-        s = summary["tasks"][f"{data.suite}/{t}"]
-        if not s.get("supported", True):
-            why = f"the scripted expert cannot solve it ({s['reason']})"
-        elif s["demos"] < data.demos_needed:
-            why = (
-                f"only {s['demos']} of {data.demos_needed} demonstrations after {s['attempts']} attempts "
-                f"(expert success {s['expert_success_rate']:.0%})"
-            )
-        else:
-            files.append(folder / data.suite / s["dataset"])
-            continue
-        if data.unsolved_tasks == "error":
-            raise RuntimeError(
-                f"{data.suite} task {t}: {why}; data.unsolved_tasks=train_without trains without it"
-            )
-        left_out[t] = why
+    several = len(data.suites) > 1
+    files: list[Path] = []
+    left_out: dict[Any, str] = {}
+    summary: dict[str, Any] = {"tasks": {}, "complete": True, "demos": 0, "attempts_this_call": 0}
+    for suite in data.suites:
+        folder = root / cfg.suite_data_key(suite)
+        gen_cfg = data.generate_config(
+            str(folder), depth=cfg.needs_depth, seed=cfg.seed, progress=progress, suite=suite
+        )
+        part = generate(gen_cfg, episode_fn=episode_fn)
+        summary = {
+            "tasks": {**summary["tasks"], **part["tasks"]},
+            "complete": summary["complete"] and part.get("complete", True),
+            "demos": summary["demos"] + part.get("demos", 0),
+            "attempts_this_call": summary["attempts_this_call"] + part["attempts_this_call"],
+        }
+        for t in data.tasks:
+            s = part["tasks"][f"{suite}/{t}"]
+            if not s.get("supported", True):
+                why = f"the scripted expert cannot solve it ({s['reason']})"
+            elif s["demos"] < data.demos_needed:
+                why = (
+                    f"only {s['demos']} of {data.demos_needed} demonstrations after {s['attempts']} "
+                    f"attempts (expert success {s['expert_success_rate']:.0%})"
+                )
+            else:
+                files.append(folder / suite / s["dataset"])
+                continue
+            if data.unsolved_tasks == "error":
+                raise RuntimeError(
+                    f"{suite} task {t}: {why}; data.unsolved_tasks=train_without trains without it"
+                )
+            left_out[f"{suite}/{t}" if several else t] = why
     if not files:
         raise RuntimeError(f"{data.suite}: no task of {data.tasks} has its demonstrations: {left_out}")
     return files, {**summary, "left_out": left_out}
@@ -228,7 +240,7 @@ def run_job(
 
     # 4. evaluation on the official init states (resumes from its records)
     t0 = time.perf_counter()
-    n = cfg.eval.init_states * len(cfg.data.tasks)
+    n = cfg.eval.init_states * len(cfg.data.tasks) * len(cfg.data.suites)
     say(f"[4/6] evaluation: {n} episodes on official init states 0-{cfg.eval.init_states - 1}")
     summary = evaluate_policy(cfg, policy, out / "eval", progress=progress, episode_fn=episode_fn)
     from flowvla.recipes.report import format_success_table, success_table
@@ -272,21 +284,41 @@ def run_job(
 def evaluate_policy(
     cfg: RecipeConfig, policy: Any, out: Path, *, progress: bool = True, episode_fn: Any = None
 ) -> dict[str, Any]:
-    """Roll ``policy`` out on ``cfg``'s tasks and official init states; returns the summary.
+    """Roll ``policy`` out on ``cfg``'s tasks and official init states; returns the summary. With
+    several suites, each is evaluated by its own protocol (its step limit) into the same records, and
+    the summary is over all of them (its tasks keyed ``"suite/index"`` as always).
     ``episode_fn``: how one episode is run (default: in LIBERO; see
     [`evaluate`][flowvla.envs.rollout.evaluate])."""
-    from flowvla.envs.rollout import evaluate
+    from flowvla.envs.rollout import evaluate, summarize
 
-    rollout = cfg.eval.rollout_config(
-        policy,
-        suite=cfg.data.suite,
-        tasks=cfg.data.tasks,
-        cameras=cfg.data.cameras,
-        out_dir=str(out),
-        seed=cfg.seed,
-        progress=progress,
-    )
-    return evaluate(policy.eval(), rollout, **({"episode_fn": episode_fn} if episode_fn else {}))
+    summaries = []
+    for suite in cfg.data.suites:
+        rollout = cfg.eval.rollout_config(
+            policy,
+            suite=suite,
+            tasks=cfg.data.tasks,
+            cameras=cfg.data.cameras,
+            out_dir=str(out),
+            seed=cfg.seed,
+            progress=progress,
+        )
+        summaries.append(
+            evaluate(policy.eval(), rollout, **({"episode_fn": episode_fn} if episode_fn is not None else {}))
+        )
+    if len(summaries) == 1:
+        return summaries[0]
+    from flowvla.envs.ledger import load_records
+
+    wanted = {(s, t, i) for s in cfg.data.suites for t in cfg.data.tasks for i in range(cfg.eval.init_states)}
+    rows = [
+        r
+        for r in load_records(out / "episodes.jsonl")
+        if (r["suite"], r["task_index"], r["init_state"]) in wanted
+    ]
+    summary = {**summarize(rows), "policy": summaries[0]["policy"]}
+    summary["config"] = {s["config"]["suite"]: s["config"] for s in summaries}
+    write_json_atomic(out / "summary.json", summary)
+    return summary
 
 
 def sensitivity_batch(cfg: RecipeConfig, files: list[Path], per_task: int = 2) -> dict[str, Any]:

@@ -185,41 +185,105 @@ def write_report(out_dir: str | Path, run: dict[str, Any]) -> Path:
     return path
 
 
+def _instruction_lines(present: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
+    """The rows of each suite's instruction check (see
+    [`check_instructions`][flowvla.recipes.instruction_check.check_instructions]), as Markdown."""
+    checked = [(n, r["instructions"]) for n, r in present if r.get("instructions")]
+    if not checked:
+        return []
+    lines = [
+        "## Does each policy read its instruction?",
+        "",
+        "| suite | told | scored on | tasks | success | 95% CI | the official words, same episodes |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    told = {"changed_task": "another task its scene allows", "swapped_instruction": "the next task's words"}
+    for n, check in checked:
+        for row in check["rows"].values():
+            name = row["name"]
+            # One policy for several suites has each suite's rows.
+            label = n if row["suite"] == n else f"{row['suite']} (`{n}`)"
+            o = row["success"]["overall"]
+            ref = row.get("official")
+            ref_text = "-"
+            if ref:
+                ref_text = f"{ref['successes']}/{ref['episodes']} ({100 * ref['success_rate']:.0f}%)"
+            lines.append(
+                f"| {label} | {told.get(name, name)} | {row['scored_on']} | {len(row['tasks'])} | "
+                f"{o['successes']}/{o['episodes']} ({100 * o['success_rate']:.0f}%) | "
+                f"{100 * o['ci95'][0]:.0f}-{100 * o['ci95'][1]:.0f}% | {ref_text} |"
+            )
+    inits = sorted({c["init_states"] for _, c in checked})
+    lines += [
+        "",
+        f"On the first {'/'.join(map(str, inits))} official init states of each task. A policy that "
+        "obeys its words keeps its success when told another task and scored on it, and drops towards 0 "
+        "when told the next task's words but scored on its own goal; one that reads the task off the "
+        "scene does the opposite. libero_spatial has no changed-task row: its words name the bowl by "
+        "where it lies.",
+        "",
+    ]
+    return lines
+
+
 # ------------------------------------------------------------------------- several suites, one table
+def _task_key(suite: str, key: Any) -> str:
+    """``"suite/index"`` of a task named by its index (a one-suite run) or already so."""
+    return str(key) if "/" in str(key) else f"{suite}/{key}"
+
+
+def _pooled(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    k, n = sum(r["successes"] for r in rows), sum(r["episodes"] for r in rows)
+    return {"successes": k, "episodes": n, "success_rate": k / n if n else None,
+            "ci95": list(wilson_interval(k, n)) if n else None}  # fmt: skip
+
+
 def suite_result(run: Mapping[str, Any]) -> dict[str, Any]:
-    """One suite's part of the table, from its run (``run.json``, see
+    """One run's part of the table, from its ``run.json`` (see
     [`load_run`][flowvla.recipes.job.load_run]): success per task and overall (None before its
-    evaluation), whether every episode of the protocol is in, minutes per phase, the training's end,
-    the sensitivity distances."""
+    evaluation) and per suite (``per_suite``: one entry, or one per suite of a several-suite run),
+    whether every episode of the protocol is in, minutes per phase, the training's end, the
+    sensitivity distances, and the tasks trained without demonstrations (keyed ``"suite/index"``)."""
     cfg = run["recipe"]
-    expected = len(cfg["data"]["tasks"]) * cfg["eval"]["init_states"]
+    suite = cfg["data"]["suite"]
+    suites = suite.split("+")
+    expected = len(cfg["data"]["tasks"]) * cfg["eval"]["init_states"] * len(suites)
     table = run.get("success")
     episodes = table["overall"]["episodes"] if table else 0
     sens = run.get("sensitivity") or {}
     train = run.get("train") or {}
     left_out = (run.get("phases", {}).get("data") or {}).get("left_out", {})
-    if table is not None and left_out:
-        untrained = {f"{cfg['data']['suite']}/{k}" for k in left_out}
+    untrained = {_task_key(suite, k): why for k, why in left_out.items()}
+    if table is not None and untrained:
         rows = [{**t, "demonstrations": t["task"] not in untrained} for t in table["tasks"]]
         table = {**table, "tasks": rows}
+    per_suite = None
+    if table is not None:
+        per_suite = {s: _pooled([t for t in table["tasks"] if t["task"].split("/")[0] == s]) for s in suites}
     return {
-        "suite": cfg["data"]["suite"],
+        "suite": suite,
         "preset": cfg["name"],
         "expected_episodes": expected,
         "complete": bool(run.get("finished")) and episodes == expected,
         "success": table,
+        "per_suite": per_suite,
         "phases_minutes": {k: p.get("seconds", 0.0) / 60 for k, p in run.get("phases", {}).items()},
         "train": {k: train.get(k) for k in ("step", "stopped")},
         "sensitivity": {k: sens[k] for k in SENSITIVITY_DISTANCES if k in sens},
-        "untrained_tasks": {int(k): why for k, why in left_out.items()},
+        "untrained_tasks": untrained,
     }
 
 
-def suites_table(results: Mapping[str, Mapping[str, Any] | None]) -> dict[str, Any]:
+def suites_table(
+    results: Mapping[str, Mapping[str, Any] | None],
+    shared: Mapping[str, Mapping[str, Any] | None] | None = None,
+) -> dict[str, Any]:
     """Suites side by side: each suite's [`suite_result`][flowvla.recipes.report.suite_result] (None:
     not run yet) and their average, the field's headline number: the mean of the suites' success rates
     (with equal episodes per suite, as the protocol has, the pooled rate; its Wilson 95% interval is
-    the pooled one). ``average.suites`` says over how many suites it was taken."""
+    the pooled one). ``average.suites`` says over how many suites it was taken. ``shared``: runs of
+    one policy for several suites (preset name -> its result, None: not run yet), reported beside
+    the per-suite policies and not in their average."""
     done = {k: r for k, r in results.items() if r is not None and r.get("success")}
     rates = [r["success"]["overall"]["success_rate"] for r in done.values()]
     k = sum(r["success"]["overall"]["successes"] for r in done.values())
@@ -233,7 +297,7 @@ def suites_table(results: Mapping[str, Mapping[str, Any] | None]) -> dict[str, A
         "episodes": n,
         "ci95": list(wilson_interval(k, n)) if n else None,
     }
-    return {"suites": dict(results), "average": average}
+    return {"suites": dict(results), "average": average, "shared": dict(shared or {})}
 
 
 def _pct(rate: float | None, ci: Sequence[float] | None = None) -> str:
@@ -241,6 +305,64 @@ def _pct(rate: float | None, ci: Sequence[float] | None = None) -> str:
         return "-"
     text = f"{100 * rate:.1f}"
     return f"{text} ({100 * ci[0]:.1f}-{100 * ci[1]:.1f})" if ci is not None else text
+
+
+def _detail_lines(name: str, r: Mapping[str, Any] | None) -> list[str]:
+    """One run's section of the suites report: its per-task table (Wilson interval, failures, video)."""
+    lines = [f"## {name}", ""]
+    if r is None or not r.get("success"):
+        return [*lines, "Not evaluated yet.", ""]
+    o = r["success"]["overall"]
+    lines += [
+        f"Preset `{r['preset']}`: {o['successes']}/{o['episodes']} of {r['expected_episodes']} "
+        f"episodes{'' if r['complete'] else ' so far'}.",
+        "",
+        "| task | instruction | success | 95% CI | mean steps | failures | video |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for t in r["success"]["tasks"]:
+        lo, hi = t["ci95"]
+        video = f"[video]({t['video']})" if t.get("video") else "-"
+        untrained = " (no demonstrations: not trained on)" if t.get("demonstrations") is False else ""
+        lines.append(
+            f"| {t['task']}{untrained} | {t['instruction']} | {t['successes']}/{t['episodes']} | "
+            f"{100 * lo:.0f}-{100 * hi:.0f}% | {t['mean_steps']:.0f} | "
+            f"{_failures(t.get('outcomes', {}))} | {video} |"
+        )
+    return [
+        *lines,
+        f"| **all** | | **{o['successes']}/{o['episodes']}** | {100 * o['ci95'][0]:.1f}-"
+        f"{100 * o['ci95'][1]:.1f}% | {o['mean_steps']:.0f} | {_failures(o.get('outcomes', {}))} | |",
+        "",
+    ]
+
+
+def _shared_lines(
+    suites: Sequence[str], table: Mapping[str, Any], shared: Mapping[str, Mapping[str, Any] | None]
+) -> tuple[list[str], list[str]]:
+    """The main table's rows of the one-policy runs, and lines saying what sharing costs or gains per
+    suite."""
+    rows, notes = [], []
+    for name, r in shared.items():
+        per = (r or {}).get("per_suite") or {}
+        cells, rates = [], []
+        for s in suites:
+            p = per.get(s)
+            cells.append(_pct(p["success_rate"], p["ci95"]) if p and p["episodes"] else "-")
+            if p and p["episodes"]:
+                rates.append(p["success_rate"])
+        mean = _pct(sum(rates) / len(rates)) if rates and len(rates) == len(suites) else "-"
+        star = "" if r and r["complete"] else " *"
+        rows.append(f"| flowvla, one policy (`{name}`){star} | {' | '.join(cells)} | {mean} |")
+        diffs = []
+        for s in suites:
+            own = (table["suites"].get(s) or {}).get("success")
+            p = per.get(s)
+            if own and p and p["episodes"]:
+                diffs.append(f"{s} {100 * (p['success_rate'] - own['overall']['success_rate']):+.1f}")
+        if diffs:
+            notes.append(f"`{name}` against one policy per suite (points): {', '.join(diffs)}.")
+    return rows, notes
 
 
 def format_suites_report(
@@ -273,6 +395,8 @@ def format_suites_report(
         + (f" ({avg['suites']} suites)" if avg["suites"] != avg["of"] and mean is not None else "")
         + " |"
     )
+    shared_rows, shared_notes = _shared_lines(suites, table, table.get("shared") or {})
+    lines += shared_rows
     for name, row in anchors.items():
         vals = [row.get(s) for s in suites]
         known = [v for v in vals if v is not None]
@@ -284,36 +408,14 @@ def format_suites_report(
         "flowvla: success with its Wilson 95% interval; * a suite whose run is not finished. "
         "The average is the mean of the suites' rates.",
     ]
+    lines += ["", *shared_notes] if shared_notes else []
     lines += [anchors_note, ""] if anchors_note else [""]
-    for name in suites:
-        r = table["suites"][name]
-        lines += [f"## {name}", ""]
-        if r is None or not r.get("success"):
-            lines += ["Not evaluated yet.", ""]
-            continue
-        o = r["success"]["overall"]
-        lines += [
-            f"Preset `{r['preset']}`: {o['successes']}/{o['episodes']} of {r['expected_episodes']} "
-            f"episodes{'' if r['complete'] else ' so far'}.",
-            "",
-            "| task | instruction | success | 95% CI | mean steps | failures | video |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for t in r["success"]["tasks"]:
-            lo, hi = t["ci95"]
-            video = f"[video]({t['video']})" if t.get("video") else "-"
-            untrained = " (no demonstrations: not trained on)" if t.get("demonstrations") is False else ""
-            lines.append(
-                f"| {t['task']}{untrained} | {t['instruction']} | {t['successes']}/{t['episodes']} | "
-                f"{100 * lo:.0f}-{100 * hi:.0f}% | {t['mean_steps']:.0f} | "
-                f"{_failures(t.get('outcomes', {}))} | {video} |"
-            )
-        lines += [
-            f"| **all** | | **{o['successes']}/{o['episodes']}** | {100 * o['ci95'][0]:.1f}-"
-            f"{100 * o['ci95'][1]:.1f}% | {o['mean_steps']:.0f} | {_failures(o.get('outcomes', {}))} | |",
-            "",
-        ]
+    shared = {n: r for n, r in (table.get("shared") or {}).items()}
+    for name, r in [*((n, table["suites"][n]) for n in suites), *shared.items()]:
+        lines += _detail_lines(name, r)
     present = [(n, table["suites"][n]) for n in suites if table["suites"][n] is not None]
+    present += [(n, r) for n, r in shared.items() if r is not None]
+    lines += _instruction_lines(present)
     columns = [
         (k, label)
         for k, label in SENSITIVITY_DISTANCES.items()

@@ -16,7 +16,7 @@ pytest.importorskip("h5py")
 
 from flowvla.envs.metrics import wilson_interval
 from flowvla.envs.rollout import EpisodeRecord
-from flowvla.recipes.settings import SUITE_PRESETS, preset
+from flowvla.recipes.settings import ALL_SUITES_PRESET, SUITE_PRESETS, preset
 from tests.benchmark_loader import load_benchmark
 
 bench = load_benchmark("libero/suites")
@@ -86,6 +86,13 @@ def test_the_table_averages_the_suites_and_says_what_is_missing(tmp_path):
         if suite == "libero_goal":  # the expert solved no layout of task 0: trained without it
             run["phases"]["data"]["left_out"] = {"0": "only 0 of 50 demonstrations"}
         (tmp_path / suite / "run.json").write_text(json.dumps(run))
+    told = {"successes": 18, "episodes": 20, "success_rate": 0.9, "ci95": list(wilson_interval(18, 20))}
+    instructions = {"suite": "libero_goal", "init_states": 10, "rows": {
+        "libero_goal/changed_task": {"suite": "libero_goal", "name": "changed_task", "tasks": [0, 1],
+                         "scored_on": "the task it was told", "success": {"overall": told},
+                         "official": {**told, "successes": 19, "success_rate": 0.95}},
+    }}  # fmt: skip
+    (tmp_path / "libero_goal" / "instructions.json").write_text(json.dumps(instructions))
     videos = tmp_path / "libero_goal" / "eval" / "videos"
     videos.mkdir(parents=True)
     (videos / "libero_goal_task01_init00.mp4").write_bytes(b"")
@@ -102,7 +109,7 @@ def test_the_table_averages_the_suites_and_says_what_is_missing(tmp_path):
         "libero_goal/eval/videos/libero_goal_task01_init00.mp4",
     ]
     assert [t["demonstrations"] for t in goal["success"]["tasks"]] == [False, True]
-    assert goal["untrained_tasks"] == {0: "only 0 of 50 demonstrations"}
+    assert goal["untrained_tasks"] == {"libero_goal/0": "only 0 of 50 demonstrations"}
     assert result["suites"]["libero_spatial"]["untrained_tasks"] == {}
     text = (tmp_path / "suites.md").read_text()
     assert "| libero_goal/0 (no demonstrations: not trained on) |" in text
@@ -110,6 +117,11 @@ def test_the_table_averages_the_suites_and_says_what_is_missing(tmp_path):
     assert "98.0 (" in text and "95.0 (" in text and "Not evaluated yet." in text
     assert "missed_grasp 5" in text and "[video](libero_goal/eval/videos/" in text
     assert "8000 steps (steps)" in text and "other images" in text
+    assert goal["instructions"] == instructions and result["suites"]["libero_spatial"]["instructions"] is None
+    assert (
+        "| libero_goal | another task its scene allows | the task it was told | 2 | 18/20 (90%) | 70-97% | "
+        "19/20 (95%) |" in text
+    )
     saved = json.loads((tmp_path / "suites.json").read_text())
     assert "machine" in saved and saved["anchors"]["pi0.5"]["libero_10"] == 92.4
 
@@ -186,6 +198,20 @@ def test_four_suites_end_to_end_resume_where_they_were_cut(libero_ready, tmp_pat
     CALLS.clear()
     again = bench.run_suites(tmp_path / "out", **kw)
     assert CALLS == [] and again["average"] == table["average"]
+    # Each finished suite's policy was told other tasks where its scene allows (toy: task 0 alone,
+    # so no swapped words; libero_spatial: none).
+    told = {s: (r["instructions"] or {}).get("rows", {}) for s, r in table["suites"].items()}
+    assert {s: list(rows) for s, rows in told.items()} == {
+        "libero_spatial": [], "libero_object": ["libero_object/changed_task"],
+        "libero_goal": ["libero_goal/changed_task"], "libero_10": ["libero_10/changed_task"],
+    }  # fmt: skip
+    # One policy for the 40 tasks reads the four suites' own demonstrations: none is generated.
+    CALLS.clear()
+    shared = bench.run_suites(tmp_path / "out", [ALL_SUITES_PRESET], **kw)
+    assert sorted(set(CALLS)) == [("episode", s) for s in sorted(SUITE_PRESETS)]
+    one = shared["shared"][ALL_SUITES_PRESET]
+    assert one["complete"] and all(p["success_rate"] == 1.0 for p in one["per_suite"].values())
+    assert len(one["instructions"]["rows"]) == 3 and shared["average"] == table["average"]
     # Carried to a new machine (no demonstration cache) with an evaluation to redo: it evaluates
     # the trained policy without generating a demonstration or training again.
     import shutil
@@ -201,3 +227,32 @@ def test_four_suites_end_to_end_resume_where_they_were_cut(libero_ready, tmp_pat
     assert CALLS == [("episode", "libero_goal")] and not (tmp_path / "cache").exists()
     after = json.loads((goal / "run.json").read_text())
     assert after["phases"]["data"] == run["phases"]["data"] and after["phases"]["eval"]["calls"] == 2
+
+
+def test_one_policy_for_every_suite_is_a_row_beside_the_suites_and_not_in_their_average(tmp_path):
+    for suite, succ in (("libero_goal", [50, 48]), ("libero_10", [40, 44])):
+        (tmp_path / suite).mkdir()
+        (tmp_path / suite / "run.json").write_text(json.dumps(_fake_run(suite, succ, 50)))
+    # The shared policy: 49 + 47 on libero_goal, 45 + 45 on libero_10, nothing yet elsewhere.
+    shared = _fake_run("libero_goal", [49, 47], 50)
+    extra = _fake_run("libero_10", [45, 45], 50)["success"]["tasks"]
+    shared["success"]["tasks"] += extra
+    shared["recipe"] = preset("libero_40", tasks=[0, 1], init_states=50).to_dict()
+    shared["finished"] = False
+    (tmp_path / "libero_40").mkdir()
+    (tmp_path / "libero_40" / "run.json").write_text(json.dumps(shared))
+    videos = tmp_path / "libero_40" / "eval" / "videos"
+    videos.mkdir(parents=True)
+    (videos / "libero_10_task01_init00.mp4").write_bytes(b"")
+    result = bench.write_table(tmp_path, ["libero_40"], {}, ["--suites", "libero_40", "--report-only"])
+    assert list(result["suites"]) == list(SUITE_PRESETS) and list(result["shared"]) == ["libero_40"]
+    assert result["average"]["success_rate"] == pytest.approx((98 / 100 + 84 / 100) / 2)
+    one = result["shared"]["libero_40"]
+    assert one["expected_episodes"] == 400 and not one["complete"]
+    assert {s: p["successes"] if p["episodes"] else None for s, p in one["per_suite"].items()} == {
+        "libero_spatial": None, "libero_object": None, "libero_goal": 96, "libero_10": 90}  # fmt: skip
+    assert one["success"]["tasks"][3]["video"] == "libero_40/eval/videos/libero_10_task01_init00.mp4"
+    text = (tmp_path / "suites.md").read_text()
+    assert "| flowvla, one policy (`libero_40`) * | - | - | 96.0 (" in text
+    assert "`libero_40` against one policy per suite (points): libero_goal -2.0, libero_10 +6.0." in text
+    assert "## libero_40" in text

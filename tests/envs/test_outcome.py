@@ -124,6 +124,22 @@ def test_a_drawer_left_shut_is_not_opened(libero_ready):
 
 
 @pytest.mark.libero
+def test_the_stages_are_the_goals_and_the_drawer_it_implies_never_the_experts_own_means(libero_ready):
+    from flowvla.envs.libero import LiberoEnv
+    from flowvla.envs.outcome import OutcomeTracker
+
+    # open the top drawer and put the bowl inside: the expert's plan also pushes an object out of
+    # the drawer's way, a step of its own with no LIBERO predicate to score it by
+    with LiberoEnv("libero_goal", 3, render=False) as env:
+        env.reset(init_state=0, settle_steps=10)
+        stages = OutcomeTracker(env).stages
+    assert [(s.kind, s.name) for s in stages] == [
+        ("open", "open wooden_cabinet_1_top_region (implied)"),
+        ("place", "place akita_black_bowl_1 in wooden_cabinet_1_top_region"),
+    ]
+
+
+@pytest.mark.libero
 @pytest.mark.slow
 def test_a_two_stage_task_stopped_after_its_first_stage_never_started_the_second(libero_ready):
     from flowvla.envs.experts import make_expert, run_expert_episode

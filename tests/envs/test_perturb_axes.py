@@ -390,9 +390,10 @@ def test_a_restored_offset_pose_holds_once_the_controller_is_told(soft):
 def test_a_changed_task_is_scored_on_the_other_goal_and_its_words(soft):
     env = soft
     from flowvla.envs.libero import get_task, task_goal
-    from flowvla.envs.perturb import scorable_tasks
+    from flowvla.envs.perturb import scorable_task_indices, scorable_tasks
 
     assert scorable_tasks(env) == [0, 2, 3, 4, 5, 6, 7, 8, 9]  # one scene for all of libero_goal
+    assert scorable_task_indices(env.task) == scorable_tasks(env)  # the BDDL file says as much
     task = start(env, Perturbation(changed_task=True), seed=0)["applied"]["task"]
     assert task["index"] != 1 and env.instruction == task["instruction"] == env.goal_task.instruction
     assert env.observe()["instruction"] == task["instruction"]

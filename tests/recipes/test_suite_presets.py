@@ -2,6 +2,7 @@
 50 official init states, the suite's step limit, 10 settling steps) within 2 hours of training."""
 
 import json
+import re
 
 import pytest
 
@@ -48,3 +49,41 @@ def test_the_suite_presets_share_their_cache_only_with_runs_of_the_same_suite():
     # libero_object's preset is the measured 10-task run of issue 11: its demonstrations and the
     # default's are one cache.
     assert keys["libero_object"] == preset("default").data_key()
+
+
+def test_the_forty_task_preset_is_the_four_suites_read_from_their_own_caches():
+    from flowvla.recipes.settings import ALL_SUITES_PRESET
+
+    cfg = preset(ALL_SUITES_PRESET)
+    assert cfg.data.suites == list(SUITE_PRESETS) and cfg.data.tasks == list(range(10))
+    assert RecipeConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    # Its demonstrations are the suite presets' own: the same folders, nothing to generate again.
+    assert [cfg.suite_data_key(s) for s in SUITE_PRESETS] == [preset(s).data_key() for s in SUITE_PRESETS]
+    for s in SUITE_PRESETS:
+        own = preset(s).data.generate_config("x", depth=False, seed=0, progress=False)
+        assert cfg.data.generate_config("x", depth=False, seed=0, progress=False, suite=s) == own
+    # Evaluated by the same protocol on every suite, within twice a suite preset's training.
+    assert cfg.eval == preset("libero_spatial").eval
+    assert cfg.train.max_minutes <= 240 and cfg.data.unsolved_tasks == "train_without"
+    with pytest.raises(ValueError, match=r"^suite: name one of"):
+        cfg.data.generate_config("x", depth=False, seed=0)
+    with pytest.raises(ValueError, match=r"^suite: 'libero_90' is not one of"):
+        cfg.data.generate_config("x", depth=False, seed=0, suite="libero_90")
+
+
+@pytest.mark.parametrize(
+    "suite, problem",
+    [
+        ("libero_goal+libero_goal", "each once"),
+        ("libero_goal+libero_100", "or several joined by '+'"),
+        ("libero_goal+", "or several joined by '+'"),
+    ],
+)
+def test_a_bad_list_of_suites_is_refused_by_name(suite, problem):
+    from flowvla.checks import SettingError
+
+    with pytest.raises(SettingError, match=rf"^data.suite: .*{re.escape(problem)}"):
+        preset("default", **{"data.suite": suite})
+    assert (
+        preset("default", **{"data.suite": "libero_goal + libero_10"}).data.suite == "libero_goal+libero_10"
+    )
