@@ -19,7 +19,7 @@ import platform
 import re
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ __all__ = [
     "matmul_peak_gflops",
     "median_time",
     "peak_memory_bytes",
+    "timing_settings",
     "write_results",
 ]
 
@@ -147,6 +148,42 @@ def keep_large_allocations_in_heap() -> None:
         m_trim_threshold, m_mmap_threshold = -1, -3
         libc.mallopt(m_mmap_threshold, 1 << 30)
         libc.mallopt(m_trim_threshold, 1 << 30)
+
+
+@contextlib.contextmanager
+def timing_settings(
+    threads: int | None = None, *, typecheck: bool = False, flush_denormal: bool = False
+) -> Iterator[None]:
+    """The CPU settings a timing runs under, put back on leaving (after an error too).
+
+    Args:
+        threads: torch intra-op threads inside (None: as they are).
+        typecheck: keep the runtime shape checks on (off by default: time the modules, not the
+            checks).
+        flush_denormal: flush subnormal floats to zero inside (their arithmetic is slow and depends on
+            the values, e.g. the exp of very negative log-likelihoods, so a function's cost would
+            depend on its inputs); switched off again on leaving.
+
+    Large allocations are kept in the heap as well
+    ([`keep_large_allocations_in_heap`][flowvla.profiling.keep_large_allocations_in_heap]; for the
+    whole process, not undone).
+    """
+    from flowvla.typing import set_typecheck, typecheck_enabled
+
+    keep_large_allocations_in_heap()
+    threads_before, checked_before = torch.get_num_threads(), typecheck_enabled()
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        set_typecheck(typecheck)
+        if flush_denormal:
+            torch.set_flush_denormal(True)
+        yield
+    finally:
+        if flush_denormal:
+            torch.set_flush_denormal(False)
+        set_typecheck(checked_before)
+        torch.set_num_threads(threads_before)
 
 
 def _proc_status_bytes(key: str) -> int:

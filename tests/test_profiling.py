@@ -20,6 +20,7 @@ from flowvla.profiling import (
     matmul_peak_gflops,
     median_time,
     peak_memory_bytes,
+    timing_settings,
     write_results,
 )
 
@@ -120,3 +121,20 @@ def test_stopwatch_separates_waiting_from_computing():
         while time.process_time() - start < 0.05:
             pass
     assert busy.cpu >= 0.05 and busy.wall >= 0.05
+
+
+def test_timing_settings_hold_inside_and_are_put_back_even_after_an_error():
+    from flowvla.typing import typecheck_enabled
+
+    threads, checked = torch.get_num_threads(), typecheck_enabled()
+    flushes = torch.set_flush_denormal(False)  # whether this CPU can flush subnormals at all
+    subnormal = torch.tensor([1e-40])  # below float32's smallest normal number, 1.2e-38
+    with pytest.raises(RuntimeError, match=r"^inside$"):
+        with timing_settings(1, flush_denormal=True):
+            assert torch.get_num_threads() == 1 and not typecheck_enabled()
+            assert (subnormal * 1).item() == 0 or not flushes
+            raise RuntimeError("inside")
+    assert torch.get_num_threads() == threads and typecheck_enabled() == checked
+    assert (subnormal * 1).item() != 0
+    with timing_settings(typecheck=True):
+        assert torch.get_num_threads() == threads and typecheck_enabled()

@@ -31,13 +31,12 @@ from flowvla.fusion import FUSIONS, create_fusion
 from flowvla.geometry import FourierPointEncoder, PatchGrid, intrinsics_from_fovy, point_map_from_depth
 from flowvla.profiling import (
     count_flops,
-    keep_large_allocations_in_heap,
     machine_facts,
     markdown_table,
     median_time,
+    timing_settings,
     write_results,
 )
-from flowvla.typing import set_typecheck
 
 # ---- the synthetic task ----------------------------------------------------------------------------
 VIEWS, IMG, PATCH, DEPTH_RES = 2, 32, 8, 16
@@ -179,19 +178,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--steps", type=int, default=None, help="training steps of the synthetic task")
     args = ap.parse_args(argv)
 
-    keep_large_allocations_in_heap()
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    machine = machine_facts()  # before the run: its load average says what else shared the CPU
-    set_typecheck(False)  # time the modules, not the runtime shape checks
-    try:
-        views, grid, dim = 2, (16, 16), 1024
-        cost = cost_rows(views, grid, dim, dim, min_time=0.1 if args.quick else 1.0)
-    finally:
-        set_typecheck(True)
-    steps = args.steps or (60 if args.quick else 300)
-    task = {name: train_nearest_patch(name, steps=steps) for name in TASK_FUSIONS}
-    torch.set_num_threads(threads_before)
+    with timing_settings(args.threads, typecheck=True):
+        machine = machine_facts()  # before the run: its load average says what else shared the CPU
+        with timing_settings():  # time the modules, not the runtime shape checks
+            views, grid, dim = 2, (16, 16), 1024
+            cost = cost_rows(views, grid, dim, dim, min_time=0.1 if args.quick else 1.0)
+        steps = args.steps or (60 if args.quick else 300)
+        task = {name: train_nearest_patch(name, steps=steps) for name in TASK_FUSIONS}
 
     results = {
         "config": {

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from flowvla.flow.analytic import smooth_chunk_mixture
-from flowvla.profiling import agg_pyplot, keep_large_allocations_in_heap, markdown_table, write_results
+from flowvla.profiling import agg_pyplot, markdown_table, timing_settings, write_results
 from flowvla.solvers import (
     DormandPrince54Solver,
     create_solver,
@@ -86,17 +86,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     args = ap.parse_args(argv)
 
-    keep_large_allocations_in_heap()
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
     # Subnormal floats (exp of very negative log-likelihoods) are flushed to zero, as in the runs the
     # results page records (benchmarks/speed/solver_overhead.py flushes them to keep the field's cost flat).
-    torch.set_flush_denormal(True)
-    try:
+    with timing_settings(args.threads, typecheck=True, flush_denormal=True):
         return run(args)
-    finally:
-        torch.set_flush_denormal(False)
-        torch.set_num_threads(threads_before)
 
 
 def chunked(solve, x0: torch.Tensor) -> torch.Tensor:

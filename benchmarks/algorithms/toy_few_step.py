@@ -85,9 +85,8 @@ from flowvla.flow import (
     distill_shortcut,
     shortcut_sample,
 )
-from flowvla.profiling import Stopwatch, agg_pyplot, markdown_table, write_results
+from flowvla.profiling import Stopwatch, agg_pyplot, markdown_table, timing_settings, write_results
 from flowvla.solvers import DormandPrince54Solver, create_solver, fit_bespoke_solver, grid_times
-from flowvla.typing import set_typecheck, typecheck_enabled
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "toy_flow_policy.py"
@@ -417,10 +416,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     n_test, n_fit = (256, 64) if args.quick else (512, 128)
 
-    threads_before, checked_before = torch.get_num_threads(), typecheck_enabled()
-    torch.set_num_threads(args.threads)
-    set_typecheck(False)
-    try:
+    with timing_settings(args.threads):
         toy = load_example()
         # Held-out and fitting goals/noise drawn as in the example (same seeds).
         data = {
@@ -483,9 +479,6 @@ def main(argv: list[str] | None = None) -> dict:
                 ),
                 flush=True,
             )
-    finally:
-        torch.set_num_threads(threads_before)
-        set_typecheck(checked_before)
 
     rows = summarize(samplers, models, args.tolerance)
     print_table(rows, args.tolerance)

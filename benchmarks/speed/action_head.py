@@ -39,12 +39,12 @@ from flowvla.dit import FlowActionHead
 from flowvla.flow import FlowMatchingObjective
 from flowvla.profiling import (
     count_flops,
-    keep_large_allocations_in_heap,
     machine_facts,
     markdown_table,
     matmul_peak_gflops,
     median_time,
     peak_memory_bytes,
+    timing_settings,
     write_results,
 )
 from flowvla.routing import FixedLayerRouter, ScalarMixRouter, TopKRouter
@@ -240,10 +240,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     cfg = QUICK if args.quick else FULL
     dtype = getattr(torch, args.dtype)
-    keep_large_allocations_in_heap()
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
+    with timing_settings(args.threads, typecheck=True):
         size = 512 if args.quick else 8192 if args.device.startswith("cuda") else 2048
         peak = matmul_peak_gflops(size, dtype=dtype, device=args.device)
         results = {
@@ -276,9 +273,6 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"depth {depth} batch {batch} ...", file=sys.stderr, flush=True)
                 results["cases"].append(bench_case(cfg, depth, batch, peak, args, dtype))
         results["load_average_1min_end"] = machine_facts()["load_average_1min"]
-    finally:
-        set_typecheck(True)
-        torch.set_num_threads(threads_before)
     print_report(results)
     suffix = "_quick" if args.quick else ""
     tag = "" if args.device == "cpu" else f"_{args.device.split(':')[0]}"

@@ -29,14 +29,13 @@ from flowvla.backbones.composed import ComposedBackbone
 from flowvla.data.stats import FeatureStats
 from flowvla.policy import FusionConfig, HeadConfig, PolicyConfig, RouterConfig, VLAPolicy
 from flowvla.profiling import (
-    keep_large_allocations_in_heap,
     machine_facts,
     markdown_table,
     median_time,
     peak_memory_bytes,
+    timing_settings,
     write_results,
 )
-from flowvla.typing import set_typecheck
 
 TEXTS = [
     "pick up the black bowl and place it on the plate",
@@ -191,11 +190,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     if args.quick:
         args.repeats, args.min_time = 2, 0.05
-    keep_large_allocations_in_heap()
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    set_typecheck(False)
-    try:
+    with timing_settings(args.threads):
         names = ["tiny"] if args.quick else list(CONFIGS)
         results = {
             "threads": args.threads,
@@ -205,9 +200,6 @@ def main(argv: list[str] | None = None) -> dict:
         for name in names:
             print(f"{name} ...", file=sys.stderr, flush=True)
             results["configs"][name] = bench(name, CONFIGS[name], args)
-    finally:
-        set_typecheck(True)
-        torch.set_num_threads(threads_before)
     print_report(results)
     suffix = "_quick" if args.quick else ""
     print(f"wrote {write_results(args.out / f'policy{suffix}.json', results)}")

@@ -26,7 +26,7 @@ import torch
 
 from flowvla.flow import GaussianMixtureFlow
 from flowvla.flow.analytic import smooth_chunk_mixture
-from flowvla.profiling import keep_large_allocations_in_heap, markdown_table, median_time, write_results
+from flowvla.profiling import markdown_table, median_time, timing_settings, write_results
 from flowvla.solvers import create_solver, grid_times
 from flowvla.typing import set_typecheck
 
@@ -66,19 +66,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: stable timings)")
     args = ap.parse_args(argv)
 
-    keep_large_allocations_in_heap()
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
     # Subnormal floats (exp of very negative log-likelihoods) make a field's cost depend on the
     # state's values; flushing them keeps the field cost the same for every solver.
-    torch.set_flush_denormal(True)
-    try:
-        results = run(args)
-    finally:
-        torch.set_flush_denormal(False)
-        torch.set_num_threads(threads_before)
-        set_typecheck(True)
-    return results
+    with timing_settings(args.threads, typecheck=True, flush_denormal=True):
+        return run(args)
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -44,13 +44,12 @@ from flowvla.backbones.conv import ConvEncoder
 from flowvla.profiling import (
     agg_pyplot,
     count_flops,
-    keep_large_allocations_in_heap,
     machine_facts,
     markdown_table,
     matmul_peak_gflops,
+    timing_settings,
     write_results,
 )
-from flowvla.typing import set_typecheck
 
 SIZES = (84, 128, 224)
 # Above this forward cost per image a batch takes tens of seconds; one image per call is enough there
@@ -223,13 +222,10 @@ def main(argv: list[str] | None = None) -> dict:
         )
 
     suffix = "_quick" if args.quick else ""
-    keep_large_allocations_in_heap()
-    threads_before = torch.get_num_threads()
     machine = machine_facts()  # at the start: the load says what else shared the CPU
     t0 = time.perf_counter()
-    set_typecheck(False)  # time the encoders, not the runtime shape checks
     results: dict = {"encoders": {}, "matmul_peak_gflops": {}, "machine": machine}
-    try:
+    with timing_settings():  # time the encoders, not the runtime shape checks
         for t in args.threads:
             torch.set_num_threads(t)
             results["matmul_peak_gflops"][str(t)] = matmul_peak_gflops(
@@ -259,9 +255,6 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"  {name}: done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
             # The large encoders take minutes on a busy machine: keep what is measured so far.
             write_results(args.out / f"vision_encoders{suffix}.partial.json", results)
-    finally:
-        set_typecheck(True)
-        torch.set_num_threads(threads_before)
     results["config"] = {
         "sizes": sizes,
         "batch": args.batch,

@@ -211,7 +211,9 @@ class LiberoEnv:
             state replays) on which [`observe`][flowvla.envs.libero.LiberoEnv.observe] raises.
         controller: robosuite controller (LIBERO uses ``OSC_POSE``).
         hard_reset: rebuild the MuJoCo model on every [`reset`][flowvla.envs.libero.LiberoEnv.reset], as
-            LIBERO's own evaluation does.
+            LIBERO's own evaluation does. ``False`` keeps it (resets take a fraction of a second);
+            its fixtures are put back where a freshly loaded model has them before each reset, so that
+            LIBERO draws the same kind of layouts either way (see ``reset``).
         gl_backend: passed to [`prepare_libero`][flowvla.envs.libero_setup.prepare_libero].
         assets: passed to [`prepare_libero`][flowvla.envs.libero_setup.prepare_libero].
 
@@ -348,6 +350,8 @@ class LiberoEnv:
         self.image_filter = None
         if seed is not None:
             self.raw.seed(seed)
+        if not self.env_kwargs["hard_reset"]:
+            self._unplace_fixtures()
         self.raw.reset()
         if init_state is not None:
             if isinstance(init_state, (int, np.integer)):
@@ -373,6 +377,20 @@ class LiberoEnv:
             self.step(DUMMY_ACTION)
         self.steps = 0
         return initial
+
+    def _unplace_fixtures(self) -> None:
+        # LIBERO places an object on a fixture's site (a bowl on the stove's cook region, on the
+        # cabinet's top) at the fixture's new placement plus the site's position in the current
+        # simulation, which a freshly loaded model computes with every fixture at the origin: the
+        # site's offset on its fixture. A kept model holds its fixtures where the last reset placed
+        # them, so their position would count twice (a bowl drawn 0.9 m above the stove, falling
+        # off it as the layout settles). Put them where a freshly loaded model has them; the
+        # reset places them again.
+        m = self.sim.model
+        for fixture in self.raw.env.fixtures_dict.values():
+            body = m.body_name2id(fixture.root_body)
+            m.body_pos[body] = 0.0
+            m.body_quat[body] = (1.0, 0.0, 0.0, 0.0)
 
     def restore_on_reset(self, undo: Callable[[], None]) -> None:
         """Have the next [`reset`][flowvla.envs.libero.LiberoEnv.reset] call ``undo`` before anything
