@@ -183,7 +183,7 @@ def evaluate(
     cfg: RolloutConfig,
     on_episode: Callable[[EpisodeRecord], None] | None = None,
     *,
-    episode_fn: EpisodeFn = simulate_episode,
+    episode_fn: EpisodeFn | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``policy`` on ``cfg``'s tasks x init states; return the summary (see
     [`summarize`][flowvla.envs.rollout.summarize]).
@@ -196,7 +196,7 @@ def evaluate(
         policy: anything with ``predict_action``.
         cfg: what to evaluate.
         on_episode: called with each finished episode's record.
-        episode_fn: how one episode is run (default: in LIBERO,
+        episode_fn: how one episode is run (None: in LIBERO,
             [`simulate_episode`][flowvla.envs.closed_loop.simulate_episode]); any other needs no
             simulator (tests inject episodes this way).
     """
@@ -204,6 +204,7 @@ def evaluate(
         raise TypeError(
             f"policy must have a predict_action(batch, **kwargs) method; got {type(policy).__name__}"
         )
+    episode_fn = episode_fn or simulate_episode
     out_dir = Path(cfg.out_dir) if cfg.out_dir else None
     ledger = RecordLedger(out_dir / "episodes.jsonl") if out_dir else None
     done_rows = ledger.load() if ledger else []

@@ -302,9 +302,7 @@ def evaluate_policy(
             seed=cfg.seed,
             progress=progress,
         )
-        summaries.append(
-            evaluate(policy.eval(), rollout, **({"episode_fn": episode_fn} if episode_fn is not None else {}))
-        )
+        summaries.append(evaluate(policy.eval(), rollout, episode_fn=episode_fn))
     if len(summaries) == 1:
         return summaries[0]
     from flowvla.envs.ledger import load_records
