@@ -204,7 +204,7 @@ def evaluate(
         raise TypeError(
             f"policy must have a predict_action(batch, **kwargs) method; got {type(policy).__name__}"
         )
-    episode_fn = episode_fn or simulate_episode
+    episode_fn = simulate_episode if episode_fn is None else episode_fn
     out_dir = Path(cfg.out_dir) if cfg.out_dir else None
     ledger = RecordLedger(out_dir / "episodes.jsonl") if out_dir else None
     done_rows = ledger.load() if ledger else []
