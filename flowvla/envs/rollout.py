@@ -283,7 +283,8 @@ def _mismatch(rows: list[dict[str, Any]], cfg: RolloutConfig) -> str | None:
         if r["suite"] != cfg.suite:
             continue  # other suites have other step limits; their records are not reused anyway
         theirs = r.get("settings") or {"step_limit": r["step_limit"]}  # records before settings
-        differ = sorted(k for k in theirs if theirs[k] != settings.get(k))
+        # A kept model runs the rebuilt model's episodes bit for bit: hard_reset does not decide them.
+        differ = sorted(k for k in theirs if k != "hard_reset" and theirs[k] != settings.get(k))
         if differ:
             return ", ".join(f"{k} was {theirs[k]!r}, now {settings.get(k)!r}" for k in differ)
     return None

@@ -97,6 +97,16 @@ def test_other_outcome_settings_are_refused(tmp_path, episodes, change, named):
         evaluate(ConstantPolicy(), config(tmp_path, policy_id=A, **change), episode_fn=episodes)
 
 
+def test_records_of_a_rebuilt_model_count_for_a_kept_one(tmp_path, episodes):
+    # The two run the same episodes bit for bit (tests/envs/test_libero_sim.py), so an evaluation
+    # started with hard_reset=True (the default before) resumes under the new default.
+    evaluate(
+        ConstantPolicy(), config(tmp_path, policy_id=A, hard_reset=True, init_states=1), episode_fn=episodes
+    )
+    summary = evaluate(ConstantPolicy(), config(tmp_path, policy_id=A), episode_fn=episodes)
+    assert summary["episodes"] == 4 and len(episodes) == 4  # only the two new init states ran
+
+
 def test_records_without_identity_count_as_another_policy(tmp_path, episodes):
     # Records of an older flowvla: no policy, no settings.
     legacy = {
