@@ -46,7 +46,9 @@ from flowvla.envs.closed_loop import (
     ensemble_action,
     gripper_toggles,
     run_episode,
+    run_episodes,
     simulate_episode,
+    simulate_episodes,
 )
 from flowvla.envs.ledger import RecordLedger, load_records, move_aside
 from flowvla.envs.libero_setup import prepare_libero
@@ -72,7 +74,9 @@ __all__ = [
     "gripper_toggles",
     "load_records",
     "run_episode",
+    "run_episodes",
     "simulate_episode",
+    "simulate_episodes",
     "smoothness_columns",
     "summarize",
     "wilson_interval",
@@ -178,6 +182,24 @@ def _episode(task: int, init_state: int) -> dict[str, Any]:
     return dataclasses.asdict(state["episode_fn"](state["policy"], state["cfg"], task, init_state))
 
 
+def _episodes(task: int, init_states: list[int]) -> list[dict[str, Any]]:
+    state = worker_state()
+    return [
+        dataclasses.asdict(r) for r in simulate_episodes(state["policy"], state["cfg"], task, init_states)
+    ]
+
+
+def _groups(jobs: list[tuple[int, int]], size: int) -> list[tuple[int, list[int]]]:
+    """``(task, init states)`` groups of at most ``size`` consecutive jobs of one task."""
+    groups: list[tuple[int, list[int]]] = []
+    for task, init_state in jobs:
+        if groups and groups[-1][0] == task and len(groups[-1][1]) < size:
+            groups[-1][1].append(init_state)
+        else:
+            groups.append((task, [init_state]))
+    return groups
+
+
 def evaluate(
     policy: Policy,
     cfg: RolloutConfig,
@@ -245,13 +267,23 @@ def evaluate(
         if on_episode is not None:
             on_episode(EpisodeRecord(**row))
 
-    workers = max(1, min(cfg.workers, len(jobs)))
+    batched = cfg.envs_per_worker > 1 and episode_fn is simulate_episode
+    # Batched, the jobs go out in groups of one task: split them over the workers first, so that none
+    # sits idle while another runs a large group.
+    size = min(cfg.envs_per_worker, -(-len(jobs) // max(1, cfg.workers))) if batched else 1
+    units = _groups(jobs, size) if batched else jobs
+    workers = max(1, min(cfg.workers, len(units)))
     try:
         with tempfile.TemporaryDirectory(prefix="flowvla-rollout-") as tmp:
             sent = _sendable(policy, tmp) if workers > 1 else policy
             with WorkerPool(workers, _setup, (sent, cfg, episode_fn)) as pool:
-                for row in pool.unordered(_episode, jobs):
-                    finish(row)
+                if batched:
+                    for group in pool.unordered(_episodes, units):
+                        for row in group:
+                            finish(row)
+                else:
+                    for row in pool.unordered(_episode, units):
+                        finish(row)
     finally:
         progress.close()
     summary = summarize(rows)

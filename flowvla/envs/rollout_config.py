@@ -47,6 +47,10 @@ class RolloutConfig:
         video_format: ``"mp4"`` (falls back to GIF without imageio-ffmpeg) or ``"gif"``.
         out_dir: where records, summary and videos go (default: no files).
         workers: processes (each builds its own environments); 1 runs in this process.
+        envs_per_worker: episodes of one task each process runs at once, in environments of their
+            own, their observations planned by one policy call whenever several re-plan together
+            (see [`run_episodes`][flowvla.envs.closed_loop.run_episodes]); 1: one at a time. Only for
+            the simulator's episodes (a custom ``episode_fn`` runs one at a time).
         seed: base seed; episode ``i`` of a task seeds numpy with ``seed + init_state``.
         predict_kwargs: passed to ``predict_action`` on every call.
         temporal_ensemble: ACT's temporal ensembling: execute, at each step, the weighted mean of
@@ -93,6 +97,7 @@ class RolloutConfig:
     video_format: str = "mp4"
     out_dir: str | None = None
     workers: int = 1
+    envs_per_worker: int = 1
     seed: int = 0
     predict_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     temporal_ensemble: float | None = None
@@ -144,6 +149,8 @@ class RolloutConfig:
             raise ValueError("video needs out_dir to write into")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.envs_per_worker < 1:
+            raise ValueError(f"envs_per_worker must be >= 1, got {self.envs_per_worker}")
         if self.perturbation is not None and not isinstance(self.perturbation, Perturbation):
             raise TypeError(f"perturbation: expected a Perturbation, got {type(self.perturbation).__name__}")
         if self.perturbation is not None:

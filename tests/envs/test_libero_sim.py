@@ -546,3 +546,56 @@ def test_a_triton_build_of_torch_survives_an_environment_that_has_rendered():
 
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "survived" in done.stdout, done.stderr[-2000:]
+
+
+def test_episodes_run_together_give_the_records_they_give_one_at_a_time():
+    """Batched planning (one policy call for the episodes that re-plan together) changes nothing for
+    a policy whose actions for a sample depend on that sample alone: same steps, outcomes, actions,
+    and each record keeps its own sample's debug entries."""
+    from flowvla.envs.rollout import RolloutConfig, run_episode, run_episodes
+
+    sizes = []
+
+    class Feedback:
+        """Chunks from each sample's own state (the gripper toggling within them: cut re-plans)."""
+
+        def predict_action(self, batch, **kw):
+            state = np.asarray(batch["state"], dtype=np.float64)
+            sizes.append(len(state))
+            h = np.arange(5)[None, :, None]
+            chunk = np.zeros((len(state), 5, 7))
+            chunk[..., :3] = 0.6 * np.sin(20.0 * state[:, None, :3] + h)
+            chunk[..., -1] = np.where(np.sin(300.0 * state[:, None, 0] + h[..., 0]) > 0, 1.0, -1.0)
+            return chunk, {"router_weights": [[float(s[0])] for s in state], "batch_size": len(state)}
+
+    cfg = RolloutConfig(
+        suite="libero_object", tasks=[0], init_states=[0, 1, 2], max_steps=20, image_size=32,
+        cameras=("agentview",), replan_at_gripper=True, progress=False,
+    )  # fmt: skip
+    envs = [LiberoEnv("libero_object", 0, image_size=32, cameras=("agentview",)) for _ in range(3)]
+    try:
+        alone = [run_episode(envs[0], Feedback(), cfg, i)[0] for i in (0, 1, 2)]
+        assert set(sizes) == {1}
+        together = [rec for rec, _ in run_episodes(envs, Feedback(), cfg, [0, 1, 2])]
+    finally:
+        for env in envs:
+            env.close()
+    assert max(sizes) > 1  # some calls planned several episodes at once
+    assert len({a.replans for a in alone}) > 1  # the episodes re-planned at different steps
+    for a, b in zip(alone, together, strict=True):
+        assert (a.init_state, a.steps, a.replans, a.success) == (b.init_state, b.steps, b.replans, b.success)
+        assert a.outcome == b.outcome and a.smoothness == b.smoothness
+        assert a.debug["router_weights"] == b.debug["router_weights"]  # its own sample's row
+
+
+def test_an_evaluation_with_several_environments_per_worker_records_every_episode(tmp_path):
+    from flowvla.envs.rollout import ConstantPolicy, RolloutConfig, evaluate, load_records
+
+    cfg = RolloutConfig(
+        suite="libero_object", tasks=[0], init_states=[0, 1, 2], max_steps=6, image_size=32,
+        cameras=("agentview",), envs_per_worker=2, out_dir=str(tmp_path), progress=False,
+    )  # fmt: skip
+    summary = evaluate(ConstantPolicy(horizon=4), cfg)
+    rows = load_records(tmp_path / "episodes.jsonl")
+    assert summary["episodes"] == 3 and sorted(r["init_state"] for r in rows) == [0, 1, 2]
+    assert all(r["steps"] == 6 and r["replans"] == 2 for r in rows)

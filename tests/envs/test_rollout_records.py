@@ -228,3 +228,13 @@ def test_smoothness_splits_at_the_replans_and_a_seam_shows_only_across():
     assert one_chunk["second_diff_across"] == 0.0  # no seam inside the episode
     with pytest.raises(ValueError, match="chunk_starts"):
         metrics.action_smoothness(np.zeros((5, 7)), [0, 5])
+
+
+def test_batched_jobs_are_grouped_by_task_in_order_and_never_larger_than_asked():
+    from flowvla.envs.rollout import _groups
+
+    jobs = [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (2, 5)]
+    assert _groups(jobs, 2) == [(0, [0, 1]), (0, [2]), (1, [0, 1]), (2, [5])]
+    assert _groups(jobs, 1) == [(t, [i]) for t, i in jobs]
+    with pytest.raises(ValueError, match="envs_per_worker"):
+        config(tmp_path=".", envs_per_worker=0)
