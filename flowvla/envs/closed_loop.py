@@ -177,7 +177,9 @@ def run_episodes(
     new chunk are observed first and planned by one ``predict_action`` call on their stacked
     observations. For a policy whose actions for a sample do not depend on the rest of its batch, the
     records equal ``run_episode``'s one at a time (tested); a policy's time in a batched call is split
-    evenly over its episodes.
+    evenly over its episodes. An int ``seed`` in ``cfg.predict_kwargs`` goes to a batched call as one
+    seed per sample, each the same (as [`VLAPolicy.predict_action`][flowvla.policy.VLAPolicy.predict_action]
+    takes them), so that each episode's noise is the noise it would get alone.
 
     Args:
         envs: one environment per episode (distinct objects; the same task or not).
@@ -223,8 +225,13 @@ def _drive(
     while waiting:
         keys = sorted(waiting)
         batch = collate([waiting.pop(k) for k in keys])
+        kwargs = dict(cfg.predict_kwargs)
+        if len(keys) > 1 and isinstance(kwargs.get("seed"), int):
+            # Each sample's noise as a batch of one with this seed draws it (VLAPolicy's per-sample
+            # seeds): an episode's chunks do not depend on which others were planned with it.
+            kwargs["seed"] = [kwargs["seed"]] * len(keys)
         t0 = time.perf_counter()
-        actions, debug = policy.predict_action(batch, **cfg.predict_kwargs)
+        actions, debug = policy.predict_action(batch, **kwargs)
         share = (time.perf_counter() - t0) / len(keys)
         chunks = _as_numpy_actions(actions, len(keys))
         for j, k in enumerate(keys):

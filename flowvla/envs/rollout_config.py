@@ -50,7 +50,8 @@ class RolloutConfig:
         envs_per_worker: episodes of one task each process runs at once, in environments of their
             own, their observations planned by one policy call whenever several re-plan together
             (see [`run_episodes`][flowvla.envs.closed_loop.run_episodes]); 1: one at a time. Only for
-            the simulator's episodes (a custom ``episode_fn`` runs one at a time).
+            the simulator's episodes (a custom ``episode_fn`` runs one at a time). A batched call
+            gets an int ``predict_kwargs["seed"]`` as one seed per sample.
         seed: base seed; episode ``i`` of a task seeds numpy with ``seed + init_state``.
         predict_kwargs: passed to ``predict_action`` on every call.
         temporal_ensemble: ACT's temporal ensembling: execute, at each step, the weighted mean of

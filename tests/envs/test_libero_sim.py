@@ -559,9 +559,10 @@ def test_episodes_run_together_give_the_records_they_give_one_at_a_time():
     class Feedback:
         """Chunks from each sample's own state (the gripper toggling within them: cut re-plans)."""
 
-        def predict_action(self, batch, **kw):
+        def predict_action(self, batch, seed, **kw):
             state = np.asarray(batch["state"], dtype=np.float64)
             sizes.append(len(state))
+            assert seed == (3 if len(state) == 1 else [3] * len(state))  # per sample when batched
             h = np.arange(5)[None, :, None]
             chunk = np.zeros((len(state), 5, 7))
             chunk[..., :3] = 0.6 * np.sin(20.0 * state[:, None, :3] + h)
@@ -570,7 +571,7 @@ def test_episodes_run_together_give_the_records_they_give_one_at_a_time():
 
     cfg = RolloutConfig(
         suite="libero_object", tasks=[0], init_states=[0, 1, 2], max_steps=20, image_size=32,
-        cameras=("agentview",), replan_at_gripper=True, progress=False,
+        cameras=("agentview",), replan_at_gripper=True, progress=False, predict_kwargs={"seed": 3},
     )  # fmt: skip
     envs = [LiberoEnv("libero_object", 0, image_size=32, cameras=("agentview",)) for _ in range(3)]
     try:
