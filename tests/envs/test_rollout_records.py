@@ -238,3 +238,21 @@ def test_batched_jobs_are_grouped_by_task_in_order_and_never_larger_than_asked()
     assert _groups(jobs, 1) == [(t, [i]) for t, i in jobs]
     with pytest.raises(ValueError, match="envs_per_worker"):
         config(tmp_path=".", envs_per_worker=0)
+
+
+def test_an_episode_of_a_batched_call_keeps_its_own_samples_debug_entries():
+    from flowvla.envs.closed_loop import _debug_of
+
+    debug = {
+        "router_weights": [[0.1], [0.2], [0.3]],
+        "token_signature": ["a", "b", "c"],
+        "padding": {"side": "right", "padded_tokens": [0, 2, 0], "any": True},
+        "layer_rms": [1.0, 2.0, 3.0],  # per layer, not per sample: left whole
+        "nfe": 10,
+    }
+    one = _debug_of(debug, 1, 3)
+    assert one["router_weights"] == [[0.2]] and one["token_signature"] == ["b"]
+    assert one["padding"] == {"side": "right", "padded_tokens": [2], "any": True}
+    assert _debug_of(debug, 0, 3)["padding"]["any"] is False
+    assert one["layer_rms"] == [1.0, 2.0, 3.0] and one["nfe"] == 10
+    assert _debug_of(debug, 0, 1) is debug and _debug_of(None, 0, 2) == {}
