@@ -26,8 +26,8 @@ recipe policy (physics, rendering, observation processing and the policy, from t
 the same episodes under evaluation settings side by side, in alternation (``--repeats`` rounds):
 rebuilt model one episode at a time (the protocol's), kept model, and kept model with several
 episodes per worker planned in batches; episodes per minute, CPU seconds per episode (this process
-and its workers), the episodes' time split, and how many episodes end alike (success and length) as
-under the first setting.
+and its workers, building the environments included), an episode's own seconds and their split
+(building excluded), and how many episodes end alike (success and length) as under the first setting.
 
 ``--baseline REV`` checks ``REV`` out in a temporary git worktree and measures it in subprocesses
 with ``PYTHONPATH`` pointing there, alternating with the current tree, ``--repeats`` times each, then
@@ -573,7 +573,7 @@ def evaluation_variants(
             records.sort(key=lambda rec: (rec.task_index, rec.init_state))
             ends.setdefault(name, [(rec.success, rec.steps) for rec in records])
             n = len(records)
-            parts = ("time_reset", "time_physics", "time_render", "time_policy")
+            parts = ("time_total", "time_reset", "time_physics", "time_render", "time_policy")
             runs[name].append(
                 {
                     "episodes": n,
@@ -609,12 +609,13 @@ def print_evaluation_variants(result: dict) -> None:
             f"{v['ratio']:.2f}",
             f"{v['cpu_s_per_episode']:.1f}",
             f"{v['cpu_ratio']:.2f}",
+            f"{v['time_total']:.2f}",
             " / ".join(f"{v[p]:.2f}" for p in ("time_reset", "time_physics", "time_render", "time_policy")),
             f"{v['ending_alike']}/{v['episodes']}",
         ]
         for name, v in result["variants"].items()
     ]
-    head = ["setting", "episodes/min", "ratio", "CPU s / episode", "CPU ratio"]
+    head = ["setting", "episodes/min", "ratio", "CPU s / episode", "CPU ratio", "episode s"]
     head += ["reset / physics / render / policy s", "end alike"]
     print(markdown_table(head, rows))
 
