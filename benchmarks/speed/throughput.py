@@ -27,7 +27,8 @@ the same episodes under evaluation settings side by side, in alternation (``--re
 rebuilt model one episode at a time (the protocol's), kept model, and kept model with several
 episodes per worker planned in batches; episodes per minute, CPU seconds per episode (this process
 and its workers, building the environments included), an episode's own seconds and their split
-(building excluded), and how many episodes end alike (success and length) as under the first setting.
+(building excluded), the successes, and how many episodes end alike (success and length) as under the
+first setting.
 
 ``--baseline REV`` checks ``REV`` out in a temporary git worktree and measures it in subprocesses
 with ``PYTHONPATH`` pointing there, alternating with the current tree, ``--repeats`` times each, then
@@ -577,6 +578,7 @@ def evaluation_variants(
             runs[name].append(
                 {
                     "episodes": n,
+                    "successes": sum(rec.success for rec in records),
                     "wall_s": wall,
                     "episodes_per_minute": 60 * n / wall,
                     "cpu_s_per_episode": cpu / n,
@@ -611,12 +613,13 @@ def print_evaluation_variants(result: dict) -> None:
             f"{v['cpu_ratio']:.2f}",
             f"{v['time_total']:.2f}",
             " / ".join(f"{v[p]:.2f}" for p in ("time_reset", "time_physics", "time_render", "time_policy")),
-            f"{v['ending_alike']}/{v['episodes']}",
+            f"{v['successes']:g}/{v['episodes']:g}",
+            f"{v['ending_alike']}/{v['episodes']:g}",
         ]
         for name, v in result["variants"].items()
     ]
     head = ["setting", "episodes/min", "ratio", "CPU s / episode", "CPU ratio", "episode s"]
-    head += ["reset / physics / render / policy s", "end alike"]
+    head += ["reset / physics / render / policy s", "successes", "end alike"]
     print(markdown_table(head, rows))
 
 
