@@ -254,10 +254,7 @@ class DrawerSkill(_JointSkill):
             # drives the elbow into its limit).
             tgt = sc.home_pos
             if self.phase == "withdraw":
-                # Before a pick-and-place stage, whose approach turns the hand on its way, half-way
-                # back is enough to unbend the elbow (it saves about 10 steps).
-                near = 0.04 if self.recover_posture else 0.10
-                if pose_error(sc, tgt, rot)[0] < near or self.phase_steps > 25:
+                if pose_error(sc, tgt, rot)[0] < 0.04 or self.phase_steps > 25:
                     if not self.recover_posture:
                         self.done, self.failed = self.holds(), not self.holds()
                     self._start("upright")
