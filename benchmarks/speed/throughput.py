@@ -6,6 +6,8 @@ demonstrations per minute and evaluation episodes per minute.
     python benchmarks/speed/throughput.py --variants           # the engine's speed options side by side
     python benchmarks/speed/throughput.py --loss-steps 300     # loss curves: float32 against the fast options
     python benchmarks/speed/throughput.py --quick              # seconds: tiny shapes, no simulator (CI)
+    python benchmarks/speed/throughput.py --eval-variants --run runs/suites/libero_spatial
+                                                               # evaluation settings side by side
 
 **Training** runs the recipe's own training configuration
 ([`train_config`][flowvla.recipes.train.train_config] of the revision measured) through
@@ -19,6 +21,14 @@ them against this machine's matmul peak (float32 and bf16) in the same run. **De
 the recipe's generation of a few attempts of one task in this process (planning, then rendering
 split into state restores and camera renders); **evaluation** runs a few episodes of an untrained
 recipe policy (physics, rendering, observation processing and the policy, from the episode records).
+
+``--eval-variants`` evaluates a trained run's policy (``--run``, its recipe's evaluation settings) on
+the same episodes under evaluation settings side by side, in alternation (``--repeats`` rounds):
+rebuilt model one episode at a time (the protocol's), kept model, and kept model with several
+episodes per worker planned in batches; episodes per minute, CPU seconds per episode (this process
+and its workers, building the environments included), an episode's own seconds and their split
+(building excluded), the successes, and how many episodes end alike (success and length) as under the
+first setting.
 
 ``--baseline REV`` checks ``REV`` out in a temporary git worktree and measures it in subprocesses
 with ``PYTHONPATH`` pointing there, alternating with the current tree, ``--repeats`` times each, then
@@ -516,6 +526,103 @@ def episodes(cfg: Any, data: Any, count: int, max_steps: int) -> dict:
     }
 
 
+# ---------------------------------------------------------------------- evaluation settings
+#: Evaluation settings compared by --eval-variants (RolloutConfig fields).
+EVAL_VARIANTS: dict[str, dict[str, Any]] = {
+    "rebuilt model, 1 env a worker": {"hard_reset": True, "envs_per_worker": 1},
+    "kept model, 1 env a worker": {"hard_reset": False, "envs_per_worker": 1},
+    "kept model, 4 envs a worker": {"hard_reset": False, "envs_per_worker": 4},
+}
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def evaluation_variants(
+    run: Path, tasks: list[int] | None, init_states: int, workers: int, repeats: int
+) -> dict:
+    """Evaluate ``run``'s policy on the same episodes under each of ``EVAL_VARIANTS``, alternating."""
+    from flowvla.envs.rollout import evaluate
+    from flowvla.policy import VLAPolicy
+    from flowvla.recipes.settings import load_recipe
+
+    cfg = load_recipe(run)
+    policy = VLAPolicy.from_pretrained(run / "checkpoint", weights=cfg.eval.weights).eval()
+    ev = dataclasses.replace(cfg.eval, init_states=init_states, video="none", workers=workers)
+    base = ev.rollout_config(
+        policy,
+        suite=cfg.data.suites[0],
+        tasks=tasks or list(cfg.data.tasks)[:2],
+        cameras=cfg.data.cameras,
+        out_dir=None,
+        seed=cfg.seed,
+        progress=False,
+    )
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in EVAL_VARIANTS}
+    ends: dict[str, list[tuple[bool, int]]] = {}
+    for r in range(repeats):
+        names = list(EVAL_VARIANTS) if r % 2 == 0 else list(EVAL_VARIANTS)[::-1]
+        for name in names:
+            records: list[Any] = []
+            cpu, t0 = _cpu_seconds(), time.perf_counter()
+            evaluate(policy, dataclasses.replace(base, **EVAL_VARIANTS[name]), on_episode=records.append)
+            wall, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu
+            records.sort(key=lambda rec: (rec.task_index, rec.init_state))
+            ends.setdefault(name, [(rec.success, rec.steps) for rec in records])
+            n = len(records)
+            parts = ("time_total", "time_reset", "time_physics", "time_render", "time_policy")
+            runs[name].append(
+                {
+                    "episodes": n,
+                    "successes": sum(rec.success for rec in records),
+                    "wall_s": wall,
+                    "episodes_per_minute": 60 * n / wall,
+                    "cpu_s_per_episode": cpu / n,
+                    **{p: sum(getattr(rec, p) for rec in records) / n for p in parts},
+                }
+            )
+            print(
+                f"round {r + 1} {name}: {runs[name][-1]['episodes_per_minute']:.2f} episodes/min", flush=True
+            )
+    first = next(iter(EVAL_VARIANTS))
+    out: dict[str, Any] = {}
+    for name, rows in runs.items():
+        med = {k: statistics.median(row[k] for row in rows) for k in rows[0]}
+        med["ratio"] = med["episodes_per_minute"] / statistics.median(
+            row["episodes_per_minute"] for row in runs[first]
+        )
+        med["cpu_ratio"] = (
+            statistics.median(row["cpu_s_per_episode"] for row in runs[first]) / med["cpu_s_per_episode"]
+        )
+        med["ending_alike"] = sum(a == b for a, b in zip(ends[name], ends[first], strict=True))
+        out[name] = med
+    return {"run": str(run), "tasks": base.tasks, "init_states": base.init_states, "variants": out}
+
+
+def print_evaluation_variants(result: dict) -> None:
+    rows = [
+        [
+            name,
+            f"{v['episodes_per_minute']:.2f}",
+            f"{v['ratio']:.2f}",
+            f"{v['cpu_s_per_episode']:.1f}",
+            f"{v['cpu_ratio']:.2f}",
+            f"{v['time_total']:.2f}",
+            " / ".join(f"{v[p]:.2f}" for p in ("time_reset", "time_physics", "time_render", "time_policy")),
+            f"{v['successes']:g}/{v['episodes']:g}",
+            f"{v['ending_alike']}/{v['episodes']:g}",
+        ]
+        for name, v in result["variants"].items()
+    ]
+    head = ["setting", "episodes/min", "ratio", "CPU s / episode", "CPU ratio", "episode s"]
+    head += ["reset / physics / render / policy s", "successes", "end alike"]
+    print(markdown_table(head, rows))
+
+
 # ------------------------------------------------------------------------------ one measurement
 def measure(args: argparse.Namespace) -> dict:
     """One process's measurements of the tree on ``PYTHONPATH`` (what ``--child`` runs)."""
@@ -621,9 +728,22 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--demos", type=int, default=2, help="generation attempts")
     ap.add_argument("--episodes", type=int, default=2)
     ap.add_argument("--episode-steps", type=int, default=80)
+    ap.add_argument("--eval-variants", action="store_true", help="evaluation settings side by side (--run)")
+    ap.add_argument("--run", type=Path, help="a trained recipe run whose policy --eval-variants evaluates")
+    ap.add_argument("--tasks", type=lambda v: [int(t) for t in v.split(",")], help="--eval-variants tasks")
+    ap.add_argument("--init-states", type=int, default=4, help="--eval-variants init states per task")
+    ap.add_argument("--workers", type=int, default=2, help="--eval-variants simulator processes")
     ap.add_argument("--out", type=Path, default=HERE.parent / "results")
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.eval_variants:
+        if args.run is None or not (args.run / "checkpoint").is_dir():
+            ap.error(f"--eval-variants: --run must be a trained recipe run folder, got {args.run}")
+        result = {"machine": machine_facts()}
+        result.update(evaluation_variants(args.run, args.tasks, args.init_states, args.workers, args.repeats))
+        print_evaluation_variants(result)
+        print(f"wrote {write_results(args.out / 'throughput_eval.json', result)}")
+        return result
     if args.what is None:
         args.what = ["training", "profile"] if args.quick else ["training", "profile", "demos", "eval"]
     cfg = recipe_config(args.quick)

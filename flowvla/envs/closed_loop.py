@@ -2,9 +2,12 @@
 cuts at gripper toggles), until success or the step limit; and its record.
 
 [`run_episode`][flowvla.envs.closed_loop.run_episode] runs an episode in a given environment;
+[`run_episodes`][flowvla.envs.closed_loop.run_episodes] runs several at once in their own environments,
+with one policy call for every episode that re-plans at the same time (batched observations);
 [`simulate_episode`][flowvla.envs.closed_loop.simulate_episode] is the evaluation's default
 `EpisodeFn`: it keeps one environment per process, runs the
-episode and writes its video. A test or an experiment passes its own ``EpisodeFn`` to
+episode and writes its video ([`simulate_episodes`][flowvla.envs.closed_loop.simulate_episodes]: the
+same for several episodes of one task). A test or an experiment passes its own ``EpisodeFn`` to
 [`evaluate`][flowvla.envs.rollout.evaluate] instead (no simulator needed).
 """
 
@@ -12,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,7 @@ from flowvla.data.batch import STATE, STATE_MASK, collate, pad_state
 from flowvla.envs.libero import ACTION_DIM, LiberoEnv
 from flowvla.envs.metrics import action_smoothness
 from flowvla.envs.outcome import OutcomeTracker
-from flowvla.envs.pool import cached_env
+from flowvla.envs.pool import cached_envs
 from flowvla.envs.rollout_config import RolloutConfig
 from flowvla.envs.video import caption_frames, tile_views, write_video
 from flowvla.io import jsonable
@@ -35,7 +38,9 @@ __all__ = [
     "gripper_toggles",
     "outcome_text",
     "run_episode",
+    "run_episodes",
     "simulate_episode",
+    "simulate_episodes",
 ]
 
 
@@ -78,18 +83,42 @@ class EpisodeRecord:
 EpisodeFn = Callable[[Any, RolloutConfig, int, int], EpisodeRecord]
 
 
-def _as_numpy_actions(actions: Any) -> np.ndarray:
+def _as_numpy_actions(actions: Any, batch: int = 1) -> np.ndarray:
+    """``[B, H, A]`` float64 actions from a policy's output for a batch of ``batch``."""
     if hasattr(actions, "detach"):
         actions = actions.detach().float().cpu().numpy()
     a = np.asarray(actions, dtype=np.float64)
-    if a.ndim != 3 or a.shape[0] != 1 or a.shape[2] != ACTION_DIM or a.shape[1] < 1:
+    if a.ndim != 3 or a.shape[0] != batch or a.shape[2] != ACTION_DIM or a.shape[1] < 1:
         raise ValueError(
-            f"predict_action must return actions of shape [1, H, {ACTION_DIM}] for a batch of "
-            f"one, got {a.shape}"
+            f"predict_action must return actions of shape [{batch}, H, {ACTION_DIM}] for a batch of "
+            f"{batch}, got {a.shape}"
         )
     if not np.all(np.isfinite(a)):
         raise ValueError("predict_action returned NaN or Inf actions")
-    return a[0]
+    return a
+
+
+#: Entries of a [`VLAPolicy`][flowvla.policy.policy.VLAPolicy]'s ``debug_info`` that hold one item per
+#: sample: an episode of a batched call records its own (the rest describe the whole batch).
+_PER_SAMPLE_DEBUG = ("token_signature", "image_tokens", "router_weights", "keypoints")
+
+
+def _debug_of(debug: Any, index: int, batch: int) -> dict[str, Any]:
+    """Sample ``index``'s view of a batch's ``debug_info``, shaped as a batch of one gives it."""
+    if not isinstance(debug, dict):
+        return {}
+    if batch == 1:
+        return debug
+    out = dict(debug)
+    for key in _PER_SAMPLE_DEBUG:
+        if isinstance(out.get(key), list) and len(out[key]) == batch:
+            out[key] = [out[key][index]]
+    padding = out.get("padding")
+    if isinstance(padding, dict) and isinstance(padding.get("padded_tokens"), list):
+        tokens = padding["padded_tokens"]
+        if len(tokens) == batch:
+            out["padding"] = {**padding, "padded_tokens": [tokens[index]], "any": bool(tokens[index])}
+    return out
 
 
 def _wants_video(cfg: RolloutConfig, first_of_task: bool) -> bool:
@@ -133,8 +162,89 @@ def run_episode(
     each), the last step always included: as many frames as steps when every step is rendered.
     [`caption_episode`][flowvla.envs.closed_loop.caption_episode] writes the episode's text on them.
     """
+    return _drive([_episode(env, cfg, init_state, record_video)], policy, cfg)[0]
+
+
+def run_episodes(
+    envs: Sequence[LiberoEnv],
+    policy: Any,
+    cfg: RolloutConfig,
+    init_states: Sequence[int],
+    record_video: Sequence[bool] | bool = False,
+) -> list[tuple[EpisodeRecord, list[np.ndarray]]]:
+    """Run the episode from ``init_states[k]`` in ``envs[k]`` for every ``k`` at once: each runs as
+    [`run_episode`][flowvla.envs.closed_loop.run_episode] would run it, but the episodes that need a
+    new chunk are observed first and planned by one ``predict_action`` call on their stacked
+    observations. For a policy whose actions for a sample do not depend on the rest of its batch, the
+    records equal ``run_episode``'s one at a time (tested); a policy's time in a batched call is split
+    evenly over its episodes. An int ``seed`` in ``cfg.predict_kwargs`` goes to a batched call as one
+    seed per sample, each the same (as [`VLAPolicy.predict_action`][flowvla.policy.policy.VLAPolicy.predict_action]
+    takes them), so that each episode's noise is the noise it would get alone.
+
+    Args:
+        envs: one environment per episode (distinct objects; the same task or not).
+        policy: anything with ``predict_action``.
+        cfg: the rollout settings.
+        init_states: the official init state of each episode.
+        record_video: whether each episode (or all) collects video frames.
+    """
+    if len(envs) != len(init_states):
+        raise ValueError(f"envs and init_states must pair up, got {len(envs)} and {len(init_states)}")
+    if len({id(e) for e in envs}) != len(envs):
+        raise ValueError("envs: each episode needs its own environment, got the same one twice")
+    videos = [record_video] * len(envs) if isinstance(record_video, bool) else list(record_video)
+    if len(videos) != len(envs):
+        raise ValueError(f"record_video: one flag per episode, got {len(videos)} for {len(envs)}")
+    return _drive(
+        [_episode(e, cfg, i, v) for e, i, v in zip(envs, init_states, videos, strict=True)], policy, cfg
+    )
+
+
+#: What an episode in progress is given when it asks for a plan: ``(chunk [H, A], debug_info, policy
+#: seconds)``.
+_Plan = tuple[np.ndarray, dict[str, Any], float]
+_Episode = Generator[dict[str, Any], _Plan, tuple[EpisodeRecord, list[np.ndarray]]]
+
+
+def _drive(
+    episodes: list[_Episode], policy: Any, cfg: RolloutConfig
+) -> list[tuple[EpisodeRecord, list[np.ndarray]]]:
+    """Run ``episodes`` to their ends: each yields its observation when it needs a chunk; those
+    waiting are planned together by one policy call."""
+    done: dict[int, tuple[EpisodeRecord, list[np.ndarray]]] = {}
+    waiting: dict[int, dict[str, Any]] = {}
+
+    def advance(k: int, plan: _Plan | None) -> None:
+        try:
+            waiting[k] = next(episodes[k]) if plan is None else episodes[k].send(plan)
+        except StopIteration as end:
+            done[k] = end.value
+
+    for k in range(len(episodes)):
+        advance(k, None)
+    while waiting:
+        keys = sorted(waiting)
+        batch = collate([waiting.pop(k) for k in keys])
+        kwargs = dict(cfg.predict_kwargs)
+        if len(keys) > 1 and isinstance(kwargs.get("seed"), int):
+            # Each sample's noise as a batch of one with this seed draws it (VLAPolicy's per-sample
+            # seeds): an episode's chunks do not depend on which others were planned with it.
+            kwargs["seed"] = [kwargs["seed"]] * len(keys)
+        t0 = time.perf_counter()
+        actions, debug = policy.predict_action(batch, **kwargs)
+        share = (time.perf_counter() - t0) / len(keys)
+        chunks = _as_numpy_actions(actions, len(keys))
+        for j, k in enumerate(keys):
+            advance(k, (chunks[j], _debug_of(debug, j, len(keys)), share))
+    return [done[k] for k in range(len(episodes))]
+
+
+def _episode(env: LiberoEnv, cfg: RolloutConfig, init_state: int, record_video: bool) -> _Episode:
+    """One episode as a generator: yields the observation (a batch-of-one item) whenever it needs a
+    chunk, is sent the plan, returns ``(record, frames)``. Its times count only while it runs."""
+    clock = time.perf_counter()
+    active = 0.0  # seconds this episode ran, not counting the policy nor other episodes' turns
     seed = cfg.seed + init_state
-    t_start = time.perf_counter()
     applied: dict[str, Any] = {}
     perturb = None
     if cfg.perturbation is not None and cfg.perturbation.active:
@@ -144,7 +254,7 @@ def run_episode(
             applied.update(cfg.perturbation.apply(e, rng))
 
     env.reset(init_state=init_state, seed=seed, settle_steps=cfg.settle_steps, perturb=perturb)
-    t_reset = time.perf_counter() - t_start
+    t_reset = time.perf_counter() - clock
     instruction = (cfg.instructions or {}).get(env.task.index, env.instruction)
     tracker = OutcomeTracker(env)
     limit = cfg.step_limit
@@ -167,15 +277,14 @@ def run_episode(
         if not queue:
             t0 = time.perf_counter()
             obs = env.observe()
-            t1 = time.perf_counter()
+            t_render += time.perf_counter() - t0
             if cfg.state_dim is not None:
                 obs[STATE], obs[STATE_MASK] = pad_state(obs[STATE], cfg.state_dim)
             obs["instruction"] = instruction
-            actions, debug = policy.predict_action(collate([obs]), **cfg.predict_kwargs)
-            t2 = time.perf_counter()
-            t_render += t1 - t0
-            t_policy += t2 - t1
-            chunk = _as_numpy_actions(actions)
+            active += time.perf_counter() - clock
+            chunk, debug, seconds = yield obs
+            clock = time.perf_counter()
+            t_policy += seconds
             queue = list(chunk[: cfg.replan_every or len(chunk)])
             if cfg.temporal_ensemble is not None:
                 running = [(s0, c) for s0, c in running if s0 + len(c) > steps] + [(steps, chunk)]
@@ -220,7 +329,7 @@ def run_episode(
         steps=steps,
         step_limit=limit,
         replans=replans,
-        time_total=time.perf_counter() - t_start,
+        time_total=active + time.perf_counter() - clock + t_policy,
         time_policy=t_policy,
         time_render=t_render,
         time_physics=t_physics,
@@ -241,10 +350,11 @@ def gripper_toggles(previous: np.ndarray, action: np.ndarray) -> bool:
     return bool((previous[-1] > 0) != (action[-1] > 0))
 
 
-def _env_for(cfg: RolloutConfig, task: int) -> LiberoEnv:
+def _envs_for(cfg: RolloutConfig, task: int, count: int = 1) -> list[LiberoEnv]:
     key = (cfg.suite, task, cfg.image_size, tuple(cfg.cameras), cfg.depth, cfg.hard_reset)
-    return cached_env(
+    return cached_envs(
         key,
+        count,
         lambda: LiberoEnv(
             cfg.suite,
             task,
@@ -266,19 +376,30 @@ def simulate_episode(policy: Any, cfg: RolloutConfig, task: int, init_state: int
     """The default `EpisodeFn`: ``task``'s episode from
     ``init_state`` in this process's LIBERO environment (built once per task and process), with the
     video ``cfg.video`` asks for written under ``cfg.out_dir``."""
-    env = _env_for(cfg, task)
-    want = _wants_video(cfg, first_of_task=init_state == cfg.init_states[0])
-    rec, frames = run_episode(env, policy, cfg, init_state, record_video=want)
-    keep = want and (cfg.video in ("all", "first") or (cfg.video == "failures") != rec.success)
-    if keep and frames:
-        if cfg.video_size:
-            frames = caption_episode(frames, rec, every=cfg.video_every or 1)
-            fps = 20.0 / (cfg.video_every or 1)
-        else:
-            # Real-time playback: the frames span the episode's steps at LIBERO's 20 Hz control rate.
-            fps = min(20.0, max(1.0, 20.0 * len(frames) / max(rec.steps, 1)))
-        rec.video = str(write_video(frames, _video_path(cfg, task, init_state), fps=fps))
-    return rec
+    return simulate_episodes(policy, cfg, task, [init_state])[0]
+
+
+def simulate_episodes(
+    policy: Any, cfg: RolloutConfig, task: int, init_states: Sequence[int]
+) -> list[EpisodeRecord]:
+    """[`simulate_episode`][flowvla.envs.closed_loop.simulate_episode] for several init states of
+    ``task`` at once, one environment each (kept by this process while it runs this task), planned
+    in batches by [`run_episodes`][flowvla.envs.closed_loop.run_episodes]."""
+    envs = _envs_for(cfg, task, len(init_states))
+    wants = [_wants_video(cfg, first_of_task=i == cfg.init_states[0]) for i in init_states]
+    records = []
+    for (rec, frames), want in zip(run_episodes(envs, policy, cfg, init_states, wants), wants, strict=True):
+        keep = want and (cfg.video in ("all", "first") or (cfg.video == "failures") != rec.success)
+        if keep and frames:
+            if cfg.video_size:
+                frames = caption_episode(frames, rec, every=cfg.video_every or 1)
+                fps = 20.0 / (cfg.video_every or 1)
+            else:
+                # Real-time playback: the frames span the episode's steps at LIBERO's 20 Hz control rate.
+                fps = min(20.0, max(1.0, 20.0 * len(frames) / max(rec.steps, 1)))
+            rec.video = str(write_video(frames, _video_path(cfg, task, rec.init_state), fps=fps))
+        records.append(rec)
+    return records
 
 
 def outcome_text(rec: EpisodeRecord) -> str:

@@ -211,9 +211,9 @@ class LiberoEnv:
             state replays) on which [`observe`][flowvla.envs.libero.LiberoEnv.observe] raises.
         controller: robosuite controller (LIBERO uses ``OSC_POSE``).
         hard_reset: rebuild the MuJoCo model on every [`reset`][flowvla.envs.libero.LiberoEnv.reset], as
-            LIBERO's own evaluation does. ``False`` keeps it (resets take a fraction of a second);
-            its fixtures are put back where a freshly loaded model has them before each reset, so that
-            LIBERO draws the same kind of layouts either way (see ``reset``).
+            LIBERO's own evaluation does (about 2 s a reset). ``False`` keeps it (0.2 s): its fixtures
+            and the gripper's command are put back as a freshly loaded model has them before each
+            reset, so an episode from the same state and seed is the same bit for bit either way.
         gl_backend: passed to [`prepare_libero`][flowvla.envs.libero_setup.prepare_libero].
         assets: passed to [`prepare_libero`][flowvla.envs.libero_setup.prepare_libero].
 
@@ -351,7 +351,7 @@ class LiberoEnv:
         if seed is not None:
             self.raw.seed(seed)
         if not self.env_kwargs["hard_reset"]:
-            self._unplace_fixtures()
+            self._forget_last_episode()
         self.raw.reset()
         if init_state is not None:
             if isinstance(init_state, (int, np.integer)):
@@ -377,6 +377,18 @@ class LiberoEnv:
             self.step(DUMMY_ACTION)
         self.steps = 0
         return initial
+
+    def _forget_last_episode(self) -> None:
+        # What a rebuilt model starts from and a kept one would carry over from the last episode, so
+        # that an episode in a kept model is the rebuilt model's bit for bit (tested).
+        self._unplace_fixtures()
+        for robot in self.raw.env.robots:
+            # The gripper integrates its open / close commands into a position target that robosuite's
+            # reset leaves as the last episode ended (closed, say): the fingers would start out
+            # moving towards it.
+            gripper = getattr(robot, "gripper", None)
+            if gripper is not None and hasattr(gripper, "current_action"):
+                gripper.current_action = np.zeros_like(gripper.current_action)
 
     def _unplace_fixtures(self) -> None:
         # LIBERO places an object on a fixture's site (a bowl on the stove's cook region, on the

@@ -644,12 +644,7 @@ def scorable_task_indices(task: Any) -> list[int]:
 
 def scorable_tasks(env: Any) -> list[int]:
     """The other tasks of ``env``'s suite whose goals name only objects, fixtures and regions of this
-    scene (so [`LiberoEnv.set_goal`][flowvla.envs.libero.LiberoEnv.set_goal] can score them here)."""
-    from flowvla.envs.libero import list_tasks, task_goal
-
-    present = set(env.raw.env.object_states_dict)
-    return [
-        t.index
-        for t in list_tasks(env.suite)
-        if t.index != env.task.index and {n for p in task_goal(t) for n in p[1:]} <= present
-    ]
+    scene (so [`LiberoEnv.set_goal`][flowvla.envs.libero.LiberoEnv.set_goal] can score them here).
+    The scene's BDDL file declares the names its built model has (checked on all 40 scenes), so this is
+    [`scorable_task_indices`][flowvla.envs.perturb.scorable_task_indices] of its task."""
+    return scorable_task_indices(env.task)

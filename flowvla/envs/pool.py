@@ -16,7 +16,7 @@ import multiprocessing as mp
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any
 
-__all__ = ["WorkerPool", "cached_env", "close_cached_env", "worker_state"]
+__all__ = ["WorkerPool", "cached_env", "cached_envs", "close_cached_env", "worker_state"]
 
 _STATE: dict[str, Any] = {}
 
@@ -28,19 +28,28 @@ def worker_state() -> dict[str, Any]:
 
 def cached_env(key: Hashable, build: Callable[[], Any]) -> Any:
     """This process's simulator for ``key``: the one built last if its key is the same, else a new
-    ``build()`` (the old one closed first)."""
+    ``build()`` (the old ones closed first)."""
+    return cached_envs(key, 1, build)[0]
+
+
+def cached_envs(key: Hashable, count: int, build: Callable[[], Any]) -> list[Any]:
+    """``count`` simulators for ``key`` (one per episode run at once): those built last if their key
+    is the same, more built if there are too few; any of another key are closed first."""
     if _STATE.get("env_key") != key:
         close_cached_env()
-        _STATE["env"] = build()
+        _STATE["envs"] = []
         _STATE["env_key"] = key
-    return _STATE["env"]
+    envs = _STATE["envs"]
+    while len(envs) < count:
+        envs.append(build())
+    return envs[:count]
 
 
 def close_cached_env() -> None:
-    """Close this process's cached simulator, if any."""
-    env = _STATE.pop("env", None)
+    """Close this process's cached simulators, if any."""
+    envs = _STATE.pop("envs", [])
     _STATE.pop("env_key", None)
-    if env is not None:
+    for env in envs:
         env.close()
 
 

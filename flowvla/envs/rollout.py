@@ -46,7 +46,9 @@ from flowvla.envs.closed_loop import (
     ensemble_action,
     gripper_toggles,
     run_episode,
+    run_episodes,
     simulate_episode,
+    simulate_episodes,
 )
 from flowvla.envs.ledger import RecordLedger, load_records, move_aside
 from flowvla.envs.libero_setup import prepare_libero
@@ -72,7 +74,9 @@ __all__ = [
     "gripper_toggles",
     "load_records",
     "run_episode",
+    "run_episodes",
     "simulate_episode",
+    "simulate_episodes",
     "smoothness_columns",
     "summarize",
     "wilson_interval",
@@ -178,12 +182,30 @@ def _episode(task: int, init_state: int) -> dict[str, Any]:
     return dataclasses.asdict(state["episode_fn"](state["policy"], state["cfg"], task, init_state))
 
 
+def _episodes(task: int, init_states: list[int]) -> list[dict[str, Any]]:
+    state = worker_state()
+    return [
+        dataclasses.asdict(r) for r in simulate_episodes(state["policy"], state["cfg"], task, init_states)
+    ]
+
+
+def _groups(jobs: list[tuple[int, int]], size: int) -> list[tuple[int, list[int]]]:
+    """``(task, init states)`` groups of at most ``size`` consecutive jobs of one task."""
+    groups: list[tuple[int, list[int]]] = []
+    for task, init_state in jobs:
+        if groups and groups[-1][0] == task and len(groups[-1][1]) < size:
+            groups[-1][1].append(init_state)
+        else:
+            groups.append((task, [init_state]))
+    return groups
+
+
 def evaluate(
     policy: Policy,
     cfg: RolloutConfig,
     on_episode: Callable[[EpisodeRecord], None] | None = None,
     *,
-    episode_fn: EpisodeFn = simulate_episode,
+    episode_fn: EpisodeFn | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``policy`` on ``cfg``'s tasks x init states; return the summary (see
     [`summarize`][flowvla.envs.rollout.summarize]).
@@ -196,7 +218,7 @@ def evaluate(
         policy: anything with ``predict_action``.
         cfg: what to evaluate.
         on_episode: called with each finished episode's record.
-        episode_fn: how one episode is run (default: in LIBERO,
+        episode_fn: how one episode is run (None: in LIBERO,
             [`simulate_episode`][flowvla.envs.closed_loop.simulate_episode]); any other needs no
             simulator (tests inject episodes this way).
     """
@@ -204,6 +226,7 @@ def evaluate(
         raise TypeError(
             f"policy must have a predict_action(batch, **kwargs) method; got {type(policy).__name__}"
         )
+    episode_fn = simulate_episode if episode_fn is None else episode_fn
     out_dir = Path(cfg.out_dir) if cfg.out_dir else None
     ledger = RecordLedger(out_dir / "episodes.jsonl") if out_dir else None
     done_rows = ledger.load() if ledger else []
@@ -244,13 +267,23 @@ def evaluate(
         if on_episode is not None:
             on_episode(EpisodeRecord(**row))
 
-    workers = max(1, min(cfg.workers, len(jobs)))
+    batched = cfg.envs_per_worker > 1 and episode_fn is simulate_episode
+    # Batched, the jobs go out in groups of one task: split them over the workers first, so that none
+    # sits idle while another runs a large group.
+    size = min(cfg.envs_per_worker, -(-len(jobs) // max(1, cfg.workers))) if batched else 1
+    units = _groups(jobs, size) if batched else jobs
+    workers = max(1, min(cfg.workers, len(units)))
     try:
         with tempfile.TemporaryDirectory(prefix="flowvla-rollout-") as tmp:
             sent = _sendable(policy, tmp) if workers > 1 else policy
             with WorkerPool(workers, _setup, (sent, cfg, episode_fn)) as pool:
-                for row in pool.unordered(_episode, jobs):
-                    finish(row)
+                if batched:
+                    for group in pool.unordered(_episodes, units):
+                        for row in group:
+                            finish(row)
+                else:
+                    for row in pool.unordered(_episode, units):
+                        finish(row)
     finally:
         progress.close()
     summary = summarize(rows)
@@ -282,7 +315,8 @@ def _mismatch(rows: list[dict[str, Any]], cfg: RolloutConfig) -> str | None:
         if r["suite"] != cfg.suite:
             continue  # other suites have other step limits; their records are not reused anyway
         theirs = r.get("settings") or {"step_limit": r["step_limit"]}  # records before settings
-        differ = sorted(k for k in theirs if theirs[k] != settings.get(k))
+        # A kept model runs the rebuilt model's episodes bit for bit: hard_reset does not decide them.
+        differ = sorted(k for k in theirs if k != "hard_reset" and theirs[k] != settings.get(k))
         if differ:
             return ", ".join(f"{k} was {theirs[k]!r}, now {settings.get(k)!r}" for k in differ)
     return None

@@ -406,7 +406,7 @@ class VLAPolicy(nn.Module):
         solver: str | Solver | None = None,
         steps: int | None = None,
         grid: str | Sequence[float] | FittedGrid = "uniform",
-        seed: int | None = None,
+        seed: int | Sequence[int] | None = None,
         diagnostics: bool = True,
         use_context_cache: bool = True,
     ) -> tuple[Float[Tensor, "B H A"], dict[str, Any]]:
@@ -421,7 +421,10 @@ class VLAPolicy(nn.Module):
             grid: where the steps fall: a grid name (see [`flowvla.solvers.grids`][flowvla.solvers.grids]),
                 ``steps + 1`` explicit times from 0 to 1, or a
                 [`FittedGrid`][flowvla.solvers.grid_fit.FittedGrid] (which also names its solver).
-            seed: seeds the initial noise: the same batch and seed give the same actions.
+            seed: seeds the initial noise: the same batch and seed give the same actions. One seed
+                per sample (a sequence of ``B``): each sample's noise is what a batch of one with its
+                seed draws, so its actions do not depend on the rest of the batch (how a batched
+                evaluation keeps each episode's actions as planned alone).
             diagnostics: compute the per-layer and per-block statistics of ``debug_info``.
             use_context_cache: project the context once (default); ``False`` re-projects it at every
                 solver step, as heads without a cache do (for measuring the cache's effect).
@@ -439,13 +442,15 @@ class VLAPolicy(nn.Module):
         try:
             b = self.check_batch(batch)
             device = self._device()
+            # One seed per sample: each sample's noise as a batch of one draws it.
+            noise = None if seed is None or isinstance(seed, int) else self._noise_per_sample(seed, b, device)
             timings: dict[str, float] = {}
             t0 = time.perf_counter()
             enc = self._encode(batch, timings=timings)
             state = self._conditioning(self._state(batch), enc)
             t1 = time.perf_counter()
             generator = None
-            if seed is not None:
+            if isinstance(seed, int):
                 generator = torch.Generator(device=device).manual_seed(seed)
             solver, steps, grid = self._sampling(solver, steps, grid)
             blocks = record_block_stats(self.head.blocks) if diagnostics else _NullRecorder()
@@ -458,6 +463,7 @@ class VLAPolicy(nn.Module):
                     steps=steps,
                     grid=grid,
                     generator=generator,
+                    noise=noise,
                     return_solution=True,
                     use_cache=use_context_cache,
                 )
@@ -492,6 +498,18 @@ class VLAPolicy(nn.Module):
             return actions, info
         finally:
             self.train(was_training)
+
+    def _noise_per_sample(self, seeds: Sequence[int], batch: int, device: torch.device) -> Tensor:
+        """``[B, H, A]`` initial noise, sample ``b``'s drawn as a batch of one seeded ``seeds[b]``."""
+        seeds = [int(s) for s in seeds]
+        if len(seeds) != batch:
+            raise ValueError(f"seed: give one int or one per sample ({batch}), got {len(seeds)} seeds")
+        shape = (1, self.head.horizon, self.head.action_dim)
+        draws = [
+            torch.randn(shape, generator=torch.Generator(device=device).manual_seed(s), device=device)
+            for s in seeds
+        ]
+        return torch.cat(draws)
 
     def observation_settings(self) -> dict[str, Any]:
         """What a rollout must give this policy, as

@@ -463,6 +463,8 @@ class EvalConfig:
         weights: which weights are evaluated: ``"auto"`` (EMA when trained with it), ``"ema"`` or
             ``"raw"``.
         workers: simulator processes.
+        envs_per_worker: episodes of a task each process runs at once, planned in batches (see
+            ``RolloutConfig.envs_per_worker``).
         video: which episodes get a video (see ``RolloutConfig.video``).
         max_steps: episode step limit (None: the suite's).
         video_size: the videos' frames are rendered at this size (each view square, side by side)
@@ -482,6 +484,7 @@ class EvalConfig:
     solver_steps: int = setting(10, ge=1)
     weights: str = setting("auto", choices=("auto", "ema", "raw"))
     workers: int = setting(2, ge=1)
+    envs_per_worker: int = setting(1, ge=1)
     video: str = setting("first", choices=("none", "failures", "successes", "all", "first"))
     max_steps: int | None = setting(None, ge=1)
     video_size: int | None = setting(256, ge=16)
@@ -539,6 +542,7 @@ class EvalConfig:
             video=self.video,
             video_size=self.video_size,
             workers=self.workers,
+            envs_per_worker=self.envs_per_worker,
             seed=seed,
             predict_kwargs={
                 "seed": seed,

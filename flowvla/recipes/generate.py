@@ -112,7 +112,7 @@ def run_attempt(
     `ExpertEpisodeFn`)."""
     from flowvla.envs.experts import make_expert, run_expert_episode
 
-    episode_fn = episode_fn or run_expert_episode
+    episode_fn = run_expert_episode if episode_fn is None else episode_fn
 
     env = _env_for(cfg, suite, task)
     expert = make_expert(env)

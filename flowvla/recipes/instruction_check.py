@@ -157,9 +157,7 @@ def check_instructions(
                 progress=progress,
                 **extra,
             )
-            summary = evaluate(
-                policy, rollout, **({"episode_fn": episode_fn} if episode_fn is not None else {})
-            )
+            summary = evaluate(policy, rollout, episode_fn=episode_fn)
             result["rows"][f"{suite}/{name}"] = {
                 "suite": suite,
                 "name": name,

@@ -88,15 +88,21 @@ def ensure_demos(
     return files, {**summary, "left_out": left_out}
 
 
+#: Settings that decide how fast a run goes, never what it computes: a run resumes with others (on a
+#: machine with more cores, say).
+SPEED_SETTINGS = frozenset({"data.workers", "eval.workers", "eval.envs_per_worker"})
+
+
 def check_resumable(cfg: RecipeConfig, out: Path) -> None:
     """Refuse to run ``cfg`` into a folder holding a run of another recipe (naming the settings that
-    differ). A run saved before a setting existed holds that setting's default."""
+    differ; those of ``SPEED_SETTINGS`` may). A run saved before a setting existed holds that setting's
+    default."""
     recipe_file = Path(out) / "recipe.json"
     if not recipe_file.is_file():
         return
     before = flat_settings(load_recipe(out))
     ours = flat_settings(cfg)
-    changed = sorted(k for k in ours if before.get(k) != ours[k])
+    changed = sorted(k for k in ours if k not in SPEED_SETTINGS and before.get(k) != ours[k])
     if changed:
         raise ValueError(
             f"out={str(out)!r} holds a run of another recipe (settings {changed} differ); "
@@ -302,9 +308,7 @@ def evaluate_policy(
             seed=cfg.seed,
             progress=progress,
         )
-        summaries.append(
-            evaluate(policy.eval(), rollout, **({"episode_fn": episode_fn} if episode_fn is not None else {}))
-        )
+        summaries.append(evaluate(policy.eval(), rollout, episode_fn=episode_fn))
     if len(summaries) == 1:
         return summaries[0]
     from flowvla.envs.ledger import load_records

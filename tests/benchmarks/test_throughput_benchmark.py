@@ -40,3 +40,10 @@ def test_baseline_runs_in_a_worktree_and_gives_ratios(bench, tmp_path):
     training = results["baseline"]["training"]
     assert training["baseline"] > 0 and training["current"] > 0
     assert training["ratio"] == pytest.approx(training["current"] / training["baseline"])
+
+
+def test_eval_variants_ask_for_a_trained_run_before_any_work(bench, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        bench.main(["--eval-variants", "--run", str(tmp_path), "--out", str(tmp_path)])
+    assert stop.value.code == 2
+    assert "--run must be a trained recipe run folder" in capsys.readouterr().err

@@ -82,3 +82,14 @@ def test_a_cached_env_is_reused_for_its_key_and_closed_when_it_changes():
     with WorkerPool(1):
         pass
     assert b.closed
+
+
+def test_cached_envs_grow_to_the_count_asked_and_are_all_closed_on_a_new_key():
+    from flowvla.envs.pool import cached_envs
+
+    one = cached_envs("a", 1, lambda: _Env("a"))
+    three = cached_envs("a", 3, lambda: _Env("a"))
+    assert three[0] is one[0] and len({id(e) for e in three}) == 3
+    assert cached_envs("a", 2, lambda: _Env("a")) == three[:2]  # fewer: the first ones, none closed
+    cached_envs("b", 1, lambda: _Env("b"))
+    assert all(e.closed for e in three)

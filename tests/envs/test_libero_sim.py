@@ -240,6 +240,33 @@ def test_a_kept_model_draws_the_layout_a_freshly_loaded_model_draws():
     assert abs(bowl[2] - 1.01) < 0.01  # on the stove, as in the official init states
 
 
+def test_a_kept_model_runs_an_official_episode_bit_for_bit_as_a_rebuilt_one():
+    # What lets evaluations keep the model (a reset of 0.2 s instead of 2 s). The episode before ends
+    # with the gripper closed: robosuite's reset kept its integrated command, so the fingers of the
+    # next episode started out closing (a 3 mm finger difference after settling). libero_spatial 3
+    # has a fixture that each reset places (the bowl's cookie box).
+    rng = np.random.default_rng(0)
+    actions = np.concatenate([rng.uniform(-0.6, 0.6, (24, 6)), np.repeat([[-1.0], [1.0]], 12, 0)], 1)
+
+    def episode(env: LiberoEnv) -> tuple[np.ndarray, np.ndarray]:
+        env.reset(init_state=4, seed=104, settle_steps=10)
+        states = [env.get_sim_state()]
+        for a in actions:
+            env.step(a)
+            states.append(env.get_sim_state())
+        return np.stack(states), env.observe()["images"]
+
+    with LiberoEnv("libero_spatial", 3, image_size=32, cameras=("agentview",), hard_reset=True) as env:
+        rebuilt = episode(env)
+    with LiberoEnv("libero_spatial", 3, image_size=32, cameras=("agentview",), hard_reset=False) as env:
+        env.reset(init_state=9, seed=1, settle_steps=10)
+        for _ in range(15):
+            env.step(np.array([0.3, 0.0, -0.3, 0.0, 0.0, 0.0, 1.0]))  # ends with the gripper closed
+        kept = episode(env)
+    np.testing.assert_array_equal(kept[0], rebuilt[0])
+    np.testing.assert_array_equal(kept[1], rebuilt[1])
+
+
 def test_fixtures_a_reset_moved_are_put_back_from_the_recorded_model(envs):
     env = envs("libero_goal")  # a stove, a cabinet and a wine rack, placed anew at every reset
 
@@ -519,3 +546,57 @@ def test_a_triton_build_of_torch_survives_an_environment_that_has_rendered():
 
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "survived" in done.stdout, done.stderr[-2000:]
+
+
+def test_episodes_run_together_give_the_records_they_give_one_at_a_time():
+    """Batched planning (one policy call for the episodes that re-plan together) changes nothing for
+    a policy whose actions for a sample depend on that sample alone: same steps, outcomes, actions,
+    and each record keeps its own sample's debug entries."""
+    from flowvla.envs.rollout import RolloutConfig, run_episode, run_episodes
+
+    sizes = []
+
+    class Feedback:
+        """Chunks from each sample's own state (the gripper toggling within them: cut re-plans)."""
+
+        def predict_action(self, batch, seed, **kw):
+            state = np.asarray(batch["state"], dtype=np.float64)
+            sizes.append(len(state))
+            assert seed == (3 if len(state) == 1 else [3] * len(state))  # per sample when batched
+            h = np.arange(5)[None, :, None]
+            chunk = np.zeros((len(state), 5, 7))
+            chunk[..., :3] = 0.6 * np.sin(20.0 * state[:, None, :3] + h)
+            chunk[..., -1] = np.where(np.sin(300.0 * state[:, None, 0] + h[..., 0]) > 0, 1.0, -1.0)
+            return chunk, {"router_weights": [[float(s[0])] for s in state], "batch_size": len(state)}
+
+    cfg = RolloutConfig(
+        suite="libero_object", tasks=[0], init_states=[0, 1, 2], max_steps=20, image_size=32,
+        cameras=("agentview",), replan_at_gripper=True, progress=False, predict_kwargs={"seed": 3},
+    )  # fmt: skip
+    envs = [LiberoEnv("libero_object", 0, image_size=32, cameras=("agentview",)) for _ in range(3)]
+    try:
+        alone = [run_episode(envs[0], Feedback(), cfg, i)[0] for i in (0, 1, 2)]
+        assert set(sizes) == {1}
+        together = [rec for rec, _ in run_episodes(envs, Feedback(), cfg, [0, 1, 2])]
+    finally:
+        for env in envs:
+            env.close()
+    assert max(sizes) > 1  # some calls planned several episodes at once
+    assert len({a.replans for a in alone}) > 1  # the episodes re-planned at different steps
+    for a, b in zip(alone, together, strict=True):
+        assert (a.init_state, a.steps, a.replans, a.success) == (b.init_state, b.steps, b.replans, b.success)
+        assert a.outcome == b.outcome and a.smoothness == b.smoothness
+        assert a.debug["router_weights"] == b.debug["router_weights"]  # its own sample's row
+
+
+def test_an_evaluation_with_several_environments_per_worker_records_every_episode(tmp_path):
+    from flowvla.envs.rollout import ConstantPolicy, RolloutConfig, evaluate, load_records
+
+    cfg = RolloutConfig(
+        suite="libero_object", tasks=[0], init_states=[0, 1, 2], max_steps=6, image_size=32,
+        cameras=("agentview",), envs_per_worker=2, out_dir=str(tmp_path), progress=False,
+    )  # fmt: skip
+    summary = evaluate(ConstantPolicy(horizon=4), cfg)
+    rows = load_records(tmp_path / "episodes.jsonl")
+    assert summary["episodes"] == 3 and sorted(r["init_state"] for r in rows) == [0, 1, 2]
+    assert all(r["steps"] == 6 and r["replans"] == 2 for r in rows)

@@ -97,6 +97,16 @@ def test_other_outcome_settings_are_refused(tmp_path, episodes, change, named):
         evaluate(ConstantPolicy(), config(tmp_path, policy_id=A, **change), episode_fn=episodes)
 
 
+def test_records_of_a_rebuilt_model_count_for_a_kept_one(tmp_path, episodes):
+    # The two run the same episodes bit for bit (tests/envs/test_libero_sim.py), so an evaluation
+    # started with hard_reset=True (the default before) resumes under the new default.
+    evaluate(
+        ConstantPolicy(), config(tmp_path, policy_id=A, hard_reset=True, init_states=1), episode_fn=episodes
+    )
+    summary = evaluate(ConstantPolicy(), config(tmp_path, policy_id=A), episode_fn=episodes)
+    assert summary["episodes"] == 4 and len(episodes) == 4  # only the two new init states ran
+
+
 def test_records_without_identity_count_as_another_policy(tmp_path, episodes):
     # Records of an older flowvla: no policy, no settings.
     legacy = {
@@ -218,3 +228,31 @@ def test_smoothness_splits_at_the_replans_and_a_seam_shows_only_across():
     assert one_chunk["second_diff_across"] == 0.0  # no seam inside the episode
     with pytest.raises(ValueError, match="chunk_starts"):
         metrics.action_smoothness(np.zeros((5, 7)), [0, 5])
+
+
+def test_batched_jobs_are_grouped_by_task_in_order_and_never_larger_than_asked():
+    from flowvla.envs.rollout import _groups
+
+    jobs = [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (2, 5)]
+    assert _groups(jobs, 2) == [(0, [0, 1]), (0, [2]), (1, [0, 1]), (2, [5])]
+    assert _groups(jobs, 1) == [(t, [i]) for t, i in jobs]
+    with pytest.raises(ValueError, match="envs_per_worker"):
+        config(tmp_path=".", envs_per_worker=0)
+
+
+def test_an_episode_of_a_batched_call_keeps_its_own_samples_debug_entries():
+    from flowvla.envs.closed_loop import _debug_of
+
+    debug = {
+        "router_weights": [[0.1], [0.2], [0.3]],
+        "token_signature": ["a", "b", "c"],
+        "padding": {"side": "right", "padded_tokens": [0, 2, 0], "any": True},
+        "layer_rms": [1.0, 2.0, 3.0],  # per layer, not per sample: left whole
+        "nfe": 10,
+    }
+    one = _debug_of(debug, 1, 3)
+    assert one["router_weights"] == [[0.2]] and one["token_signature"] == ["b"]
+    assert one["padding"] == {"side": "right", "padded_tokens": [2], "any": True}
+    assert _debug_of(debug, 0, 3)["padding"]["any"] is False
+    assert one["layer_rms"] == [1.0, 2.0, 3.0] and one["nfe"] == 10
+    assert _debug_of(debug, 0, 1) is debug and _debug_of(None, 0, 2) == {}

@@ -81,6 +81,20 @@ def test_predict_action_is_deterministic_with_a_seed_and_reports_debug_info():
     assert set(info["timings_s"]) >= {"backbone", "routing", "head", "head_per_nfe", "total"}
 
 
+def test_a_seed_per_sample_gives_each_sample_the_actions_it_gets_alone():
+    # What lets a batched evaluation plan several episodes in one call as if each were planned alone.
+    policy = tiny_policy(router="topk")
+    batch = make_batch(3, actions=False)
+    together, _ = policy.predict_action(batch, seed=[7, 7, 5])
+    for i, seed in enumerate([7, 7, 5]):
+        alone, _ = policy.predict_action({k: v[i : i + 1] for k, v in batch.items()}, seed=seed)
+        torch.testing.assert_close(together[i : i + 1], alone, rtol=1e-5, atol=1e-6)
+    shared, _ = policy.predict_action(batch, seed=7)
+    assert not torch.allclose(shared[1:2], together[1:2])  # one int seed: one draw for the whole batch
+    with pytest.raises(ValueError, match="seed: give one int or one per sample"):
+        policy.predict_action(batch, seed=[7, 7])
+
+
 def test_actions_are_returned_in_dataset_units():
     policy = tiny_policy()
     stats = policy.stats["actions"]

@@ -347,6 +347,10 @@ def test_a_run_saved_before_a_setting_existed_still_resumes(tmp_path):
     check_resumable(cfg, tmp_path)
     with pytest.raises(ValueError, match=r"\['policy.fusion.kind'\] differ"):
         check_resumable(preset("toy", fusion="gated"), tmp_path)
+    # How many processes and environments run it decides only how fast: a run resumes with others.
+    check_resumable(
+        preset("toy", **{"eval.workers": 3, "eval.envs_per_worker": 4, "data.workers": 2}), tmp_path
+    )
 
 
 def test_an_eval_variant_reuses_only_a_checkpoint_trained_the_same_way(tmp_path):
