@@ -178,8 +178,9 @@ def run_episodes(
     observations. For a policy whose actions for a sample do not depend on the rest of its batch, the
     records equal ``run_episode``'s one at a time (tested); a policy's time in a batched call is split
     evenly over its episodes. An int ``seed`` in ``cfg.predict_kwargs`` goes to a batched call as one
-    seed per sample, each the same (as [`VLAPolicy.predict_action`][flowvla.policy.policy.VLAPolicy.predict_action]
-    takes them), so that each episode's noise is the noise it would get alone.
+    seed per sample, each the same (as
+    [`VLAPolicy.predict_action`][flowvla.policy.policy.VLAPolicy.predict_action] takes them), so that
+    each episode's noise is the noise it would get alone.
 
     Args:
         envs: one environment per episode (distinct objects; the same task or not).
