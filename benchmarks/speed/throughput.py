@@ -547,11 +547,9 @@ def evaluation_variants(
 ) -> dict:
     """Evaluate ``run``'s policy on the same episodes under each of ``EVAL_VARIANTS``, alternating."""
     from flowvla.envs.rollout import evaluate
-    from flowvla.policy import VLAPolicy
-    from flowvla.recipes.settings import load_recipe
+    from flowvla.recipes.settings import load_run_policy
 
-    cfg = load_recipe(run)
-    policy = VLAPolicy.from_pretrained(run / "checkpoint", weights=cfg.eval.weights).eval()
+    policy, cfg = load_run_policy(run)
     ev = dataclasses.replace(cfg.eval, init_states=init_states, video="none", workers=workers)
     base = ev.rollout_config(
         policy,

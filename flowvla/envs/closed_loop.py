@@ -98,27 +98,14 @@ def _as_numpy_actions(actions: Any, batch: int = 1) -> np.ndarray:
     return a
 
 
-#: Entries of a [`VLAPolicy`][flowvla.policy.policy.VLAPolicy]'s ``debug_info`` that hold one item per
-#: sample: an episode of a batched call records its own (the rest describe the whole batch).
-_PER_SAMPLE_DEBUG = ("token_signature", "image_tokens", "router_weights", "keypoints")
-
-
-def _debug_of(debug: Any, index: int, batch: int) -> dict[str, Any]:
-    """Sample ``index``'s view of a batch's ``debug_info``, shaped as a batch of one gives it."""
+def _debug_of(policy: Any, debug: Any, index: int, batch: int) -> dict[str, Any]:
+    """Sample ``index``'s view of a batch's ``debug_info``: the policy's own split where it has one
+    (``sample_debug``, e.g. [`VLAPolicy.sample_debug`][flowvla.policy.policy.VLAPolicy.sample_debug]),
+    else the whole call's."""
     if not isinstance(debug, dict):
         return {}
-    if batch == 1:
-        return debug
-    out = dict(debug)
-    for key in _PER_SAMPLE_DEBUG:
-        if isinstance(out.get(key), list) and len(out[key]) == batch:
-            out[key] = [out[key][index]]
-    padding = out.get("padding")
-    if isinstance(padding, dict) and isinstance(padding.get("padded_tokens"), list):
-        tokens = padding["padded_tokens"]
-        if len(tokens) == batch:
-            out["padding"] = {**padding, "padded_tokens": [tokens[index]], "any": bool(tokens[index])}
-    return out
+    split = getattr(policy, "sample_debug", None)
+    return debug if batch == 1 or split is None else split(debug, index)
 
 
 def _wants_video(cfg: RolloutConfig, first_of_task: bool) -> bool:
@@ -236,7 +223,7 @@ def _drive(
         share = (time.perf_counter() - t0) / len(keys)
         chunks = _as_numpy_actions(actions, len(keys))
         for j, k in enumerate(keys):
-            advance(k, (chunks[j], _debug_of(debug, j, len(keys)), share))
+            advance(k, (chunks[j], _debug_of(policy, debug, j, len(keys)), share))
     return [done[k] for k in range(len(episodes))]
 
 

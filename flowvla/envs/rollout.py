@@ -177,16 +177,16 @@ def _setup(policy: Any, cfg: RolloutConfig, episode_fn: EpisodeFn) -> None:
     state["cfg"], state["episode_fn"] = cfg, episode_fn
 
 
-def _episode(task: int, init_state: int) -> dict[str, Any]:
-    state = worker_state()
-    return dataclasses.asdict(state["episode_fn"](state["policy"], state["cfg"], task, init_state))
-
-
 def _episodes(task: int, init_states: list[int]) -> list[dict[str, Any]]:
+    """The records of a group of one task's episodes: the simulator's run together (one environment
+    each, planned in shared policy calls), any other episode function's one after the other."""
     state = worker_state()
-    return [
-        dataclasses.asdict(r) for r in simulate_episodes(state["policy"], state["cfg"], task, init_states)
-    ]
+    policy, cfg, episode_fn = state["policy"], state["cfg"], state["episode_fn"]
+    if episode_fn is simulate_episode and len(init_states) > 1:
+        records = simulate_episodes(policy, cfg, task, init_states)
+    else:
+        records = [episode_fn(policy, cfg, task, i) for i in init_states]
+    return [dataclasses.asdict(r) for r in records]
 
 
 def _groups(jobs: list[tuple[int, int]], size: int) -> list[tuple[int, list[int]]]:
@@ -271,18 +271,14 @@ def evaluate(
     # Batched, the jobs go out in groups of one task: split them over the workers first, so that none
     # sits idle while another runs a large group.
     size = min(cfg.envs_per_worker, -(-len(jobs) // max(1, cfg.workers))) if batched else 1
-    units = _groups(jobs, size) if batched else jobs
+    units = _groups(jobs, size)
     workers = max(1, min(cfg.workers, len(units)))
     try:
         with tempfile.TemporaryDirectory(prefix="flowvla-rollout-") as tmp:
             sent = _sendable(policy, tmp) if workers > 1 else policy
             with WorkerPool(workers, _setup, (sent, cfg, episode_fn)) as pool:
-                if batched:
-                    for group in pool.unordered(_episodes, units):
-                        for row in group:
-                            finish(row)
-                else:
-                    for row in pool.unordered(_episode, units):
+                for group in pool.unordered(_episodes, units):
+                    for row in group:
                         finish(row)
     finally:
         progress.close()

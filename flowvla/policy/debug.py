@@ -10,13 +10,18 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from flowvla.typing import Bool, Float, Int, Tensor, typechecked
 
-__all__ = ["layer_rms", "record_block_stats", "token_signatures"]
+__all__ = ["PER_SAMPLE_DEBUG", "layer_rms", "record_block_stats", "sample_debug", "token_signatures"]
+
+#: The ``debug_info`` entries of ``predict_action`` that hold one item per sample (the rest describe
+#: the whole call: layer RMS, block statistics, timings, the solver).
+PER_SAMPLE_DEBUG = ("token_signature", "image_tokens", "router_weights", "keypoints")
 
 
 @typechecked
@@ -71,3 +76,22 @@ def record_block_stats(blocks: nn.ModuleList) -> Iterator[list[dict[str, float]]
         for rms_out, rms_update, calls in sums:
             n = max(calls, 1)
             stats.append({"rms_out": float(rms_out) / n, "rms_update": float(rms_update) / n, "calls": calls})
+
+
+@typechecked
+def sample_debug(debug: dict[str, Any], index: int, batch: int) -> dict[str, Any]:
+    """Sample ``index``'s view of a batch's ``debug_info``, shaped as a batch of one reports it: the
+    [`PER_SAMPLE_DEBUG`][flowvla.policy.debug.PER_SAMPLE_DEBUG] lists and the padding cut to that
+    sample, every other entry as it is."""
+    if batch == 1:
+        return debug
+    out = dict(debug)
+    for key in PER_SAMPLE_DEBUG:
+        if isinstance(out.get(key), list) and len(out[key]) == batch:
+            out[key] = [out[key][index]]
+    padding = out.get("padding")
+    if isinstance(padding, dict) and isinstance(padding.get("padded_tokens"), list):
+        tokens = padding["padded_tokens"]
+        if len(tokens) == batch:
+            out["padding"] = {**padding, "padded_tokens": [tokens[index]], "any": bool(tokens[index])}
+    return out

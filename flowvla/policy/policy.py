@@ -43,7 +43,7 @@ from flowvla.io import write_json_atomic
 from flowvla.policy.build import BACKBONES, create_geometry_branch
 from flowvla.policy.checks import check_batch
 from flowvla.policy.config import PolicyConfig
-from flowvla.policy.debug import layer_rms, record_block_stats, token_signatures
+from flowvla.policy.debug import layer_rms, record_block_stats, sample_debug, token_signatures
 from flowvla.routing import RoutedContexts, create_router
 from flowvla.solvers import FittedGrid, Solver
 from flowvla.typing import Float, Tensor, typechecked
@@ -396,6 +396,12 @@ class VLAPolicy(nn.Module):
         # A solver fitted for a fixed number of steps (a bespoke solver) brings its own.
         steps = steps or getattr(solver, "steps", None) or self.config.steps
         return solver or self.config.solver, steps, grid
+
+    @staticmethod
+    def sample_debug(debug_info: dict[str, Any], index: int) -> dict[str, Any]:
+        """Sample ``index``'s part of a batched ``predict_action`` call's ``debug_info``, as a call with
+        that sample alone reports it (see [`sample_debug`][flowvla.policy.debug.sample_debug])."""
+        return sample_debug(debug_info, index, int(debug_info.get("batch_size", 1)))
 
     @torch.no_grad()
     @typechecked

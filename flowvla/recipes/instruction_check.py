@@ -29,7 +29,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from flowvla.checks import MissingPathError, SettingError
+from flowvla.checks import SettingError
 from flowvla.io import write_json_atomic
 
 __all__ = ["INSTRUCTIONS_FILE", "check_instructions", "instruction_rows", "load_instruction_check"]
@@ -122,26 +122,20 @@ def check_instructions(
         SettingError: ``init_states`` outside ``[1, 50]`` or ``workers < 1``.
     """
     from flowvla.envs.rollout import evaluate
-    from flowvla.policy import VLAPolicy, policy_identity
+    from flowvla.policy import policy_identity
     from flowvla.recipes.report import success_table
-    from flowvla.recipes.settings import load_recipe
+    from flowvla.recipes.settings import load_run_policy
 
     run_dir = Path(run_dir)
     if not 1 <= init_states <= 50:
         raise SettingError("init_states", f"expected 1-50 official init states per task, got {init_states}")
     if workers is not None and workers < 1:
         raise SettingError("workers", f"expected at least 1 simulator process, got {workers}")
-    checkpoint = run_dir / "checkpoint"
-    if not (run_dir / "recipe.json").is_file() or not checkpoint.is_dir():
-        raise MissingPathError(
-            f"run_dir: {str(run_dir)!r} holds no trained recipe run (recipe.json and checkpoint/)"
-        )
-    cfg = load_recipe(run_dir)
+    policy, cfg = load_run_policy(run_dir)
     tasks = list(cfg.data.tasks)
     ev = dataclasses.replace(
         cfg.eval, init_states=init_states, video=video, workers=workers or cfg.eval.workers
     )
-    policy = VLAPolicy.from_pretrained(checkpoint, weights=cfg.eval.weights).eval()
     digest = policy_identity(policy)["weights_sha256"]
     result: dict[str, Any] = {"suite": cfg.data.suite, "init_states": init_states, "rows": {}}
     for suite in cfg.data.suites:  # a run of several suites: each by its own rows

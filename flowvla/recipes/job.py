@@ -16,7 +16,7 @@ from flowvla.cli import say
 from flowvla.io import write_json_atomic
 from flowvla.recipes.config import RecipeConfig
 from flowvla.recipes.parts import build_dataset, build_val_dataset, default_cache_dir
-from flowvla.recipes.settings import flat_settings, load_recipe, save_recipe
+from flowvla.recipes.settings import flat_settings, load_recipe, load_run_policy, save_recipe
 
 __all__ = ["check_resumable", "ensure_demos", "load_run", "run_job"]
 
@@ -429,12 +429,9 @@ def _run_policy_and_batch(
     run_dir: str | Path, per_task: int, points: tuple[float, ...], *, with_actions: bool
 ) -> tuple[Any, dict[str, Any]]:
     """A recipe run's evaluated policy and an observation batch from its training demonstrations."""
-    from flowvla.policy import VLAPolicy
-
     run_dir = Path(run_dir)
-    cfg = load_recipe(run_dir)
+    policy, cfg = load_run_policy(run_dir)
     files = [Path(f) for f in _load_run(run_dir)["phases"]["data"]["files"]]
-    policy = VLAPolicy.from_pretrained(run_dir / "checkpoint", weights=cfg.eval.weights)
     batch = observation_batch(cfg, files, per_task=per_task, points=points, with_actions=with_actions)
     return policy, batch
 

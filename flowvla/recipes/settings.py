@@ -30,6 +30,7 @@ __all__ = [
     "flat_settings",
     "is_flat_recipe",
     "load_recipe",
+    "load_run_policy",
     "parse_settings",
     "preset",
     "save_recipe",
@@ -261,6 +262,28 @@ def load_recipe(out_dir: str | os.PathLike) -> RecipeConfig:
         raise MissingPathError(f"{out_dir}: no {RECIPE_FILE} here; give a recipe run folder")
     d = json.loads(path.read_text())
     return RecipeConfig.from_dict(convert_flat_recipe(d) if is_flat_recipe(d) else d)
+
+
+def load_run_policy(run_dir: str | os.PathLike) -> tuple[Any, RecipeConfig]:
+    """A trained recipe run's policy, as its evaluation loads it (the ``eval.weights`` it names, in
+    eval mode), and the recipe.
+
+    Returns:
+        ``(policy, cfg)``: a [`VLAPolicy`][flowvla.policy.policy.VLAPolicy] and the run's
+        [`RecipeConfig`][flowvla.recipes.config.RecipeConfig].
+
+    Raises:
+        MissingPathError: ``run_dir`` holds no ``recipe.json`` or no ``checkpoint/`` (not trained yet).
+    """
+    from flowvla.policy import VLAPolicy
+
+    checkpoint = Path(run_dir) / "checkpoint"
+    if not (Path(run_dir) / RECIPE_FILE).is_file() or not checkpoint.is_dir():
+        raise MissingPathError(
+            f"run_dir: {str(run_dir)!r} holds no trained recipe run ({RECIPE_FILE} and checkpoint/)"
+        )
+    cfg = load_recipe(run_dir)
+    return VLAPolicy.from_pretrained(checkpoint, weights=cfg.eval.weights).eval(), cfg
 
 
 def save_recipe(cfg: RecipeConfig, out_dir: str | os.PathLike) -> None:

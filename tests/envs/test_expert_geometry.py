@@ -237,3 +237,69 @@ def test_noise_bursts_reject_degenerate_schedules():
         NoiseBursts(0, 10, np.random.default_rng(0))
     with pytest.raises(ValueError, match="noise_bursts"):
         NoiseBursts(3, 1, np.random.default_rng(0))
+
+
+def _block(center, half, top, bottom=0.9) -> np.ndarray:
+    """``[8, 3]`` corners of an axis-aligned box."""
+    cx, cy = center
+    return np.array(
+        [[cx + sx * half, cy + sy * half, z] for sx in (-1, 1) for sy in (-1, 1) for z in (bottom, top)]
+    )
+
+
+def _carrying(heading: float, boxes: dict[str, np.ndarray]):
+    """A pick-and-place expert carrying a 6 cm object from the origin 40 cm along ``heading``, among
+    ``boxes``, with no simulator behind it."""
+    from flowvla.envs.experts.pick_place import ExpertConfig, PickPlaceExpert
+    from flowvla.envs.experts.scene import BodyShape
+
+    shapes = {"obj": _block((0.0, 0.0), 0.03, 0.96), **boxes}
+    scene = SimpleNamespace(
+        names=list(shapes),
+        body_pos=lambda n: shapes[n].mean(axis=0),
+        shape=lambda n: BodyShape(shapes[n]),
+        boxes=lambda n: shapes[n][None],
+    )
+    expert = object.__new__(PickPlaceExpert)
+    expert.scene, expert.cfg = scene, ExpertConfig()
+    expert.goal = SimpleNamespace(obj="obj")
+    expert._path = expert._path_boxes(0.4 * np.array([math.cos(heading), math.sin(heading)]))
+    return expert
+
+
+@given(
+    heading=st.floats(-math.pi, math.pi),
+    ahead=st.floats(0.1, 0.3),
+    side=st.floats(-0.3, 0.3),
+    top=st.floats(0.95, 1.2),
+)
+def test_a_carried_object_travels_only_as_far_as_it_clears_the_boxes_on_its_way(heading, ahead, side, top):
+    # A 4 cm box `ahead` along the way, its centre `side` off it: the object may go until its footprint
+    # comes within 2 cm of the box's (along the way), unless its bottom passes 2 cm above the box's top;
+    # a box more than 2 cm to the side of the object's swept band never blocks it.
+    u = np.array([math.cos(heading), math.sin(heading)])
+    across = np.array([-u[1], u[0]])
+    box = _block(ahead * u + side * across, 0.02, top)
+    expert = _carrying(heading, {"box": box})
+    own = _block((0.0, 0.0), 0.03, 0.96)[:, :2]
+    reach, half = float((own @ u).max()), float(np.abs(own @ across).max())
+    lateral = box[:, :2] @ across
+    if lateral.min() > half + 0.02 or lateral.max() < -half - 0.02:
+        assert expert._free_travel(0.9) == math.inf
+        return
+    near = float((box[:, :2] @ u).min())
+    assert expert._free_travel(top + 0.0199) == pytest.approx(max(0.0, near - reach - 0.02), abs=1e-9)
+    assert expert._free_travel(top + 0.0201) == math.inf  # high enough: the whole way is free
+
+
+def test_the_lowest_blocking_box_on_the_way_sets_the_travel():
+    expert = _carrying(
+        0.0, {"near_low": _block((0.15, 0.0), 0.02, 0.95), "far_high": _block((0.3, 0.0), 0.02, 1.1)}
+    )
+    assert expert._free_travel(0.93) == pytest.approx(0.15 - 0.02 - 0.05)  # both block: the nearer one
+    assert expert._free_travel(1.0) == pytest.approx(0.3 - 0.02 - 0.05)  # above the low one: the far one
+    assert expert._free_travel(1.13) == math.inf
+    behind = _carrying(0.0, {"behind": _block((-0.15, 0.0), 0.02, 1.1)})
+    assert behind._free_travel(0.9) == math.inf
+    under = _carrying(0.0, {"support": _block((0.0, 0.0), 0.05, 0.9, bottom=0.85)})
+    assert under._free_travel(0.91) == 0.0  # what it stands on: rise 2 cm above it first

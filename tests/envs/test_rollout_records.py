@@ -242,6 +242,7 @@ def test_batched_jobs_are_grouped_by_task_in_order_and_never_larger_than_asked()
 
 def test_an_episode_of_a_batched_call_keeps_its_own_samples_debug_entries():
     from flowvla.envs.closed_loop import _debug_of
+    from flowvla.policy import VLAPolicy
 
     debug = {
         "router_weights": [[0.1], [0.2], [0.3]],
@@ -249,10 +250,13 @@ def test_an_episode_of_a_batched_call_keeps_its_own_samples_debug_entries():
         "padding": {"side": "right", "padded_tokens": [0, 2, 0], "any": True},
         "layer_rms": [1.0, 2.0, 3.0],  # per layer, not per sample: left whole
         "nfe": 10,
+        "batch_size": 3,
     }
-    one = _debug_of(debug, 1, 3)
+    one = _debug_of(VLAPolicy, debug, 1, 3)
     assert one["router_weights"] == [[0.2]] and one["token_signature"] == ["b"]
     assert one["padding"] == {"side": "right", "padded_tokens": [2], "any": True}
-    assert _debug_of(debug, 0, 3)["padding"]["any"] is False
+    assert _debug_of(VLAPolicy, debug, 0, 3)["padding"]["any"] is False
     assert one["layer_rms"] == [1.0, 2.0, 3.0] and one["nfe"] == 10
-    assert _debug_of(debug, 0, 1) is debug and _debug_of(None, 0, 2) == {}
+    assert _debug_of(VLAPolicy, debug, 0, 1) is debug and _debug_of(VLAPolicy, None, 0, 2) == {}
+    # A policy that does not say which entries are per sample: each episode gets the call's whole.
+    assert _debug_of(object(), debug, 1, 3) is debug

@@ -9,6 +9,7 @@ import torch
 from flowvla.diagnostics import main as diagnostics_main
 from flowvla.policy import BatchError, PolicyConfig, VLAPolicy, chunk_differences_penalty
 from flowvla.policy.config import LossConfig
+from flowvla.policy.debug import PER_SAMPLE_DEBUG
 from tests.dit.helpers import randomize_
 from tests.policy.helpers import IMG, A, H, S, V, make_batch, tiny_policy
 
@@ -93,6 +94,29 @@ def test_a_seed_per_sample_gives_each_sample_the_actions_it_gets_alone():
     assert not torch.allclose(shared[1:2], together[1:2])  # one int seed: one draw for the whole batch
     with pytest.raises(ValueError, match="seed: give one int or one per sample"):
         policy.predict_action(batch, seed=[7, 7])
+
+
+def test_a_samples_part_of_a_batched_debug_info_is_what_the_sample_alone_reports():
+    # The per-sample entries VLAPolicy declares are exactly the lists of one item per sample: a batched
+    # evaluation records each episode's own, as if it had been planned alone.
+    policy = tiny_policy(router="topk", keypoints=4)
+    batch = make_batch(2, actions=False)
+    _, together = policy.predict_action(batch, seed=[3, 4])
+    for i, seed in enumerate([3, 4]):
+        _, alone = policy.predict_action({k: v[i : i + 1] for k, v in batch.items()}, seed=seed)
+        mine = VLAPolicy.sample_debug(together, i)
+        per_sample = {
+            k for k, v in alone.items() if isinstance(v, list) and len(v) == 1 and len(together[k]) == 2
+        }
+        assert per_sample == set(PER_SAMPLE_DEBUG) and alone["padding"] == mine["padding"]
+        for key in per_sample:
+            if isinstance(alone[key][0], str):
+                assert mine[key] == alone[key]
+            else:
+                torch.testing.assert_close(
+                    torch.tensor(mine[key]), torch.tensor(alone[key]), rtol=1e-4, atol=1e-5
+                )
+    assert VLAPolicy.sample_debug(alone, 0) is alone
 
 
 def test_actions_are_returned_in_dataset_units():

@@ -149,8 +149,9 @@ class DrawerSkill(_JointSkill):
         predicate: ``("open", region)`` or ``("close", region)``: what must hold when done.
         art: the drawer's joint (see [`articulation`][flowvla.envs.experts.articulated.articulation]).
         recover_posture: after opening and pulling the hand back towards the arm's home, turn it palm
-            down and unwind the wrist (about 25 steps); ``False`` ends the stage back at home, for a
-            pick-and-place stage, whose approach turns the hand palm down on its way anyway.
+            down and unwind the wrist (about 25 steps); ``False`` turns it palm down on the second half
+            of the way home and ends the stage 12 cm short of it, for a pick-and-place stage, whose
+            approach goes on from there.
     """
 
     def __init__(
@@ -164,6 +165,7 @@ class DrawerSkill(_JointSkill):
         super().__init__(env, scene, predicate, art)
         self.recover_posture = recover_posture
         self._grasp_ref: np.ndarray | None = None
+        self._turn_yaw: float | None = None
         self.opening = predicate[0] == "open"
         self.target_q = art.open_q if self.opening else art.closed_q
         self.timeout = 200
@@ -205,6 +207,13 @@ class DrawerSkill(_JointSkill):
         centers, _ = self._geom_boxes()
         return centers[int(np.argmax(centers @ self.open_dir()))]
 
+    def _smallest_upright_turn(self) -> float:
+        """The heading of the palm-down rotation nearest the hand's now: turning on to the home
+        heading as well drives the wrist joints into their limits."""
+        yaws = np.linspace(-math.pi, math.pi, 72, endpoint=False)
+        turns = [np.linalg.norm(rotation_error(self.scene.eef_rot(), top_down_rotation(y))) for y in yaws]
+        return float(yaws[int(np.argmin(turns))])
+
     def _act(self) -> np.ndarray:
         sc = self.scene
         n, h = self.open_dir(), self.handle()
@@ -226,7 +235,7 @@ class DrawerSkill(_JointSkill):
                 tgt = h + 0.004 * n
                 if pose_error(sc, tgt, rot)[0] < 0.01 or self.phase_steps > 30:
                     self._start("grip")
-                return pose_action(sc, tgt, rot, 0.6, -1.0)
+                return pose_action(sc, tgt, rot, 1.0, -1.0)
             if self.phase == "grip":
                 tgt = h + 0.004 * n
                 settled = self.phase_steps > 6 and float(np.abs(sc.finger_qvel()).max()) < 0.01
@@ -254,15 +263,23 @@ class DrawerSkill(_JointSkill):
             # drives the elbow into its limit).
             tgt = sc.home_pos
             if self.phase == "withdraw":
-                if pose_error(sc, tgt, rot)[0] < 0.04 or self.phase_steps > 25:
+                if self.phase_steps == 1:
+                    self._withdraw_from = float(np.linalg.norm(tgt - sc.eef_pos()))
+                # Followed by a pick-and-place, whose approach goes on from wherever the hand is, the
+                # stage ends once the hand is back near home.
+                near = 0.04 if self.recover_posture else 0.12
+                if pose_error(sc, tgt, rot)[0] < near or self.phase_steps > 25:
                     if not self.recover_posture:
                         self.done, self.failed = self.holds(), not self.holds()
                     self._start("upright")
-                    # Palm down by the smallest turn from here: turning on to the home heading as well
-                    # drives the wrist joints into their limits.
-                    yaws = np.linspace(-math.pi, math.pi, 72, endpoint=False)
-                    turns = [np.linalg.norm(rotation_error(sc.eef_rot(), top_down_rotation(y))) for y in yaws]
-                    self._upright_yaw = float(yaws[int(np.argmin(turns))])
+                    self._upright_yaw = self._smallest_upright_turn()
+                if not self.recover_posture:
+                    # A pick-and-place comes next, palm down: turn on the way home once half of it is
+                    # behind (the elbow is bent enough there), not at the stretched start.
+                    if float(np.linalg.norm(tgt - sc.eef_pos())) < 0.5 * self._withdraw_from:
+                        if self._turn_yaw is None:
+                            self._turn_yaw = self._smallest_upright_turn()
+                        rot = top_down_rotation(self._turn_yaw)
                 return pose_action(sc, tgt, rot, 1.4, -1.0)
             if self.phase == "upright":
                 rot = top_down_rotation(self._upright_yaw)

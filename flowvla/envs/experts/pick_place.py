@@ -97,7 +97,7 @@ class ExpertConfig:
     clearance: float = 0.04
     place_gap: float = 0.012
     fast: float = 1.4
-    slow: float = 0.35
+    slow: float = 0.6
     pos_tol: float = 0.008
     rot_tol: float = 0.08
     max_retries: int = 3
@@ -366,6 +366,40 @@ class PickPlaceExpert:
                 tops.append(s.high[2])
         return max(tops) + self.cfg.clearance + obj_below
 
+    def _path_boxes(self, dest_xy: np.ndarray, margin: float = 0.02) -> list[tuple[float, float]]:
+        """The collision boxes the carried object would meet on the straight way from where it is to
+        ``dest_xy``, as ``(travel, top)``: how far (m) the object's centre can go before its footprint
+        (plus ``margin``) reaches the box, and the box's top. Every box across the path counts, the
+        destination's own walls too; a box the object stands on or beside has ``travel = 0``."""
+        sc = self.scene
+        start = sc.body_pos(self.goal.obj)[:2]
+        seg = dest_xy - start
+        length = float(np.linalg.norm(seg))
+        if length < 1e-6:
+            return []
+        u = seg / length
+        across = np.array([-u[1], u[0]])
+        own = sc.shape(self.goal.obj).points[:, :2] - start
+        ahead, half = float((own @ u).max()) + margin, float(np.abs(own @ across).max()) + margin
+        out = []
+        for n in sc.names:
+            if n == self.goal.obj:
+                continue
+            for box in sc.boxes(n):
+                rel = box[:, :2] - start
+                along, side = rel @ u, rel @ across
+                beside = side.max() < -half or side.min() > half
+                if beside or along.max() < -ahead or along.min() > length + ahead:
+                    continue
+                out.append((max(0.0, float(along.min()) - ahead), float(box[:, 2].max())))
+        return out
+
+    def _free_travel(self, bottom: float, clearance: float = 0.02) -> float:
+        """How far (m) the carried object, its bottom at ``bottom``, can go along its way to the
+        destination before it would pass less than ``clearance`` above a box (``inf``: nothing left)."""
+        blocked = [travel for travel, top in self._path if top + clearance > bottom]
+        return min(blocked, default=math.inf)
+
     def _overhangs(self) -> tuple[list[np.ndarray], list[np.ndarray], float]:
         """Footprints ``[8, 2]`` of the collision boxes over the goal object (underside above its top, less
         5 mm; footprint overlapping its own: lifted straight up it would hit them) and of those beside it
@@ -505,7 +539,7 @@ class PickPlaceExpert:
                     over, beside, gap = self._overhangs()
                     shift = self._draw_shift(over, beside)
                     if shift is None:
-                        self._start_phase("lift")
+                        self._start_lift()
                     else:
                         rise = float(np.clip(gap - 0.004, 0.0, cfg.draw_lift))
                         start = sc.eef_pos()
@@ -606,6 +640,13 @@ class PickPlaceExpert:
             self._start_phase("approach")
         return self._move(tgt, yaw, cfg.fast, -1.0)
 
+    def _start_lift(self) -> None:
+        """Lift the held object from where it is now, with the boxes on its way to the destination."""
+        dest_xy, _, _ = self._target()
+        self._carry_from = self.scene.body_pos(self.goal.obj)[:2]
+        self._path = self._path_boxes(dest_xy)
+        self._start_phase("lift")
+
     def _draw_step(self, close: float) -> np.ndarray:
         """Draw the held object out from under its overhangs, barely lifted; lift once it has gone the
         planned shift (or the hand stopped short: it met something)."""
@@ -620,7 +661,7 @@ class PickPlaceExpert:
             self.phase_steps > 8 and float(np.linalg.norm(self._xy_trace[-1] - self._xy_trace[-5])) < 0.002
         )
         if moved >= length - 0.003 or stopped or self.phase_steps > 40:
-            self._start_phase("lift")
+            self._start_lift()
         return self._move(self._draw_target, g.yaw, cfg.slow, close)
 
     def _carry(self, close: float) -> np.ndarray:
@@ -644,15 +685,26 @@ class PickPlaceExpert:
         # as much, so the object's bottom still clears everything on the way.
         sag = max(0.0, (eef[2] - float(sc.shape(self.goal.obj).low[2])) - self._obj_below)
         carry_z = self._carry_z + sag
+        bottom = float(sc.shape(self.goal.obj).low[2])
         if self.phase == "lift":
             target = np.array([eef[0], eef[1], carry_z])
-            if eef[2] > carry_z - 0.03 or timed_out:
+            # Once free of its support, the object rises and travels together as far as nothing on the
+            # way is in reach below it (the rest of the rise happens on the way).
+            free = lifted > 0.03 and self._free_travel(bottom) > 0.03
+            if eef[2] > carry_z - 0.03 or free or timed_out:
                 self._start_phase("transport")
             # Break the object free gently: a jerk right after closing pulls a thin rim out of the grip.
             fast = cfg.fast if g.kind == "pinch" else 0.5 * (cfg.slow + cfg.fast)
             return self._move(target, g.yaw, cfg.slow if lifted < 0.03 else fast, close)
         xy = dest_xy + offset
         if self.phase == "transport":
+            start = self._carry_from
+            way = dest_xy - start
+            length = float(np.linalg.norm(way))
+            room = self._free_travel(bottom)
+            if length > 1e-6 and room < length:
+                # Not yet high enough to pass everything ahead: go only as far as is clear.
+                xy = start + max(room, float((obj[:2] - start) @ way) / length) * way / length + offset
             target = np.array([xy[0], xy[1], carry_z])
             if float(np.linalg.norm(obj[:2] - dest_xy)) < 0.008 or timed_out:
                 self._start_phase("lower")
