@@ -553,6 +553,7 @@ def test_episodes_run_together_give_the_records_they_give_one_at_a_time():
     a policy whose actions for a sample depend on that sample alone: same steps, outcomes, actions,
     and each record keeps its own sample's debug entries."""
     from flowvla.envs.rollout import RolloutConfig, run_episode, run_episodes
+    from flowvla.policy.debug import sample_debug
 
     sizes = []
 
@@ -568,6 +569,10 @@ def test_episodes_run_together_give_the_records_they_give_one_at_a_time():
             chunk[..., :3] = 0.6 * np.sin(20.0 * state[:, None, :3] + h)
             chunk[..., -1] = np.where(np.sin(300.0 * state[:, None, 0] + h[..., 0]) > 0, 1.0, -1.0)
             return chunk, {"router_weights": [[float(s[0])] for s in state], "batch_size": len(state)}
+
+        @staticmethod
+        def sample_debug(debug, index):  # it says which debug entries are per sample, as VLAPolicy does
+            return sample_debug(debug, index, debug["batch_size"])
 
     cfg = RolloutConfig(
         suite="libero_object", tasks=[0], init_states=[0, 1, 2], max_steps=20, image_size=32,
