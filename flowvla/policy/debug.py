@@ -81,8 +81,8 @@ def record_block_stats(blocks: nn.ModuleList) -> Iterator[list[dict[str, float]]
 @typechecked
 def sample_debug(debug: dict[str, Any], index: int, batch: int) -> dict[str, Any]:
     """Sample ``index``'s view of a batch's ``debug_info``, shaped as a batch of one reports it: the
-    [`PER_SAMPLE_DEBUG`][flowvla.policy.debug.PER_SAMPLE_DEBUG] lists and the padding cut to that
-    sample, every other entry as it is."""
+    ``PER_SAMPLE_DEBUG`` lists (token signature, image tokens, router weights, keypoints) and the
+    padding cut to that sample, every other entry as it is."""
     if batch == 1:
         return debug
     out = dict(debug)
