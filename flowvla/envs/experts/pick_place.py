@@ -683,9 +683,9 @@ class PickPlaceExpert:
         timed_out = self.phase_steps > cfg.phase_timeout
         # An object that slid down in the grip hangs lower than at the grasp: carry the hand higher by
         # as much, so the object's bottom still clears everything on the way.
-        sag = max(0.0, (eef[2] - float(sc.shape(self.goal.obj).low[2])) - self._obj_below)
-        carry_z = self._carry_z + sag
         bottom = float(sc.shape(self.goal.obj).low[2])
+        sag = max(0.0, (eef[2] - bottom) - self._obj_below)
+        carry_z = self._carry_z + sag
         if self.phase == "lift":
             target = np.array([eef[0], eef[1], carry_z])
             # Once free of its support, the object rises and travels together as far as nothing on the
