@@ -6,9 +6,7 @@
 Prints a table and writes JSON (default ``benchmarks/results/libero_env.json``). "Episode" times run a
 fixed number of steps of a constant action chunk (``--chunk`` actions per plan) twice: rendering both
 cameras at every step, as an env with camera observables does, and rendering only when the policy
-re-plans (flowvla's ``LiberoEnv``). Policy compute is excluded: this is the simulator's share. "obs
-uncull" / "obs" / "cull": both views rendered without and with frustum culling (same pixels), alternated
-over arm poses in one run, and their ratio.
+re-plans (flowvla's ``LiberoEnv``). Policy compute is excluded: this is the simulator's share.
 """
 
 from __future__ import annotations
@@ -49,17 +47,6 @@ def bench_suite(suite: str, task: int, size: int, steps: int, episode_steps: int
         env.render_camera(cam)  # first render of a camera warms caches
         out[f"render_{cam}_rgb_ms"] = 1000 * timed(lambda c=cam: env.render_camera(c), 10)
         out[f"render_{cam}_rgbd_ms"] = 1000 * timed(lambda c=cam: env.render_camera(c, depth=True), 10)
-    # Frustum culling on and off, alternated over arm poses (what the wrist sees depends on the pose).
-    walls = {True: 0.0, False: 0.0}
-    for _ in range(5):
-        for _ in range(10):
-            env.step(rng.uniform(-1, 1, size=7))
-        for cull in (False, True):
-            env.frustum_culling = cull
-            walls[cull] += timed(lambda: env.observe(depth=False), 4) / 5
-    env.frustum_culling = True
-    out["observe_rgb_full_ms"], out["observe_rgb_culled_ms"] = 1000 * walls[False], 1000 * walls[True]
-    out["culling_speedup"] = walls[False] / walls[True]
     out["observe_rgb_ms"] = 1000 * timed(lambda: env.observe(depth=False), 10)
     out["observe_rgbd_cameras_ms"] = 1000 * timed(lambda: env.observe(depth=True), 10)
 
@@ -123,9 +110,6 @@ def main(argv: list[str] | None = None) -> dict:
         ("physics_steps_per_s_random", "phys/s rnd", "{:.0f}"),
         ("render_agentview_rgb_ms", "agent ms", "{:.0f}"),
         ("render_robot0_eye_in_hand_rgb_ms", "wrist ms", "{:.0f}"),
-        ("observe_rgb_full_ms", "obs uncull ms", "{:.0f}"),
-        ("observe_rgb_culled_ms", "obs ms", "{:.0f}"),
-        ("culling_speedup", "cull", "{:.2f}x"),
         ("observe_rgbd_cameras_ms", "obs+depth ms", "{:.0f}"),
         ("episode_render_every_step_s", "ep every s", "{:.1f}"),
         (f"episode_render_every_{args.chunk}_s", f"ep 1/{args.chunk} s", "{:.1f}"),

@@ -27,7 +27,6 @@ frame), then the gripper, ``-1`` open and ``+1`` close.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import math
@@ -38,7 +37,6 @@ from typing import Any
 import numpy as np
 
 from flowvla.envs import cameras as cam
-from flowvla.envs.frustum import culling_is_exact, geoms_outside_view, hidden_geoms
 from flowvla.envs.libero_setup import prepare_libero, quiet_stdout
 from flowvla.typing import Float, Shaped, typechecked
 
@@ -281,9 +279,6 @@ class LiberoEnv:
         #: [`set_goal`][flowvla.envs.libero.LiberoEnv.set_goal]).
         self.goal_task: LiberoTask | None = None
         self._undo: list[Callable[[], None]] = []
-        #: Skip, per render, the geoms outside the camera's view when that leaves the image
-        #: bit-identical (see [`flowvla.envs.frustum`][flowvla.envs.frustum]); off: render them all.
-        self.frustum_culling = True
 
     # ----------------------------------------------------------------------------------------- info
     @property
@@ -565,23 +560,12 @@ class LiberoEnv:
         """Render one camera: upright ``[H, W, 3]`` uint8 RGB and, with ``depth``, ``[H, W]`` metres."""
         self._require_renderer()
         h, w = height or self.height, width or self.width
-        with self._culled(camera, w / h):
-            out = self.sim.render(camera_name=camera, width=w, height=h, depth=depth)
+        out = self.sim.render(camera_name=camera, width=w, height=h, depth=depth)
         rgb, z = out if depth else (out, None)
         rgb = np.ascontiguousarray(rgb[::-1])
         if z is None:
             return rgb, None
         return rgb, cam.zbuffer_to_metres(np.ascontiguousarray(z[::-1]), *self.clip_planes())
-
-    def _culled(self, camera: str, aspect: float) -> contextlib.AbstractContextManager[None]:
-        """Hide, for one render, the geoms ``camera`` cannot see (same pixels, less work: see
-        [`flowvla.envs.frustum`][flowvla.envs.frustum])."""
-        model = self.sim.model._model
-        off = np.flatnonzero(np.asarray(self.sim._render_context_offscreen.vopt.geomgroup) == 0)
-        if not self.frustum_culling or off.size == 0 or not culling_is_exact(model):
-            return contextlib.nullcontext()
-        cid = self.sim.model.camera_name2id(camera)
-        return hidden_geoms(model, geoms_outside_view(model, self.sim.data._data, cid, aspect), int(off[0]))
 
     def render_geom_ids(self, camera: str) -> np.ndarray:
         """Upright ``[H, W]`` int32 map of the MuJoCo geom id seen at each pixel (-1: nothing).

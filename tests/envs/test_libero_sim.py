@@ -106,32 +106,6 @@ def test_images_equal_libero_renders_made_upright(envs):
         ref.close()
 
 
-@pytest.mark.parametrize("suite", STANDARD)
-def test_frustum_culling_leaves_every_pixel_and_depth_as_they_were(envs, suite):
-    from flowvla.envs.frustum import culling_is_exact, geoms_outside_view
-
-    env = envs(suite)
-    env.reset(init_state=3)
-    m = env.sim.model._model
-    assert culling_is_exact(m)
-    wrist = env.sim.model.camera_name2id("robot0_eye_in_hand")
-    drawn = m.geom_group == 1
-    # Not a no-op: the wrist view leaves out part of what the renderer would draw.
-    assert (geoms_outside_view(m, env.sim.data._data, wrist, 1.0) & drawn).sum() > 5
-    rng = np.random.default_rng(0)
-    for _ in range(3):
-        for _ in range(8):
-            env.step(np.r_[rng.uniform(-1, 1, 6), rng.choice([-1.0, 1.0])])
-        for camera in env.cameras:
-            env.frustum_culling = False
-            full = env.render_camera(camera, depth=True)
-            env.frustum_culling = True
-            culled = env.render_camera(camera, depth=True)
-            np.testing.assert_array_equal(culled[0], full[0])
-            np.testing.assert_array_equal(culled[1], full[1])
-    assert np.array_equal(m.geom_group == 1, drawn)  # groups restored
-
-
 def raycast_check(env: LiberoEnv, view: int, obs: dict, stride: int = 4) -> tuple[float, float]:
     """Cast MuJoCo rays through pixel centres using *our* K and pose; return (fraction of pixels where the
     hit geom is the rendered one, median |ray-hit depth - rendered depth| in metres)."""
