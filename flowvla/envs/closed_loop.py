@@ -98,14 +98,14 @@ def _as_numpy_actions(actions: Any, batch: int = 1) -> np.ndarray:
     return a
 
 
-def _debug_of(policy: Any, debug: Any, index: int, batch: int) -> dict[str, Any]:
+def _debug_of(policy: Any, debug: Any, index: int) -> dict[str, Any]:
     """Sample ``index``'s view of a batch's ``debug_info``: the policy's own split where it has one
     (``sample_debug``, e.g. [`VLAPolicy.sample_debug`][flowvla.policy.policy.VLAPolicy.sample_debug]),
     else the whole call's."""
     if not isinstance(debug, dict):
         return {}
     split = getattr(policy, "sample_debug", None)
-    return debug if batch == 1 or split is None else split(debug, index)
+    return debug if split is None else split(debug, index)
 
 
 def _wants_video(cfg: RolloutConfig, first_of_task: bool) -> bool:
@@ -223,7 +223,7 @@ def _drive(
         share = (time.perf_counter() - t0) / len(keys)
         chunks = _as_numpy_actions(actions, len(keys))
         for j, k in enumerate(keys):
-            advance(k, (chunks[j], _debug_of(policy, debug, j, len(keys)), share))
+            advance(k, (chunks[j], _debug_of(policy, debug, j), share))
     return [done[k] for k in range(len(episodes))]
 
 

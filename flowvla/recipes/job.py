@@ -177,8 +177,10 @@ def run_job(
         return run
     run["recipe"] = cfg.to_dict()
 
-    def done(name: str, seconds: float, note: str = "", **extra: Any) -> None:
-        before = run["phases"].get(name, {})
+    def done(name: str, seconds: float, note: str = "", *, calls: int | None = None, **extra: Any) -> None:
+        # ``calls`` given: ``seconds`` is already the total of that many calls (a call cut off never
+        # got here to add its share, but the training log kept it).
+        before = run["phases"].get(name, {}) if calls is None else {"seconds": 0.0, "calls": calls - 1}
         calls = before.get("calls", 1 if before else 0) + 1
         total = before.get("seconds", 0.0) + seconds
         run["phases"][name] = {"seconds": total, "calls": calls, "note": note, **extra}
@@ -219,7 +221,7 @@ def run_job(
 
     # 3. training
     torch.set_num_threads(cfg.train.threads)
-    from flowvla.recipes.train import load_trained, train_policy
+    from flowvla.recipes.train import load_trained, train_policy, training_call_seconds
 
     if trained is not None:
         t0 = time.perf_counter()
@@ -242,7 +244,11 @@ def run_job(
             say(f"      already trained: step {report['step']} ({report['stopped']})")
         else:
             run["train"] = report
-            done("train", time.perf_counter() - t0, f"{report['step']} steps")
+            per_call = training_call_seconds(out / "log.jsonl")
+            if per_call:
+                done("train", sum(per_call), f"{report['step']} steps", calls=len(per_call))
+            else:
+                done("train", time.perf_counter() - t0, f"{report['step']} steps")
 
     # 4. evaluation on the official init states (resumes from its records)
     t0 = time.perf_counter()

@@ -10,7 +10,14 @@ from flowvla.recipes.config import RecipeConfig
 from flowvla.recipes.parts import build_policy
 from flowvla.recipes.settings import load_recipe, training_settings
 
-__all__ = ["load_trained", "native_bf16_cpu", "train_config", "train_policy", "training_seconds"]
+__all__ = [
+    "load_trained",
+    "native_bf16_cpu",
+    "train_config",
+    "train_policy",
+    "training_call_seconds",
+    "training_seconds",
+]
 
 
 def train_config(cfg: RecipeConfig, out: Path, *, progress: bool = True, minutes_spent: float = 0.0) -> Any:
@@ -112,20 +119,29 @@ def load_trained(cfg: RecipeConfig, checkpoint: Path) -> tuple[Any, dict]:
     return policy, {**report, "reused_from": str(checkpoint)}
 
 
-def training_seconds(log_path: str | Path) -> float | None:
-    """Wall seconds of training summed over every call that wrote the log ``log_path`` (a resumed run
-    starts its ``seconds`` from 0 again; steps re-trained after a resume count, they were spent), or
-    None without a log. A run's own ``train.seconds`` holds only its last call."""
+def training_call_seconds(log_path: str | Path) -> list[float]:
+    """Wall seconds of each training call that wrote the log ``log_path``, in order (a resumed run
+    starts its ``seconds`` from 0 again); empty without a log. A call cut off (a session's end, a
+    kill) counts up to its last row."""
     path = Path(log_path)
     if not path.is_file():
-        return None
-    total = last = 0.0
+        return []
+    calls: list[float] = []
+    last = None
     for line in path.read_text().splitlines():
         row = json.loads(line) if line.strip() else {}
         sec = row.get("seconds")
         if "event" in row or not isinstance(sec, (int, float)):
             continue
-        if sec < last:  # a new call
-            total += last
-        last = float(sec)
-    return total + last
+        if last is None or sec < last:  # a new call
+            calls.append(0.0)
+        calls[-1] = last = float(sec)
+    return calls
+
+
+def training_seconds(log_path: str | Path) -> float | None:
+    """Wall seconds of training summed over every call that wrote the log ``log_path`` (steps
+    re-trained after a resume count, they were spent), or None without a log. A run's own
+    ``train.seconds`` holds only its last call."""
+    calls = training_call_seconds(log_path)
+    return sum(calls) if Path(log_path).is_file() else None

@@ -263,7 +263,8 @@ def _carrying(heading: float, boxes: dict[str, np.ndarray]):
     expert = object.__new__(PickPlaceExpert)
     expert.scene, expert.cfg = scene, ExpertConfig()
     expert.goal = SimpleNamespace(obj="obj")
-    expert._path = expert._path_boxes(0.4 * np.array([math.cos(heading), math.sin(heading)]))
+    start = scene.body_pos("obj")[:2]
+    expert._path = expert._path_boxes(start, 0.4 * np.array([math.cos(heading), math.sin(heading)]))
     return expert
 
 

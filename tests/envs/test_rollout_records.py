@@ -252,11 +252,12 @@ def test_an_episode_of_a_batched_call_keeps_its_own_samples_debug_entries():
         "nfe": 10,
         "batch_size": 3,
     }
-    one = _debug_of(VLAPolicy, debug, 1, 3)
+    one = _debug_of(VLAPolicy, debug, 1)
     assert one["router_weights"] == [[0.2]] and one["token_signature"] == ["b"]
     assert one["padding"] == {"side": "right", "padded_tokens": [2], "any": True}
-    assert _debug_of(VLAPolicy, debug, 0, 3)["padding"]["any"] is False
+    assert _debug_of(VLAPolicy, debug, 0)["padding"]["any"] is False
     assert one["layer_rms"] == [1.0, 2.0, 3.0] and one["nfe"] == 10
-    assert _debug_of(VLAPolicy, debug, 0, 1) is debug and _debug_of(VLAPolicy, None, 0, 2) == {}
+    assert _debug_of(VLAPolicy, {**debug, "batch_size": 1}, 0)["router_weights"] == [[0.1], [0.2], [0.3]]
+    assert _debug_of(VLAPolicy, None, 0) == {}
     # A policy that does not say which entries are per sample: each episode gets the call's whole.
-    assert _debug_of(object(), debug, 1, 3) is debug
+    assert _debug_of(object(), debug, 1) is debug

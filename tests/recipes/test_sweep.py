@@ -18,6 +18,7 @@ from flowvla.recipes.sweep import (
     training_seconds,
     variant_configs,
 )
+from flowvla.recipes.train import training_call_seconds
 
 
 def test_variants_are_checked_before_anything_runs():
@@ -41,7 +42,10 @@ def test_training_seconds_add_up_every_call_of_a_resumed_run(tmp_path):
     log = tmp_path / "log.jsonl"
     log.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     assert training_seconds(log) == pytest.approx(420.0)
+    # Per call, as a run's report counts them: a call cut off (no report of its own) keeps its share.
+    assert training_call_seconds(log) == pytest.approx([300.0, 120.0])
     assert training_seconds(tmp_path / "missing.jsonl") is None
+    assert training_call_seconds(tmp_path / "missing.jsonl") == []
 
 
 def test_final_loss_averages_the_last_tenth_of_the_logged_steps(tmp_path):

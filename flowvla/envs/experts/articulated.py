@@ -271,8 +271,9 @@ class DrawerSkill(_JointSkill):
                 if pose_error(sc, tgt, rot)[0] < near or self.phase_steps > 25:
                     if not self.recover_posture:
                         self.done, self.failed = self.holds(), not self.holds()
-                    self._start("upright")
-                    self._upright_yaw = self._smallest_upright_turn()
+                    else:
+                        self._start("upright")
+                        self._upright_yaw = self._smallest_upright_turn()
                 if not self.recover_posture:
                     # A pick-and-place comes next, palm down: turn on the way home once half of it is
                     # behind (the elbow is bent enough there), not at the stretched start.

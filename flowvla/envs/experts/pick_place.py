@@ -366,13 +366,15 @@ class PickPlaceExpert:
                 tops.append(s.high[2])
         return max(tops) + self.cfg.clearance + obj_below
 
-    def _path_boxes(self, dest_xy: np.ndarray, margin: float = 0.02) -> list[tuple[float, float]]:
-        """The collision boxes the carried object would meet on the straight way from where it is to
-        ``dest_xy``, as ``(travel, top)``: how far (m) the object's centre can go before its footprint
-        (plus ``margin``) reaches the box, and the box's top. Every box across the path counts, the
-        destination's own walls too; a box the object stands on or beside has ``travel = 0``."""
+    def _path_boxes(
+        self, start: np.ndarray, dest_xy: np.ndarray, margin: float = 0.02
+    ) -> list[tuple[float, float]]:
+        """The collision boxes the carried object would meet on the straight way from ``start`` (its
+        centre's xy now) to ``dest_xy``, as ``(travel, top)``: how far (m) the object's centre can go
+        before its footprint (plus ``margin``) reaches the box, and the box's top. Every box across
+        the path counts, the destination's own walls too; a box the object stands on or beside has
+        ``travel = 0``."""
         sc = self.scene
-        start = sc.body_pos(self.goal.obj)[:2]
         seg = dest_xy - start
         length = float(np.linalg.norm(seg))
         if length < 1e-6:
@@ -644,7 +646,7 @@ class PickPlaceExpert:
         """Lift the held object from where it is now, with the boxes on its way to the destination."""
         dest_xy, _, _ = self._target()
         self._carry_from = self.scene.body_pos(self.goal.obj)[:2]
-        self._path = self._path_boxes(dest_xy)
+        self._path = self._path_boxes(self._carry_from, dest_xy)
         self._start_phase("lift")
 
     def _draw_step(self, close: float) -> np.ndarray:
